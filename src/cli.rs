@@ -1,0 +1,130 @@
+//! The command line: `clerk-role-sync [serve|migrate|openapi|set-role]`.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::db::users::{self, RoleUpdate};
+use crate::domain::{ClerkUserId, Role, RoleSource};
+use crate::startup::{self, Application};
+use crate::{openapi, telemetry, with_conn};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "clerk-role-sync",
+    version,
+    about = "Keeps each user's role identical in our database and in Clerk.",
+    long_about = "Keeps each user's role (STUDENT, INSTRUCTOR, ADMIN) identical in our \
+                  database and in Clerk's public_metadata.role, in both directions.\n\n\
+                  Configuration comes from the environment and from .env; see the README."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the OpenAPI document (YAML) to stdout.
+    Openapi,
+    /// Set a user's role, e.g. to make the first admin.
+    SetRole {
+        /// The Clerk user id (user_…).
+        user_id: String,
+        /// STUDENT, INSTRUCTOR or ADMIN.
+        role: String,
+    },
+}
+
+/// Parses the command line and runs the command; errors are printed, not panicked.
+pub async fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli.command.unwrap_or(Command::Serve)).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command) -> anyhow::Result<()> {
+    if let Command::Openapi = command {
+        print!("{}", openapi::yaml()?);
+        return Ok(());
+    }
+    let config = Config::from_env()?;
+    telemetry::init(config.log_format);
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            startup::connect(&config).await?.migrate().await?;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::SetRole { user_id, role } => set_role(config, &user_id, &role).await,
+        Command::Openapi => Ok(()),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = Application::build(config.clone()).await?;
+    tracing::info!(
+        address = %config.bind_addr,
+        port = app.port(),
+        "listening; Swagger UI at /swagger-ui/"
+    );
+    let handle = app.handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        handle.stop(true).await;
+    });
+    app.run_until_stopped().await.context("serving HTTP")
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (container stop).
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+async fn set_role(config: Config, user_id: &str, role: &str) -> anyhow::Result<()> {
+    let id = ClerkUserId::parse(user_id).context("invalid user id")?;
+    let role: Role = Role::parse_lenient(role).context("invalid role")?;
+    let db = startup::connect(&config).await?;
+    db.migrate().await?;
+    let update = with_conn!(db, conn => {
+        users::set_role(conn, &id, role, RoleSource::Cli, Some("cli"), true).await
+    })?;
+    match update {
+        RoleUpdate::Unchanged(_) => println!("{id} already has role {role}"),
+        RoleUpdate::Changed { from: None, .. } => println!("{id} created with role {role}"),
+        RoleUpdate::Changed {
+            from: Some(from), ..
+        } => println!("{id}: {from} -> {role}"),
+    }
+    Ok(())
+}

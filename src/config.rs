@@ -1,0 +1,358 @@
+//! Configuration, read once at start-up from the environment (and from a
+//! `.env` file in the working directory when one exists).
+//!
+//! | variable | default |
+//! | --- | --- |
+//! | `DATABASE_URL` | `sqlite://clerk-role-sync.db` (`postgres://…` selects PostgreSQL) |
+//! | `DATABASE_MAX_CONNECTIONS` | `10` (PostgreSQL pool size; SQLite uses one connection) |
+//! | `BIND_ADDR` | `127.0.0.1:8080` |
+//! | `CLERK_SECRET_KEY` | unset: pushes to Clerk wait |
+//! | `CLERK_WEBHOOK_SECRET` (alias `CLERK_WEBHOOK_SIGNING_SECRET`) | unset: the webhook answers 503 |
+//! | `CLERK_API_URL` | `https://api.clerk.com` |
+//! | `CLERK_JWT_KEY` | unset: Clerk's JWKS is used |
+//! | `CLERK_PUBLISHABLE_KEY` or `CLERK_ISSUER` | unset: `iss` is not pinned |
+//! | `CLERK_API_VERSION` | `2026-05-12` |
+//! | `CLERK_AUTHORIZED_PARTIES` | unset: `azp` is not checked |
+//! | `CORS_ALLOWED_ORIGINS` | unset: no cross-origin access |
+//! | `RUST_LOG`, `LOG_FORMAT` (`pretty`/`json`) | `info`, `pretty` |
+//!
+//! A malformed value is a [`ConfigError`] naming the variable, never a panic.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use url::Url;
+
+/// Everything the service needs to know about its surroundings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: DatabaseUrl,
+    pub database_max_connections: usize,
+    pub bind_addr: SocketAddr,
+    pub clerk: ClerkConfig,
+    pub cors_allowed_origins: Vec<String>,
+    pub log_format: LogFormat,
+}
+
+/// How to reach Clerk and how to trust what comes from it.
+#[derive(Debug, Clone)]
+pub struct ClerkConfig {
+    pub secret_key: Option<Secret>,
+    pub webhook_secrets: Option<Secret>,
+    pub api_url: Url,
+    pub jwt_key: Option<String>,
+    pub issuer: Option<String>,
+    pub api_version: String,
+    pub authorized_parties: Vec<String>,
+}
+
+/// Where the data lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A `postgres://` or `postgresql://` connection string.
+    Postgres(String),
+    /// A SQLite database file, created on first use.
+    Sqlite(PathBuf),
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A value that must never reach a log line or an error body.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// A configuration value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{variable} is not valid: {reason}")]
+    Invalid {
+        variable: &'static str,
+        reason: String,
+    },
+}
+
+fn invalid(variable: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        variable,
+        reason: reason.into(),
+    }
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://clerk-role-sync.db";
+pub const DEFAULT_DATABASE_MAX_CONNECTIONS: usize = 10;
+pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_CLERK_API_URL: &str = "https://api.clerk.com";
+pub const DEFAULT_CLERK_API_VERSION: &str = "2026-05-12";
+
+impl Config {
+    /// Reads `.env` (when present) and then the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is worth refusing.
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(error) if error.not_found() => {}
+            Err(error) => return Err(invalid(".env", error.to_string())),
+        }
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds the configuration from any variable lookup (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+
+        let database = DatabaseUrl::parse(
+            &var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+        )?;
+        let bind_addr = var("BIND_ADDR")
+            .unwrap_or_else(|| DEFAULT_BIND_ADDR.into())
+            .trim()
+            .parse()
+            .map_err(|_| invalid("BIND_ADDR", "expected host:port, e.g. 127.0.0.1:8080"))?;
+
+        let api_url =
+            Url::parse(&var("CLERK_API_URL").unwrap_or_else(|| DEFAULT_CLERK_API_URL.into()))
+                .ok()
+                .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+                .ok_or_else(|| invalid("CLERK_API_URL", "expected an http(s) URL"))?;
+
+        let issuer = match (var("CLERK_ISSUER"), var("CLERK_PUBLISHABLE_KEY")) {
+            (Some(issuer), _) => Some(issuer.trim().trim_end_matches('/').to_owned()),
+            (None, Some(key)) => Some(issuer_from_publishable_key(key.trim())?),
+            (None, None) => None,
+        };
+
+        let database_max_connections = match var("DATABASE_MAX_CONNECTIONS") {
+            None => DEFAULT_DATABASE_MAX_CONNECTIONS,
+            Some(value) => value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    invalid("DATABASE_MAX_CONNECTIONS", "expected a positive integer")
+                })?,
+        };
+
+        Ok(Self {
+            database,
+            database_max_connections,
+            bind_addr,
+            clerk: ClerkConfig {
+                secret_key: var("CLERK_SECRET_KEY").map(Secret::new),
+                webhook_secrets: var("CLERK_WEBHOOK_SECRET")
+                    .or_else(|| var("CLERK_WEBHOOK_SIGNING_SECRET"))
+                    .map(Secret::new),
+                api_url,
+                jwt_key: var("CLERK_JWT_KEY"),
+                issuer,
+                api_version: var("CLERK_API_VERSION")
+                    .unwrap_or_else(|| DEFAULT_CLERK_API_VERSION.into()),
+                authorized_parties: list(var("CLERK_AUTHORIZED_PARTIES")),
+            },
+            cors_allowed_origins: list(var("CORS_ALLOWED_ORIGINS")),
+            log_format: match var("LOG_FORMAT").as_deref().map(str::trim) {
+                None | Some("pretty") => LogFormat::Pretty,
+                Some("json") => LogFormat::Json,
+                Some(_) => return Err(invalid("LOG_FORMAT", "expected `pretty` or `json`")),
+            },
+        })
+    }
+}
+
+/// Splits a comma- or space-separated list, dropping empty entries.
+fn list(value: Option<String>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Clerk's publishable key is `pk_(test|live)_` + base64(`<frontend api host>$`);
+/// session tokens carry `iss = https://<frontend api host>`.
+fn issuer_from_publishable_key(key: &str) -> Result<String, ConfigError> {
+    let refuse = || {
+        invalid(
+            "CLERK_PUBLISHABLE_KEY",
+            "expected pk_test_… or pk_live_… as shown in the Clerk dashboard",
+        )
+    };
+    let encoded = key
+        .strip_prefix("pk_test_")
+        .or_else(|| key.strip_prefix("pk_live_"))
+        .ok_or_else(refuse)?;
+    let decoded = STANDARD_NO_PAD
+        .decode(encoded.trim_end_matches('='))
+        .map_err(|_| refuse())?;
+    let host = String::from_utf8(decoded).map_err(|_| refuse())?;
+    let host = host.strip_suffix('$').ok_or_else(refuse)?;
+    if host.is_empty() || host.contains(['/', ' ']) {
+        return Err(refuse());
+    }
+    Ok(format!("https://{host}"))
+}
+
+impl DatabaseUrl {
+    /// `postgres://…` or `postgresql://…` select PostgreSQL; `sqlite://path`,
+    /// `sqlite:path` or a plain path select SQLite. Other schemes are refused.
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        let value = value.trim();
+        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            let url = Url::parse(value)
+                .map_err(|e| invalid("DATABASE_URL", format!("not a PostgreSQL URL ({e})")))?;
+            if !url.has_host() {
+                return Err(invalid("DATABASE_URL", "a PostgreSQL URL needs a host"));
+            }
+            return Ok(Self::Postgres(value.to_owned()));
+        }
+        let path = value
+            .strip_prefix("sqlite://")
+            .or_else(|| value.strip_prefix("sqlite:"))
+            .unwrap_or(value);
+        if path.is_empty() {
+            return Err(invalid("DATABASE_URL", "a SQLite URL needs a file path"));
+        }
+        if let Some((scheme, _)) = path.split_once("://") {
+            return Err(invalid(
+                "DATABASE_URL",
+                format!("unsupported scheme `{scheme}` (use postgres:// or sqlite://)"),
+            ));
+        }
+        Ok(Self::Sqlite(PathBuf::from(path)))
+    }
+}
+
+/// Shows the backend and location without the password.
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Postgres(url) => {
+                let mut shown = Url::parse(url).map_err(|_| fmt::Error)?;
+                if shown.password().is_some() {
+                    shown
+                        .set_password(Some("redacted"))
+                        .map_err(|_| fmt::Error)?;
+                }
+                write!(f, "Postgres({shown})")
+            }
+            Self::Sqlite(path) => write!(f, "Sqlite({})", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let config = config(&[]).expect("defaults are valid");
+        assert_eq!(
+            config.database,
+            DatabaseUrl::Sqlite("clerk-role-sync.db".into())
+        );
+        assert_eq!(config.bind_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.clerk.api_url.as_str(), "https://api.clerk.com/");
+        assert_eq!(config.clerk.api_version, "2026-05-12");
+        assert!(config.clerk.secret_key.is_none());
+        assert!(config.clerk.issuer.is_none());
+        assert_eq!(config.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn database_urls_select_the_backend() {
+        let pg = DatabaseUrl::parse("postgres://u:p@localhost:5432/db").expect("valid");
+        assert!(matches!(pg, DatabaseUrl::Postgres(_)));
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:data/x.db").ok(),
+            Some(DatabaseUrl::Sqlite("data/x.db".into()))
+        );
+        assert_eq!(
+            DatabaseUrl::parse("plain.db").ok(),
+            Some(DatabaseUrl::Sqlite("plain.db".into()))
+        );
+    }
+
+    #[test]
+    fn malformed_values_name_their_variable() {
+        for (variable, value) in [
+            ("DATABASE_URL", "postgres://"),
+            ("DATABASE_URL", "mysql://localhost/db"),
+            ("DATABASE_URL", "sqlite://"),
+            ("BIND_ADDR", "localhost"),
+            ("BIND_ADDR", "127.0.0.1:99999"),
+            ("CLERK_API_URL", "not a url"),
+            ("CLERK_PUBLISHABLE_KEY", "sk_test_abc"),
+            ("LOG_FORMAT", "xml"),
+        ] {
+            let error = config(&[(variable, value)]).expect_err(value).to_string();
+            assert!(error.starts_with(variable), "{error}");
+        }
+    }
+
+    #[test]
+    fn passwords_stay_out_of_debug_output() {
+        let url = DatabaseUrl::parse("postgres://app:hunter2@db:5432/x").expect("valid");
+        assert!(!format!("{url:?}").contains("hunter2"));
+        let config = config(&[("CLERK_SECRET_KEY", "sk_live_topsecret")]).expect("valid");
+        assert!(!format!("{config:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn issuer_comes_from_the_publishable_key() {
+        // base64("clerk.example.com$")
+        let config = config(&[("CLERK_PUBLISHABLE_KEY", "pk_live_Y2xlcmsuZXhhbXBsZS5jb20k")])
+            .expect("valid");
+        assert_eq!(
+            config.clerk.issuer.as_deref(),
+            Some("https://clerk.example.com")
+        );
+    }
+
+    #[test]
+    fn lists_split_on_commas_and_spaces() {
+        let config = config(&[(
+            "CORS_ALLOWED_ORIGINS",
+            "https://a.example, https://b.example  https://c.example",
+        )])
+        .expect("valid");
+        assert_eq!(config.cors_allowed_origins.len(), 3);
+    }
+}

@@ -1,0 +1,70 @@
+//! Table definitions shared by the PostgreSQL and SQLite backends.
+//! They mirror `migrations/postgres` and `migrations/sqlite` exactly.
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        email -> Nullable<Text>,
+        first_name -> Nullable<Text>,
+        last_name -> Nullable<Text>,
+        image_url -> Nullable<Text>,
+        role -> Text,
+        clerk_updated_at -> Nullable<BigInt>,
+        clerk_role -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        deleted_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    role_changes (id) {
+        id -> BigInt,
+        user_id -> Text,
+        old_role -> Nullable<Text>,
+        new_role -> Text,
+        source -> Text,
+        actor -> Nullable<Text>,
+        changed_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_events (svix_id) {
+        svix_id -> Text,
+        event_type -> Text,
+        user_id -> Nullable<Text>,
+        outcome -> Text,
+        received_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    clerk_sync (user_id) {
+        user_id -> Text,
+        desired_role -> Text,
+        version -> BigInt,
+        attempts -> Integer,
+        next_attempt_at -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    role_counts (role, shard) {
+        role -> Text,
+        shard -> SmallInt,
+        count -> BigInt,
+    }
+}
+
+diesel::joinable!(role_changes -> users (user_id));
+diesel::joinable!(clerk_sync -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    role_changes,
+    webhook_events,
+    clerk_sync,
+    role_counts
+);

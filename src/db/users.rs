@@ -1,0 +1,240 @@
+//! Users, their role changes and the role counters, kept consistent with
+//! each other: every role change touches all three in one transaction.
+
+use chrono::{DateTime, NaiveDateTime, SubsecRound as _, Utc};
+use diesel::prelude::*;
+
+use super::schema::{role_changes, users};
+use super::{DbError, Store};
+use crate::domain::{ClerkUserId, Role, RoleSource};
+
+/// Counter shards per role (see the `role_counts` migration).
+pub const COUNT_SHARDS: u16 = 16;
+
+/// A `users` row as stored.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub struct UserRow {
+    pub id: String,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub image_url: Option<String>,
+    pub role: String,
+    pub clerk_updated_at: Option<i64>,
+    pub clerk_role: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub deleted_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = users)]
+pub struct NewUser<'a> {
+    pub id: &'a str,
+    pub email: Option<&'a str>,
+    pub first_name: Option<&'a str>,
+    pub last_name: Option<&'a str>,
+    pub image_url: Option<&'a str>,
+    pub role: &'a str,
+    pub clerk_updated_at: Option<i64>,
+    pub clerk_role: Option<&'a str>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = role_changes)]
+pub struct NewRoleChange<'a> {
+    pub user_id: &'a str,
+    pub old_role: Option<&'a str>,
+    pub new_role: &'a str,
+    pub source: &'a str,
+    pub actor: Option<&'a str>,
+    pub changed_at: NaiveDateTime,
+}
+
+/// A user as the rest of the service sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: ClerkUserId,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub image_url: Option<String>,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = DbError;
+
+    fn try_from(row: UserRow) -> Result<Self, DbError> {
+        Ok(Self {
+            id: ClerkUserId::parse(row.id).map_err(corrupt)?,
+            email: row.email,
+            first_name: row.first_name,
+            last_name: row.last_name,
+            image_url: row.image_url,
+            role: row.role.parse().map_err(corrupt)?,
+            created_at: row.created_at.and_utc(),
+            updated_at: row.updated_at.and_utc(),
+            deleted_at: row.deleted_at.map(|at| at.and_utc()),
+        })
+    }
+}
+
+/// A stored value the constraints should have kept out.
+fn corrupt(error: impl std::error::Error + Send + Sync + 'static) -> DbError {
+    DbError::Query(diesel::result::Error::DeserializationError(Box::new(error)))
+}
+
+/// The current time as stored: UTC, microsecond precision on both backends.
+pub fn now() -> NaiveDateTime {
+    Utc::now().naive_utc().trunc_subsecs(6)
+}
+
+/// What a role change did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleUpdate {
+    /// The user already had that role: nothing was written.
+    Unchanged(User),
+    /// The role changed (`from` is `None` for a user created by the change).
+    Changed { user: User, from: Option<Role> },
+}
+
+/// Why a role change was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum RoleUpdateError {
+    #[error("no such user")]
+    NotFound,
+    #[error("the user was deleted in Clerk")]
+    Deleted,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for RoleUpdateError {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Db(error.into())
+    }
+}
+
+/// Sets a user's role, creating a bare user row when `create_missing` is set
+/// (the CLI bootstraps admins before Clerk's webhook has told us about them).
+/// Writes the audit row and moves the counters in the same transaction.
+pub async fn set_role<C: Store>(
+    conn: &mut C,
+    id: &ClerkUserId,
+    role: Role,
+    source: RoleSource,
+    actor: Option<&str>,
+    create_missing: bool,
+) -> Result<RoleUpdate, RoleUpdateError> {
+    conn.transaction(async |conn| {
+        let now = now();
+        let from = match conn.lock_user(id.as_str()).await? {
+            Some(row) if row.deleted_at.is_some() => return Err(RoleUpdateError::Deleted),
+            Some(row) if row.role == role.as_str() => {
+                return Ok(RoleUpdate::Unchanged(row.try_into()?));
+            }
+            Some(row) => {
+                let from: Role = row.role.parse().map_err(corrupt)?;
+                conn.update_role(id.as_str(), role.as_str(), now).await?;
+                count_role(conn, id, from, -1).await?;
+                Some(from)
+            }
+            None if create_missing => {
+                conn.insert_user(&NewUser {
+                    id: id.as_str(),
+                    email: None,
+                    first_name: None,
+                    last_name: None,
+                    image_url: None,
+                    role: role.as_str(),
+                    clerk_updated_at: None,
+                    clerk_role: None,
+                    created_at: now,
+                    updated_at: now,
+                })
+                .await?;
+                None
+            }
+            None => return Err(RoleUpdateError::NotFound),
+        };
+        count_role(conn, id, role, 1).await?;
+        record_change(conn, id, from, role, source, actor, now).await?;
+        let user = conn
+            .find_user(id.as_str())
+            .await?
+            .ok_or(diesel::result::Error::NotFound)?;
+        Ok(RoleUpdate::Changed {
+            user: user.try_into()?,
+            from,
+        })
+    })
+    .await
+}
+
+/// Moves one live user into (`+1`) or out of (`-1`) a role's counter.
+pub async fn count_role<C: Store>(
+    conn: &mut C,
+    id: &ClerkUserId,
+    role: Role,
+    delta: i64,
+) -> Result<(), DbError> {
+    Ok(conn
+        .adjust_role_count(role.as_str(), id.shard(COUNT_SHARDS), delta)
+        .await?)
+}
+
+/// Appends one audit row.
+pub async fn record_change<C: Store>(
+    conn: &mut C,
+    id: &ClerkUserId,
+    from: Option<Role>,
+    to: Role,
+    source: RoleSource,
+    actor: Option<&str>,
+    now: NaiveDateTime,
+) -> Result<(), DbError> {
+    Ok(conn
+        .insert_role_change(&NewRoleChange {
+            user_id: id.as_str(),
+            old_role: from.map(Role::as_str),
+            new_role: to.as_str(),
+            source: source.as_str(),
+            actor,
+            changed_at: now,
+        })
+        .await?)
+}
+
+/// Live users per role.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoleStats {
+    pub students: i64,
+    pub instructors: i64,
+    pub admins: i64,
+}
+
+impl RoleStats {
+    pub fn total(&self) -> i64 {
+        self.students + self.instructors + self.admins
+    }
+}
+
+/// Sums the counter shards: a constant 48 rows, whatever the number of users.
+pub async fn role_stats<C: Store>(conn: &mut C) -> Result<RoleStats, DbError> {
+    let mut stats = RoleStats::default();
+    for (role, count) in conn.role_count_shards().await? {
+        match role.parse().map_err(corrupt)? {
+            Role::Student => stats.students += count,
+            Role::Instructor => stats.instructors += count,
+            Role::Admin => stats.admins += count,
+        }
+    }
+    Ok(stats)
+}

@@ -1,0 +1,127 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A user's role on the learning platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Role {
+    Student,
+    Instructor,
+    Admin,
+}
+
+/// A role name outside the three we know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("role must be one of STUDENT, INSTRUCTOR, ADMIN")]
+pub struct RoleParseError;
+
+impl Role {
+    /// Every role, in the order the API lists them.
+    pub const ALL: [Role; 3] = [Role::Student, Role::Instructor, Role::Admin];
+
+    /// The stored and serialized name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Student => "STUDENT",
+            Role::Instructor => "INSTRUCTOR",
+            Role::Admin => "ADMIN",
+        }
+    }
+
+    /// Reads a role the lenient way Clerk metadata needs: surrounding
+    /// whitespace and letter case are ignored (`" admin "` is ADMIN).
+    pub fn parse_lenient(value: &str) -> Result<Role, RoleParseError> {
+        let trimmed = value.trim();
+        Role::ALL
+            .into_iter()
+            .find(|role| role.as_str().eq_ignore_ascii_case(trimmed))
+            .ok_or(RoleParseError)
+    }
+}
+
+/// Strict parsing: exactly one of the three stored names.
+impl FromStr for Role {
+    type Err = RoleParseError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|role| role.as_str() == value)
+            .ok_or(RoleParseError)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a role change came from, as recorded in the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleSource {
+    AdminApi,
+    ClerkWebhook,
+    Backfill,
+    Cli,
+}
+
+impl RoleSource {
+    /// The stored name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RoleSource::AdminApi => "admin_api",
+            RoleSource::ClerkWebhook => "clerk_webhook",
+            RoleSource::Backfill => "backfill",
+            RoleSource::Cli => "cli",
+        }
+    }
+}
+
+impl FromStr for RoleSource {
+    type Err = ();
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        [
+            RoleSource::AdminApi,
+            RoleSource::ClerkWebhook,
+            RoleSource::Backfill,
+            RoleSource::Cli,
+        ]
+        .into_iter()
+        .find(|source| source.as_str() == value)
+        .ok_or(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_parsing_accepts_only_the_stored_names() {
+        assert_eq!("ADMIN".parse(), Ok(Role::Admin));
+        assert_eq!("admin".parse::<Role>(), Err(RoleParseError));
+        assert_eq!(" ADMIN".parse::<Role>(), Err(RoleParseError));
+        assert_eq!("".parse::<Role>(), Err(RoleParseError));
+    }
+
+    #[test]
+    fn lenient_parsing_trims_and_folds_case() {
+        assert_eq!(Role::parse_lenient(" instructor\n"), Ok(Role::Instructor));
+        assert_eq!(Role::parse_lenient("Admin"), Ok(Role::Admin));
+        assert_eq!(Role::parse_lenient("teacher"), Err(RoleParseError));
+    }
+
+    #[test]
+    fn every_role_round_trips_through_its_name() {
+        for role in Role::ALL {
+            assert_eq!(role.as_str().parse(), Ok(role));
+            assert_eq!(serde_json::to_value(role).ok(), Some(role.as_str().into()));
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Liveness and readiness probes.
+
+use std::time::Duration;
+
+use actix_web::{HttpResponse, get, web};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use crate::error::{ApiError, Problem};
+
+/// How long readiness waits for the database before answering 503.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthStatus {
+    /// Always `ok` while the process serves requests.
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyStatus {
+    /// `ready` when the database answers.
+    pub status: &'static str,
+    /// `postgres` or `sqlite`.
+    pub database: &'static str,
+}
+
+/// Liveness: the process is up and serving requests.
+#[utoipa::path(
+    tag = "health",
+    responses((status = 200, description = "The service is alive", body = HealthStatus))
+)]
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(HealthStatus { status: "ok" })
+}
+
+/// Readiness: the database is reachable, so requests can be served.
+#[utoipa::path(
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready to serve", body = ReadyStatus),
+        (status = 503, description = "The database is unreachable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match tokio::time::timeout(READY_TIMEOUT, state.db.ping()).await {
+        Ok(Ok(())) => Ok(HttpResponse::Ok().json(ReadyStatus {
+            status: "ready",
+            database: match state.db.backend() {
+                crate::db::Backend::Postgres => "postgres",
+                crate::db::Backend::Sqlite => "sqlite",
+            },
+        })),
+        Ok(Err(error)) => Err(error.into()),
+        Err(_) => Err(ApiError::Unavailable(
+            "the database did not answer in time".into(),
+        )),
+    }
+}

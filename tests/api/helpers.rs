@@ -1,0 +1,231 @@
+//! `spawn_app()`: the real service on port 0 over a fresh database of either
+//! backend, and typed helpers to talk to it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use clerk_role_sync::config::Config;
+use clerk_role_sync::db::Db;
+use clerk_role_sync::startup::Application;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use serde_json::Value;
+
+/// The PostgreSQL server tests create their databases on.
+pub fn test_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Which storage a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A database that exists for one test and is dropped after it.
+pub struct TestDb {
+    pub url: String,
+    backend: Backend,
+    name: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        let name = format!("crs_test_{}", unique_suffix());
+        match backend {
+            Backend::Postgres => {
+                let admin_url = test_database_url();
+                let mut admin = AsyncPgConnection::establish(&admin_url)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "PostgreSQL is not reachable at {admin_url} ({e}). Start it \
+                         (pg_ctlcluster --skip-systemctl-redirect 15 main start) or point \
+                         TEST_DATABASE_URL at a server where this user may CREATE DATABASE."
+                        )
+                    });
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create the test database");
+                let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
+                url.set_path(&name);
+                Self {
+                    url: url.into(),
+                    backend,
+                    name,
+                    _dir: None,
+                }
+            }
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let path: PathBuf = dir.path().join(format!("{name}.db"));
+                Self {
+                    url: format!("sqlite://{}", path.display()),
+                    backend,
+                    name,
+                    _dir: Some(dir),
+                }
+            }
+        }
+    }
+
+    /// The SQLite file, for tests that tamper with it.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        self.url.strip_prefix("sqlite://").map(PathBuf::from)
+    }
+
+    /// Drops the PostgreSQL database now (open connections are terminated).
+    pub fn drop_database(&self) {
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        let name = self.name.clone();
+        // Drop runs outside any async context we could block on, so the
+        // statement runs on a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let mut admin = AsyncPgConnection::establish(&test_database_url()).await?;
+                admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        self.drop_database();
+    }
+}
+
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
+}
+
+/// The service under test, with a handle on its database.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: Db,
+    pub test_db: TestDb,
+}
+
+/// Configuration for a test service: port 0, a small pool, plus `extra`.
+pub fn test_config(test_db: &TestDb, extra: &[(&str, &str)]) -> Config {
+    let mut vars: HashMap<String, String> = HashMap::from([
+        ("DATABASE_URL".into(), test_db.url.clone()),
+        ("BIND_ADDR".into(), "127.0.0.1:0".into()),
+        ("DATABASE_MAX_CONNECTIONS".into(), "3".into()),
+    ]);
+    for (key, value) in extra {
+        vars.insert((*key).into(), (*value).into());
+    }
+    Config::from_lookup(|name| vars.get(name).cloned()).expect("valid test configuration")
+}
+
+/// Starts the real service on a fresh database of `backend`.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[]).await
+}
+
+/// Like [`spawn_app`], with extra environment variables.
+pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
+    let test_db = TestDb::new(backend).await;
+    let config = test_config(&test_db, extra);
+    let app = Application::build(config.clone())
+        .await
+        .expect("the service starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let db = Db::connect(&config.database, 2)
+        .await
+        .expect("test connection");
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("http client"),
+        db,
+        test_db,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+/// Reads a problem+json body, checking the envelope on the way.
+pub async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("a JSON problem body");
+    assert_eq!(body["status"], status);
+    assert!(body["title"].is_string(), "{body}");
+    assert!(body["detail"].is_string(), "{body}");
+    body
+}
+
+/// Generates one `#[tokio::test]` per backend from one async test body:
+/// `both_backends!(async fn name(backend) { ... })` yields `name::postgres`
+/// and `name::sqlite`.
+#[macro_export]
+macro_rules! both_backends {
+    ($(async fn $name:ident($backend:ident) $body:block)+) => {$(
+        mod $name {
+            use super::*;
+
+            async fn run($backend: $crate::helpers::Backend) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                run($crate::helpers::Backend::Postgres).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                run($crate::helpers::Backend::Sqlite).await
+            }
+        }
+    )+};
+}

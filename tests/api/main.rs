@@ -1,0 +1,10 @@
+//! The one integration test binary: every test runs the real service over a
+//! real database (PostgreSQL and SQLite).
+
+mod helpers;
+
+mod cli;
+mod errors;
+mod health;
+mod openapi;
+mod storage;

@@ -1,0 +1,109 @@
+//! The schema and the role bookkeeping, on both backends.
+
+use clerk_role_sync::db::users::{self, RoleStats, RoleUpdate, RoleUpdateError};
+use clerk_role_sync::db::{DbError, Store};
+use clerk_role_sync::domain::{ClerkUserId, Role, RoleSource};
+use clerk_role_sync::with_conn;
+use diesel_async::SimpleAsyncConnection;
+
+use crate::both_backends;
+use crate::helpers::spawn_app;
+
+fn id(value: &str) -> ClerkUserId {
+    ClerkUserId::parse(value).expect("valid id")
+}
+
+async fn stats(db: &clerk_role_sync::db::Db) -> RoleStats {
+    let result: Result<_, DbError> = with_conn!(db, conn => users::role_stats(conn).await);
+    result.expect("stats")
+}
+
+async fn set_role(
+    db: &clerk_role_sync::db::Db,
+    user: &str,
+    role: Role,
+    create: bool,
+) -> Result<RoleUpdate, RoleUpdateError> {
+    with_conn!(db, conn => {
+        users::set_role(conn, &id(user), role, RoleSource::Cli, Some("tester"), create).await
+    })
+}
+
+async fn execute(db: &clerk_role_sync::db::Db, sql: &str) -> Result<(), DbError> {
+    with_conn!(db, conn => conn.batch_execute(sql).await.map_err(DbError::from))
+}
+
+both_backends! {
+    async fn role_changes_move_counts_and_write_audit_rows(backend) {
+        let app = spawn_app(backend).await;
+        assert_eq!(stats(&app.db).await, RoleStats::default());
+
+        let created = set_role(&app.db, "user_a", Role::Admin, true).await.expect("created");
+        assert!(matches!(created, RoleUpdate::Changed { from: None, .. }));
+        set_role(&app.db, "user_b", Role::Student, true).await.expect("created");
+        let changed = set_role(&app.db, "user_b", Role::Instructor, false).await.expect("changed");
+        assert!(matches!(changed, RoleUpdate::Changed { from: Some(Role::Student), .. }));
+        let same = set_role(&app.db, "user_b", Role::Instructor, false).await.expect("no-op");
+        assert!(matches!(same, RoleUpdate::Unchanged(_)));
+
+        let counts = stats(&app.db).await;
+        assert_eq!((counts.admins, counts.instructors, counts.students), (1, 1, 0));
+        assert_eq!(counts.total(), 2);
+        let audit_rows: Result<i64, DbError> = with_conn!(app.db, conn => {
+            use clerk_role_sync::db::schema::role_changes::dsl::*;
+            use diesel::prelude::*;
+            use diesel_async::RunQueryDsl;
+            Ok(role_changes.count().get_result(conn).await?)
+        });
+        assert_eq!(audit_rows.expect("count"), 3, "two creations and one change; the no-op writes nothing");
+    }
+
+    async fn unknown_users_are_not_created_unless_asked(backend) {
+        let app = spawn_app(backend).await;
+
+        let result = set_role(&app.db, "user_ghost", Role::Admin, false).await;
+
+        assert!(matches!(result, Err(RoleUpdateError::NotFound)));
+        assert_eq!(stats(&app.db).await.total(), 0);
+        let found: Result<_, DbError> = with_conn!(app.db, conn => Ok(conn.find_user("user_ghost").await?));
+        assert!(found.expect("query").is_none());
+    }
+
+    async fn the_schema_refuses_roles_outside_the_three(backend) {
+        let app = spawn_app(backend).await;
+
+        let bad_role = execute(
+            &app.db,
+            "INSERT INTO users (id, role, created_at, updated_at) \
+             VALUES ('user_x', 'SUPERUSER', '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+        )
+        .await;
+        assert!(bad_role.is_err(), "a CHECK constraint limits roles");
+
+        let bad_source = execute(
+            &app.db,
+            "INSERT INTO users (id, role, created_at, updated_at) \
+             VALUES ('user_y', 'ADMIN', '2026-01-01 00:00:00', '2026-01-01 00:00:00'); \
+             INSERT INTO role_changes (user_id, new_role, source, changed_at) \
+             VALUES ('user_y', 'ADMIN', 'telepathy', '2026-01-01 00:00:00')",
+        )
+        .await;
+        assert!(bad_source.is_err(), "a CHECK constraint limits sources");
+    }
+
+    async fn a_svix_id_is_stored_once(backend) {
+        let app = spawn_app(backend).await;
+        let insert = "INSERT INTO webhook_events (svix_id, event_type, outcome, received_at) \
+                      VALUES ('msg_1', 'user.created', 'applied', '2026-01-01 00:00:00')";
+
+        execute(&app.db, insert).await.expect("first insert");
+        assert!(execute(&app.db, insert).await.is_err(), "the svix id is unique");
+    }
+
+    async fn migrations_are_idempotent(backend) {
+        let app = spawn_app(backend).await;
+
+        app.db.migrate().await.expect("a second run applies nothing and succeeds");
+        assert_eq!(stats(&app.db).await.total(), 0);
+    }
+}
