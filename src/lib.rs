@@ -2,6 +2,7 @@
 //! same in our database and in Clerk's `public_metadata.role`, in both
 //! directions. `main.rs` is a thin shell around [`cli::run`].
 
+pub mod clerk;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -11,3 +12,4 @@ pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;
+pub mod webhooks;

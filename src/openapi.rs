@@ -21,6 +21,7 @@ use crate::routes;
     components(schemas(Problem)),
     tags(
         (name = "health", description = "Liveness and readiness probes"),
+        (name = "webhooks", description = "Clerk → DB: Svix-signed events from Clerk"),
     )
 )]
 struct ApiDoc;

@@ -14,6 +14,7 @@ use crate::db::Db;
 use crate::error::{ApiError, problem_for_bare_errors};
 use crate::openapi;
 use crate::routes::{self, AppState};
+use crate::webhooks::svix::Verifier;
 
 /// Largest JSON body the admin API accepts.
 pub const JSON_LIMIT: usize = 256 * 1024;
@@ -37,7 +38,11 @@ impl Application {
         let listener = TcpListener::bind(config.bind_addr)
             .with_context(|| format!("binding {}", config.bind_addr))?;
         let port = listener.local_addr()?.port();
-        let state = web::Data::new(AppState { db });
+        let webhook_verifier = webhook_verifier(&config)?;
+        let state = web::Data::new(AppState {
+            db,
+            webhook_verifier,
+        });
         let openapi = openapi::document();
 
         let server = HttpServer::new(move || {
@@ -89,6 +94,18 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// The webhook verifier for the configured secrets; a secret that cannot be
+/// decoded stops the start-up rather than failing every webhook later.
+fn webhook_verifier(config: &Config) -> anyhow::Result<Option<Verifier>> {
+    let Some(secrets) = &config.clerk.webhook_secrets else {
+        tracing::warn!("CLERK_WEBHOOK_SECRET is not set: the webhook answers 503");
+        return Ok(None);
+    };
+    let verifier = Verifier::new(secrets.expose())
+        .map_err(|error| anyhow::anyhow!("CLERK_WEBHOOK_SECRET is not valid: {error}"))?;
+    Ok(Some(verifier))
 }
 
 /// Opens the configured database with the configured pool size.

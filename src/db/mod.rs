@@ -6,10 +6,12 @@
 //! connection of either backend to code that is generic over `Store`.
 //! What must differ between the backends (row locks) lives in `dialect.rs`.
 
+pub mod clerk_sync;
 mod dialect;
 pub mod schema;
 mod store;
 pub mod users;
+pub mod webhooks;
 
 use std::time::Duration;
 

@@ -4,9 +4,11 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::SqliteConn;
+use super::clerk_sync::SyncRow;
 use super::dialect::Dialect;
-use super::schema::{role_changes, role_counts, users};
-use super::users::{NewRoleChange, NewUser, UserRow};
+use super::schema::{clerk_sync, role_changes, role_counts, users, webhook_events};
+use super::users::{NewRoleChange, NewUser, RoleChangeRow, UserRow};
+use super::webhooks::{ClerkChanges, NewWebhookEvent};
 
 /// Every query the service runs, for either backend's connection.
 ///
@@ -42,6 +44,41 @@ pub trait Store: AsyncConnection + Dialect + Send {
     /// Every counter shard as `(role, count)`: 48 rows, whatever the user count.
     fn role_count_shards(&mut self)
     -> impl Future<Output = QueryResult<Vec<(String, i64)>>> + Send;
+
+    /// Writes a user's Clerk-side columns (profile, Clerk state, role).
+    fn apply_clerk_changes(
+        &mut self,
+        id: &str,
+        changes: &ClerkChanges<'_>,
+    ) -> impl Future<Output = QueryResult<()>> + Send;
+
+    /// Marks a user deleted.
+    fn tombstone_user(
+        &mut self,
+        id: &str,
+        now: chrono::NaiveDateTime,
+    ) -> impl Future<Output = QueryResult<()>> + Send;
+
+    /// Records a processed Svix message; `false` when its id was already there.
+    fn record_webhook_event(
+        &mut self,
+        event: &NewWebhookEvent<'_>,
+    ) -> impl Future<Output = QueryResult<bool>> + Send;
+
+    /// A user's outbox row, if any.
+    fn find_sync(
+        &mut self,
+        user_id: &str,
+    ) -> impl Future<Output = QueryResult<Option<SyncRow>>> + Send;
+
+    /// Removes a user's outbox row, if any.
+    fn delete_sync(&mut self, user_id: &str) -> impl Future<Output = QueryResult<()>> + Send;
+
+    /// A user's audit rows, newest first.
+    fn role_history(
+        &mut self,
+        user_id: &str,
+    ) -> impl Future<Output = QueryResult<Vec<RoleChangeRow>>> + Send;
 }
 
 macro_rules! impl_store {
@@ -96,6 +133,56 @@ macro_rules! impl_store {
             async fn role_count_shards(&mut self) -> QueryResult<Vec<(String, i64)>> {
                 role_counts::table
                     .select((role_counts::role, role_counts::count))
+                    .load(self)
+                    .await
+            }
+
+            async fn apply_clerk_changes(&mut self, id: &str, changes: &ClerkChanges<'_>) -> QueryResult<()> {
+                diesel::update(users::table.find(id))
+                    .set(changes)
+                    .execute(self)
+                    .await
+                    .map(drop)
+            }
+
+            async fn tombstone_user(&mut self, id: &str, now: chrono::NaiveDateTime) -> QueryResult<()> {
+                diesel::update(users::table.find(id))
+                    .set((users::deleted_at.eq(now), users::updated_at.eq(now)))
+                    .execute(self)
+                    .await
+                    .map(drop)
+            }
+
+            async fn record_webhook_event(&mut self, event: &NewWebhookEvent<'_>) -> QueryResult<bool> {
+                diesel::insert_into(webhook_events::table)
+                    .values(event)
+                    .on_conflict_do_nothing()
+                    .execute(self)
+                    .await
+                    .map(|inserted| inserted == 1)
+            }
+
+            async fn find_sync(&mut self, user_id: &str) -> QueryResult<Option<SyncRow>> {
+                clerk_sync::table
+                    .find(user_id)
+                    .select(SyncRow::as_select())
+                    .first(self)
+                    .await
+                    .optional()
+            }
+
+            async fn delete_sync(&mut self, user_id: &str) -> QueryResult<()> {
+                diesel::delete(clerk_sync::table.find(user_id))
+                    .execute(self)
+                    .await
+                    .map(drop)
+            }
+
+            async fn role_history(&mut self, user_id: &str) -> QueryResult<Vec<RoleChangeRow>> {
+                role_changes::table
+                    .filter(role_changes::user_id.eq(user_id))
+                    .order(role_changes::id.desc())
+                    .select(RoleChangeRow::as_select())
                     .load(self)
                     .await
             }

@@ -43,6 +43,19 @@ pub struct NewUser<'a> {
     pub updated_at: NaiveDateTime,
 }
 
+/// A `role_changes` row as stored.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = role_changes)]
+pub struct RoleChangeRow {
+    pub id: i64,
+    pub user_id: String,
+    pub old_role: Option<String>,
+    pub new_role: String,
+    pub source: String,
+    pub actor: Option<String>,
+    pub changed_at: NaiveDateTime,
+}
+
 #[derive(Debug, Insertable)]
 #[diesel(table_name = role_changes)]
 pub struct NewRoleChange<'a> {
@@ -87,7 +100,7 @@ impl TryFrom<UserRow> for User {
 }
 
 /// A stored value the constraints should have kept out.
-fn corrupt(error: impl std::error::Error + Send + Sync + 'static) -> DbError {
+pub(crate) fn corrupt(error: impl std::error::Error + Send + Sync + 'static) -> DbError {
     DbError::Query(diesel::result::Error::DeserializationError(Box::new(error)))
 }
 
@@ -143,7 +156,6 @@ pub async fn set_role<C: Store>(
             Some(row) => {
                 let from: Role = row.role.parse().map_err(corrupt)?;
                 conn.update_role(id.as_str(), role.as_str(), now).await?;
-                count_role(conn, id, from, -1).await?;
                 Some(from)
             }
             None if create_missing => {
@@ -164,7 +176,7 @@ pub async fn set_role<C: Store>(
             }
             None => return Err(RoleUpdateError::NotFound),
         };
-        count_role(conn, id, role, 1).await?;
+        move_count(conn, id, from, Some(role)).await?;
         record_change(conn, id, from, role, source, actor, now).await?;
         let user = conn
             .find_user(id.as_str())
@@ -178,16 +190,27 @@ pub async fn set_role<C: Store>(
     .await
 }
 
-/// Moves one live user into (`+1`) or out of (`-1`) a role's counter.
-pub async fn count_role<C: Store>(
+/// Moves one live user's count from one role to another (`None`: the user
+/// appears or disappears). The shard rows are always updated in the same
+/// order (by role name), so two transactions never wait on each other's
+/// counters in a cycle.
+pub async fn move_count<C: Store>(
     conn: &mut C,
     id: &ClerkUserId,
-    role: Role,
-    delta: i64,
+    from: Option<Role>,
+    to: Option<Role>,
 ) -> Result<(), DbError> {
-    Ok(conn
-        .adjust_role_count(role.as_str(), id.shard(COUNT_SHARDS), delta)
-        .await?)
+    let shard = id.shard(COUNT_SHARDS);
+    let mut deltas: Vec<(Role, i64)> = from
+        .map(|role| (role, -1))
+        .into_iter()
+        .chain(to.map(|role| (role, 1)))
+        .collect();
+    deltas.sort_by_key(|(role, _)| role.as_str());
+    for (role, delta) in deltas {
+        conn.adjust_role_count(role.as_str(), shard, delta).await?;
+    }
+    Ok(())
 }
 
 /// Appends one audit row.

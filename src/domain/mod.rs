@@ -1,8 +1,11 @@
-//! The vocabulary of the service: roles, Clerk user ids and role-change
-//! sources, parsed once at the edge. Knows no HTTP and no SQL.
+//! The vocabulary of the service (roles, Clerk user ids, role-change
+//! sources, parsed once at the edge) and the sync rules as pure functions.
+//! Knows no HTTP and no SQL.
 
 mod role;
+mod sync;
 mod user_id;
 
 pub use role::{Role, RoleParseError, RoleSource};
+pub use sync::{ClerkState, Known, MetadataRole, Verdict, judge};
 pub use user_id::{ClerkUserId, UserIdError};

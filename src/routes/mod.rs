@@ -1,24 +1,31 @@
 //! HTTP handlers, one per file, each named by its OpenAPI operation id.
 
 mod health;
+mod receive_clerk_webhook;
 
 use actix_web::web;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::db::Db;
 use crate::error::ApiError;
+use crate::webhooks::svix::Verifier;
 
 pub use health::{HealthStatus, ReadyStatus};
+pub use receive_clerk_webhook::{WEBHOOK_BODY_LIMIT, WebhookAck};
 
 /// What every handler may use.
 pub struct AppState {
     pub db: Db,
+    /// `None` when no webhook secret is configured: the webhook answers 503.
+    pub webhook_verifier: Option<Verifier>,
 }
 
 /// Registers every documented route (used by the server and by the OpenAPI
 /// generator alike, so the document cannot miss a route).
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(health::healthz).service(health::readyz);
+    cfg.service(health::healthz)
+        .service(health::readyz)
+        .service(receive_clerk_webhook::receive_clerk_webhook);
 }
 
 /// Turns actix's JSON, path and query extraction failures into problems.

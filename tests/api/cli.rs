@@ -26,6 +26,7 @@ fn malformed_configuration_is_a_clear_start_up_error() {
         ("DATABASE_URL", "postgres://"),
         ("LOG_FORMAT", "xml"),
         ("CLERK_PUBLISHABLE_KEY", "nonsense"),
+        ("CLERK_WEBHOOK_SECRET", "whsec_not*base64"),
     ] {
         let output = run(&["serve"], &[(variable, value)]);
 

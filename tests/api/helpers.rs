@@ -5,10 +5,14 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use clerk_role_sync::config::Config;
-use clerk_role_sync::db::Db;
+use clerk_role_sync::db::users::{self, RoleChangeRow, RoleStats, UserRow};
+use clerk_role_sync::db::{Db, DbError, Store};
 use clerk_role_sync::startup::Application;
+use clerk_role_sync::with_conn;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use serde_json::Value;
+
+use crate::support::svix;
 
 /// The PostgreSQL server tests create their databases on.
 pub fn test_database_url() -> String {
@@ -140,6 +144,7 @@ pub fn test_config(test_db: &TestDb, extra: &[(&str, &str)]) -> Config {
         ("DATABASE_URL".into(), test_db.url.clone()),
         ("BIND_ADDR".into(), "127.0.0.1:0".into()),
         ("DATABASE_MAX_CONNECTIONS".into(), "3".into()),
+        ("CLERK_WEBHOOK_SECRET".into(), svix::TEST_SECRET.into()),
     ]);
     for (key, value) in extra {
         vars.insert((*key).into(), (*value).into());
@@ -187,6 +192,106 @@ impl TestApp {
             .await
             .expect("request sent")
     }
+
+    /// Posts `body` to the webhook, signed now with the test secret under a
+    /// fresh message id.
+    pub async fn post_webhook(&self, body: &Value) -> reqwest::Response {
+        self.post_webhook_as(&svix::message_id(), body).await
+    }
+
+    /// Posts `body` to the webhook as message `id`, signed now.
+    pub async fn post_webhook_as(&self, id: &str, body: &Value) -> reqwest::Response {
+        let body = serde_json::to_vec(body).expect("serializable");
+        let timestamp = svix::now();
+        let signature = svix::sign(svix::TEST_SECRET, id, timestamp, &body);
+        self.post_raw_webhook(
+            &[
+                ("svix-id", id.to_owned()),
+                ("svix-timestamp", timestamp.to_string()),
+                ("svix-signature", signature),
+            ],
+            body,
+        )
+        .await
+    }
+
+    /// Posts exactly these headers and bytes to the webhook.
+    pub async fn post_raw_webhook(
+        &self,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(self.url("/api/webhooks/clerk"))
+            .header("content-type", "application/json")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// A user row straight from the database (deleted ones too).
+    pub async fn user(&self, id: &str) -> Option<UserRow> {
+        let found: Result<_, DbError> = with_conn!(self.db, conn => Ok(conn.find_user(id).await?));
+        found.expect("query users")
+    }
+
+    /// A user's audit rows, newest first.
+    pub async fn history(&self, id: &str) -> Vec<RoleChangeRow> {
+        let rows: Result<_, DbError> =
+            with_conn!(self.db, conn => Ok(conn.role_history(id).await?));
+        rows.expect("query role_changes")
+    }
+
+    /// The dashboard counts.
+    pub async fn stats(&self) -> RoleStats {
+        let stats: Result<_, DbError> = with_conn!(self.db, conn => users::role_stats(conn).await);
+        stats.expect("query role_counts")
+    }
+
+    /// Runs SQL directly (test set-up and fault injection).
+    pub async fn execute(&self, sql: &str) {
+        let done: Result<(), DbError> =
+            with_conn!(self.db, conn => Ok(conn.batch_execute(sql).await?));
+        done.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// How many Svix messages are recorded as processed.
+    pub async fn processed_messages(&self) -> i64 {
+        use clerk_role_sync::db::schema::webhook_events;
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        let count: Result<i64, DbError> = with_conn!(self.db, conn => {
+            Ok(webhook_events::table.count().get_result(conn).await?)
+        });
+        count.expect("query webhook_events")
+    }
+
+    /// The recorded outcome of one message.
+    pub async fn message_outcome(&self, svix_id: &str) -> Option<String> {
+        use clerk_role_sync::db::schema::webhook_events;
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        let outcome: Result<Option<String>, DbError> = with_conn!(self.db, conn => {
+            Ok(webhook_events::table
+                .find(svix_id)
+                .select(webhook_events::outcome)
+                .first(conn)
+                .await
+                .optional()?)
+        });
+        outcome.expect("query webhook_events")
+    }
+}
+
+/// The `outcome` of a webhook answer, checking it is a 200.
+pub async fn outcome(response: reqwest::Response) -> String {
+    let status = response.status();
+    let body: Value = response.json().await.expect("a JSON body");
+    assert_eq!(status, 200, "{body}");
+    body["outcome"].as_str().expect("an outcome").to_owned()
 }
 
 /// Reads a problem+json body, checking the envelope on the way.

@@ -8,3 +8,7 @@ mod errors;
 mod health;
 mod openapi;
 mod storage;
+mod webhooks;
+
+#[path = "../support/mod.rs"]
+mod support;

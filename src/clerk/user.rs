@@ -1,0 +1,104 @@
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::domain::{MetadataRole, Role};
+
+/// A Clerk user as webhooks and the Backend API return it. Only the fields we
+/// use are read; every other field, documented or not, is ignored.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClerkUser {
+    pub id: String,
+    #[serde(default)]
+    pub email_addresses: Vec<EmailAddress>,
+    #[serde(default)]
+    pub primary_email_address_id: Option<String>,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default)]
+    pub image_url: Option<String>,
+    #[serde(default)]
+    pub public_metadata: Option<Value>,
+    /// Milliseconds since the epoch; larger after every write in Clerk.
+    pub updated_at: i64,
+}
+
+/// One of a user's email addresses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EmailAddress {
+    pub id: String,
+    pub email_address: String,
+}
+
+impl ClerkUser {
+    /// The address `primary_email_address_id` points at, if any.
+    pub fn primary_email(&self) -> Option<&str> {
+        let primary = self.primary_email_address_id.as_deref()?;
+        self.email_addresses
+            .iter()
+            .find(|address| address.id == primary)
+            .map(|address| address.email_address.as_str())
+    }
+
+    /// `public_metadata.role`, read leniently (trimmed, any case).
+    pub fn metadata_role(&self) -> MetadataRole {
+        match self.public_metadata.as_ref().and_then(|m| m.get("role")) {
+            None | Some(Value::Null) => MetadataRole::Missing,
+            Some(Value::String(text)) => match Role::parse_lenient(text) {
+                Ok(role) => MetadataRole::Known(role),
+                Err(_) => MetadataRole::Unknown,
+            },
+            Some(_) => MetadataRole::Unknown,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn user(metadata: Value) -> ClerkUser {
+        serde_json::from_value(json!({
+            "id": "user_1",
+            "updated_at": 1,
+            "public_metadata": metadata,
+            "primary_email_address_id": "idn_2",
+            "email_addresses": [
+                {"id": "idn_1", "email_address": "old@example.com"},
+                {"id": "idn_2", "email_address": "primary@example.com"}
+            ],
+            "first_name": null
+        }))
+        .expect("a valid user")
+    }
+
+    #[test]
+    fn the_primary_email_is_the_one_pointed_at() {
+        assert_eq!(user(json!({})).primary_email(), Some("primary@example.com"));
+    }
+
+    #[test]
+    fn metadata_roles_are_read_leniently() {
+        assert_eq!(user(json!({})).metadata_role(), MetadataRole::Missing);
+        assert_eq!(user(Value::Null).metadata_role(), MetadataRole::Missing);
+        assert_eq!(
+            user(json!({"role": null})).metadata_role(),
+            MetadataRole::Missing
+        );
+        assert_eq!(
+            user(json!({"role": " Instructor "})).metadata_role(),
+            MetadataRole::Known(Role::Instructor)
+        );
+        assert_eq!(
+            user(json!({"role": "owner"})).metadata_role(),
+            MetadataRole::Unknown
+        );
+        assert_eq!(
+            user(json!({"role": 3})).metadata_role(),
+            MetadataRole::Unknown
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! Applying Clerk's webhook events: each in one transaction together with the
+//! record of its Svix message id, so an event is applied exactly once.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::result::DatabaseErrorKind;
+
+use super::schema::{users, webhook_events};
+use super::users::{NewUser, UserRow, corrupt, move_count, now, record_change};
+use super::{DbError, Store};
+use crate::clerk::ClerkUser;
+use crate::domain::{ClerkState, ClerkUserId, Known, Role, RoleSource, Verdict, judge};
+use crate::webhooks::events::ClerkEvent;
+
+/// What an event did, as recorded in `webhook_events.outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The user was created or its role changed.
+    Applied,
+    /// The profile was refreshed; the role stayed.
+    Unchanged,
+    /// Applied, but `public_metadata.role` held a value we do not know.
+    UnknownRole,
+    /// Older than the Clerk state already applied: nothing changed.
+    Stale,
+    /// Same `updated_at` as the applied state with another role: nothing
+    /// changed; the user needs a re-read from Clerk.
+    Conflict,
+    /// The user was deleted (now, or before this event arrived).
+    Deleted,
+    /// An event for a user already deleted: nothing changed.
+    UserDeleted,
+    /// `user.deleted` without `data.id`.
+    MissingId,
+    /// An event type we do not act on.
+    Ignored,
+    /// The Svix message id was seen before: nothing changed.
+    Duplicate,
+}
+
+impl Outcome {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Unchanged => "unchanged",
+            Self::UnknownRole => "unknown_role",
+            Self::Stale => "stale",
+            Self::Conflict => "conflict",
+            Self::Deleted => "deleted",
+            Self::UserDeleted => "user_deleted",
+            Self::MissingId => "missing_id",
+            Self::Ignored => "ignored",
+            Self::Duplicate => "duplicate",
+        }
+    }
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = webhook_events)]
+pub struct NewWebhookEvent<'a> {
+    pub svix_id: &'a str,
+    pub event_type: &'a str,
+    pub user_id: Option<&'a str>,
+    pub outcome: &'a str,
+    pub received_at: NaiveDateTime,
+}
+
+/// The Clerk-side columns of a user, written when a Clerk state is applied.
+#[derive(Debug, AsChangeset)]
+#[diesel(table_name = users, treat_none_as_null = true)]
+pub struct ClerkChanges<'a> {
+    pub email: Option<&'a str>,
+    pub first_name: Option<&'a str>,
+    pub last_name: Option<&'a str>,
+    pub image_url: Option<&'a str>,
+    pub role: &'a str,
+    pub clerk_updated_at: Option<i64>,
+    pub clerk_role: Option<&'a str>,
+    pub updated_at: NaiveDateTime,
+}
+
+/// Rolls the transaction back when the message id turns out to be known.
+enum TxError {
+    Duplicate,
+    Db(DbError),
+}
+
+impl From<diesel::result::Error> for TxError {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Db(error.into())
+    }
+}
+
+impl From<DbError> for TxError {
+    fn from(error: DbError) -> Self {
+        Self::Db(error)
+    }
+}
+
+/// Applies one verified event under its Svix message id.
+///
+/// The message id is recorded last, in the same transaction: a duplicate
+/// (even one racing this call) finds the id taken and rolls back everything
+/// it did, so each message changes the database at most once.
+pub async fn apply_event<C: Store>(
+    conn: &mut C,
+    svix_id: &str,
+    event: &ClerkEvent,
+) -> Result<Outcome, DbError> {
+    // Two messages creating the same new user at once: the loser's insert
+    // hits the primary key; run again, it then finds the user and applies
+    // its state by the ordering rules.
+    let mut attempts_left = 3;
+    loop {
+        match apply_event_once(conn, svix_id, event).await {
+            Err(TxError::Db(DbError::Query(diesel::result::Error::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                _,
+            )))) if attempts_left > 1 => attempts_left -= 1,
+            Ok(outcome) => return Ok(outcome),
+            Err(TxError::Duplicate) => return Ok(Outcome::Duplicate),
+            Err(TxError::Db(error)) => return Err(error),
+        }
+    }
+}
+
+async fn apply_event_once<C: Store>(
+    conn: &mut C,
+    svix_id: &str,
+    event: &ClerkEvent,
+) -> Result<Outcome, TxError> {
+    conn.transaction(async |conn| {
+        let (outcome, user_id) = match event {
+            ClerkEvent::UserUpserted { user, .. } => {
+                let outcome =
+                    apply_clerk_user(conn, user, RoleSource::ClerkWebhook, svix_id).await?;
+                (outcome, Some(user.id.as_str()))
+            }
+            ClerkEvent::UserDeleted { id: Some(id) } => {
+                (delete_user(conn, id).await?, Some(id.as_str()))
+            }
+            ClerkEvent::UserDeleted { id: None } => (Outcome::MissingId, None),
+            ClerkEvent::Other { .. } => (Outcome::Ignored, None),
+        };
+        let recorded = conn
+            .record_webhook_event(&NewWebhookEvent {
+                svix_id,
+                event_type: event.kind(),
+                user_id,
+                outcome: outcome.as_str(),
+                received_at: now(),
+            })
+            .await?;
+        if recorded {
+            Ok(outcome)
+        } else {
+            Err(TxError::Duplicate)
+        }
+    })
+    .await
+}
+
+/// Applies a user's state as Clerk reports it (webhook, re-read or backfill)
+/// by the rules of [`judge`]. Must run inside a transaction.
+pub async fn apply_clerk_user<C: Store>(
+    conn: &mut C,
+    user: &ClerkUser,
+    source: RoleSource,
+    actor: &str,
+) -> Result<Outcome, DbError> {
+    let id = ClerkUserId::parse(user.id.as_str()).map_err(corrupt)?;
+    let row = conn.lock_user(id.as_str()).await?;
+    let known = match &row {
+        Some(row) => Some(known(conn, row).await?),
+        None => None,
+    };
+    let (clerk, role, unknown_role) = match judge(known, user.metadata_role(), user.updated_at) {
+        Verdict::Apply {
+            clerk,
+            role,
+            unknown_role,
+        } => (clerk, role, unknown_role),
+        Verdict::Stale => return Ok(Outcome::Stale),
+        Verdict::Deleted => return Ok(Outcome::UserDeleted),
+        Verdict::Conflict => {
+            tracing::warn!(user.id = %id, "Clerk sent two roles for one instant; re-read needed");
+            return Ok(Outcome::Conflict);
+        }
+    };
+    if unknown_role {
+        tracing::warn!(
+            user.id = %id,
+            kept = %role,
+            "public_metadata.role holds an unknown value; keeping the current role"
+        );
+    }
+    let now = now();
+    let changes = ClerkChanges {
+        email: user.primary_email(),
+        first_name: user.first_name.as_deref(),
+        last_name: user.last_name.as_deref(),
+        image_url: user.image_url.as_deref(),
+        role: role.as_str(),
+        clerk_updated_at: Some(clerk.updated_at),
+        clerk_role: Some(clerk.role.as_str()),
+        updated_at: now,
+    };
+    let from = match known {
+        None => {
+            conn.insert_user(&NewUser {
+                id: id.as_str(),
+                email: changes.email,
+                first_name: changes.first_name,
+                last_name: changes.last_name,
+                image_url: changes.image_url,
+                role: role.as_str(),
+                clerk_updated_at: changes.clerk_updated_at,
+                clerk_role: changes.clerk_role,
+                created_at: now,
+                updated_at: now,
+            })
+            .await?;
+            None
+        }
+        Some(known) => {
+            conn.apply_clerk_changes(id.as_str(), &changes).await?;
+            if !known.push_pending {
+                // A push that Clerk refused for good is superseded by Clerk's state.
+                conn.delete_sync(id.as_str()).await?;
+            }
+            if known.role == role {
+                return Ok(if unknown_role {
+                    Outcome::UnknownRole
+                } else {
+                    Outcome::Unchanged
+                });
+            }
+            Some(known.role)
+        }
+    };
+    move_count(conn, &id, from, Some(role)).await?;
+    record_change(conn, &id, from, role, source, Some(actor), now).await?;
+    tracing::info!(
+        user.id = %id,
+        old_role = from.map_or("none", Role::as_str),
+        new_role = %role,
+        source = source.as_str(),
+        "role changed"
+    );
+    Ok(if unknown_role {
+        Outcome::UnknownRole
+    } else {
+        Outcome::Applied
+    })
+}
+
+/// What the rules need to know of a stored user.
+async fn known<C: Store>(conn: &mut C, row: &UserRow) -> Result<Known, DbError> {
+    let role: Role = row.role.parse().map_err(corrupt)?;
+    let clerk = match (&row.clerk_role, row.clerk_updated_at) {
+        (Some(clerk_role), Some(updated_at)) => Some(ClerkState {
+            role: clerk_role.parse().map_err(corrupt)?,
+            updated_at,
+        }),
+        _ => None,
+    };
+    let push_pending = conn
+        .find_sync(&row.id)
+        .await?
+        .is_some_and(|sync| sync.is_pending());
+    Ok(Known {
+        role,
+        clerk,
+        deleted: row.deleted_at.is_some(),
+        push_pending,
+    })
+}
+
+/// Tombstones a user: kept with its history, gone from lists and counts, and
+/// never brought back. A deletion that arrives before the user's creation
+/// leaves a tombstone for the creation to find.
+async fn delete_user<C: Store>(conn: &mut C, id: &ClerkUserId) -> Result<Outcome, DbError> {
+    let now = now();
+    match conn.lock_user(id.as_str()).await? {
+        Some(row) if row.deleted_at.is_some() => Ok(Outcome::UserDeleted),
+        Some(row) => {
+            let role: Role = row.role.parse().map_err(corrupt)?;
+            conn.tombstone_user(id.as_str(), now).await?;
+            conn.delete_sync(id.as_str()).await?;
+            move_count(conn, id, Some(role), None).await?;
+            tracing::info!(user.id = %id, "user deleted");
+            Ok(Outcome::Deleted)
+        }
+        None => {
+            conn.insert_user(&NewUser {
+                id: id.as_str(),
+                email: None,
+                first_name: None,
+                last_name: None,
+                image_url: None,
+                role: Role::Student.as_str(),
+                clerk_updated_at: None,
+                clerk_role: None,
+                created_at: now,
+                updated_at: now,
+            })
+            .await?;
+            conn.tombstone_user(id.as_str(), now).await?;
+            Ok(Outcome::Deleted)
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! `POST /api/webhooks/clerk`: Clerk's Svix-signed user events.
+
+use actix_web::{HttpRequest, HttpResponse, post, web};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use crate::db::webhooks;
+use crate::error::{ApiError, Problem};
+use crate::webhooks::events;
+use crate::webhooks::svix::{SignedHeaders, VerifyError};
+use crate::with_conn;
+
+/// Largest webhook body accepted (Clerk's user objects are a few KiB).
+pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
+
+/// What the service did with a message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookAck {
+    /// `applied`, `unchanged`, `unknown_role`, `stale`, `conflict`, `deleted`,
+    /// `user_deleted`, `missing_id`, `ignored` or `duplicate`.
+    pub outcome: &'static str,
+}
+
+/// Receive a Clerk webhook (`user.created`, `user.updated`, `user.deleted`).
+///
+/// The raw body is verified against the Svix signature before anything in it
+/// is read. Each Svix message id is applied once; a repeat answers 200 and
+/// changes nothing. Any other event type is recorded and acknowledged.
+#[utoipa::path(
+    tag = "webhooks",
+    params(
+        ("svix-id" = String, Header, description = "Message id (or `webhook-id`)"),
+        ("svix-timestamp" = String, Header, description = "Unix seconds (or `webhook-timestamp`)"),
+        ("svix-signature" = String, Header, description = "Space-separated `v1,<base64>` signatures (or `webhook-signature`)"),
+    ),
+    request_body(content = Object, description = "A Clerk event, exactly as Clerk sent it", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Applied, or acknowledged without change", body = WebhookAck),
+        (status = 400, description = "Missing or malformed Svix headers, or a verified body that is not a Clerk event", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Signature does not match, or timestamp outside ±5 minutes", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No webhook secret configured, or the database failed (Svix retries)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/api/webhooks/clerk")]
+pub async fn receive_clerk_webhook(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let verifier = state.webhook_verifier.as_ref().ok_or_else(|| {
+        ApiError::Unavailable("the webhook is not configured (CLERK_WEBHOOK_SECRET)".into())
+    })?;
+    let headers = SignedHeaders::from_lookup(|name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+    })
+    .map_err(refusal)?;
+    let body = payload
+        .to_bytes_limited(WEBHOOK_BODY_LIMIT)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge {
+            limit: WEBHOOK_BODY_LIMIT,
+        })?
+        .map_err(|_| ApiError::BadRequest("the request body could not be read".into()))?;
+    verifier
+        .verify(&headers, &body, chrono::Utc::now().timestamp())
+        .map_err(refusal)?;
+
+    let event = events::parse(&body).map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    let outcome = with_conn!(state.db, conn => {
+        webhooks::apply_event(conn, headers.id, &event).await
+    })
+    .map_err(|error| {
+        tracing::error!(svix.id = headers.id, %error, "webhook not stored; Svix will retry");
+        ApiError::Unavailable("the event could not be stored; retry later".into())
+    })?;
+
+    tracing::info!(
+        svix.id = headers.id,
+        event.kind = event.kind(),
+        outcome = outcome.as_str(),
+        "webhook processed"
+    );
+    Ok(HttpResponse::Ok().json(WebhookAck {
+        outcome: outcome.as_str(),
+    }))
+}
+
+/// Fixed answers for refused messages: nothing of the request is echoed.
+fn refusal(error: VerifyError) -> ApiError {
+    tracing::warn!(reason = %error, "webhook refused");
+    match error {
+        VerifyError::MissingHeader(_) | VerifyError::MalformedHeader(_) => {
+            ApiError::BadRequest("missing or malformed Svix signature headers".into())
+        }
+        VerifyError::TimestampTooOld | VerifyError::TimestampInFuture => {
+            ApiError::Unauthorized("the webhook timestamp is outside the allowed window")
+        }
+        VerifyError::InvalidSignature => {
+            ApiError::Unauthorized("the webhook signature does not match")
+        }
+    }
+}
