@@ -13,6 +13,11 @@
 //! | `CLERK_PUBLISHABLE_KEY` or `CLERK_ISSUER` | unset: `iss` is not pinned |
 //! | `CLERK_API_VERSION` | `2026-05-12` |
 //! | `CLERK_AUTHORIZED_PARTIES` | unset: `azp` is not checked |
+//! | `CLERK_PUSH_RATE` | `10` pushes per second per replica (Clerk allows 100 per 10 s on development instances) |
+//! | `CLERK_PUSH_RETRY_BASE_MS` | `1000`: first retry delay, doubled per attempt, with jitter |
+//! | `CLERK_PUSH_RETRY_MAX_SECS` | `600`: longest retry delay |
+//! | `CLERK_TIMEOUT_SECS` | `10`: timeout of one request to Clerk |
+//! | `CLERK_JWKS_REFRESH_SECS` | `5`: fewest seconds between two JWKS fetches |
 //! | `CORS_ALLOWED_ORIGINS` | unset: no cross-origin access |
 //! | `RUST_LOG`, `LOG_FORMAT` (`pretty`/`json`) | `info`, `pretty` |
 //!
@@ -21,6 +26,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
@@ -47,6 +53,22 @@ pub struct ClerkConfig {
     pub issuer: Option<String>,
     pub api_version: String,
     pub authorized_parties: Vec<String>,
+    pub push: PushConfig,
+    /// Fewest time between two fetches of Clerk's JWKS.
+    pub jwks_min_refetch: Duration,
+}
+
+/// How the worker pushes roles to Clerk.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PushConfig {
+    /// Requests per second this replica may send.
+    pub rate_per_sec: f64,
+    /// First retry delay; doubled per attempt.
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Timeout of one request to Clerk.
+    pub timeout: Duration,
 }
 
 /// Where the data lives.
@@ -173,6 +195,17 @@ impl Config {
                 api_version: var("CLERK_API_VERSION")
                     .unwrap_or_else(|| DEFAULT_CLERK_API_VERSION.into()),
                 authorized_parties: list(var("CLERK_AUTHORIZED_PARTIES")),
+                push: PushConfig {
+                    rate_per_sec: number(&var, "CLERK_PUSH_RATE", 10.0)?,
+                    retry_base: Duration::from_millis(number(
+                        &var,
+                        "CLERK_PUSH_RETRY_BASE_MS",
+                        1000,
+                    )?),
+                    retry_max: Duration::from_secs(number(&var, "CLERK_PUSH_RETRY_MAX_SECS", 600)?),
+                    timeout: Duration::from_secs(number(&var, "CLERK_TIMEOUT_SECS", 10)?),
+                },
+                jwks_min_refetch: Duration::from_secs(number(&var, "CLERK_JWKS_REFRESH_SECS", 5)?),
             },
             cors_allowed_origins: list(var("CORS_ALLOWED_ORIGINS")),
             log_format: match var("LOG_FORMAT").as_deref().map(str::trim) {
@@ -181,6 +214,26 @@ impl Config {
                 Some(_) => return Err(invalid("LOG_FORMAT", "expected `pretty` or `json`")),
             },
         })
+    }
+}
+
+/// A positive number, or `default` when unset.
+fn number<T>(
+    var: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + Default,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(value) => value
+            .trim()
+            .parse::<T>()
+            .ok()
+            .filter(|n| *n > T::default())
+            .ok_or_else(|| invalid(name, "expected a positive number")),
     }
 }
 
@@ -321,6 +374,9 @@ mod tests {
             ("CLERK_API_URL", "not a url"),
             ("CLERK_PUBLISHABLE_KEY", "sk_test_abc"),
             ("LOG_FORMAT", "xml"),
+            ("CLERK_PUSH_RATE", "0"),
+            ("CLERK_PUSH_RETRY_BASE_MS", "-5"),
+            ("DATABASE_MAX_CONNECTIONS", "many"),
         ] {
             let error = config(&[(variable, value)]).expect_err(value).to_string();
             assert!(error.starts_with(variable), "{error}");

@@ -11,5 +11,6 @@ pub mod error;
 pub mod openapi;
 pub mod routes;
 pub mod startup;
+pub mod sync;
 pub mod telemetry;
 pub mod webhooks;

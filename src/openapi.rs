@@ -3,7 +3,8 @@
 //! fails when the two differ.
 
 use actix_web::App;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt as _;
 
 use crate::error::Problem;
@@ -19,12 +20,33 @@ use crate::routes;
         license(name = "MIT", identifier = "MIT"),
     ),
     components(schemas(Problem)),
+    modifiers(&BearerAuth),
     tags(
+        (name = "admin", description = "For the admin panel: a Clerk session token of a user who is ADMIN here"),
         (name = "health", description = "Liveness and readiness probes"),
         (name = "webhooks", description = "Clerk → DB: Svix-signed events from Clerk"),
     )
 )]
 struct ApiDoc;
+
+/// Declares the `bearer` scheme the admin paths refer to.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("A Clerk session token (RS256)"))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The full document: the static parts above plus every registered route.
 pub fn document() -> utoipa::openapi::OpenApi {

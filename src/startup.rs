@@ -1,19 +1,24 @@
-//! Wires configuration, storage and HTTP into a running service.
+//! Wires configuration, storage, Clerk and HTTP into a running service.
 
 use std::net::TcpListener;
 
+use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::{Method, header};
 use actix_web::middleware::{ErrorHandlers, NormalizePath, TrailingSlash};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
 use utoipa_actix_web::AppExt as _;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::clerk::ClerkClient;
+use crate::clerk::jwt::SessionVerifier;
 use crate::config::{Config, DatabaseUrl};
 use crate::db::Db;
 use crate::error::{ApiError, problem_for_bare_errors};
 use crate::openapi;
 use crate::routes::{self, AppState};
+use crate::sync::{PushWorker, WorkerHandle};
 use crate::webhooks::svix::Verifier;
 
 /// Largest JSON body the admin API accepts.
@@ -26,24 +31,41 @@ const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 pub struct Application {
     port: u16,
     server: Server,
+    worker: Option<WorkerHandle>,
 }
 
 impl Application {
-    /// Connects to the database, applies migrations and binds the listener.
+    /// Connects to the database, applies migrations, starts the push worker
+    /// (when Clerk's secret key is set) and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = connect(&config).await?;
         db.migrate().await.context("applying migrations")?;
         tracing::info!(backend = ?db.backend(), "database ready");
 
+        let webhook_verifier = webhook_verifier(&config)?;
+        let client = ClerkClient::new(&config.clerk);
+        let session_verifier = session_verifier(&config, client.clone())?;
+        let worker = match client {
+            Some(client) => Some(PushWorker::spawn(db.clone(), client, config.clerk.push)),
+            None => {
+                tracing::warn!(
+                    "CLERK_SECRET_KEY is not set: role changes wait to be pushed to Clerk"
+                );
+                None
+            }
+        };
+
         let listener = TcpListener::bind(config.bind_addr)
             .with_context(|| format!("binding {}", config.bind_addr))?;
         let port = listener.local_addr()?.port();
-        let webhook_verifier = webhook_verifier(&config)?;
         let state = web::Data::new(AppState {
             db,
             webhook_verifier,
+            session_verifier,
+            push_waker: worker.as_ref().map(WorkerHandle::waker),
         });
         let openapi = openapi::document();
+        let origins = config.cors_allowed_origins.clone();
 
         let server = HttpServer::new(move || {
             let (app, _) = App::new()
@@ -54,7 +76,8 @@ impl Application {
                 .app_data(web::PayloadConfig::new(JSON_LIMIT))
                 .configure(routes::configure)
                 .split_for_parts();
-            app.wrap(ErrorHandlers::new().default_handler(problem_for_bare_errors))
+            app.wrap(cors(&origins))
+                .wrap(ErrorHandlers::new().default_handler(problem_for_bare_errors))
                 .wrap(NormalizePath::new(TrailingSlash::MergeOnly))
                 .service(
                     SwaggerUi::new("/swagger-ui/{_:.*}")
@@ -64,7 +87,7 @@ impl Application {
                     "/swagger-ui",
                     web::get().to(|| async {
                         HttpResponse::PermanentRedirect()
-                            .insert_header(("Location", "/swagger-ui/"))
+                            .insert_header((header::LOCATION, "/swagger-ui/"))
                             .finish()
                     }),
                 )
@@ -77,7 +100,11 @@ impl Application {
         .listen(listener)?
         .run();
 
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            server,
+            worker,
+        })
     }
 
     /// The port actually bound (useful with `BIND_ADDR=…:0`).
@@ -90,10 +117,26 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until the server is stopped through its [`handle`](Self::handle).
+    /// Serves until the server is stopped through its [`handle`](Self::handle),
+    /// then stops the push worker, letting a push in flight finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        if let Some(worker) = self.worker {
+            worker.shutdown().await;
+        }
+        served
     }
+}
+
+/// Cross-origin access for the admin frontend's origins only.
+fn cors(origins: &[String]) -> Cors {
+    origins
+        .iter()
+        .fold(Cors::default(), |cors, origin| cors.allowed_origin(origin))
+        .allowed_methods([Method::GET, Method::POST, Method::PATCH])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::HeaderName::from_static("x-request-id")])
+        .max_age(3600)
 }
 
 /// The webhook verifier for the configured secrets; a secret that cannot be
@@ -106,6 +149,39 @@ fn webhook_verifier(config: &Config) -> anyhow::Result<Option<Verifier>> {
     let verifier = Verifier::new(secrets.expose())
         .map_err(|error| anyhow::anyhow!("CLERK_WEBHOOK_SECRET is not valid: {error}"))?;
     Ok(Some(verifier))
+}
+
+/// Session tokens are checked with `CLERK_JWT_KEY` when set, else with
+/// Clerk's JWKS (which needs the secret key); without either the admin API
+/// answers 503.
+fn session_verifier(
+    config: &Config,
+    client: Option<ClerkClient>,
+) -> anyhow::Result<Option<SessionVerifier>> {
+    let clerk = &config.clerk;
+    let issuer = clerk.issuer.as_deref();
+    if issuer.is_none() {
+        tracing::warn!(
+            "neither CLERK_PUBLISHABLE_KEY nor CLERK_ISSUER is set: session tokens' `iss` is not pinned"
+        );
+    }
+    if let Some(pem) = &clerk.jwt_key {
+        let verifier = SessionVerifier::with_pem(pem, issuer, &clerk.authorized_parties)
+            .map_err(|error| anyhow::anyhow!("CLERK_JWT_KEY is not valid: {error}"))?;
+        return Ok(Some(verifier));
+    }
+    let Some(client) = client else {
+        tracing::warn!(
+            "neither CLERK_JWT_KEY nor CLERK_SECRET_KEY is set: the admin API answers 503"
+        );
+        return Ok(None);
+    };
+    Ok(Some(SessionVerifier::with_jwks(
+        client,
+        clerk.jwks_min_refetch,
+        issuer,
+        &clerk.authorized_parties,
+    )))
 }
 
 /// Opens the configured database with the configured pool size.

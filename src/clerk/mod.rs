@@ -1,6 +1,9 @@
-//! Clerk's side: the shape of its users (shared by webhooks, the Backend API
-//! client and the backfill).
+//! Clerk's side: the shape of its users, the Backend API client and the
+//! verification of Clerk session tokens.
 
+mod api;
+pub mod jwt;
 mod user;
 
+pub use api::{ClerkClient, ClerkError, Jwk, Jwks};
 pub use user::{ClerkUser, EmailAddress};

@@ -1,13 +1,18 @@
-//! The outbox of roles to push to Clerk (`clerk_sync`): one row per user
-//! whose admin-set role has not reached Clerk yet.
+//! The outbox of roles to push to Clerk (`clerk_sync`): one row per user an
+//! admin changed. A newer role overwrites an older one that has not been sent
+//! (coalescing), so Clerk always ends at the newest. After a push lands the
+//! row stays as a record (`next_attempt_at` NULL, no error) of how it went.
 
-use chrono::NaiveDateTime;
+use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use super::schema::clerk_sync;
+use super::users::{corrupt, now};
+use super::{DbError, Store};
+use crate::domain::{ClerkState, ClerkUserId, Role, RoleSource};
 
 /// A `clerk_sync` row as stored.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = clerk_sync)]
 pub struct SyncRow {
     pub user_id: String,
@@ -16,12 +21,150 @@ pub struct SyncRow {
     pub attempts: i32,
     pub next_attempt_at: Option<NaiveDateTime>,
     pub last_error: Option<String>,
+    pub claimed_until: Option<NaiveDateTime>,
 }
 
 impl SyncRow {
-    /// Still to be sent (retrying stops, with `next_attempt_at` cleared,
-    /// after a refusal from Clerk that a retry cannot fix).
+    /// Still to be sent. Retrying stops (`next_attempt_at` cleared) when the
+    /// push landed, or after a refusal from Clerk that a retry cannot fix.
     pub fn is_pending(&self) -> bool {
         self.next_attempt_at.is_some()
     }
+}
+
+/// Where a user's role stands with Clerk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncStatus {
+    /// Clerk has the role (or there was never anything to push).
+    Synced,
+    /// A push is queued or in flight.
+    Pending,
+    /// The last push failed; see `last_error` (`next_attempt_at` says whether
+    /// it will be retried).
+    Failing,
+}
+
+/// The sync state shown with a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncState {
+    pub status: SyncStatus,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+impl SyncState {
+    pub fn of(row: Option<&SyncRow>) -> Self {
+        let Some(row) = row else {
+            return Self {
+                status: SyncStatus::Synced,
+                attempts: 0,
+                last_error: None,
+                next_attempt_at: None,
+            };
+        };
+        let status = match (&row.last_error, row.next_attempt_at) {
+            (Some(_), _) => SyncStatus::Failing,
+            (None, Some(_)) => SyncStatus::Pending,
+            (None, None) => SyncStatus::Synced,
+        };
+        Self {
+            status,
+            attempts: row.attempts,
+            last_error: row.last_error.clone(),
+            next_attempt_at: row.next_attempt_at.map(|at| at.and_utc()),
+        }
+    }
+}
+
+/// What the worker should do after a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushResult {
+    /// Clerk took the role; it now holds `ClerkState`.
+    Landed(ClerkState),
+    /// Try again at the given time.
+    RetryAt(NaiveDateTime, String),
+    /// Stop retrying; the user shows as failing.
+    GiveUp(String),
+}
+
+/// Records the outcome of pushing version `version` of a user's role.
+///
+/// A landed push updates the newest Clerk state seen; if no newer role was
+/// written meanwhile the row is marked synced and the database role becomes
+/// the newest Clerk state — the push's own role, unless a dashboard edit
+/// landed in Clerk after it. If a newer role was written meanwhile, that one
+/// is now due and the lease is released for it.
+pub async fn finish_push<C: Store>(
+    conn: &mut C,
+    user_id: &ClerkUserId,
+    version: i64,
+    result: PushResult,
+) -> Result<(), DbError> {
+    // Owned captures keep the transaction's future `Send` for spawned workers.
+    let user_id = user_id.clone();
+    conn.transaction(async move |conn| {
+        let user_id = &user_id;
+        let row = conn.lock_user(user_id.as_str()).await?;
+        let current = conn.find_sync(user_id.as_str()).await?;
+        let same_version = current.as_ref().is_some_and(|c| c.version == version);
+        match result {
+            PushResult::Landed(pushed) => {
+                let Some(row) = row.filter(|r| r.deleted_at.is_none()) else {
+                    return Ok(());
+                };
+                let stored = match (&row.clerk_role, row.clerk_updated_at) {
+                    (Some(role), Some(at)) => Some(ClerkState {
+                        role: role.parse().map_err(corrupt)?,
+                        updated_at: at,
+                    }),
+                    _ => None,
+                };
+                let newest = pushed.newest(stored);
+                let role: Role = row.role.parse().map_err(corrupt)?;
+                let new_role = if same_version { newest.role } else { role };
+                conn.apply_push_result(user_id.as_str(), new_role.as_str(), newest, now())
+                    .await?;
+                if same_version {
+                    conn.mark_synced(user_id.as_str(), version).await?;
+                } else {
+                    conn.release_claim(user_id.as_str()).await?;
+                }
+                if new_role != role {
+                    // A dashboard edit landed in Clerk after our push: it wins.
+                    conn.move_count(user_id, Some(role), Some(new_role)).await?;
+                    conn.record_change(
+                        user_id,
+                        Some(role),
+                        new_role,
+                        RoleSource::ClerkWebhook,
+                        None,
+                        now(),
+                    )
+                    .await?;
+                    tracing::info!(
+                        user.id = %user_id,
+                        old_role = %role,
+                        new_role = %new_role,
+                        source = "clerk_webhook",
+                        "role changed"
+                    );
+                }
+            }
+            PushResult::RetryAt(at, error) if same_version => {
+                conn.reschedule_push(user_id.as_str(), version, Some(at), &error)
+                    .await?;
+            }
+            PushResult::GiveUp(error) if same_version => {
+                conn.reschedule_push(user_id.as_str(), version, None, &error)
+                    .await?;
+            }
+            // A newer role was written meanwhile: it is due now.
+            PushResult::RetryAt(..) | PushResult::GiveUp(_) => {
+                conn.release_claim(user_id.as_str()).await?;
+            }
+        }
+        Ok(())
+    })
+    .await
 }

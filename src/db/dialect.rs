@@ -3,18 +3,75 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use chrono::NaiveDateTime;
+use diesel::sql_types::{BigInt, Timestamp};
+
 use super::SqliteConn;
-use super::schema::users;
+use super::clerk_sync::SyncRow;
+use super::schema::{role_counts, users};
 use super::users::UserRow;
+use crate::domain::Role;
 
 /// Backend-specific statements, used by [`super::Store`] code.
+#[async_trait::async_trait]
 pub trait Dialect {
     /// Loads a user (deleted ones too) and holds its row until the
     /// transaction ends, so concurrent changes to one user serialize.
-    fn lock_user(&mut self, id: &str) -> impl Future<Output = QueryResult<Option<UserRow>>> + Send;
+    async fn lock_user(&mut self, id: &str) -> QueryResult<Option<UserRow>>;
+
+    /// Live admins, holding the admin counters until the transaction ends so
+    /// that two concurrent demotions cannot both remove "the other" admin.
+    async fn lock_admin_count(&mut self) -> QueryResult<i64>;
+
+    /// Takes up to `limit` due, unclaimed pushes for this worker until
+    /// `lease_until`, counting an attempt for each. On PostgreSQL rows that
+    /// another replica is claiming at the same moment are skipped, not waited for.
+    async fn claim_due_pushes(
+        &mut self,
+        now: NaiveDateTime,
+        lease_until: NaiveDateTime,
+        limit: i64,
+    ) -> QueryResult<Vec<SyncRow>>;
 }
 
+/// The claim, written for both backends; PostgreSQL adds the row locks.
+fn claim_sql(locking: &str) -> String {
+    format!(
+        "UPDATE clerk_sync SET claimed_until = $1, attempts = attempts + 1 \
+         WHERE user_id IN ( \
+             SELECT user_id FROM clerk_sync \
+             WHERE next_attempt_at <= $2 AND (claimed_until IS NULL OR claimed_until < $2) \
+             ORDER BY next_attempt_at LIMIT $3 {locking}) \
+         RETURNING user_id, desired_role, version, attempts, next_attempt_at, last_error, claimed_until"
+    )
+}
+
+#[async_trait::async_trait]
 impl Dialect for AsyncPgConnection {
+    async fn lock_admin_count(&mut self) -> QueryResult<i64> {
+        role_counts::table
+            .filter(role_counts::role.eq(Role::Admin.as_str()))
+            .select(role_counts::count)
+            .for_update()
+            .load::<i64>(self)
+            .await
+            .map(|shards| shards.into_iter().sum())
+    }
+
+    async fn claim_due_pushes(
+        &mut self,
+        now: NaiveDateTime,
+        lease_until: NaiveDateTime,
+        limit: i64,
+    ) -> QueryResult<Vec<SyncRow>> {
+        diesel::sql_query(claim_sql("FOR UPDATE SKIP LOCKED"))
+            .bind::<Timestamp, _>(lease_until)
+            .bind::<Timestamp, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(self)
+            .await
+    }
+
     async fn lock_user(&mut self, id: &str) -> QueryResult<Option<UserRow>> {
         users::table
             .find(id)
@@ -26,7 +83,27 @@ impl Dialect for AsyncPgConnection {
     }
 }
 
+#[async_trait::async_trait]
 impl Dialect for SqliteConn {
+    async fn lock_admin_count(&mut self) -> QueryResult<i64> {
+        // The write lock taken by `lock_user` already serializes writers.
+        admin_count(self).await
+    }
+
+    async fn claim_due_pushes(
+        &mut self,
+        now: NaiveDateTime,
+        lease_until: NaiveDateTime,
+        limit: i64,
+    ) -> QueryResult<Vec<SyncRow>> {
+        diesel::sql_query(claim_sql(""))
+            .bind::<Timestamp, _>(lease_until)
+            .bind::<Timestamp, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(self)
+            .await
+    }
+
     async fn lock_user(&mut self, id: &str) -> QueryResult<Option<UserRow>> {
         // SQLite has no row locks. A write as the transaction's first statement
         // takes the database's write lock (waiting out `busy_timeout`), which
@@ -43,4 +120,13 @@ impl Dialect for SqliteConn {
             .await
             .optional()
     }
+}
+
+async fn admin_count(conn: &mut SqliteConn) -> QueryResult<i64> {
+    role_counts::table
+        .filter(role_counts::role.eq(Role::Admin.as_str()))
+        .select(role_counts::count)
+        .load::<i64>(conn)
+        .await
+        .map(|shards| shards.into_iter().sum())
 }

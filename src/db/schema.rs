@@ -47,6 +47,7 @@ diesel::table! {
         attempts -> Integer,
         next_attempt_at -> Nullable<Timestamp>,
         last_error -> Nullable<Text>,
+        claimed_until -> Nullable<Timestamp>,
     }
 }
 

@@ -7,82 +7,174 @@ use super::SqliteConn;
 use super::clerk_sync::SyncRow;
 use super::dialect::Dialect;
 use super::schema::{clerk_sync, role_changes, role_counts, users, webhook_events};
-use super::users::{NewRoleChange, NewUser, RoleChangeRow, UserRow};
+use super::users::COUNT_SHARDS;
+use super::users::{NewRoleChange, NewUser, RoleChangeRow, UserFilter, UserRow};
+use crate::domain::{ClerkState, ClerkUserId, Role, RoleSource};
+
+diesel::define_sql_function! {
+    /// SQL `lower()`, on both backends.
+    fn lower(value: diesel::sql_types::Nullable<diesel::sql_types::Text>) -> diesel::sql_types::Nullable<diesel::sql_types::Text>;
+}
+
+diesel::define_sql_function! {
+    /// `first_name || ' ' || last_name`, so "Ada Lovelace" finds her.
+    #[sql_name = "concat_ws"]
+    fn concat_name_ws(
+        separator: diesel::sql_types::Text,
+        first: diesel::sql_types::Nullable<diesel::sql_types::Text>,
+        last: diesel::sql_types::Nullable<diesel::sql_types::Text>,
+    ) -> diesel::sql_types::Nullable<diesel::sql_types::Text>;
+}
 use super::webhooks::{ClerkChanges, NewWebhookEvent};
 
 /// Every query the service runs, for either backend's connection.
 ///
 /// Each method is one statement; transactions are composed by the callers in
 /// `users.rs` and friends, generic over `C: Store`.
+#[async_trait::async_trait]
 pub trait Store: AsyncConnection + Dialect + Send {
     /// A user by id, deleted ones included.
-    fn find_user(&mut self, id: &str) -> impl Future<Output = QueryResult<Option<UserRow>>> + Send;
+    async fn find_user(&mut self, id: &str) -> QueryResult<Option<UserRow>>;
 
-    fn insert_user(&mut self, user: &NewUser<'_>) -> impl Future<Output = QueryResult<()>> + Send;
+    async fn insert_user(&mut self, user: &NewUser<'_>) -> QueryResult<()>;
 
     /// Sets a user's role and `updated_at`.
-    fn update_role(
+    async fn update_role(
         &mut self,
         id: &str,
         role: &str,
         now: chrono::NaiveDateTime,
-    ) -> impl Future<Output = QueryResult<()>> + Send;
+    ) -> QueryResult<()>;
 
-    fn insert_role_change(
-        &mut self,
-        change: &NewRoleChange<'_>,
-    ) -> impl Future<Output = QueryResult<()>> + Send;
+    async fn insert_role_change(&mut self, change: &NewRoleChange<'_>) -> QueryResult<()>;
 
     /// Adds `delta` to one shard of a role's live-user counter.
-    fn adjust_role_count(
-        &mut self,
-        role: &str,
-        shard: i16,
-        delta: i64,
-    ) -> impl Future<Output = QueryResult<()>> + Send;
+    async fn adjust_role_count(&mut self, role: &str, shard: i16, delta: i64) -> QueryResult<()>;
 
     /// Every counter shard as `(role, count)`: 48 rows, whatever the user count.
-    fn role_count_shards(&mut self)
-    -> impl Future<Output = QueryResult<Vec<(String, i64)>>> + Send;
+    async fn role_count_shards(&mut self) -> QueryResult<Vec<(String, i64)>>;
 
     /// Writes a user's Clerk-side columns (profile, Clerk state, role).
-    fn apply_clerk_changes(
+    async fn apply_clerk_changes(
         &mut self,
         id: &str,
         changes: &ClerkChanges<'_>,
-    ) -> impl Future<Output = QueryResult<()>> + Send;
+    ) -> QueryResult<()>;
 
     /// Marks a user deleted.
-    fn tombstone_user(
-        &mut self,
-        id: &str,
-        now: chrono::NaiveDateTime,
-    ) -> impl Future<Output = QueryResult<()>> + Send;
+    async fn tombstone_user(&mut self, id: &str, now: chrono::NaiveDateTime) -> QueryResult<()>;
 
     /// Records a processed Svix message; `false` when its id was already there.
-    fn record_webhook_event(
-        &mut self,
-        event: &NewWebhookEvent<'_>,
-    ) -> impl Future<Output = QueryResult<bool>> + Send;
+    async fn record_webhook_event(&mut self, event: &NewWebhookEvent<'_>) -> QueryResult<bool>;
 
     /// A user's outbox row, if any.
-    fn find_sync(
-        &mut self,
-        user_id: &str,
-    ) -> impl Future<Output = QueryResult<Option<SyncRow>>> + Send;
+    async fn find_sync(&mut self, user_id: &str) -> QueryResult<Option<SyncRow>>;
 
     /// Removes a user's outbox row, if any.
-    fn delete_sync(&mut self, user_id: &str) -> impl Future<Output = QueryResult<()>> + Send;
+    async fn delete_sync(&mut self, user_id: &str) -> QueryResult<()>;
 
     /// A user's audit rows, newest first.
-    fn role_history(
+    async fn role_history(&mut self, user_id: &str) -> QueryResult<Vec<RoleChangeRow>>;
+
+    /// A user with its outbox row.
+    async fn find_user_with_sync(
+        &mut self,
+        id: &str,
+    ) -> QueryResult<Option<(UserRow, Option<SyncRow>)>>;
+
+    /// One page of live users, newest first, after `filter.after`.
+    async fn list_users(
+        &mut self,
+        filter: &UserFilter,
+    ) -> QueryResult<Vec<(UserRow, Option<SyncRow>)>>;
+
+    /// Queues a push of `role`, replacing any role not yet sent (a push in
+    /// flight keeps its lease; the new version waits for it).
+    async fn enqueue_push(
         &mut self,
         user_id: &str,
-    ) -> impl Future<Output = QueryResult<Vec<RoleChangeRow>>> + Send;
+        role: &str,
+        now: chrono::NaiveDateTime,
+    ) -> QueryResult<()>;
+
+    /// Stores the result of a landed push: the newest Clerk state and the role.
+    async fn apply_push_result(
+        &mut self,
+        user_id: &str,
+        role: &str,
+        clerk: ClerkState,
+        now: chrono::NaiveDateTime,
+    ) -> QueryResult<()>;
+
+    /// Marks version `version` as landed.
+    async fn mark_synced(&mut self, user_id: &str, version: i64) -> QueryResult<()>;
+
+    /// Schedules another try of `version` (`None`: stop retrying).
+    async fn reschedule_push(
+        &mut self,
+        user_id: &str,
+        version: i64,
+        next_attempt_at: Option<chrono::NaiveDateTime>,
+        error: &str,
+    ) -> QueryResult<()>;
+
+    /// Moves one live user's count from one role to another (`None`: the
+    /// user appears or disappears). Shard rows are always updated in the same
+    /// order (by role name), so two transactions never wait on each other's
+    /// counters in a cycle.
+    async fn move_count(
+        &mut self,
+        id: &ClerkUserId,
+        from: Option<Role>,
+        to: Option<Role>,
+    ) -> QueryResult<()> {
+        let shard = id.shard(COUNT_SHARDS);
+        let mut deltas: Vec<(Role, i64)> = from
+            .map(|role| (role, -1))
+            .into_iter()
+            .chain(to.map(|role| (role, 1)))
+            .collect();
+        deltas.sort_by_key(|(role, _)| role.as_str());
+        for (role, delta) in deltas {
+            self.adjust_role_count(role.as_str(), shard, delta).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends one audit row.
+    async fn record_change(
+        &mut self,
+        id: &ClerkUserId,
+        from: Option<Role>,
+        to: Role,
+        source: RoleSource,
+        actor: Option<&str>,
+        now: chrono::NaiveDateTime,
+    ) -> QueryResult<()> {
+        self.insert_role_change(&NewRoleChange {
+            user_id: id.as_str(),
+            old_role: from.map(Role::as_str),
+            new_role: to.as_str(),
+            source: source.as_str(),
+            actor,
+            changed_at: now,
+        })
+        .await
+    }
+
+    /// Lets any worker take the row again.
+    async fn release_claim(&mut self, user_id: &str) -> QueryResult<()>;
+
+    /// When the next unclaimed push falls due, if any is queued.
+    async fn next_push_due(
+        &mut self,
+        now: chrono::NaiveDateTime,
+    ) -> QueryResult<Option<chrono::NaiveDateTime>>;
 }
 
 macro_rules! impl_store {
     ($($conn:ty),+) => {$(
+        #[async_trait::async_trait]
         impl Store for $conn {
             async fn find_user(&mut self, id: &str) -> QueryResult<Option<UserRow>> {
                 users::table
@@ -184,6 +276,133 @@ macro_rules! impl_store {
                     .order(role_changes::id.desc())
                     .select(RoleChangeRow::as_select())
                     .load(self)
+                    .await
+            }
+
+            async fn find_user_with_sync(&mut self, id: &str) -> QueryResult<Option<(UserRow, Option<SyncRow>)>> {
+                users::table
+                    .left_join(clerk_sync::table)
+                    .filter(users::id.eq(id))
+                    .select((UserRow::as_select(), Option::<SyncRow>::as_select()))
+                    .first(self)
+                    .await
+                    .optional()
+            }
+
+            async fn list_users(&mut self, filter: &UserFilter) -> QueryResult<Vec<(UserRow, Option<SyncRow>)>> {
+                let mut query = users::table
+                    .left_join(clerk_sync::table)
+                    .filter(users::deleted_at.is_null())
+                    .select((UserRow::as_select(), Option::<SyncRow>::as_select()))
+                    .order((users::created_at.desc(), users::id.desc()))
+                    .limit(filter.limit)
+                    .into_boxed();
+                if let Some(role) = filter.role {
+                    query = query.filter(users::role.eq(role.as_str()));
+                }
+                if let Some(pattern) = &filter.search_pattern {
+                    query = query.filter(
+                        lower(users::email).like(pattern).escape('\\')
+                            .or(lower(users::first_name).like(pattern).escape('\\'))
+                            .or(lower(users::last_name).like(pattern).escape('\\'))
+                            .or(lower(concat_name_ws(" ", users::first_name, users::last_name)).like(pattern).escape('\\')),
+                    );
+                }
+                if let Some((created_at, id)) = &filter.after {
+                    query = query.filter(
+                        users::created_at.lt(*created_at)
+                            .or(users::created_at.eq(*created_at).and(users::id.lt(id.as_str()))),
+                    );
+                }
+                query.load(self).await
+            }
+
+            async fn enqueue_push(&mut self, user_id: &str, role: &str, now: chrono::NaiveDateTime) -> QueryResult<()> {
+                diesel::insert_into(clerk_sync::table)
+                    .values((
+                        clerk_sync::user_id.eq(user_id),
+                        clerk_sync::desired_role.eq(role),
+                        clerk_sync::version.eq(1_i64),
+                        clerk_sync::attempts.eq(0),
+                        clerk_sync::next_attempt_at.eq(Some(now)),
+                    ))
+                    .on_conflict(clerk_sync::user_id)
+                    .do_update()
+                    .set((
+                        clerk_sync::desired_role.eq(role),
+                        clerk_sync::version.eq(clerk_sync::version + 1_i64),
+                        clerk_sync::attempts.eq(0),
+                        clerk_sync::next_attempt_at.eq(Some(now)),
+                        clerk_sync::last_error.eq(None::<String>),
+                    ))
+                    .execute(self)
+                    .await
+                    .map(drop)
+            }
+
+            async fn apply_push_result(
+                &mut self,
+                user_id: &str,
+                role: &str,
+                clerk: ClerkState,
+                now: chrono::NaiveDateTime,
+            ) -> QueryResult<()> {
+                diesel::update(users::table.find(user_id))
+                    .set((
+                        users::role.eq(role),
+                        users::clerk_role.eq(Some(clerk.role.as_str())),
+                        users::clerk_updated_at.eq(Some(clerk.updated_at)),
+                        users::updated_at.eq(now),
+                    ))
+                    .execute(self)
+                    .await
+                    .map(drop)
+            }
+
+            async fn mark_synced(&mut self, user_id: &str, version: i64) -> QueryResult<()> {
+                diesel::update(clerk_sync::table.find(user_id).filter(clerk_sync::version.eq(version)))
+                    .set((
+                        clerk_sync::next_attempt_at.eq(None::<chrono::NaiveDateTime>),
+                        clerk_sync::last_error.eq(None::<String>),
+                        clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
+                    ))
+                    .execute(self)
+                    .await
+                    .map(drop)
+            }
+
+            async fn reschedule_push(
+                &mut self,
+                user_id: &str,
+                version: i64,
+                next_attempt_at: Option<chrono::NaiveDateTime>,
+                error: &str,
+            ) -> QueryResult<()> {
+                diesel::update(clerk_sync::table.find(user_id).filter(clerk_sync::version.eq(version)))
+                    .set((
+                        clerk_sync::next_attempt_at.eq(next_attempt_at),
+                        clerk_sync::last_error.eq(Some(error)),
+                        clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
+                    ))
+                    .execute(self)
+                    .await
+                    .map(drop)
+            }
+
+            async fn release_claim(&mut self, user_id: &str) -> QueryResult<()> {
+                diesel::update(clerk_sync::table.find(user_id))
+                    .set(clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>))
+                    .execute(self)
+                    .await
+                    .map(drop)
+            }
+
+            async fn next_push_due(&mut self, now: chrono::NaiveDateTime) -> QueryResult<Option<chrono::NaiveDateTime>> {
+                clerk_sync::table
+                    .filter(clerk_sync::next_attempt_at.is_not_null())
+                    .filter(clerk_sync::claimed_until.is_null().or(clerk_sync::claimed_until.lt(now)))
+                    .select(diesel::dsl::min(clerk_sync::next_attempt_at))
+                    .first(self)
                     .await
             }
         }

@@ -4,6 +4,7 @@
 use chrono::{DateTime, NaiveDateTime, SubsecRound as _, Utc};
 use diesel::prelude::*;
 
+use super::clerk_sync::SyncRow;
 use super::schema::{role_changes, users};
 use super::{DbError, Store};
 use crate::domain::{ClerkUserId, Role, RoleSource};
@@ -65,6 +66,32 @@ pub struct NewRoleChange<'a> {
     pub source: &'a str,
     pub actor: Option<&'a str>,
     pub changed_at: NaiveDateTime,
+}
+
+/// Which live users a page holds.
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    pub role: Option<Role>,
+    /// A `LIKE` pattern over lower-cased email and names (see [`search_pattern`]).
+    pub search_pattern: Option<String>,
+    /// Keyset cursor: the `(created_at, id)` of the last user of the previous page.
+    pub after: Option<(NaiveDateTime, String)>,
+    pub limit: i64,
+}
+
+/// A case-insensitive, literal substring pattern: `%` and `_` in the search
+/// match themselves, not anything.
+pub fn search_pattern(search: &str) -> String {
+    let mut pattern = String::with_capacity(search.len() + 2);
+    pattern.push('%');
+    for c in search.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// A user as the rest of the service sees it.
@@ -137,7 +164,8 @@ impl From<diesel::result::Error> for RoleUpdateError {
 
 /// Sets a user's role, creating a bare user row when `create_missing` is set
 /// (the CLI bootstraps admins before Clerk's webhook has told us about them).
-/// Writes the audit row and moves the counters in the same transaction.
+/// Writes the audit row, moves the counters and queues the push to Clerk in
+/// the same transaction.
 pub async fn set_role<C: Store>(
     conn: &mut C,
     id: &ClerkUserId,
@@ -176,8 +204,10 @@ pub async fn set_role<C: Store>(
             }
             None => return Err(RoleUpdateError::NotFound),
         };
-        move_count(conn, id, from, Some(role)).await?;
-        record_change(conn, id, from, role, source, actor, now).await?;
+        conn.move_count(id, from, Some(role)).await?;
+        conn.record_change(id, from, role, source, actor, now)
+            .await?;
+        conn.enqueue_push(id.as_str(), role.as_str(), now).await?;
         let user = conn
             .find_user(id.as_str())
             .await?
@@ -188,51 +218,6 @@ pub async fn set_role<C: Store>(
         })
     })
     .await
-}
-
-/// Moves one live user's count from one role to another (`None`: the user
-/// appears or disappears). The shard rows are always updated in the same
-/// order (by role name), so two transactions never wait on each other's
-/// counters in a cycle.
-pub async fn move_count<C: Store>(
-    conn: &mut C,
-    id: &ClerkUserId,
-    from: Option<Role>,
-    to: Option<Role>,
-) -> Result<(), DbError> {
-    let shard = id.shard(COUNT_SHARDS);
-    let mut deltas: Vec<(Role, i64)> = from
-        .map(|role| (role, -1))
-        .into_iter()
-        .chain(to.map(|role| (role, 1)))
-        .collect();
-    deltas.sort_by_key(|(role, _)| role.as_str());
-    for (role, delta) in deltas {
-        conn.adjust_role_count(role.as_str(), shard, delta).await?;
-    }
-    Ok(())
-}
-
-/// Appends one audit row.
-pub async fn record_change<C: Store>(
-    conn: &mut C,
-    id: &ClerkUserId,
-    from: Option<Role>,
-    to: Role,
-    source: RoleSource,
-    actor: Option<&str>,
-    now: NaiveDateTime,
-) -> Result<(), DbError> {
-    Ok(conn
-        .insert_role_change(&NewRoleChange {
-            user_id: id.as_str(),
-            old_role: from.map(Role::as_str),
-            new_role: to.as_str(),
-            source: source.as_str(),
-            actor,
-            changed_at: now,
-        })
-        .await?)
 }
 
 /// Live users per role.
@@ -260,4 +245,91 @@ pub async fn role_stats<C: Store>(conn: &mut C) -> Result<RoleStats, DbError> {
         }
     }
     Ok(stats)
+}
+
+/// One role an admin asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleChange {
+    pub user_id: ClerkUserId,
+    pub role: Role,
+}
+
+/// Why an admin's change was refused; nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminChangeError {
+    #[error("no user {0}")]
+    NotFound(ClerkUserId),
+    #[error("the last admin cannot be demoted")]
+    LastAdmin,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for AdminChangeError {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Db(error.into())
+    }
+}
+
+/// Applies an admin's role changes all-or-nothing, in one transaction: for
+/// each user whose role changes, the user, an audit row (`admin_api`, the
+/// admin as actor), the counters and a queued push to Clerk. A role the user
+/// already has changes nothing. Refused as a whole when a user is unknown or
+/// deleted, or when no admin would remain. Returns the users as they are now.
+pub async fn change_roles<C: Store>(
+    conn: &mut C,
+    changes: &[RoleChange],
+    admin: &ClerkUserId,
+) -> Result<Vec<(UserRow, Option<SyncRow>)>, AdminChangeError> {
+    conn.transaction(async |conn| {
+        conn.lock_admin_count().await?;
+        let now = now();
+        for change in changes {
+            let id = &change.user_id;
+            let row = conn
+                .lock_user(id.as_str())
+                .await?
+                .filter(|row| row.deleted_at.is_none())
+                .ok_or_else(|| AdminChangeError::NotFound(id.clone()))?;
+            let from: Role = row.role.parse().map_err(corrupt)?;
+            if from == change.role {
+                continue;
+            }
+            conn.update_role(id.as_str(), change.role.as_str(), now)
+                .await?;
+            conn.move_count(id, Some(from), Some(change.role)).await?;
+            conn.record_change(
+                id,
+                Some(from),
+                change.role,
+                RoleSource::AdminApi,
+                Some(admin.as_str()),
+                now,
+            )
+            .await?;
+            conn.enqueue_push(id.as_str(), change.role.as_str(), now)
+                .await?;
+            tracing::info!(
+                user.id = %id,
+                old_role = %from,
+                new_role = %change.role,
+                source = "admin_api",
+                actor = %admin,
+                "role changed"
+            );
+        }
+        if role_stats(conn).await?.admins == 0 {
+            return Err(AdminChangeError::LastAdmin);
+        }
+        let mut users = Vec::with_capacity(changes.len());
+        for change in changes {
+            let user = conn
+                .find_user_with_sync(change.user_id.as_str())
+                .await?
+                .ok_or_else(|| AdminChangeError::NotFound(change.user_id.clone()))?;
+            users.push(user);
+        }
+        Ok(users)
+    })
+    .await
 }

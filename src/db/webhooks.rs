@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel::result::DatabaseErrorKind;
 
 use super::schema::{users, webhook_events};
-use super::users::{NewUser, UserRow, corrupt, move_count, now, record_change};
+use super::users::{NewUser, UserRow, corrupt, now};
 use super::{DbError, Store};
 use crate::clerk::ClerkUser;
 use crate::domain::{ClerkState, ClerkUserId, Known, Role, RoleSource, Verdict, judge};
@@ -238,8 +238,9 @@ pub async fn apply_clerk_user<C: Store>(
             Some(known.role)
         }
     };
-    move_count(conn, &id, from, Some(role)).await?;
-    record_change(conn, &id, from, role, source, Some(actor), now).await?;
+    conn.move_count(&id, from, Some(role)).await?;
+    conn.record_change(&id, from, role, source, Some(actor), now)
+        .await?;
     tracing::info!(
         user.id = %id,
         old_role = from.map_or("none", Role::as_str),
@@ -287,7 +288,7 @@ async fn delete_user<C: Store>(conn: &mut C, id: &ClerkUserId) -> Result<Outcome
             let role: Role = row.role.parse().map_err(corrupt)?;
             conn.tombstone_user(id.as_str(), now).await?;
             conn.delete_sync(id.as_str()).await?;
-            move_count(conn, id, Some(role), None).await?;
+            conn.move_count(id, Some(role), None).await?;
             tracing::info!(user.id = %id, "user deleted");
             Ok(Outcome::Deleted)
         }

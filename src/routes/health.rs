@@ -24,6 +24,9 @@ pub struct ReadyStatus {
     pub status: &'static str,
     /// `postgres` or `sqlite`.
     pub database: &'static str,
+    /// `running`, or why role changes are waiting instead of reaching Clerk.
+    #[serde(rename = "clerkPush")]
+    pub clerk_push: &'static str,
 }
 
 /// Liveness: the process is up and serving requests.
@@ -52,6 +55,11 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             database: match state.db.backend() {
                 crate::db::Backend::Postgres => "postgres",
                 crate::db::Backend::Sqlite => "sqlite",
+            },
+            clerk_push: if state.push_waker.is_some() {
+                "running"
+            } else {
+                "waiting: CLERK_SECRET_KEY is not set"
             },
         })),
         Ok(Err(error)) => Err(error.into()),

@@ -1,15 +1,30 @@
 //! HTTP handlers, one per file, each named by its OpenAPI operation id.
 
+mod auth;
+mod bulk_update_user_roles;
+pub mod dto;
+mod get_role_stats;
+mod get_user;
+mod get_user_role_history;
 mod health;
+mod list_users;
 mod receive_clerk_webhook;
+mod update_user_role;
+
+use std::sync::Arc;
 
 use actix_web::web;
+use tokio::sync::Notify;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use crate::clerk::jwt::SessionVerifier;
 use crate::db::Db;
+use crate::db::users::{RoleChange, change_roles};
 use crate::error::ApiError;
 use crate::webhooks::svix::Verifier;
+use crate::with_conn;
 
+pub use auth::Admin;
 pub use health::{HealthStatus, ReadyStatus};
 pub use receive_clerk_webhook::{WEBHOOK_BODY_LIMIT, WebhookAck};
 
@@ -18,6 +33,11 @@ pub struct AppState {
     pub db: Db,
     /// `None` when no webhook secret is configured: the webhook answers 503.
     pub webhook_verifier: Option<Verifier>,
+    /// `None` when neither `CLERK_JWT_KEY` nor `CLERK_SECRET_KEY` is set:
+    /// the admin API answers 503.
+    pub session_verifier: Option<SessionVerifier>,
+    /// Wakes the push worker; `None` when pushes wait for `CLERK_SECRET_KEY`.
+    pub push_waker: Option<Arc<Notify>>,
 }
 
 /// Registers every documented route (used by the server and by the OpenAPI
@@ -25,7 +45,28 @@ pub struct AppState {
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(health::healthz)
         .service(health::readyz)
-        .service(receive_clerk_webhook::receive_clerk_webhook);
+        .service(receive_clerk_webhook::receive_clerk_webhook)
+        .service(bulk_update_user_roles::bulk_update_user_roles)
+        .service(list_users::list_users)
+        .service(get_user::get_user)
+        .service(update_user_role::update_user_role)
+        .service(get_user_role_history::get_user_role_history)
+        .service(get_role_stats::get_role_stats);
+}
+
+/// Applies an admin's changes in one transaction, then wakes the push worker.
+async fn apply_role_changes(
+    state: &AppState,
+    admin: &Admin,
+    changes: Vec<RoleChange>,
+) -> Result<Vec<dto::UserResponse>, ApiError> {
+    let rows = with_conn!(state.db, conn => change_roles(conn, &changes, &admin.id).await)?;
+    if let Some(waker) = &state.push_waker {
+        waker.notify_one();
+    }
+    rows.into_iter()
+        .map(|(user, sync)| dto::UserResponse::from_rows(user, sync.as_ref()))
+        .collect()
 }
 
 /// Turns actix's JSON, path and query extraction failures into problems.

@@ -1,0 +1,226 @@
+//! A small client for Clerk's Backend API: the calls this service makes.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER};
+use serde::Deserialize;
+use serde_json::json;
+use url::Url;
+
+use super::ClerkUser;
+use crate::config::{ClerkConfig, Secret};
+use crate::domain::{ClerkUserId, Role};
+
+/// Talks to `CLERK_API_URL` with `CLERK_SECRET_KEY`, pinned to one API version.
+#[derive(Clone)]
+pub struct ClerkClient {
+    http: reqwest::Client,
+    base: Url,
+    secret: Secret,
+    api_version: String,
+}
+
+/// Why a call to Clerk did not succeed, sorted by what the caller should do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClerkError {
+    /// 429: slow down; retry after the given delay (when Clerk named one).
+    #[error("rate limited by Clerk (429)")]
+    RateLimited { retry_after: Option<Duration> },
+    /// 5xx, a timeout or a connection failure: retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Any other 4xx: retrying the same request cannot help.
+    #[error("Clerk refused the request ({status}): {message}")]
+    Refused { status: u16, message: String },
+    /// A 2xx whose body is not what Clerk documents.
+    #[error("unexpected answer from Clerk: {0}")]
+    Malformed(String),
+}
+
+impl ClerkError {
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited { .. } | Self::Unavailable(_) | Self::Malformed(_)
+        )
+    }
+}
+
+/// Clerk's error body: `{"errors":[{"message","long_message","code"}]}`.
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    errors: Vec<ErrorEntry>,
+}
+
+#[derive(Deserialize)]
+struct ErrorEntry {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// Clerk's JSON Web Key Set.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+/// One RSA signing key of the set.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Jwk {
+    pub kid: String,
+    pub kty: String,
+    #[serde(default)]
+    pub n: String,
+    #[serde(default)]
+    pub e: String,
+}
+
+impl ClerkClient {
+    /// A client for the configured instance; `None` without a secret key.
+    pub fn new(config: &ClerkConfig) -> Option<Self> {
+        let secret = config.secret_key.clone()?;
+        let http = reqwest::Client::builder()
+            .timeout(config.push.timeout)
+            .connect_timeout(config.push.timeout)
+            .user_agent(concat!("clerk-role-sync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .ok()?;
+        Some(Self {
+            http,
+            base: config.api_url.clone(),
+            secret,
+            api_version: config.api_version.clone(),
+        })
+    }
+
+    fn url(&self, path: &str) -> Result<Url, ClerkError> {
+        self.base
+            .join(path)
+            .map_err(|e| ClerkError::Malformed(format!("bad URL {path}: {e}")))
+    }
+
+    /// Sets `public_metadata.role`, leaving every other metadata key as it
+    /// is (Clerk deep-merges the patch). Returns the user as Clerk now has it.
+    pub async fn set_role(&self, id: &ClerkUserId, role: Role) -> Result<ClerkUser, ClerkError> {
+        let url = self.url(&format!("v1/users/{id}/metadata"))?;
+        let request = self
+            .http
+            .patch(url)
+            .json(&json!({ "public_metadata": { "role": role.as_str() } }));
+        self.send(request).await
+    }
+
+    /// A user as Clerk has it now; `None` when Clerk does not know it.
+    pub async fn get_user(&self, id: &ClerkUserId) -> Result<Option<ClerkUser>, ClerkError> {
+        let url = self.url(&format!("v1/users/{id}"))?;
+        match self.send(self.http.get(url)).await {
+            Ok(user) => Ok(Some(user)),
+            Err(ClerkError::Refused { status: 404, .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The instance's signing keys for session tokens.
+    pub async fn jwks(&self) -> Result<Jwks, ClerkError> {
+        let url = self.url("v1/jwks")?;
+        self.send(self.http.get(url)).await
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ClerkError> {
+        let response = request
+            .header(AUTHORIZATION, format!("Bearer {}", self.secret.expose()))
+            .header("Clerk-API-Version", &self.api_version)
+            .send()
+            .await
+            .map_err(|e| ClerkError::Unavailable(transport_error(&e)))?;
+        let status = response.status();
+        if status.is_success() {
+            return response
+                .json::<T>()
+                .await
+                .map_err(|e| ClerkError::Malformed(e.to_string()));
+        }
+        let retry_after = retry_after(response.headers());
+        let message = response
+            .json::<ErrorBody>()
+            .await
+            .ok()
+            .and_then(|body| body.errors.into_iter().next())
+            .map(|e| format!("{}: {}", e.code, e.message))
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+        Err(match status {
+            StatusCode::TOO_MANY_REQUESTS => ClerkError::RateLimited { retry_after },
+            status if status.is_server_error() => {
+                ClerkError::Unavailable(format!("Clerk answered {}: {message}", status.as_u16()))
+            }
+            status => ClerkError::Refused {
+                status: status.as_u16(),
+                message,
+            },
+        })
+    }
+}
+
+/// A transport failure, described without the URL (which is ours, but long).
+fn transport_error(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "Clerk did not answer in time".into()
+    } else if error.is_connect() {
+        "could not connect to Clerk".into()
+    } else {
+        "the request to Clerk failed".into()
+    }
+}
+
+/// `Retry-After` as seconds or as an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = at.signed_duration_since(chrono::Utc::now());
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        assert!(ClerkError::RateLimited { retry_after: None }.is_retryable());
+        assert!(ClerkError::Unavailable("503".into()).is_retryable());
+        assert!(
+            !ClerkError::Refused {
+                status: 404,
+                message: String::new()
+            }
+            .is_retryable()
+        );
+    }
+}

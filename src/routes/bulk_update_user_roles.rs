@@ -1,0 +1,75 @@
+//! `POST /api/admin/users/roles`: an admin sets several roles at once.
+
+use std::collections::HashSet;
+
+use actix_web::{post, web};
+
+use super::auth::Admin;
+use super::dto::{BulkRoleRequest, UserList, parse_role};
+use super::{AppState, apply_role_changes};
+use crate::db::users::RoleChange;
+use crate::domain::ClerkUserId;
+use crate::error::{ApiError, Problem};
+
+/// Most changes one request may carry.
+pub const MAX_BULK_CHANGES: usize = 500;
+
+/// Set several users' roles, all or nothing.
+///
+/// Every entry is validated first; then all are applied in one transaction.
+/// One bad entry, an unknown user, or a result with no admin left changes
+/// nothing at all.
+#[utoipa::path(
+    tag = "admin",
+    security(("bearer" = [])),
+    request_body = BulkRoleRequest,
+    responses(
+        (status = 200, description = "The users as stored now, in the order asked", body = UserList),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token, or an unknown user", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller is not an ADMIN", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "A user does not exist (or was deleted)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "It would leave no admin", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An entry has a bad role or user id, a user appears twice, or there are no or too many changes", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/api/admin/users/roles")]
+pub async fn bulk_update_user_roles(
+    admin: Admin,
+    state: web::Data<AppState>,
+    body: web::Json<BulkRoleRequest>,
+) -> Result<web::Json<UserList>, ApiError> {
+    let unprocessable = |detail: String| ApiError::Unprocessable {
+        detail,
+        allowed_values: None,
+    };
+    if body.changes.is_empty() || body.changes.len() > MAX_BULK_CHANGES {
+        return Err(unprocessable(format!(
+            "changes must hold 1 to {MAX_BULK_CHANGES} entries"
+        )));
+    }
+    let mut seen = HashSet::new();
+    let mut changes = Vec::with_capacity(body.changes.len());
+    for (index, entry) in body.changes.iter().enumerate() {
+        let user_id = ClerkUserId::parse(entry.user_id.as_str()).map_err(|_| {
+            unprocessable(format!("changes[{index}].userId is not a Clerk user id"))
+        })?;
+        let role = parse_role(&entry.role).map_err(|error| match error {
+            ApiError::Unprocessable { allowed_values, .. } => ApiError::Unprocessable {
+                detail: format!("changes[{index}].role must be one of STUDENT, INSTRUCTOR, ADMIN"),
+                allowed_values,
+            },
+            other => other,
+        })?;
+        if !seen.insert(user_id.clone()) {
+            return Err(unprocessable(format!(
+                "changes[{index}]: user {user_id} appears more than once"
+            )));
+        }
+        changes.push(RoleChange { user_id, role });
+    }
+    let data = apply_role_changes(&state, &admin, changes).await?;
+    Ok(web::Json(UserList { data }))
+}

@@ -1,0 +1,249 @@
+//! The JSON shapes of the admin API (camelCase, timestamps in RFC 3339 UTC).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::db::clerk_sync::{SyncRow, SyncState, SyncStatus};
+use crate::db::users::{RoleChangeRow, RoleStats, User, UserRow};
+use crate::domain::{ClerkUserId, Role, RoleSource};
+use crate::error::ApiError;
+
+/// A user, with where its role stands with Clerk.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserResponse {
+    /// Clerk user id.
+    #[schema(example = "user_2NNEqL2nrIRdJ194ndJqAHwEfxC")]
+    pub id: String,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub image_url: Option<String>,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub sync: SyncResponse,
+}
+
+/// Whether Clerk has the role yet.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncResponse {
+    pub state: SyncStateName,
+    /// Pushes tried for the latest role.
+    pub attempts: i32,
+    /// Why the last push failed, when it did.
+    pub last_error: Option<String>,
+    /// When the next push is due, while one is.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncStateName {
+    Synced,
+    Pending,
+    Failing,
+}
+
+impl UserResponse {
+    pub fn from_rows(user: UserRow, sync: Option<&SyncRow>) -> Result<Self, ApiError> {
+        let user = User::try_from(user)?;
+        let sync = SyncState::of(sync);
+        Ok(Self {
+            id: user.id.to_string(),
+            email: user.email,
+            first_name: user.first_name,
+            last_name: user.last_name,
+            image_url: user.image_url,
+            role: user.role,
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+            sync: SyncResponse {
+                state: match sync.status {
+                    SyncStatus::Synced => SyncStateName::Synced,
+                    SyncStatus::Pending => SyncStateName::Pending,
+                    SyncStatus::Failing => SyncStateName::Failing,
+                },
+                attempts: sync.attempts,
+                last_error: sync.last_error,
+                next_attempt_at: sync.next_attempt_at,
+            },
+        })
+    }
+}
+
+/// A page of users.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserPage {
+    pub data: Vec<UserResponse>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The users a bulk change touched, in the order asked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    pub data: Vec<UserResponse>,
+}
+
+/// `{"role": "ADMIN"}`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RoleRequest {
+    /// One of STUDENT, INSTRUCTOR, ADMIN.
+    #[schema(value_type = Role)]
+    pub role: String,
+}
+
+/// `{"changes": [{"userId": …, "role": …}, …]}`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BulkRoleRequest {
+    pub changes: Vec<BulkRoleChange>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkRoleChange {
+    pub user_id: String,
+    #[schema(value_type = Role)]
+    pub role: String,
+}
+
+/// One audit row.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleChangeResponse {
+    pub id: i64,
+    pub user_id: String,
+    /// `null` when the user was created with `newRole`.
+    pub old_role: Option<Role>,
+    pub new_role: Role,
+    pub source: RoleSource,
+    /// The admin's Clerk id, the Svix message id, or `cli`.
+    pub actor: Option<String>,
+    pub changed_at: DateTime<Utc>,
+}
+
+impl TryFrom<RoleChangeRow> for RoleChangeResponse {
+    type Error = ApiError;
+
+    fn try_from(row: RoleChangeRow) -> Result<Self, ApiError> {
+        let role = |name: &str| {
+            name.parse::<Role>()
+                .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored role {name:?}: {e}")))
+        };
+        Ok(Self {
+            id: row.id,
+            user_id: row.user_id,
+            old_role: row.old_role.as_deref().map(role).transpose()?,
+            new_role: role(&row.new_role)?,
+            source: row.source.parse().map_err(|()| {
+                ApiError::Internal(anyhow::anyhow!("stored source {:?}", row.source))
+            })?,
+            actor: row.actor,
+            changed_at: row.changed_at.and_utc(),
+        })
+    }
+}
+
+/// `{"data": [row, …]}`, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoleHistory {
+    pub data: Vec<RoleChangeResponse>,
+}
+
+/// Live users per role.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleStatsResponse {
+    pub total_users: i64,
+    pub admin_count: i64,
+    pub instructor_count: i64,
+    pub student_count: i64,
+}
+
+impl From<RoleStats> for RoleStatsResponse {
+    fn from(stats: RoleStats) -> Self {
+        Self {
+            total_users: stats.total(),
+            admin_count: stats.admins,
+            instructor_count: stats.instructors,
+            student_count: stats.students,
+        }
+    }
+}
+
+/// A role from a request: exactly one of the three names, else 422 listing them.
+pub fn parse_role(value: &str) -> Result<Role, ApiError> {
+    value.parse().map_err(|_| ApiError::Unprocessable {
+        detail: "role must be one of STUDENT, INSTRUCTOR, ADMIN".into(),
+        allowed_values: Some(Role::ALL.iter().map(|r| r.as_str().to_owned()).collect()),
+    })
+}
+
+/// A user id from a path: anything that cannot be a Clerk id is no user here.
+pub fn parse_user_id(value: &str) -> Result<ClerkUserId, ApiError> {
+    ClerkUserId::parse(value).map_err(|_| not_found())
+}
+
+pub fn not_found() -> ApiError {
+    ApiError::NotFound("no such user".into())
+}
+
+/// Keyset cursors: the `(created_at, id)` of the last user of a page, opaque
+/// to clients.
+pub fn encode_cursor(created_at: NaiveDateTime, id: &str) -> String {
+    let micros = created_at.and_utc().timestamp_micros();
+    URL_SAFE_NO_PAD.encode(format!("{micros}:{id}"))
+}
+
+pub fn decode_cursor(cursor: &str) -> Result<(NaiveDateTime, String), ApiError> {
+    let invalid = || ApiError::BadRequest("invalid cursor".into());
+    let text = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(invalid)?;
+    let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
+    let created_at = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(invalid)?;
+    let id = ClerkUserId::parse(id).map_err(|_| invalid())?;
+    Ok((created_at.naive_utc(), id.to_string()))
+}
+
+impl From<crate::db::users::AdminChangeError> for ApiError {
+    fn from(error: crate::db::users::AdminChangeError) -> Self {
+        use crate::db::users::AdminChangeError as E;
+        match error {
+            E::NotFound(id) => ApiError::NotFound(format!("no such user: {id}")),
+            E::LastAdmin => {
+                ApiError::Conflict("this would leave no admin: promote another user first".into())
+            }
+            E::Db(error) => error.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_junk() {
+        let at = DateTime::from_timestamp_micros(1_700_000_000_123_456)
+            .expect("valid")
+            .naive_utc();
+        let cursor = encode_cursor(at, "user_1");
+        assert_eq!(decode_cursor(&cursor).ok(), Some((at, "user_1".into())));
+        for junk in ["", "!!", "bm90aGluZw", "MTI6dXNlciAx"] {
+            assert!(decode_cursor(junk).is_err(), "{junk}");
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! `GET /api/admin/stats`: live users per role, for the dashboard.
+
+use actix_web::{get, web};
+
+use super::AppState;
+use super::auth::Admin;
+use super::dto::RoleStatsResponse;
+use crate::db::users::role_stats;
+use crate::error::{ApiError, Problem};
+use crate::with_conn;
+
+/// Count live users per role.
+///
+/// Read from counters kept in the same transaction as every role change:
+/// as fast at a million users as at a thousand.
+#[utoipa::path(
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The counts", body = RoleStatsResponse),
+        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller is not an ADMIN", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/api/admin/stats")]
+pub async fn get_role_stats(
+    _admin: Admin,
+    state: web::Data<AppState>,
+) -> Result<web::Json<RoleStatsResponse>, ApiError> {
+    let stats = with_conn!(state.db, conn => role_stats(conn).await)?;
+    Ok(web::Json(stats.into()))
+}

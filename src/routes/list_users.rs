@@ -1,0 +1,96 @@
+//! `GET /api/admin/users`: a page of users for the admin panel.
+
+use actix_web::{get, web};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::AppState;
+use super::auth::Admin;
+use super::dto::{UserPage, UserResponse, decode_cursor, encode_cursor, parse_role};
+use crate::db::Store as _;
+use crate::db::users::{UserFilter, search_pattern};
+use crate::error::{ApiError, Problem};
+use crate::with_conn;
+
+const DEFAULT_LIMIT: i64 = 20;
+const MAX_LIMIT: i64 = 100;
+const MAX_SEARCH_LEN: usize = 200;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only users with this role (STUDENT, INSTRUCTOR or ADMIN).
+    role: Option<String>,
+    /// Case-insensitive, literal substring of the email, first, last or full name.
+    search: Option<String>,
+    /// Page size, 1 to 100 (default 20).
+    limit: Option<i64>,
+    /// `nextCursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// List users, newest first.
+///
+/// Keyset pagination: pass the previous page's `nextCursor` as `cursor`.
+/// Deleted users are not listed.
+#[utoipa::path(
+    tag = "admin",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of users", body = UserPage),
+        (status = 400, description = "Malformed query or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller is not an ADMIN", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A role outside the three, a limit outside 1..=100, or a search over 200 characters", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/api/admin/users")]
+pub async fn list_users(
+    _admin: Admin,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<web::Json<UserPage>, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::Unprocessable {
+            detail: format!("limit must be between 1 and {MAX_LIMIT}"),
+            allowed_values: None,
+        });
+    }
+    let search = query
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    if search.is_some_and(|s| s.chars().count() > MAX_SEARCH_LEN) {
+        return Err(ApiError::Unprocessable {
+            detail: format!("search must be at most {MAX_SEARCH_LEN} characters"),
+            allowed_values: None,
+        });
+    }
+    let filter = UserFilter {
+        role: query.role.as_deref().map(parse_role).transpose()?,
+        search_pattern: search.map(search_pattern),
+        after: query.cursor.as_deref().map(decode_cursor).transpose()?,
+        // One more than asked tells whether another page follows.
+        limit: limit + 1,
+    };
+    let mut rows = with_conn!(state.db, conn => {
+        Ok::<_, crate::db::DbError>(conn.list_users(&filter).await?)
+    })?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    let next_cursor = more
+        .then(|| {
+            rows.last()
+                .map(|(user, _)| encode_cursor(user.created_at, &user.id))
+        })
+        .flatten();
+    let data = rows
+        .into_iter()
+        .map(|(user, sync)| UserResponse::from_rows(user, sync.as_ref()))
+        .collect::<Result<_, _>>()?;
+    Ok(web::Json(UserPage { data, next_cursor }))
+}

@@ -1,0 +1,50 @@
+//! `PATCH /api/admin/users/{userId}`: an admin sets one user's role.
+
+use actix_web::{patch, web};
+
+use super::auth::Admin;
+use super::dto::{RoleRequest, UserResponse, parse_role, parse_user_id};
+use super::{AppState, apply_role_changes};
+use crate::db::users::RoleChange;
+use crate::error::{ApiError, Problem};
+
+/// Set a user's role.
+///
+/// Stores the role, an audit row and a queued push to Clerk in one
+/// transaction and answers at once; the push follows right away and is
+/// retried until Clerk has the role (see `sync`). Setting the role the user
+/// already has changes nothing. Demoting the last admin is refused.
+#[utoipa::path(
+    tag = "admin",
+    security(("bearer" = [])),
+    params(("userId" = String, Path, description = "Clerk user id")),
+    request_body = RoleRequest,
+    responses(
+        (status = 200, description = "The user as stored now", body = UserResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token, or an unknown user", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller is not an ADMIN", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user (or deleted)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "It would leave no admin", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not one of the three roles (the problem lists them)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[patch("/api/admin/users/{userId}")]
+pub async fn update_user_role(
+    admin: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<RoleRequest>,
+) -> Result<web::Json<UserResponse>, ApiError> {
+    let change = RoleChange {
+        user_id: parse_user_id(&path)?,
+        role: parse_role(&body.role)?,
+    };
+    let mut users = apply_role_changes(&state, &admin, vec![change]).await?;
+    users
+        .pop()
+        .map(web::Json)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a change returned no user")))
+}

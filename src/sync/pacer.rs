@@ -1,0 +1,74 @@
+//! Paces requests to Clerk: a steady rate, and a pause for everyone when
+//! Clerk answers 429.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Hands out send slots at most `rate` per second; after a 429 no slot is
+/// given before the pause ends, whichever push hit the limit.
+pub struct Pacer {
+    interval: Duration,
+    state: Mutex<State>,
+}
+
+struct State {
+    next_slot: Instant,
+    paused_until: Instant,
+}
+
+impl Pacer {
+    pub fn new(rate_per_sec: f64) -> Self {
+        let now = Instant::now();
+        Self {
+            interval: Duration::from_secs_f64(1.0 / rate_per_sec.max(0.001)),
+            state: Mutex::new(State {
+                next_slot: now,
+                paused_until: now,
+            }),
+        }
+    }
+
+    /// Reserves the next slot and returns when it starts.
+    pub fn reserve(&self) -> Instant {
+        let now = Instant::now();
+        let Ok(mut state) = self.state.lock() else {
+            return now;
+        };
+        let slot = state.next_slot.max(state.paused_until).max(now);
+        state.next_slot = slot + self.interval;
+        slot
+    }
+
+    /// Stops every slot from starting before `duration` has passed.
+    pub fn pause(&self, duration: Duration) {
+        if let Ok(mut state) = self.state.lock() {
+            state.paused_until = state.paused_until.max(Instant::now() + duration);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_are_spaced_by_the_rate() {
+        let pacer = Pacer::new(10.0);
+        let first = pacer.reserve();
+        let second = pacer.reserve();
+        let third = pacer.reserve();
+        assert_eq!(second - first, Duration::from_millis(100));
+        assert_eq!(third - second, Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_delays_every_later_slot() {
+        let pacer = Pacer::new(100.0);
+        let start = Instant::now();
+        pacer.pause(Duration::from_secs(2));
+        assert!(pacer.reserve() >= start + Duration::from_secs(2));
+        assert!(pacer.reserve() >= start + Duration::from_secs(2));
+    }
+}
