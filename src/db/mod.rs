@@ -9,6 +9,7 @@
 pub mod clerk_sync;
 mod dialect;
 pub mod schema;
+mod sqlite_runtime;
 mod store;
 pub mod users;
 pub mod webhooks;
@@ -32,7 +33,7 @@ pub use dialect::Dialect;
 pub use store::Store;
 
 /// The SQLite connection, made async by running it on tokio's blocking pool.
-pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection, sqlite_runtime::BlockingPool>;
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");

@@ -70,6 +70,9 @@ pub trait Store: AsyncConnection + Dialect + Send {
     /// A user's outbox row, if any.
     async fn find_sync(&mut self, user_id: &str) -> QueryResult<Option<SyncRow>>;
 
+    /// Marks a user's stopped push as resolved (Clerk's newer state won).
+    async fn clear_sync_error(&mut self, user_id: &str) -> QueryResult<()>;
+
     /// Removes a user's outbox row, if any.
     async fn delete_sync(&mut self, user_id: &str) -> QueryResult<()>;
 
@@ -261,6 +264,18 @@ macro_rules! impl_store {
                     .first(self)
                     .await
                     .optional()
+            }
+
+            async fn clear_sync_error(&mut self, user_id: &str) -> QueryResult<()> {
+                diesel::update(
+                    clerk_sync::table
+                        .find(user_id)
+                        .filter(clerk_sync::next_attempt_at.is_null()),
+                )
+                .set(clerk_sync::last_error.eq(None::<String>))
+                .execute(self)
+                .await
+                .map(drop)
             }
 
             async fn delete_sync(&mut self, user_id: &str) -> QueryResult<()> {

@@ -226,7 +226,7 @@ pub async fn apply_clerk_user<C: Store>(
             conn.apply_clerk_changes(id.as_str(), &changes).await?;
             if !known.push_pending {
                 // A push that Clerk refused for good is superseded by Clerk's state.
-                conn.delete_sync(id.as_str()).await?;
+                conn.clear_sync_error(id.as_str()).await?;
             }
             if known.role == role {
                 return Ok(if unknown_role {

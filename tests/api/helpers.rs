@@ -12,6 +12,7 @@ use clerk_role_sync::with_conn;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use serde_json::Value;
 
+use crate::support::clerk_emulator::{self, ClerkEmulator, Delivery};
 use crate::support::svix;
 
 /// The PostgreSQL server tests create their databases on.
@@ -283,6 +284,101 @@ impl TestApp {
                 .optional()?)
         });
         outcome.expect("query webhook_events")
+    }
+}
+
+/// Starts the Clerk emulator and the service wired to it: pushes go to the
+/// emulator, its webhooks come back (delivered at once), session tokens are
+/// checked against its JWKS. Retries are fast so that tests stay short.
+pub async fn spawn_synced_app(backend: Backend) -> (TestApp, ClerkEmulator) {
+    spawn_synced_app_with(backend, &[]).await
+}
+
+/// Like [`spawn_synced_app`], with extra environment variables.
+pub async fn spawn_synced_app_with(
+    backend: Backend,
+    extra: &[(&str, &str)],
+) -> (TestApp, ClerkEmulator) {
+    let clerk = ClerkEmulator::start().await;
+    let url = clerk.url();
+    let mut vars = vec![
+        ("CLERK_API_URL", url.as_str()),
+        ("CLERK_SECRET_KEY", clerk_emulator::SECRET_KEY),
+        ("CLERK_ISSUER", clerk_emulator::ISSUER),
+        ("CLERK_AUTHORIZED_PARTIES", clerk_emulator::AUTHORIZED_PARTY),
+        ("CLERK_PUSH_RATE", "200"),
+        ("CLERK_PUSH_RETRY_BASE_MS", "50"),
+        ("CLERK_JWKS_REFRESH_SECS", "1"),
+    ];
+    vars.extend_from_slice(extra);
+    let app = spawn_app_with(backend, &vars).await;
+    clerk.send_webhooks_to(
+        &app.url("/api/webhooks/clerk"),
+        svix::TEST_SECRET,
+        Delivery::Immediate,
+    );
+    (app, clerk)
+}
+
+/// Polls `check` every 20 ms until it holds; fails the test after 20 s.
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+impl TestApp {
+    /// A request with `Authorization: Bearer <token>`.
+    pub fn authed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(token)
+    }
+
+    /// `PATCH /api/admin/users/{id}` with `{"role": role}`.
+    pub async fn patch_role(&self, token: &str, id: &str, role: &str) -> reqwest::Response {
+        self.authed(
+            reqwest::Method::PATCH,
+            &format!("/api/admin/users/{id}"),
+            token,
+        )
+        .json(&serde_json::json!({ "role": role }))
+        .send()
+        .await
+        .expect("request sent")
+    }
+
+    /// An authenticated GET, expecting 200 and JSON.
+    pub async fn get_json(&self, token: &str, path: &str) -> Value {
+        let response = self
+            .authed(reqwest::Method::GET, path, token)
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status();
+        let body: Value = response.json().await.expect("a JSON body");
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// The user as the API shows it (including `sync`).
+    pub async fn api_user(&self, token: &str, id: &str) -> Value {
+        self.get_json(token, &format!("/api/admin/users/{id}"))
+            .await
     }
 }
 

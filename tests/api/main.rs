@@ -3,10 +3,15 @@
 
 mod helpers;
 
+mod admin_auth;
+mod admin_roles;
+
+mod clerk_emulator;
 mod cli;
 mod errors;
 mod health;
 mod openapi;
+mod push;
 mod storage;
 mod webhooks;
 

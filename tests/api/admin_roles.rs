@@ -1,0 +1,246 @@
+//! The admin API: role changes (single and bulk), lists, history and stats,
+//! and every refusal leaving everything as it was.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::admin_auth::seed;
+use crate::both_backends;
+use crate::helpers::{TestApp, problem, spawn_synced_app, wait_until};
+use crate::support::clerk_emulator::ClerkEmulator;
+
+async fn sources(app: &TestApp, token: &str, id: &str) -> Vec<String> {
+    let history = app
+        .get_json(token, &format!("/api/admin/users/{id}/role-history"))
+        .await;
+    history["data"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| {
+            format!(
+                "{}:{}->{}",
+                row["source"].as_str().unwrap_or("?"),
+                row["oldRole"].as_str().unwrap_or("none"),
+                row["newRole"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+async fn stats(app: &TestApp, token: &str) -> Value {
+    app.get_json(token, "/api/admin/stats").await
+}
+
+async fn admin_setup(backend: crate::helpers::Backend) -> (TestApp, ClerkEmulator, String) {
+    let (app, clerk) = spawn_synced_app(backend).await;
+    seed(
+        &app,
+        &clerk,
+        &[
+            ("user_admin", Some("ADMIN")),
+            ("user_ada", None),
+            ("user_bob", Some("INSTRUCTOR")),
+        ],
+    )
+    .await;
+    let token = clerk.mint_token("user_admin");
+    (app, clerk, token)
+}
+
+both_backends! {
+    async fn an_admin_changes_a_role_and_clerk_follows(backend) {
+        let (app, clerk, token) = admin_setup(backend).await;
+
+        let response = app.patch_role(&token, "user_ada", "INSTRUCTOR").await;
+
+        assert_eq!(response.status(), 200);
+        let user: Value = response.json().await.expect("json");
+        assert_eq!(user["id"], "user_ada");
+        assert_eq!(user["role"], "INSTRUCTOR");
+        assert_eq!(user["email"], "user_ada@example.com");
+        assert!(user["createdAt"].as_str().is_some_and(|t| t.ends_with('Z')), "{user}");
+        wait_until("Clerk has the role", || async { clerk.role("user_ada").as_deref() == Some("INSTRUCTOR") }).await;
+        wait_until("the push is recorded as synced", || async {
+            app.api_user(&token, "user_ada").await["sync"]["state"] == "synced"
+        })
+        .await;
+        clerk.wait_for_deliveries().await;
+        let after = app.api_user(&token, "user_ada").await;
+        assert_eq!(after["role"], "INSTRUCTOR", "the echo changed nothing");
+        assert_eq!(after["sync"]["attempts"], 1);
+        assert_eq!(
+            sources(&app, &token, "user_ada").await,
+            ["admin_api:STUDENT->INSTRUCTOR", "clerk_webhook:none->STUDENT"]
+        );
+        let history = app.get_json(&token, "/api/admin/users/user_ada/role-history").await;
+        assert_eq!(history["data"][0]["actor"], "user_admin");
+        assert_eq!(stats(&app, &token).await, json!({"totalUsers": 3, "adminCount": 1, "instructorCount": 2, "studentCount": 0}));
+        let patches = clerk.metadata_patches("user_ada");
+        assert_eq!(patches.len(), 1);
+        assert_eq!(patches[0].api_version.as_deref(), Some("2026-05-12"));
+        assert_eq!(patches[0].body, json!({"public_metadata": {"role": "INSTRUCTOR"}}));
+    }
+
+    async fn setting_the_current_role_is_a_no_op(backend) {
+        let (app, clerk, token) = admin_setup(backend).await;
+
+        let response = app.patch_role(&token, "user_bob", "INSTRUCTOR").await;
+
+        assert_eq!(response.status(), 200);
+        let user: Value = response.json().await.expect("json");
+        assert_eq!(user["sync"]["state"], "synced");
+        assert_eq!(sources(&app, &token, "user_bob").await.len(), 1, "no audit row");
+        assert!(clerk.metadata_patches("user_bob").is_empty(), "no push");
+    }
+
+    async fn bad_requests_change_nothing(backend) {
+        let (app, clerk, token) = admin_setup(backend).await;
+        let before = stats(&app, &token).await;
+
+        let invalid = problem(app.patch_role(&token, "user_ada", "SUPERUSER").await, 422).await;
+        assert_eq!(invalid["allowedValues"], json!(["STUDENT", "INSTRUCTOR", "ADMIN"]));
+        problem(app.patch_role(&token, "user_ada", "admin").await, 422).await;
+        problem(app.patch_role(&token, "user_nobody", "ADMIN").await, 404).await;
+        problem(app.patch_role(&token, "not a user id", "ADMIN").await, 404).await;
+
+        let patch = |body: Vec<u8>, content_type: &'static str| {
+            app.authed(Method::PATCH, "/api/admin/users/user_ada", &token)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+        };
+        problem(patch(b"{\"role\":".to_vec(), "application/json").await.expect("sent"), 400).await;
+        problem(patch(b"{\"rol\":\"ADMIN\"}".to_vec(), "application/json").await.expect("sent"), 400).await;
+        problem(patch(b"{\"role\":\"ADMIN\"}".to_vec(), "text/plain").await.expect("sent"), 400).await;
+        let huge = format!("{{\"role\":\"ADMIN\",\"pad\":\"{}\"}}", "x".repeat(300 * 1024));
+        problem(patch(huge.into_bytes(), "application/json").await.expect("sent"), 413).await;
+
+        // The only admin demoting themselves would leave no admin.
+        let last = problem(app.patch_role(&token, "user_admin", "STUDENT").await, 409).await;
+        assert!(last["detail"].as_str().unwrap_or_default().contains("no admin"));
+
+        assert_eq!(stats(&app, &token).await, before);
+        assert_eq!(app.api_user(&token, "user_ada").await["role"], "STUDENT");
+        assert_eq!(app.api_user(&token, "user_admin").await["role"], "ADMIN");
+        assert!(clerk.metadata_patches("user_ada").is_empty());
+        assert!(clerk.metadata_patches("user_admin").is_empty());
+    }
+
+    async fn bulk_changes_are_all_or_nothing(backend) {
+        let (app, clerk, token) = admin_setup(backend).await;
+        let bulk = |changes: Value| {
+            app.authed(Method::POST, "/api/admin/users/roles", &token)
+                .json(&json!({ "changes": changes }))
+                .send()
+        };
+
+        let bad_role = bulk(json!([
+            {"userId": "user_ada", "role": "ADMIN"},
+            {"userId": "user_bob", "role": "OWNER"},
+        ]))
+        .await
+        .expect("sent");
+        let body = problem(bad_role, 422).await;
+        assert!(body["detail"].as_str().unwrap_or_default().contains("changes[1]"), "{body}");
+        problem(bulk(json!([{"userId": "user_ada", "role": "ADMIN"}, {"userId": "user_nobody", "role": "ADMIN"}])).await.expect("sent"), 404).await;
+        problem(bulk(json!([{"userId": "user_ada", "role": "ADMIN"}, {"userId": "user_ada", "role": "STUDENT"}])).await.expect("sent"), 422).await;
+        problem(bulk(json!([])).await.expect("sent"), 422).await;
+        problem(bulk(json!([{"userId": "user_admin", "role": "STUDENT"}, {"userId": "user_ada", "role": "INSTRUCTOR"}])).await.expect("sent"), 409).await;
+        assert_eq!(app.api_user(&token, "user_ada").await["role"], "STUDENT");
+        assert!(clerk.metadata_patches("user_ada").is_empty());
+
+        // Handing over: the old admin steps down as the new one steps up.
+        let applied = bulk(json!([
+            {"userId": "user_admin", "role": "INSTRUCTOR"},
+            {"userId": "user_ada", "role": "ADMIN"},
+        ]))
+        .await
+        .expect("sent");
+        assert_eq!(applied.status(), 200);
+        let body: Value = applied.json().await.expect("json");
+        assert_eq!(body["data"][0]["role"], "INSTRUCTOR");
+        assert_eq!(body["data"][1]["role"], "ADMIN");
+        wait_until("Clerk has both roles", || async {
+            clerk.role("user_admin").as_deref() == Some("INSTRUCTOR") && clerk.role("user_ada").as_deref() == Some("ADMIN")
+        })
+        .await;
+        let new_admin = clerk.mint_token("user_ada");
+        assert_eq!(stats(&app, &new_admin).await["adminCount"], 1);
+        problem(app.authed(Method::GET, "/api/admin/stats", &token).send().await.expect("sent"), 403).await;
+    }
+
+    async fn lists_page_filter_and_search_literally(backend) {
+        let (app, clerk, token) = admin_setup(backend).await;
+        let mut more: Vec<(String, Option<&str>)> = (0..23).map(|i| (format!("user_p{i:02}"), None)).collect();
+        more.push(("user_pct".into(), Some("INSTRUCTOR")));
+        let refs: Vec<(&str, Option<&str>)> = more.iter().map(|(id, role)| (id.as_str(), *role)).collect();
+        seed(&app, &clerk, &refs).await;
+        // One user with a name (the emulator's users have none).
+        let named = crate::support::clerk_payloads::user_event("user.created", "user_sky", 1, None);
+        assert_eq!(app.post_webhook(&named).await.status(), 200);
+
+        // Every live user exactly once, newest first, over pages of 10.
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(cursor) => format!("/api/admin/users?limit=10&cursor={cursor}"),
+                None => "/api/admin/users?limit=10".into(),
+            };
+            let page = app.get_json(&token, &path).await;
+            let data = page["data"].as_array().expect("data");
+            assert!(data.len() <= 10);
+            seen.extend(data.iter().map(|u| u["id"].as_str().unwrap_or_default().to_owned()));
+            match page["nextCursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 28);
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 28);
+        let first_three = ["user_admin", "user_ada", "user_bob"];
+        assert!(seen[25..].iter().all(|id| first_three.contains(&id.as_str())), "oldest last: {seen:?}");
+
+        let instructors = app.get_json(&token, "/api/admin/users?role=INSTRUCTOR&limit=100").await;
+        let ids: Vec<&str> = instructors["data"].as_array().expect("data").iter().filter_map(|u| u["id"].as_str()).collect();
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        assert!(ids.contains(&"user_bob") && ids.contains(&"user_pct"));
+
+        let found = app.get_json(&token, "/api/admin/users?search=USER_P07%40EXAMPLE").await;
+        assert_eq!(found["data"].as_array().expect("data").len(), 1);
+        assert_eq!(found["data"][0]["id"], "user_p07");
+        // `_` and `%` are literal: "user_p0_" matches nothing, "%" matches nothing.
+        for literal in ["user_p0_%40", "%25", "anakin%25sky"] {
+            let none = app.get_json(&token, &format!("/api/admin/users?search={literal}")).await;
+            assert_eq!(none["data"].as_array().expect("data").len(), 0, "{literal}");
+        }
+        let by_name = app.get_json(&token, "/api/admin/users?search=anakin%20SKY").await;
+        assert_eq!(by_name["data"].as_array().expect("data").len(), 1, "full name search");
+        assert_eq!(by_name["data"][0]["id"], "user_sky");
+
+        for query in ["limit=0", "limit=101", "role=OWNER"] {
+            problem(app.authed(Method::GET, &format!("/api/admin/users?{query}"), &token).send().await.expect("sent"), 422).await;
+        }
+        for query in ["limit=ten", "cursor=%21%21"] {
+            problem(app.authed(Method::GET, &format!("/api/admin/users?{query}"), &token).send().await.expect("sent"), 400).await;
+        }
+    }
+
+    async fn deleted_users_leave_lists_counts_and_lookups(backend) {
+        let (app, clerk, token) = admin_setup(backend).await;
+
+        clerk.delete_user("user_bob");
+        clerk.wait_for_deliveries().await;
+
+        problem(app.authed(Method::GET, "/api/admin/users/user_bob", &token).send().await.expect("sent"), 404).await;
+        problem(app.authed(Method::GET, "/api/admin/users/user_bob/role-history", &token).send().await.expect("sent"), 404).await;
+        problem(app.patch_role(&token, "user_bob", "ADMIN").await, 404).await;
+        let page = app.get_json(&token, "/api/admin/users").await;
+        assert!(page["data"].as_array().expect("data").iter().all(|u| u["id"] != "user_bob"));
+        assert_eq!(stats(&app, &token).await["totalUsers"], 2);
+    }
+}
