@@ -13,6 +13,7 @@ mod health;
 mod openapi;
 mod push;
 mod storage;
+mod two_way;
 mod webhooks;
 
 #[path = "../support/mod.rs"]

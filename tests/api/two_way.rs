@@ -1,0 +1,233 @@
+//! Both directions at once: echoes of our own pushes, dashboard edits racing
+//! admin changes, webhooks late and out of order, and several workers.
+
+use std::time::Duration;
+
+use clerk_role_sync::config::Config;
+use clerk_role_sync::db::users::{self, RoleUpdateError};
+use clerk_role_sync::domain::{ClerkUserId, Role, RoleSource};
+use clerk_role_sync::startup::Application;
+use clerk_role_sync::with_conn;
+use serde_json::{Value, json};
+
+use crate::admin_auth::seed;
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, TestDb, spawn_synced_app, test_config, wait_until};
+use crate::support::clerk_emulator::{self, ClerkEmulator, Delivery};
+use crate::support::svix;
+
+async fn setup(backend: Backend) -> (TestApp, ClerkEmulator, String) {
+    let (app, clerk) = spawn_synced_app(backend).await;
+    seed(
+        &app,
+        &clerk,
+        &[("user_admin", Some("ADMIN")), ("user_ada", None)],
+    )
+    .await;
+    // From now on Clerk's webhooks wait until the test releases them.
+    clerk.send_webhooks_to(
+        &app.url("/api/webhooks/clerk"),
+        svix::TEST_SECRET,
+        Delivery::Held,
+    );
+    let token = clerk.mint_token("user_admin");
+    (app, clerk, token)
+}
+
+async fn audit(app: &TestApp, token: &str, id: &str) -> Vec<String> {
+    let history = app
+        .get_json(token, &format!("/api/admin/users/{id}/role-history"))
+        .await;
+    let mut rows: Vec<String> = history["data"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| {
+            format!(
+                "{}:{}",
+                row["source"].as_str().unwrap_or("?"),
+                row["newRole"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    rows.reverse();
+    rows
+}
+
+async fn settled(app: &TestApp, clerk: &ClerkEmulator, token: &str, id: &str, role: &str) {
+    wait_until(&format!("{id} is {role} on both sides"), || async {
+        let user = app.api_user(token, id).await;
+        user["role"] == role
+            && user["sync"]["state"] == "synced"
+            && clerk.role(id).as_deref() == Some(role)
+    })
+    .await;
+}
+
+both_backends! {
+    async fn quick_changes_with_late_reordered_echoes_end_at_the_last_intent(backend) {
+        let (app, clerk, token) = setup(backend).await;
+
+        assert_eq!(app.patch_role(&token, "user_ada", "ADMIN").await.status(), 200);
+        assert_eq!(app.patch_role(&token, "user_ada", "INSTRUCTOR").await.status(), 200);
+        settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
+        let pushes = clerk.metadata_patches("user_ada").len();
+        assert!((1..=2).contains(&pushes), "{pushes} pushes (coalesced or not)");
+
+        // The echoes of our own pushes arrive late, newest first, one twice.
+        let held = clerk.held_webhooks();
+        assert_eq!(held.len(), pushes);
+        let statuses = clerk.release_all_webhooks(true).await;
+        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+        assert_eq!(clerk.redeliver(&held[0].svix_id).await, 200);
+
+        settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
+        assert_eq!(
+            audit(&app, &token, "user_ada").await,
+            ["clerk_webhook:STUDENT", "admin_api:ADMIN", "admin_api:INSTRUCTOR"],
+            "echoes write nothing"
+        );
+        assert_eq!(clerk.metadata_patches("user_ada").len(), pushes, "no ping-pong");
+        assert!(clerk.held_webhooks().is_empty(), "no new change in Clerk");
+    }
+
+    async fn a_dashboard_edit_after_the_push_wins_in_any_arrival_order(backend) {
+        let (app, clerk, token) = setup(backend).await;
+        app.patch_role(&token, "user_ada", "ADMIN").await;
+        settled(&app, &clerk, &token, "user_ada", "ADMIN").await;
+
+        clerk.edit_metadata("user_ada", json!({"role": "INSTRUCTOR"}));
+        // The edit's webhook first, our push's echo (older) after it.
+        let held = clerk.held_webhooks();
+        assert_eq!(held.len(), 2);
+        assert_eq!(clerk.release_webhook(&held[1].svix_id).await, 200);
+        assert_eq!(clerk.release_webhook(&held[0].svix_id).await, 200);
+
+        settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
+        assert_eq!(
+            audit(&app, &token, "user_ada").await,
+            ["clerk_webhook:STUDENT", "admin_api:ADMIN", "clerk_webhook:INSTRUCTOR"]
+        );
+        assert_eq!(clerk.metadata_patches("user_ada").len(), 1, "the edit is not pushed back");
+    }
+
+    async fn a_dashboard_edit_before_the_push_lands_is_overwritten(backend) {
+        let (app, clerk, token) = setup(backend).await;
+        clerk.send_webhooks_to(&app.url("/api/webhooks/clerk"), svix::TEST_SECRET, Delivery::Immediate);
+        clerk.rate_limit_next(1, 2);
+
+        app.patch_role(&token, "user_ada", "ADMIN").await;
+        wait_until("the first push was refused", || async { !clerk.metadata_patches("user_ada").is_empty() }).await;
+        clerk.edit_metadata("user_ada", json!({"role": "INSTRUCTOR"}));
+        clerk.wait_for_deliveries().await;
+        assert_eq!(app.api_user(&token, "user_ada").await["role"], "ADMIN", "the pending intent holds");
+
+        settled(&app, &clerk, &token, "user_ada", "ADMIN").await;
+        clerk.wait_for_deliveries().await;
+        assert_eq!(app.api_user(&token, "user_ada").await["role"], "ADMIN");
+        assert_eq!(
+            audit(&app, &token, "user_ada").await,
+            ["clerk_webhook:STUDENT", "admin_api:ADMIN"]
+        );
+    }
+}
+
+async fn seed_pending(config: &Config, ids: &[String]) {
+    let db = clerk_role_sync::db::Db::connect(&config.database, 4)
+        .await
+        .expect("db");
+    db.migrate().await.expect("migrations");
+    for id in ids {
+        let id = ClerkUserId::parse(id.as_str()).expect("valid");
+        let done: Result<_, RoleUpdateError> = with_conn!(db, conn => {
+            users::set_role(conn, &id, Role::Instructor, RoleSource::Cli, Some("cli"), true).await
+        });
+        done.expect("seeded with a queued push");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_on_one_postgres_push_every_row_once() {
+    let test_db = TestDb::new(Backend::Postgres).await;
+    let clerk = ClerkEmulator::start().await;
+    let ids: Vec<String> = (0..200).map(|i| format!("user_w{i:03}")).collect();
+    for id in &ids {
+        clerk.add_user(id, None);
+    }
+    let url = clerk.url();
+    let config = test_config(
+        &test_db,
+        &[
+            ("CLERK_API_URL", url.as_str()),
+            ("CLERK_SECRET_KEY", clerk_emulator::SECRET_KEY),
+            ("CLERK_PUSH_RATE", "1000"),
+        ],
+    );
+    seed_pending(&config, &ids).await;
+
+    let mut handles = Vec::new();
+    for _ in 0..2 {
+        let app = Application::build(config.clone())
+            .await
+            .expect("a replica starts");
+        handles.push(app.handle());
+        tokio::spawn(app.run_until_stopped());
+    }
+
+    wait_until("every role is in Clerk", || async {
+        ids.iter()
+            .all(|id| clerk.role(id).as_deref() == Some("INSTRUCTOR"))
+    })
+    .await;
+    for id in &ids {
+        let pushes = clerk.metadata_patches(id);
+        assert_eq!(pushes.len(), 1, "{id} pushed {} times", pushes.len());
+    }
+    for handle in handles {
+        handle.stop(true).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_a_push_in_flight_finish() {
+    let test_db = TestDb::new(Backend::Sqlite).await;
+    let clerk = ClerkEmulator::start().await;
+    clerk.add_user("user_slow", None);
+    clerk.set_delay(Duration::from_millis(800));
+    let url = clerk.url();
+    let config = test_config(
+        &test_db,
+        &[
+            ("CLERK_API_URL", url.as_str()),
+            ("CLERK_SECRET_KEY", clerk_emulator::SECRET_KEY),
+        ],
+    );
+    seed_pending(&config, &["user_slow".to_owned()]).await;
+
+    let app = Application::build(config.clone()).await.expect("starts");
+    let handle = app.handle();
+    let running = tokio::spawn(app.run_until_stopped());
+    wait_until("the push is in flight", || async {
+        clerk
+            .metadata_patches("user_slow")
+            .iter()
+            .any(|p| p.status == 0)
+    })
+    .await;
+    handle.stop(true).await;
+    running.await.expect("joined").expect("served");
+
+    assert_eq!(clerk.role("user_slow").as_deref(), Some("INSTRUCTOR"));
+    let db = clerk_role_sync::db::Db::connect(&config.database, 1)
+        .await
+        .expect("db");
+    let row: Result<_, clerk_role_sync::db::DbError> = with_conn!(db, conn => {
+        use clerk_role_sync::db::Store as _;
+        Ok(conn.find_sync("user_slow").await?)
+    });
+    let row = row.expect("query").expect("a sync row");
+    assert!(
+        !row.is_pending(),
+        "recorded as landed before the worker stopped: {row:?}"
+    );
+}
