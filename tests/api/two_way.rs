@@ -8,7 +8,7 @@ use clerk_role_sync::db::users::{self, RoleUpdateError};
 use clerk_role_sync::domain::{ClerkUserId, Role, RoleSource};
 use clerk_role_sync::startup::Application;
 use clerk_role_sync::with_conn;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::admin_auth::seed;
 use crate::both_backends;
