@@ -45,7 +45,7 @@ impl Application {
         let webhook_verifier = webhook_verifier(&config)?;
         let client = ClerkClient::new(&config.clerk);
         let session_verifier = session_verifier(&config, client.clone())?;
-        let worker = match client {
+        let worker = match client.clone() {
             Some(client) => Some(PushWorker::spawn(db.clone(), client, config.clerk.push)),
             None => {
                 tracing::warn!(
@@ -62,6 +62,7 @@ impl Application {
             db,
             webhook_verifier,
             session_verifier,
+            clerk: client,
             push_waker: worker.as_ref().map(WorkerHandle::waker),
         });
         let openapi = openapi::document();

@@ -9,7 +9,9 @@ use super::schema::{users, webhook_events};
 use super::users::{NewUser, UserRow, corrupt, now};
 use super::{DbError, Store};
 use crate::clerk::ClerkUser;
-use crate::domain::{ClerkState, ClerkUserId, Known, Role, RoleSource, Verdict, judge};
+use crate::domain::{
+    ClerkState, ClerkUserId, Known, Role, RoleSource, Verdict, judge, judge_reread,
+};
 use crate::webhooks::events::ClerkEvent;
 
 /// What an event did, as recorded in `webhook_events.outcome`.
@@ -133,7 +135,7 @@ async fn apply_event_once<C: Store>(
         let (outcome, user_id) = match event {
             ClerkEvent::UserUpserted { user, .. } => {
                 let outcome =
-                    apply_clerk_user(conn, user, RoleSource::ClerkWebhook, svix_id).await?;
+                    apply_clerk_user(conn, user, RoleSource::ClerkWebhook, svix_id, false).await?;
                 (outcome, Some(user.id.as_str()))
             }
             ClerkEvent::UserDeleted { id: Some(id) } => {
@@ -160,13 +162,28 @@ async fn apply_event_once<C: Store>(
     .await
 }
 
+/// Applies a user just read back from Clerk after a [`Outcome::Conflict`]
+/// (message `svix_id`), in its own transaction.
+pub async fn apply_reread<C: Store>(
+    conn: &mut C,
+    user: &ClerkUser,
+    svix_id: &str,
+) -> Result<Outcome, DbError> {
+    conn.transaction(async |conn| {
+        apply_clerk_user(conn, user, RoleSource::ClerkWebhook, svix_id, true).await
+    })
+    .await
+}
+
 /// Applies a user's state as Clerk reports it (webhook, re-read or backfill)
-/// by the rules of [`judge`]. Must run inside a transaction.
+/// by the rules of [`judge`] ([`judge_reread`] when `reread`). Must run inside
+/// a transaction.
 pub async fn apply_clerk_user<C: Store>(
     conn: &mut C,
     user: &ClerkUser,
     source: RoleSource,
     actor: &str,
+    reread: bool,
 ) -> Result<Outcome, DbError> {
     let id = ClerkUserId::parse(user.id.as_str()).map_err(corrupt)?;
     let row = conn.lock_user(id.as_str()).await?;
@@ -174,7 +191,8 @@ pub async fn apply_clerk_user<C: Store>(
         Some(row) => Some(known(conn, row).await?),
         None => None,
     };
-    let (clerk, role, unknown_role) = match judge(known, user.metadata_role(), user.updated_at) {
+    let rule = if reread { judge_reread } else { judge };
+    let (clerk, role, unknown_role) = match rule(known, user.metadata_role(), user.updated_at) {
         Verdict::Apply {
             clerk,
             role,

@@ -7,5 +7,5 @@ mod sync;
 mod user_id;
 
 pub use role::{Role, RoleParseError, RoleSource};
-pub use sync::{ClerkState, Known, MetadataRole, Verdict, judge};
+pub use sync::{ClerkState, Known, MetadataRole, Verdict, judge, judge_reread};
 pub use user_id::{ClerkUserId, UserIdError};

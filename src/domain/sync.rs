@@ -75,6 +75,21 @@ pub enum Verdict {
 /// Decides what a Clerk state at `updated_at` with `metadata` does to a user
 /// we know as `known` (`None` for a user we have never seen).
 pub fn judge(known: Option<Known>, metadata: MetadataRole, updated_at: i64) -> Verdict {
+    judge_with(known, metadata, updated_at, false)
+}
+
+/// Like [`judge`], for a state just read back from Clerk after a
+/// [`Verdict::Conflict`]: Clerk's answer settles which role that instant had.
+pub fn judge_reread(known: Option<Known>, metadata: MetadataRole, updated_at: i64) -> Verdict {
+    judge_with(known, metadata, updated_at, true)
+}
+
+fn judge_with(
+    known: Option<Known>,
+    metadata: MetadataRole,
+    updated_at: i64,
+    reread: bool,
+) -> Verdict {
     let fallback = known.map_or(Role::Student, |k| k.role);
     let (incoming, unknown_role) = match metadata {
         MetadataRole::Known(role) => (role, false),
@@ -99,7 +114,10 @@ pub fn judge(known: Option<Known>, metadata: MetadataRole, updated_at: i64) -> V
         Some(applied) if updated_at < applied.updated_at => return Verdict::Stale,
         // (An unknown value at the same instant is the state we already kept.)
         Some(applied)
-            if updated_at == applied.updated_at && incoming != applied.role && !unknown_role =>
+            if updated_at == applied.updated_at
+                && incoming != applied.role
+                && !unknown_role
+                && !reread =>
         {
             return Verdict::Conflict;
         }
@@ -210,6 +228,19 @@ mod tests {
         assert_eq!(
             judge(user, MetadataRole::Known(Role::Admin), 10),
             apply(Role::Admin, Role::Admin, 10)
+        );
+    }
+
+    #[test]
+    fn a_reread_settles_a_conflict() {
+        let user = known(Role::Admin, Some((Role::Admin, 10)), false);
+        assert_eq!(
+            judge_reread(user, MetadataRole::Known(Role::Student), 10),
+            apply(Role::Student, Role::Student, 10)
+        );
+        assert_eq!(
+            judge_reread(user, MetadataRole::Known(Role::Student), 9),
+            Verdict::Stale
         );
     }
 

@@ -17,6 +17,7 @@ use actix_web::web;
 use tokio::sync::Notify;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use crate::clerk::ClerkClient;
 use crate::clerk::jwt::SessionVerifier;
 use crate::db::Db;
 use crate::db::users::{RoleChange, change_roles};
@@ -36,6 +37,8 @@ pub struct AppState {
     /// `None` when neither `CLERK_JWT_KEY` nor `CLERK_SECRET_KEY` is set:
     /// the admin API answers 503.
     pub session_verifier: Option<SessionVerifier>,
+    /// Clerk's Backend API; `None` without `CLERK_SECRET_KEY`.
+    pub clerk: Option<ClerkClient>,
     /// Wakes the push worker; `None` when pushes wait for `CLERK_SECRET_KEY`.
     pub push_waker: Option<Arc<Notify>>,
 }

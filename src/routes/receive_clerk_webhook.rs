@@ -5,9 +5,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use crate::db::webhooks;
+use crate::clerk::ClerkClient;
+use crate::db::webhooks::{self, Outcome};
+use crate::domain::ClerkUserId;
 use crate::error::{ApiError, Problem};
-use crate::webhooks::events;
+use crate::webhooks::events::{self, ClerkEvent};
 use crate::webhooks::svix::{SignedHeaders, VerifyError};
 use crate::with_conn;
 
@@ -79,6 +81,12 @@ pub async fn receive_clerk_webhook(
         ApiError::Unavailable("the event could not be stored; retry later".into())
     })?;
 
+    if outcome == Outcome::Conflict
+        && let (ClerkEvent::UserUpserted { user, .. }, Some(clerk)) = (&event, &state.clerk)
+    {
+        reread(&state, clerk, &user.id, headers.id).await;
+    }
+
     tracing::info!(
         svix.id = headers.id,
         event.kind = event.kind(),
@@ -88,6 +96,30 @@ pub async fn receive_clerk_webhook(
     Ok(HttpResponse::Ok().json(WebhookAck {
         outcome: outcome.as_str(),
     }))
+}
+
+/// Settles a conflict by asking Clerk for the user's current state. Best
+/// effort: the message is already recorded, and a failure here leaves the
+/// user as it was (reconcile repairs what remains).
+async fn reread(state: &AppState, clerk: &ClerkClient, user_id: &str, svix_id: &str) {
+    let Ok(id) = ClerkUserId::parse(user_id) else {
+        return;
+    };
+    let user = match clerk.get_user(&id).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(user.id = %id, %error, "could not re-read a conflicting user from Clerk");
+            return;
+        }
+    };
+    let applied = with_conn!(state.db, conn => webhooks::apply_reread(conn, &user, svix_id).await);
+    match applied {
+        Ok(outcome) => {
+            tracing::info!(user.id = %id, outcome = outcome.as_str(), "conflict settled by re-reading Clerk")
+        }
+        Err(error) => tracing::warn!(user.id = %id, %error, "could not apply a re-read user"),
+    }
 }
 
 /// Fixed answers for refused messages: nothing of the request is echoed.

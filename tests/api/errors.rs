@@ -1,7 +1,7 @@
 //! Every error, whoever produces it, is a problem+json document.
 
 use crate::both_backends;
-use crate::helpers::{problem, spawn_app};
+use crate::helpers::{problem, spawn_app, spawn_app_with};
 
 both_backends! {
     async fn unknown_routes_are_404_problems(backend) {
@@ -12,5 +12,30 @@ both_backends! {
             assert_eq!(body["title"], "Not Found");
             assert_eq!(body["type"], "about:blank");
         }
+    }
+}
+
+both_backends! {
+    async fn cors_lets_only_the_configured_frontend_in(backend) {
+        let app = spawn_app_with(backend, &[("CORS_ALLOWED_ORIGINS", "https://admin.example.com")]).await;
+        let preflight = |origin: &'static str| {
+            app.client
+                .request(reqwest::Method::OPTIONS, app.url("/api/admin/users/user_1"))
+                .header("origin", origin)
+                .header("access-control-request-method", "PATCH")
+                .header("access-control-request-headers", "authorization, content-type")
+                .send()
+        };
+
+        let allowed = preflight("https://admin.example.com").await.expect("sent");
+        assert_eq!(allowed.status(), 200);
+        assert_eq!(allowed.headers()["access-control-allow-origin"], "https://admin.example.com");
+        let methods = allowed.headers()["access-control-allow-methods"].to_str().unwrap_or_default().to_owned();
+        assert!(methods.contains("PATCH"), "{methods}");
+
+        let refused = preflight("https://evil.example.com").await.expect("sent");
+        assert!(refused.headers().get("access-control-allow-origin").is_none());
+        let simple = app.client.get(app.url("/healthz")).header("origin", "https://evil.example.com").send().await.expect("sent");
+        assert!(simple.headers().get("access-control-allow-origin").is_none());
     }
 }

@@ -231,3 +231,22 @@ async fn shutdown_lets_a_push_in_flight_finish() {
         "recorded as landed before the worker stopped: {row:?}"
     );
 }
+
+both_backends! {
+    async fn two_roles_for_one_instant_are_settled_by_asking_clerk(backend) {
+        let (app, clerk, token) = setup(backend).await;
+        let in_clerk = clerk.add_user("user_c", Some("INSTRUCTOR"));
+        let at = in_clerk["updated_at"].as_i64().expect("updated_at");
+        // We were told, wrongly, that at that instant the user had no role…
+        let wrong = crate::support::clerk_payloads::user_event("user.created", "user_c", at, None);
+        assert_eq!(crate::helpers::outcome(app.post_webhook(&wrong).await).await, "applied");
+        assert_eq!(app.api_user(&token, "user_c").await["role"], "STUDENT");
+
+        // …and now that it was an INSTRUCTOR: one of the two is wrong.
+        let right = crate::support::clerk_payloads::user_event("user.updated", "user_c", at, Some("INSTRUCTOR"));
+        assert_eq!(crate::helpers::outcome(app.post_webhook(&right).await).await, "conflict");
+
+        assert_eq!(app.api_user(&token, "user_c").await["role"], "INSTRUCTOR", "Clerk's answer settles it");
+        assert!(clerk.requests().iter().any(|r| r.method == "GET" && r.path == "/v1/users/user_c"));
+    }
+}

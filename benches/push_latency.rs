@@ -1,0 +1,128 @@
+//! Change → Clerk latency of the push, against the Clerk emulator.
+//!
+//! For each backend: starts the service and the emulator, then changes 300
+//! users' roles one at a time through `PATCH /api/admin/users/{id}` and
+//! measures, per change, how long the admin's PATCH took and how long until
+//! the emulator received the push. Prints median, p90 and p99.
+//!
+//! `cargo bench --bench push_latency` (PostgreSQL from `TEST_DATABASE_URL`,
+//! default `postgres://postgres@127.0.0.1:5432/postgres`).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use clerk_role_sync::config::Config;
+use clerk_role_sync::startup::Application;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+
+#[expect(dead_code, reason = "the bench uses a part of the test support")]
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::clerk_emulator::{self, ClerkEmulator, Delivery};
+
+const CHANGES: usize = 300;
+
+#[tokio::main]
+async fn main() {
+    let pg_admin = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let sqlite = format!("sqlite://{}/bench.db", dir.path().display());
+    run("sqlite", &sqlite).await;
+
+    let name = format!("crs_bench_{}", std::process::id());
+    let mut admin = AsyncPgConnection::establish(&pg_admin)
+        .await
+        .expect("PostgreSQL");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create");
+    let mut url = url::Url::parse(&pg_admin).expect("a URL");
+    url.set_path(&name);
+    run("postgres", url.as_str()).await;
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .expect("drop");
+}
+
+async fn run(backend: &str, database_url: &str) {
+    let clerk = ClerkEmulator::start().await;
+    let clerk_url = clerk.url();
+    let vars: HashMap<&str, &str> = HashMap::from([
+        ("DATABASE_URL", database_url),
+        ("BIND_ADDR", "127.0.0.1:0"),
+        ("CLERK_API_URL", clerk_url.as_str()),
+        ("CLERK_SECRET_KEY", clerk_emulator::SECRET_KEY),
+        ("CLERK_ISSUER", clerk_emulator::ISSUER),
+        ("CLERK_WEBHOOK_SECRET", support::svix::TEST_SECRET),
+        ("CLERK_PUSH_RATE", "100"),
+        ("RUST_LOG", "warn"),
+    ]);
+    let config = Config::from_lookup(|name| vars.get(name).map(|v| (*v).to_owned()))
+        .expect("valid configuration");
+    let app = Application::build(config)
+        .await
+        .expect("the service starts");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    clerk.send_webhooks_to(
+        &format!("{base}/api/webhooks/clerk"),
+        support::svix::TEST_SECRET,
+        Delivery::Immediate,
+    );
+
+    clerk.add_user("user_admin", Some("ADMIN"));
+    let ids: Vec<String> = (0..CHANGES).map(|i| format!("user_b{i:04}")).collect();
+    for id in &ids {
+        clerk.add_user(id, None);
+    }
+    clerk.wait_for_deliveries().await;
+    let token = clerk.mint_token("user_admin");
+    let client = reqwest::Client::new();
+
+    let mut patch_times = Vec::with_capacity(CHANGES);
+    let mut push_times = Vec::with_capacity(CHANGES);
+    for id in &ids {
+        let started = Instant::now();
+        let response = client
+            .patch(format!("{base}/api/admin/users/{id}"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"role": "INSTRUCTOR"}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200);
+        patch_times.push(started.elapsed());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let arrived = loop {
+            if let Some(push) = clerk.metadata_patches(id).first() {
+                break push.at;
+            }
+            assert!(Instant::now() < deadline, "no push for {id}");
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        };
+        push_times.push(arrived - started);
+    }
+    clerk.wait_for_deliveries().await;
+    handle.stop(true).await;
+
+    report(backend, "admin PATCH answered", &mut patch_times);
+    report(backend, "change -> push received by Clerk", &mut push_times);
+}
+
+fn report(backend: &str, what: &str, times: &mut [Duration]) {
+    times.sort();
+    let at = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "{backend:8} {what:34} n={} median={:.2?} p90={:.2?} p99={:.2?} max={:.2?}",
+        times.len(),
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(1.0)
+    );
+}
