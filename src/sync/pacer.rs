@@ -41,6 +41,18 @@ impl Pacer {
         slot
     }
 
+    /// Waits for a slot, and then for any pause that began while waiting.
+    pub async fn wait_for_slot(&self) {
+        tokio::time::sleep_until(self.reserve()).await;
+        while let Some(until) = self.paused_until().filter(|until| *until > Instant::now()) {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    fn paused_until(&self) -> Option<Instant> {
+        self.state.lock().ok().map(|state| state.paused_until)
+    }
+
     /// Stops every slot from starting before `duration` has passed.
     pub fn pause(&self, duration: Duration) {
         if let Ok(mut state) = self.state.lock() {
@@ -61,6 +73,17 @@ mod tests {
         let third = pacer.reserve();
         assert_eq!(second - first, Duration::from_millis(100));
         assert_eq!(third - second, Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_also_holds_slots_reserved_before_it() {
+        let pacer = Pacer::new(1.0);
+        let start = Instant::now();
+        pacer.reserve();
+        let waiting = pacer.wait_for_slot();
+        pacer.pause(Duration::from_secs(5));
+        waiting.await;
+        assert!(Instant::now() >= start + Duration::from_secs(5));
     }
 
     #[tokio::test(start_paused = true)]

@@ -151,13 +151,14 @@ impl PushWorker {
     }
 
     async fn send(&self, user_id: &ClerkUserId, role: Role, row: &SyncRow) -> PushResult {
-        let slot = self.pacer.reserve();
         let latest_start = tokio::time::Instant::now() + LEASE - self.config.timeout - LEASE_MARGIN;
-        if slot > latest_start {
-            // Waiting that long would outlive the lease: hand the row back.
+        if tokio::time::timeout_at(latest_start, self.pacer.wait_for_slot())
+            .await
+            .is_err()
+        {
+            // Waiting longer would outlive the lease: hand the row back.
             return PushResult::RetryAt(now(), "waiting for Clerk's rate limit".into());
         }
-        tokio::time::sleep_until(slot).await;
         match self.client.set_role(user_id, role).await {
             Ok(user) => match user.metadata_role() {
                 MetadataRole::Known(pushed) => {

@@ -178,3 +178,37 @@ both_backends! {
         assert_eq!(ready["clerkPush"], "waiting: CLERK_SECRET_KEY is not set");
     }
 }
+
+both_backends! {
+    async fn a_rate_limit_slows_every_push_not_just_one(backend) {
+        let (app, clerk) = spawn_synced_app_with(backend, &[("CLERK_PUSH_RATE", "10")]).await;
+        seed(&app, &clerk, &[("user_admin", Some("ADMIN")), ("user_a", None), ("user_b", None)]).await;
+        let token = clerk.mint_token("user_admin");
+        clerk.rate_limit_next(1, 2);
+
+        let response = app
+            .authed(reqwest::Method::POST, "/api/admin/users/roles", &token)
+            .json(&json!({"changes": [
+                {"userId": "user_a", "role": "INSTRUCTOR"},
+                {"userId": "user_b", "role": "INSTRUCTOR"},
+            ]}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200);
+
+        wait_until("both pushed", || async {
+            clerk.role("user_a").as_deref() == Some("INSTRUCTOR") && clerk.role("user_b").as_deref() == Some("INSTRUCTOR")
+        })
+        .await;
+        let mut patches: Vec<_> = clerk.metadata_patches("user_a");
+        patches.extend(clerk.metadata_patches("user_b"));
+        patches.sort_by_key(|p| p.at);
+        assert_eq!(patches.len(), 3, "one 429 and two successes");
+        assert_eq!(patches[0].status, 429);
+        for later in &patches[1..] {
+            let waited = later.at - patches[0].at;
+            assert!(waited >= Duration::from_secs(2), "a push went out {waited:?} after the 429");
+        }
+    }
+}
