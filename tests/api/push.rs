@@ -181,7 +181,8 @@ both_backends! {
 
 both_backends! {
     async fn a_rate_limit_slows_every_push_not_just_one(backend) {
-        let (app, clerk) = spawn_synced_app_with(backend, &[("CLERK_PUSH_RATE", "10")]).await;
+        // Slots half a second apart: the 429 is surely back before the next slot.
+        let (app, clerk) = spawn_synced_app_with(backend, &[("CLERK_PUSH_RATE", "2")]).await;
         seed(&app, &clerk, &[("user_admin", Some("ADMIN")), ("user_a", None), ("user_b", None)]).await;
         let token = clerk.mint_token("user_admin");
         clerk.rate_limit_next(1, 2);
