@@ -1,14 +1,18 @@
-//! The command line: `clerk-role-sync [serve|migrate|openapi|set-role]`.
+//! The command line: `clerk-role-sync [serve|migrate|openapi|set-role|backfill|reconcile]`.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use crate::clerk::ClerkClient;
 use crate::config::Config;
+use crate::db::Db;
+use crate::db::backfill::{BackfillOptions, Prefer};
 use crate::db::users::{self, RoleUpdate};
 use crate::domain::{ClerkUserId, Role, RoleSource};
 use crate::startup::{self, Application};
+use crate::sync::{backfill, reconcile};
 use crate::{openapi, telemetry, with_conn};
 
 #[derive(Debug, Parser)]
@@ -33,6 +37,36 @@ enum Command {
     Migrate,
     /// Print the OpenAPI document (YAML) to stdout.
     Openapi,
+    /// Bring every existing Clerk user in (resumable; paced under Clerk's limits).
+    Backfill {
+        /// Print what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Queue a push of STUDENT to Clerk for users whose metadata has no role.
+        #[arg(long)]
+        write_defaults: bool,
+        /// Whose role wins when both sides have one and they differ.
+        #[arg(long, value_enum, default_value_t = Side::Clerk)]
+        prefer: Side,
+        /// Start over instead of resuming an interrupted run.
+        #[arg(long)]
+        restart: bool,
+        /// Requests per second to Clerk.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+    },
+    /// Compare every user's role here with Clerk's; exit non-zero on drift.
+    Reconcile {
+        /// Repair the drift by the --prefer policy.
+        #[arg(long)]
+        fix: bool,
+        /// Whose role wins when both sides have one and they differ.
+        #[arg(long, value_enum, default_value_t = Side::Clerk)]
+        prefer: Side,
+        /// Requests per second to Clerk.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+    },
     /// Set a user's role, e.g. to make the first admin.
     SetRole {
         /// The Clerk user id (user_…).
@@ -40,6 +74,22 @@ enum Command {
         /// STUDENT, INSTRUCTOR or ADMIN.
         role: String,
     },
+}
+
+/// Whose role wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Side {
+    Clerk,
+    Db,
+}
+
+impl From<Side> for Prefer {
+    fn from(side: Side) -> Self {
+        match side {
+            Side::Clerk => Prefer::Clerk,
+            Side::Db => Prefer::Db,
+        }
+    }
 }
 
 /// Parses the command line and runs the command; errors are printed, not panicked.
@@ -69,6 +119,40 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::SetRole { user_id, role } => set_role(config, &user_id, &role).await,
+        Command::Backfill {
+            dry_run,
+            write_defaults,
+            prefer,
+            restart,
+            rate,
+        } => {
+            let (db, client) = clerk_tools(&config).await?;
+            let options = BackfillOptions {
+                prefer: prefer.into(),
+                write_defaults,
+                dry_run,
+            };
+            let progress = backfill::run(&db, &client, options, rate, restart).await?;
+            println!("{}", backfill::summary(&progress, dry_run));
+            Ok(())
+        }
+        Command::Reconcile { fix, prefer, rate } => {
+            let (db, client) = clerk_tools(&config).await?;
+            let report = reconcile::run(&db, &client, prefer.into(), fix, rate).await?;
+            for drift in &report.drift {
+                println!("drift: {drift}");
+            }
+            println!(
+                "checked {} users: {} drifted, {} fixed",
+                report.checked,
+                report.drift.len(),
+                report.fixed
+            );
+            match report.remaining() {
+                0 => Ok(()),
+                n => anyhow::bail!("{n} users still differ (run with --fix to repair)"),
+            }
+        }
         Command::Openapi => Ok(()),
     }
 }
@@ -109,6 +193,15 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+/// The database (migrated) and Clerk's API, for the commands that need both.
+async fn clerk_tools(config: &Config) -> anyhow::Result<(Db, ClerkClient)> {
+    let client = ClerkClient::new(&config.clerk)
+        .context("CLERK_SECRET_KEY is needed to read users from Clerk")?;
+    let db = startup::connect(config).await?;
+    db.migrate().await?;
+    Ok((db, client))
 }
 
 async fn set_role(config: Config, user_id: &str, role: &str) -> anyhow::Result<()> {

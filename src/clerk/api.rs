@@ -125,6 +125,34 @@ impl ClerkClient {
         }
     }
 
+    /// One page of users, oldest first, after the user `starting_after`
+    /// (a cursor, never an offset: deep pages cost Clerk the same).
+    pub async fn list_users(
+        &self,
+        limit: usize,
+        starting_after: Option<&str>,
+    ) -> Result<Vec<ClerkUser>, ClerkError> {
+        let mut url = self.url("v1/users")?;
+        url.query_pairs_mut()
+            .append_pair("limit", &limit.to_string())
+            .append_pair("order_by", "created_at");
+        if let Some(after) = starting_after {
+            url.query_pairs_mut().append_pair("starting_after", after);
+        }
+        self.send(self.http.get(url)).await
+    }
+
+    /// How many users the instance has.
+    pub async fn user_count(&self) -> Result<u64, ClerkError> {
+        #[derive(Deserialize)]
+        struct Count {
+            total_count: u64,
+        }
+        let url = self.url("v1/users/count")?;
+        let count: Count = self.send(self.http.get(url)).await?;
+        Ok(count.total_count)
+    }
+
     /// The instance's signing keys for session tokens.
     pub async fn jwks(&self) -> Result<Jwks, ClerkError> {
         let url = self.url("v1/jwks")?;

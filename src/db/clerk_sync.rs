@@ -22,6 +22,7 @@ pub struct SyncRow {
     pub next_attempt_at: Option<NaiveDateTime>,
     pub last_error: Option<String>,
     pub claimed_until: Option<NaiveDateTime>,
+    pub queued_at: Option<NaiveDateTime>,
 }
 
 impl SyncRow {

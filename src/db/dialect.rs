@@ -42,7 +42,7 @@ fn claim_sql(locking: &str) -> String {
              SELECT user_id FROM clerk_sync \
              WHERE next_attempt_at <= $2 AND (claimed_until IS NULL OR claimed_until < $2) \
              ORDER BY next_attempt_at LIMIT $3 {locking}) \
-         RETURNING user_id, desired_role, version, attempts, next_attempt_at, last_error, claimed_until"
+         RETURNING user_id, desired_role, version, attempts, next_attempt_at, last_error, claimed_until, queued_at"
     )
 }
 

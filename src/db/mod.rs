@@ -6,8 +6,10 @@
 //! connection of either backend to code that is generic over `Store`.
 //! What must differ between the backends (row locks) lives in `dialect.rs`.
 
+pub mod backfill;
 pub mod clerk_sync;
 mod dialect;
+pub mod reconcile;
 pub mod schema;
 mod sqlite_runtime;
 mod store;

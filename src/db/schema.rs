@@ -48,6 +48,7 @@ diesel::table! {
         next_attempt_at -> Nullable<Timestamp>,
         last_error -> Nullable<Text>,
         claimed_until -> Nullable<Timestamp>,
+        queued_at -> Nullable<Timestamp>,
     }
 }
 
@@ -59,6 +60,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    backfill_progress (id) {
+        id -> Integer,
+        last_user_id -> Nullable<Text>,
+        pages -> BigInt,
+        seen -> BigInt,
+        created -> BigInt,
+        updated -> BigInt,
+        role_changes -> BigInt,
+        defaults_queued -> BigInt,
+        pushes_queued -> BigInt,
+        unknown_roles -> BigInt,
+        skipped -> BigInt,
+        started_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(role_changes -> users (user_id));
 diesel::joinable!(clerk_sync -> users (user_id));
 
@@ -67,5 +85,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     role_changes,
     webhook_events,
     clerk_sync,
-    role_counts
+    role_counts,
+    backfill_progress
 );

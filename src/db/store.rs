@@ -4,9 +4,12 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::SqliteConn;
+use super::backfill::Progress;
 use super::clerk_sync::SyncRow;
 use super::dialect::Dialect;
-use super::schema::{clerk_sync, role_changes, role_counts, users, webhook_events};
+use super::schema::{
+    backfill_progress, clerk_sync, role_changes, role_counts, users, webhook_events,
+};
 use super::users::COUNT_SHARDS;
 use super::users::{NewRoleChange, NewUser, RoleChangeRow, UserFilter, UserRow};
 use crate::domain::{ClerkState, ClerkUserId, Role, RoleSource};
@@ -164,6 +167,18 @@ pub trait Store: AsyncConnection + Dialect + Send {
         })
         .await
     }
+
+    /// Every live user as `(id, role)`.
+    async fn live_user_roles(&mut self) -> QueryResult<Vec<(String, String)>>;
+
+    /// The unfinished backfill, if any.
+    async fn load_backfill_progress(&mut self) -> QueryResult<Option<Progress>>;
+
+    /// Records how far the backfill got.
+    async fn save_backfill_progress(&mut self, progress: &Progress) -> QueryResult<()>;
+
+    /// Forgets the backfill's progress (it finished, or starts over).
+    async fn delete_backfill_progress(&mut self) -> QueryResult<()>;
 
     /// Lets any worker take the row again.
     async fn release_claim(&mut self, user_id: &str) -> QueryResult<()>;
@@ -340,6 +355,7 @@ macro_rules! impl_store {
                         clerk_sync::version.eq(1_i64),
                         clerk_sync::attempts.eq(0),
                         clerk_sync::next_attempt_at.eq(Some(now)),
+                        clerk_sync::queued_at.eq(Some(now)),
                     ))
                     .on_conflict(clerk_sync::user_id)
                     .do_update()
@@ -349,6 +365,7 @@ macro_rules! impl_store {
                         clerk_sync::attempts.eq(0),
                         clerk_sync::next_attempt_at.eq(Some(now)),
                         clerk_sync::last_error.eq(None::<String>),
+                        clerk_sync::queued_at.eq(Some(now)),
                     ))
                     .execute(self)
                     .await
@@ -399,6 +416,40 @@ macro_rules! impl_store {
                         clerk_sync::last_error.eq(Some(error)),
                         clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
                     ))
+                    .execute(self)
+                    .await
+                    .map(drop)
+            }
+
+            async fn live_user_roles(&mut self) -> QueryResult<Vec<(String, String)>> {
+                users::table
+                    .filter(users::deleted_at.is_null())
+                    .select((users::id, users::role))
+                    .load(self)
+                    .await
+            }
+
+            async fn load_backfill_progress(&mut self) -> QueryResult<Option<Progress>> {
+                backfill_progress::table
+                    .select(Progress::as_select())
+                    .first(self)
+                    .await
+                    .optional()
+            }
+
+            async fn save_backfill_progress(&mut self, progress: &Progress) -> QueryResult<()> {
+                diesel::insert_into(backfill_progress::table)
+                    .values((backfill_progress::id.eq(1), progress))
+                    .on_conflict(backfill_progress::id)
+                    .do_update()
+                    .set(progress)
+                    .execute(self)
+                    .await
+                    .map(drop)
+            }
+
+            async fn delete_backfill_progress(&mut self) -> QueryResult<()> {
+                diesel::delete(backfill_progress::table)
                     .execute(self)
                     .await
                     .map(drop)

@@ -298,7 +298,7 @@ async fn known<C: Store>(conn: &mut C, row: &UserRow) -> Result<Known, DbError> 
 /// Tombstones a user: kept with its history, gone from lists and counts, and
 /// never brought back. A deletion that arrives before the user's creation
 /// leaves a tombstone for the creation to find.
-async fn delete_user<C: Store>(conn: &mut C, id: &ClerkUserId) -> Result<Outcome, DbError> {
+pub async fn delete_user<C: Store>(conn: &mut C, id: &ClerkUserId) -> Result<Outcome, DbError> {
     let now = now();
     match conn.lock_user(id.as_str()).await? {
         Some(row) if row.deleted_at.is_some() => Ok(Outcome::UserDeleted),

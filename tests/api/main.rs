@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin_auth;
 mod admin_roles;
+mod backfill;
 
 mod clerk_emulator;
 mod cli;

@@ -1,0 +1,2 @@
+DROP TABLE backfill_progress;
+ALTER TABLE clerk_sync DROP COLUMN queued_at;

@@ -1,0 +1,27 @@
+//! Repairs for drift between our database and Clerk (`reconcile --fix`).
+
+use super::users::now;
+use super::webhooks::{Outcome, delete_user};
+use super::{DbError, Store};
+use crate::domain::{ClerkUserId, Role};
+
+/// Tombstones a user Clerk no longer has (its `user.deleted` was lost).
+pub async fn tombstone<C: Store>(conn: &mut C, id: &ClerkUserId) -> Result<Outcome, DbError> {
+    let id = id.clone();
+    conn.transaction(async move |conn| delete_user(conn, &id).await)
+        .await
+}
+
+/// Queues a push of our role to Clerk.
+pub async fn queue_push<C: Store>(
+    conn: &mut C,
+    id: &ClerkUserId,
+    role: Role,
+) -> Result<(), DbError> {
+    Ok(conn.enqueue_push(id.as_str(), role.as_str(), now()).await?)
+}
+
+/// Every live user's id and role.
+pub async fn live_users<C: Store>(conn: &mut C) -> Result<Vec<(String, String)>, DbError> {
+    Ok(conn.live_user_roles().await?)
+}
