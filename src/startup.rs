@@ -1,11 +1,12 @@
 //! Wires configuration, storage, Clerk and HTTP into a running service.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::{Method, header};
-use actix_web::middleware::{ErrorHandlers, NormalizePath, TrailingSlash};
+use actix_web::middleware::{ErrorHandlers, NormalizePath, TrailingSlash, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
 use utoipa_actix_web::AppExt as _;
@@ -16,7 +17,9 @@ use crate::clerk::jwt::SessionVerifier;
 use crate::config::{Config, DatabaseUrl};
 use crate::db::Db;
 use crate::error::{ApiError, problem_for_bare_errors};
+use crate::metrics::Metrics;
 use crate::openapi;
+use crate::routes::observe::observe;
 use crate::routes::{self, AppState};
 use crate::sync::{PushWorker, WorkerHandle};
 use crate::webhooks::svix::Verifier;
@@ -45,8 +48,14 @@ impl Application {
         let webhook_verifier = webhook_verifier(&config)?;
         let client = ClerkClient::new(&config.clerk);
         let session_verifier = session_verifier(&config, client.clone())?;
+        let metrics = Arc::new(Metrics::new());
         let worker = match client.clone() {
-            Some(client) => Some(PushWorker::spawn(db.clone(), client, config.clerk.push)),
+            Some(client) => Some(PushWorker::spawn(
+                db.clone(),
+                client,
+                config.clerk.push,
+                metrics.clone(),
+            )),
             None => {
                 tracing::warn!(
                     "CLERK_SECRET_KEY is not set: role changes wait to be pushed to Clerk"
@@ -63,6 +72,7 @@ impl Application {
             webhook_verifier,
             session_verifier,
             clerk: client,
+            metrics,
             push_waker: worker.as_ref().map(WorkerHandle::waker),
         });
         let openapi = openapi::document();
@@ -78,6 +88,7 @@ impl Application {
                 .configure(routes::configure)
                 .split_for_parts();
             app.wrap(cors(&origins))
+                .wrap(from_fn(observe))
                 .wrap(ErrorHandlers::new().default_handler(problem_for_bare_errors))
                 .wrap(NormalizePath::new(TrailingSlash::MergeOnly))
                 .service(

@@ -168,6 +168,9 @@ pub trait Store: AsyncConnection + Dialect + Send {
         .await
     }
 
+    /// Pushes queued or retrying, and when the oldest of them was queued.
+    async fn push_queue_stats(&mut self) -> QueryResult<(i64, Option<chrono::NaiveDateTime>)>;
+
     /// Every live user as `(id, role)`.
     async fn live_user_roles(&mut self) -> QueryResult<Vec<(String, String)>>;
 
@@ -419,6 +422,14 @@ macro_rules! impl_store {
                     .execute(self)
                     .await
                     .map(drop)
+            }
+
+            async fn push_queue_stats(&mut self) -> QueryResult<(i64, Option<chrono::NaiveDateTime>)> {
+                clerk_sync::table
+                    .filter(clerk_sync::next_attempt_at.is_not_null())
+                    .select((diesel::dsl::count_star(), diesel::dsl::min(clerk_sync::queued_at)))
+                    .first(self)
+                    .await
             }
 
             async fn live_user_roles(&mut self) -> QueryResult<Vec<(String, String)>> {

@@ -3,11 +3,13 @@
 mod auth;
 mod bulk_update_user_roles;
 pub mod dto;
+mod get_metrics;
 mod get_role_stats;
 mod get_user;
 mod get_user_role_history;
 mod health;
 mod list_users;
+pub mod observe;
 mod receive_clerk_webhook;
 mod update_user_role;
 
@@ -22,6 +24,7 @@ use crate::clerk::jwt::SessionVerifier;
 use crate::db::Db;
 use crate::db::users::{RoleChange, change_roles};
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::webhooks::svix::Verifier;
 use crate::with_conn;
 
@@ -41,6 +44,7 @@ pub struct AppState {
     pub clerk: Option<ClerkClient>,
     /// Wakes the push worker; `None` when pushes wait for `CLERK_SECRET_KEY`.
     pub push_waker: Option<Arc<Notify>>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Registers every documented route (used by the server and by the OpenAPI
@@ -48,6 +52,7 @@ pub struct AppState {
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(health::healthz)
         .service(health::readyz)
+        .service(get_metrics::get_metrics)
         .service(receive_clerk_webhook::receive_clerk_webhook)
         .service(bulk_update_user_roles::bulk_update_user_roles)
         .service(list_users::list_users)

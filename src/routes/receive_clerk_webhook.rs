@@ -51,36 +51,68 @@ pub async fn receive_clerk_webhook(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let verifier = state.webhook_verifier.as_ref().ok_or_else(|| {
-        ApiError::Unavailable("the webhook is not configured (CLERK_WEBHOOK_SECRET)".into())
-    })?;
+    let refused = |reason: &str| {
+        state
+            .metrics
+            .webhook_refusals
+            .with_label_values(&[reason])
+            .inc()
+    };
+    let Some(verifier) = state.webhook_verifier.as_ref() else {
+        refused("not_configured");
+        return Err(ApiError::Unavailable(
+            "the webhook is not configured (CLERK_WEBHOOK_SECRET)".into(),
+        ));
+    };
     let headers = SignedHeaders::from_lookup(|name| {
         request
             .headers()
             .get(name)
             .and_then(|value| value.to_str().ok())
     })
-    .map_err(refusal)?;
+    .map_err(|error| {
+        refused("missing_header");
+        refusal(error)
+    })?;
     let body = payload
         .to_bytes_limited(WEBHOOK_BODY_LIMIT)
         .await
-        .map_err(|_| ApiError::PayloadTooLarge {
-            limit: WEBHOOK_BODY_LIMIT,
+        .map_err(|_| {
+            refused("too_large");
+            ApiError::PayloadTooLarge {
+                limit: WEBHOOK_BODY_LIMIT,
+            }
         })?
         .map_err(|_| ApiError::BadRequest("the request body could not be read".into()))?;
     verifier
         .verify(&headers, &body, chrono::Utc::now().timestamp())
-        .map_err(refusal)?;
+        .map_err(|error| {
+            refused(match error {
+                VerifyError::MissingHeader(_) | VerifyError::MalformedHeader(_) => "missing_header",
+                VerifyError::TimestampTooOld | VerifyError::TimestampInFuture => "timestamp",
+                VerifyError::InvalidSignature => "bad_signature",
+            });
+            refusal(error)
+        })?;
 
-    let event = events::parse(&body).map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    let event = events::parse(&body).map_err(|error| {
+        refused("malformed_body");
+        ApiError::BadRequest(error.to_string())
+    })?;
     let outcome = with_conn!(state.db, conn => {
         webhooks::apply_event(conn, headers.id, &event).await
     })
     .map_err(|error| {
+        refused("database");
         tracing::error!(svix.id = headers.id, %error, "webhook not stored; Svix will retry");
         ApiError::Unavailable("the event could not be stored; retry later".into())
     })?;
 
+    state
+        .metrics
+        .webhooks
+        .with_label_values(&[event.kind(), outcome.as_str()])
+        .inc();
     if outcome == Outcome::Conflict
         && let (ClerkEvent::UserUpserted { user, .. }, Some(clerk)) = (&event, &state.clerk)
     {

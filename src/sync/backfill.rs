@@ -10,8 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::Pacer;
 use super::retry::call_clerk;
 use crate::clerk::ClerkClient;
-use crate::db::backfill::{self, BackfillOptions, Progress};
 use crate::db::Db;
+use crate::db::backfill::{self, BackfillOptions, Progress};
 use crate::with_conn;
 
 /// Users per page: Clerk's maximum.

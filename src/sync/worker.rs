@@ -19,6 +19,7 @@ use crate::db::clerk_sync::{self, PushResult, SyncRow};
 use crate::db::users::now;
 use crate::db::{Db, DbError, Dialect as _, Store as _};
 use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role};
+use crate::metrics::Metrics;
 use crate::with_conn;
 
 /// Rows claimed, and so pushes sent at once, per round (the pacer spaces
@@ -38,6 +39,7 @@ pub struct PushWorker {
     config: PushConfig,
     pacer: Pacer,
     wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
 }
 
 /// Controls a running worker.
@@ -62,7 +64,12 @@ impl WorkerHandle {
 
 impl PushWorker {
     /// Starts the worker on the current runtime.
-    pub fn spawn(db: Db, client: ClerkClient, config: PushConfig) -> WorkerHandle {
+    pub fn spawn(
+        db: Db,
+        client: ClerkClient,
+        config: PushConfig,
+        metrics: Arc<Metrics>,
+    ) -> WorkerHandle {
         let wake = Arc::new(Notify::new());
         let (shutdown, stop) = watch::channel(false);
         let worker = Self {
@@ -71,6 +78,7 @@ impl PushWorker {
             config,
             pacer: Pacer::new(config.rate_per_sec),
             wake: wake.clone(),
+            metrics,
         };
         // diesel-async's transactions make futures that the compiler cannot
         // prove `Send` (rust-lang/rust#100013), so the worker is not spawned
@@ -138,6 +146,13 @@ impl PushWorker {
                 PushResult::GiveUp(format!("stored role {:?} is not valid", row.desired_role))
             }
         };
+        let label = match &result {
+            PushResult::Landed(_) => "landed",
+            PushResult::RetryAt(_, error) if error.contains("429") => "rate_limited",
+            PushResult::RetryAt(..) => "retry",
+            PushResult::GiveUp(_) => "failed",
+        };
+        self.metrics.push_attempts.with_label_values(&[label]).inc();
         if let PushResult::GiveUp(error) | PushResult::RetryAt(_, error) = &result {
             tracing::warn!(user.id = %user_id, attempts = row.attempts, error, "push to Clerk failed");
         }

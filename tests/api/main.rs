@@ -11,6 +11,7 @@ mod clerk_emulator;
 mod cli;
 mod errors;
 mod health;
+mod observability;
 mod openapi;
 mod push;
 mod storage;

@@ -1,0 +1,34 @@
+//! `GET /metrics`: Prometheus metrics.
+
+use actix_web::{HttpResponse, get, web};
+use chrono::Utc;
+
+use super::AppState;
+use crate::db::{DbError, Store as _};
+use crate::error::ApiError;
+use crate::with_conn;
+
+/// Prometheus metrics (text exposition format).
+///
+/// Webhooks by type and outcome, refusals by reason, push attempts by
+/// result, pending pushes and the age of the oldest, and HTTP requests by
+/// route and status with latency histograms.
+#[utoipa::path(
+    tag = "health",
+    responses((status = 200, description = "Metrics in Prometheus text format", body = String, content_type = "text/plain"))
+)]
+#[get("/metrics")]
+pub async fn get_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let now = Utc::now().naive_utc();
+    // The queue gauges are read fresh; without a database they keep their last values.
+    let queue: Result<_, DbError> =
+        with_conn!(state.db, conn => Ok(conn.push_queue_stats().await?));
+    if let Ok((pending, oldest)) = queue {
+        state.metrics.push_pending.set(pending);
+        let age = oldest.map_or(0.0, |at| (now - at).as_seconds_f64().max(0.0));
+        state.metrics.push_oldest_pending.set(age);
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render()))
+}
