@@ -20,7 +20,7 @@ RUN apt-get update \
     && chown app:app /app/data
 COPY --from=build /src/target/release/clerk-role-sync /usr/local/bin/clerk-role-sync
 
-USER app
+USER 10001:10001
 WORKDIR /app
 ENV BIND_ADDR=0.0.0.0:8080 \
     DATABASE_URL=sqlite:///app/data/clerk-role-sync.db \
@@ -28,6 +28,6 @@ ENV BIND_ADDR=0.0.0.0:8080 \
 VOLUME ["/app/data"]
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
+    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8080/healthz"]
 ENTRYPOINT ["clerk-role-sync"]
 CMD ["serve"]
