@@ -36,7 +36,9 @@ async fn main() {
     }
     let pg_admin = std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mut admin = AsyncPgConnection::establish(&pg_admin).await.expect("PostgreSQL");
+    let mut admin = AsyncPgConnection::establish(&pg_admin)
+        .await
+        .expect("PostgreSQL");
 
     for (limit, rate) in [("no limit", 1_000.0), ("100 req / 10 s", 10.0)] {
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -44,7 +46,10 @@ async fn main() {
         run(&clerk, "sqlite", &sqlite, limit, rate).await;
 
         let name = format!("crs_bench_backfill_{}", std::process::id());
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create");
         let mut url = url::Url::parse(&pg_admin).expect("a URL");
         url.set_path(&name);
         run(&clerk, "postgres", url.as_str(), limit, rate).await;
