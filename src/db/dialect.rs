@@ -21,6 +21,7 @@ pub trait Dialect {
 
     /// Live admins, holding the admin counters until the transaction ends so
     /// that two concurrent demotions cannot both remove "the other" admin.
+    /// Take it after the user rows (see `users::change_roles`).
     async fn lock_admin_count(&mut self) -> QueryResult<i64>;
 
     /// Takes up to `limit` due, unclaimed pushes for this worker until

@@ -121,15 +121,33 @@ impl Db {
     /// SQLite always gets one connection: it allows one writer at a time, and
     /// a single connection turns lock waits into fair queueing in the pool.
     pub async fn connect(url: &DatabaseUrl, max_connections: usize) -> Result<Self, DbError> {
+        // Connections are opened on the runtime that opens the pool, whoever
+        // asks for them. A connection keeps a task on the runtime it was
+        // opened on (PostgreSQL's connection driver, SQLite's blocking
+        // calls); actix-web's workers each have a runtime of their own that
+        // ends with the server, and a connection tied to one would die with
+        // it while the pool still hands it out.
+        let runtime = tokio::runtime::Handle::current();
         let pool = match url {
             DatabaseUrl::Postgres(conn_str) => {
-                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(conn_str);
+                let mut config = ManagerConfig::default();
+                config.custom_setup = Box::new(move |url| {
+                    let url = url.to_owned();
+                    on_runtime(
+                        &runtime,
+                        async move { AsyncPgConnection::establish(&url).await },
+                    )
+                });
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+                    conn_str, config,
+                );
                 Pool::Postgres(build_pool(manager, max_connections)?)
             }
             DatabaseUrl::Sqlite(path) => {
                 create_parent_dir(path)?;
                 let mut config = ManagerConfig::default();
-                config.custom_setup = Box::new(|path| open_sqlite(path.to_owned()).boxed());
+                config.custom_setup =
+                    Box::new(move |path| on_runtime(&runtime, open_sqlite(path.to_owned())));
                 let manager = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(
                     path.to_string_lossy(),
                     config,
@@ -208,6 +226,22 @@ impl Db {
             Ok(())
         })
     }
+}
+
+/// Runs `connect` as a task of `runtime` and waits for it.
+fn on_runtime<C: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    connect: impl Future<Output = diesel::ConnectionResult<C>> + Send + 'static,
+) -> futures_util::future::BoxFuture<'static, diesel::ConnectionResult<C>> {
+    let task = runtime.spawn(connect);
+    async move {
+        task.await.unwrap_or_else(|error| {
+            Err(ConnectionError::BadConnection(format!(
+                "opening the connection failed: {error}"
+            )))
+        })
+    }
+    .boxed()
 }
 
 fn build_pool<M: deadpool::managed::Manager>(

@@ -282,16 +282,28 @@ pub async fn change_roles<C: Store>(
     admin: &ClerkUserId,
 ) -> Result<Vec<(UserRow, Option<SyncRow>)>, AdminChangeError> {
     conn.transaction(async |conn| {
-        conn.lock_admin_count().await?;
-        let now = now();
-        for change in changes {
-            let id = &change.user_id;
+        // Lock order, the same everywhere: user rows (by id), then counters.
+        // Every other transaction touches one user and then counters, so
+        // none can wait on us while holding what we wait for.
+        let mut ids: Vec<&ClerkUserId> = changes.iter().map(|c| &c.user_id).collect();
+        ids.sort();
+        let mut current = std::collections::HashMap::new();
+        for id in ids {
             let row = conn
                 .lock_user(id.as_str())
                 .await?
                 .filter(|row| row.deleted_at.is_none())
                 .ok_or_else(|| AdminChangeError::NotFound(id.clone()))?;
-            let from: Role = row.role.parse().map_err(corrupt)?;
+            let role: Role = row.role.parse().map_err(corrupt)?;
+            current.insert(id, role);
+        }
+        conn.lock_admin_count().await?;
+        let now = now();
+        for change in changes {
+            let id = &change.user_id;
+            let Some(&from) = current.get(id) else {
+                continue;
+            };
             if from == change.role {
                 continue;
             }

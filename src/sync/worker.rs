@@ -29,6 +29,8 @@ const BATCH: i64 = 8;
 /// timeout and this margin remain, so it ends before anyone else may claim.
 const LEASE: Duration = Duration::from_secs(120);
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// Tries to record a push's result before leaving it to the lease.
+const RECORD_ATTEMPTS: u32 = 5;
 /// Longest sleep between two looks at the table.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -100,6 +102,7 @@ impl PushWorker {
             let woken = self.wake.notified();
             match self.claim().await {
                 Ok(rows) if !rows.is_empty() => {
+                    tracing::debug!(rows = rows.len(), "claimed pushes");
                     let pushes: Vec<_> = rows.into_iter().map(|row| self.push(row)).collect();
                     futures_util::future::join_all(pushes).await;
                     continue;
@@ -156,12 +159,26 @@ impl PushWorker {
         if let PushResult::GiveUp(error) | PushResult::RetryAt(_, error) = &result {
             tracing::warn!(user.id = %user_id, attempts = row.attempts, error, "push to Clerk failed");
         }
-        let finished: Result<(), DbError> = with_conn!(self.db, conn => {
-            clerk_sync::finish_push(conn, &user_id, row.version, result).await
-        });
-        if let Err(error) = finished {
-            // The lease expires and the push is sent again: it is idempotent.
-            tracing::error!(user.id = %user_id, %error, "could not record a push result");
+        tracing::debug!(user.id = %user_id, version = row.version, ?result, "push done; recording");
+        // Recording is retried a few times: a lost result would leave the row
+        // leased until the lease expires (and the push sent again).
+        for attempt in 1..=RECORD_ATTEMPTS {
+            let finished: Result<(), DbError> = with_conn!(self.db, conn => {
+                clerk_sync::finish_push(conn, &user_id, row.version, result.clone()).await
+            });
+            match finished {
+                Ok(()) => {
+                    tracing::debug!(user.id = %user_id, "push recorded");
+                    return;
+                }
+                Err(error) if attempt < RECORD_ATTEMPTS => {
+                    tracing::warn!(user.id = %user_id, %error, attempt, "could not record a push result; retrying");
+                    tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                }
+                Err(error) => {
+                    tracing::error!(user.id = %user_id, %error, "could not record a push result");
+                }
+            }
         }
     }
 

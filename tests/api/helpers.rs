@@ -137,6 +137,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db: Db,
     pub test_db: TestDb,
+    config: Config,
+    server: actix_web::dev::ServerHandle,
+    running: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 /// Configuration for a test service: port 0, a small pool, plus `extra`.
@@ -162,11 +165,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
     let test_db = TestDb::new(backend).await;
     let config = test_config(&test_db, extra);
-    let app = Application::build(config.clone())
-        .await
-        .expect("the service starts");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
+    let (address, server, running) = start(&config).await;
     let db = Db::connect(&config.database, 2)
         .await
         .expect("test connection");
@@ -178,10 +177,39 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
             .expect("http client"),
         db,
         test_db,
+        config,
+        server,
+        running,
     }
 }
 
+async fn start(
+    config: &Config,
+) -> (
+    String,
+    actix_web::dev::ServerHandle,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let app = Application::build(config.clone())
+        .await
+        .expect("the service starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let server = app.handle();
+    (address, server, tokio::spawn(app.run_until_stopped()))
+}
+
 impl TestApp {
+    /// Stops the service gracefully (a push in flight finishes) and starts
+    /// it again on the same database, on a new port.
+    pub async fn restart(&mut self) {
+        self.server.stop(true).await;
+        (&mut self.running).await.expect("joined").expect("served");
+        let (address, server, running) = start(&self.config).await;
+        self.address = address;
+        self.server = server;
+        self.running = running;
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

@@ -9,6 +9,7 @@ mod backfill;
 
 mod clerk_emulator;
 mod cli;
+mod convergence;
 mod errors;
 mod health;
 mod observability;
