@@ -1,9 +1,11 @@
 //! Change → Clerk latency of the push, against the Clerk emulator.
 //!
-//! For each backend: starts the service and the emulator, then changes 300
-//! users' roles one at a time through `PATCH /api/admin/users/{id}` and
-//! measures, per change, how long the admin's PATCH took and how long until
-//! the emulator received the push. Prints median, p90 and p99.
+//! For each backend, and with Clerk answering at once and after 300 ms:
+//! starts the service and the emulator, then changes 300 users' roles one at
+//! a time through `PATCH /api/admin/users/{id}` and measures, per change, how
+//! long the admin's PATCH took and how long until the emulator received the
+//! push. Prints median, p90 and p99. The push rate is set high (1000/s) so
+//! that pacing does not hide the latency.
 //!
 //! `cargo bench --bench push_latency` (PostgreSQL from `TEST_DATABASE_URL`,
 //! default `postgres://postgres@127.0.0.1:5432/postgres`).
@@ -27,28 +29,30 @@ const CHANGES: usize = 300;
 async fn main() {
     let pg_admin = std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let sqlite = format!("sqlite://{}/bench.db", dir.path().display());
-    run("sqlite", &sqlite).await;
-
-    let name = format!("crs_bench_{}", std::process::id());
     let mut admin = AsyncPgConnection::establish(&pg_admin)
         .await
         .expect("PostgreSQL");
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create");
-    let mut url = url::Url::parse(&pg_admin).expect("a URL");
-    url.set_path(&name);
-    run("postgres", url.as_str()).await;
-    admin
-        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .await
-        .expect("drop");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    for delay in [Duration::ZERO, Duration::from_millis(300)] {
+        let sqlite = format!(
+            "sqlite://{}/bench-{}.db",
+            dir.path().display(),
+            delay.as_millis()
+        );
+        run("sqlite", &sqlite, delay).await;
+
+        let name = format!("crs_bench_{}_{}", std::process::id(), delay.as_millis());
+        let create = format!("CREATE DATABASE {name}");
+        admin.batch_execute(&create).await.expect("create");
+        let mut url = url::Url::parse(&pg_admin).expect("a URL");
+        url.set_path(&name);
+        run("postgres", url.as_str(), delay).await;
+        let drop = format!("DROP DATABASE {name} WITH (FORCE)");
+        admin.batch_execute(&drop).await.expect("drop");
+    }
 }
 
-async fn run(backend: &str, database_url: &str) {
+async fn run(backend: &str, database_url: &str, clerk_delay: Duration) {
     let clerk = ClerkEmulator::start().await;
     let clerk_url = clerk.url();
     let vars: HashMap<&str, &str> = HashMap::from([
@@ -58,7 +62,7 @@ async fn run(backend: &str, database_url: &str) {
         ("CLERK_SECRET_KEY", clerk_emulator::SECRET_KEY),
         ("CLERK_ISSUER", clerk_emulator::ISSUER),
         ("CLERK_WEBHOOK_SECRET", support::svix::TEST_SECRET),
-        ("CLERK_PUSH_RATE", "100"),
+        ("CLERK_PUSH_RATE", "1000"),
         ("RUST_LOG", "warn"),
     ]);
     let config = Config::from_lookup(|name| vars.get(name).map(|v| (*v).to_owned()))
@@ -81,12 +85,14 @@ async fn run(backend: &str, database_url: &str) {
         clerk.add_user(id, None);
     }
     clerk.wait_for_deliveries().await;
-    let token = clerk.mint_token("user_admin");
     let client = reqwest::Client::new();
+    clerk.set_delay(clerk_delay);
 
     let mut patch_times = Vec::with_capacity(CHANGES);
     let mut push_times = Vec::with_capacity(CHANGES);
     for id in &ids {
+        // Session tokens live a minute: a fresh one each time, as a frontend would.
+        let token = clerk.mint_token("user_admin");
         let started = Instant::now();
         let response = client
             .patch(format!("{base}/api/admin/users/{id}"))
@@ -110,15 +116,16 @@ async fn run(backend: &str, database_url: &str) {
     clerk.wait_for_deliveries().await;
     handle.stop(true).await;
 
-    report(backend, "admin PATCH answered", &mut patch_times);
-    report(backend, "change -> push received by Clerk", &mut push_times);
+    let label = format!("{backend} (Clerk +{}ms)", clerk_delay.as_millis());
+    report(&label, "admin PATCH answered", &mut patch_times);
+    report(&label, "change -> push received by Clerk", &mut push_times);
 }
 
 fn report(backend: &str, what: &str, times: &mut [Duration]) {
     times.sort();
     let at = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
     println!(
-        "{backend:8} {what:34} n={} median={:.2?} p90={:.2?} p99={:.2?} max={:.2?}",
+        "{backend:22} {what:34} n={} median={:.2?} p90={:.2?} p99={:.2?} max={:.2?}",
         times.len(),
         at(0.5),
         at(0.9),
