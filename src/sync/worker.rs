@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDateTime, TimeDelta};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{Stream, StreamExt as _};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -22,9 +24,8 @@ use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role};
 use crate::metrics::Metrics;
 use crate::with_conn;
 
-/// Rows claimed, and so pushes sent at once, per round (the pacer spaces
-/// their starts).
-const BATCH: i64 = 8;
+/// Pushes in flight at once (the pacer spaces their starts).
+const CONCURRENCY: usize = 32;
 /// How long a claim lasts. A push only starts while at least the request
 /// timeout and this margin remain, so it ends before anyone else may claim.
 const LEASE: Duration = Duration::from_secs(120);
@@ -97,34 +98,49 @@ impl PushWorker {
 
     async fn run(self, mut stop: watch::Receiver<bool>) {
         tracing::info!(rate = self.config.rate_per_sec, "push worker started");
-        while !*stop.borrow() {
-            // Registered before looking, so a wake-up during the look is kept.
-            let woken = self.wake.notified();
-            match self.claim().await {
-                Ok(rows) if !rows.is_empty() => {
-                    tracing::debug!(rows = rows.len(), "claimed pushes");
-                    let pushes: Vec<_> = rows.into_iter().map(|row| self.push(row)).collect();
-                    futures_util::future::join_all(pushes).await;
-                    continue;
-                }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "could not claim pushes; retrying"),
+        // Pushes in flight; new rows are claimed as soon as one finishes, so a
+        // slow Clerk answer never holds back the changes queued behind it.
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            let stopping = *stop.borrow();
+            if stopping && in_flight.is_empty() {
+                break;
             }
-            let wait = self.until_next_due().await;
+            let free = CONCURRENCY - in_flight.len();
+            let mut claimed_all_free = false;
+            if !stopping && free > 0 {
+                match drive(&mut in_flight, self.claim(free)).await {
+                    Ok(rows) => {
+                        claimed_all_free = rows.len() == free;
+                        for row in rows {
+                            in_flight.push(self.push(row));
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "could not claim pushes; retrying"),
+                }
+            }
+            let wait = if stopping || claimed_all_free {
+                POLL
+            } else {
+                drive(&mut in_flight, self.until_next_due()).await
+            };
+            // A wake-up that came while claiming left a permit: nothing is missed.
             tokio::select! {
-                () = woken => {}
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                () = self.wake.notified(), if !stopping => {}
                 () = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => {}
+                _ = stop.changed(), if !stopping => {}
             }
         }
         tracing::info!("push worker stopped");
     }
 
-    async fn claim(&self) -> Result<Vec<SyncRow>, DbError> {
+    async fn claim(&self, limit: usize) -> Result<Vec<SyncRow>, DbError> {
         let now = now();
         let lease_until = now + delta(LEASE);
+        let limit = i64::try_from(limit).unwrap_or(1);
         with_conn!(self.db, conn => {
-            Ok(conn.claim_due_pushes(now, lease_until, BATCH).await?)
+            Ok(conn.claim_due_pushes(now, lease_until, limit).await?)
         })
     }
 
@@ -155,22 +171,23 @@ impl PushWorker {
             PushResult::RetryAt(..) => "retry",
             PushResult::GiveUp(_) => "failed",
         };
-        self.metrics.push_attempts.with_label_values(&[label]).inc();
         if let PushResult::GiveUp(error) | PushResult::RetryAt(_, error) = &result {
             tracing::warn!(user.id = %user_id, attempts = row.attempts, error, "push to Clerk failed");
         }
-        tracing::debug!(user.id = %user_id, version = row.version, ?result, "push done; recording");
-        // Recording is retried a few times: a lost result would leave the row
-        // leased until the lease expires (and the push sent again).
+        self.record(&user_id, row.version, result).await;
+        // Counted once recorded, so the metric never runs ahead of the table.
+        self.metrics.push_attempts.with_label_values(&[label]).inc();
+    }
+
+    /// Stores a push's result. Retried a few times: a lost result would leave
+    /// the row leased until the lease expires (and the push sent again).
+    async fn record(&self, user_id: &ClerkUserId, version: i64, result: PushResult) {
         for attempt in 1..=RECORD_ATTEMPTS {
             let finished: Result<(), DbError> = with_conn!(self.db, conn => {
-                clerk_sync::finish_push(conn, &user_id, row.version, result.clone()).await
+                clerk_sync::finish_push(conn, user_id, version, result.clone()).await
             });
             match finished {
-                Ok(()) => {
-                    tracing::debug!(user.id = %user_id, "push recorded");
-                    return;
-                }
+                Ok(()) => return,
                 Err(error) if attempt < RECORD_ATTEMPTS => {
                     tracing::warn!(user.id = %user_id, %error, attempt, "could not record a push result; retrying");
                     tokio::time::sleep(Duration::from_millis(100) * attempt).await;
@@ -234,6 +251,21 @@ impl PushWorker {
             .saturating_mul(2_u32.saturating_pow(exponent))
             .min(self.config.retry_max);
         full.mul_f64(rand::random_range(0.5..=1.0))
+    }
+}
+
+/// Awaits `work` while the pushes in flight go on: they may hold the pool's
+/// connections, which `work` may be waiting for.
+async fn drive<T>(
+    in_flight: &mut (impl Stream<Item = ()> + Unpin),
+    work: impl Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            Some(()) = in_flight.next() => {}
+        }
     }
 }
 
