@@ -208,6 +208,13 @@ pub async fn set_role<C: Store>(
         conn.record_change(id, from, role, source, actor, now)
             .await?;
         conn.enqueue_push(id.as_str(), role.as_str(), now).await?;
+        tracing::info!(
+            user.id = %id,
+            old_role = from.map_or("none", Role::as_str),
+            new_role = %role,
+            source = source.as_str(),
+            "role changed"
+        );
         let user = conn
             .find_user(id.as_str())
             .await?
