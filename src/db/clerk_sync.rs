@@ -143,13 +143,6 @@ pub async fn finish_push<C: Store>(
                         now(),
                     )
                     .await?;
-                    tracing::info!(
-                        user.id = %user_id,
-                        old_role = %role,
-                        new_role = %new_role,
-                        source = "clerk_webhook",
-                        "role changed"
-                    );
                 }
             }
             PushResult::RetryAt(at, error) if same_version => {

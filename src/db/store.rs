@@ -147,7 +147,8 @@ pub trait Store: AsyncConnection + Dialect + Send {
         Ok(())
     }
 
-    /// Appends one audit row.
+    /// Appends one audit row, and logs the change (one line per role change,
+    /// whatever its source).
     async fn record_change(
         &mut self,
         id: &ClerkUserId,
@@ -157,6 +158,14 @@ pub trait Store: AsyncConnection + Dialect + Send {
         actor: Option<&str>,
         now: chrono::NaiveDateTime,
     ) -> QueryResult<()> {
+        tracing::info!(
+            user.id = %id,
+            old_role = from.map_or("none", Role::as_str),
+            new_role = %to,
+            source = source.as_str(),
+            actor,
+            "role changed"
+        );
         self.insert_role_change(&NewRoleChange {
             user_id: id.as_str(),
             old_role: from.map(Role::as_str),

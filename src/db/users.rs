@@ -208,13 +208,6 @@ pub async fn set_role<C: Store>(
         conn.record_change(id, from, role, source, actor, now)
             .await?;
         conn.enqueue_push(id.as_str(), role.as_str(), now).await?;
-        tracing::info!(
-            user.id = %id,
-            old_role = from.map_or("none", Role::as_str),
-            new_role = %role,
-            source = source.as_str(),
-            "role changed"
-        );
         let user = conn
             .find_user(id.as_str())
             .await?
@@ -328,14 +321,6 @@ pub async fn change_roles<C: Store>(
             .await?;
             conn.enqueue_push(id.as_str(), change.role.as_str(), now)
                 .await?;
-            tracing::info!(
-                user.id = %id,
-                old_role = %from,
-                new_role = %change.role,
-                source = "admin_api",
-                actor = %admin,
-                "role changed"
-            );
         }
         if role_stats(conn).await?.admins == 0 {
             return Err(AdminChangeError::LastAdmin);

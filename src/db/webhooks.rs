@@ -259,13 +259,6 @@ pub async fn apply_clerk_user<C: Store>(
     conn.move_count(&id, from, Some(role)).await?;
     conn.record_change(&id, from, role, source, Some(actor), now)
         .await?;
-    tracing::info!(
-        user.id = %id,
-        old_role = from.map_or("none", Role::as_str),
-        new_role = %role,
-        source = source.as_str(),
-        "role changed"
-    );
     Ok(if unknown_role {
         Outcome::UnknownRole
     } else {
