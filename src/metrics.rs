@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | `clerk_webhooks_total` | `type`, `outcome` (applied, duplicate, stale, …) |
 //! | `clerk_webhook_refusals_total` | `reason` (missing_header, bad_signature, timestamp, malformed_body, not_configured) |
-//! | `clerk_push_attempts_total` | `result` (landed, retry, rate_limited, failed) |
+//! | `clerk_push_attempts_total` | `result` (landed, retry, rate_limited, failed, deferred: handed back unsent) |
 //! | `clerk_push_pending` | pushes queued or retrying |
 //! | `clerk_push_oldest_pending_seconds` | age of the oldest queued push |
 //! | `http_request_duration_seconds` | `method`, `route`, `status` (a histogram; its `_count` counts requests) |

@@ -159,17 +159,12 @@ impl PushWorker {
         let Ok(user_id) = ClerkUserId::parse(row.user_id.as_str()) else {
             return;
         };
-        let result = match row.desired_role.parse::<Role>() {
+        let (result, label) = match row.desired_role.parse::<Role>() {
             Ok(role) => self.send(&user_id, role, &row).await,
-            Err(_) => {
-                PushResult::GiveUp(format!("stored role {:?} is not valid", row.desired_role))
-            }
-        };
-        let label = match &result {
-            PushResult::Landed(_) => "landed",
-            PushResult::RetryAt(_, error) if error.contains("429") => "rate_limited",
-            PushResult::RetryAt(..) => "retry",
-            PushResult::GiveUp(_) => "failed",
+            Err(_) => (
+                PushResult::GiveUp(format!("stored role {:?} is not valid", row.desired_role)),
+                "failed",
+            ),
         };
         if let PushResult::GiveUp(error) | PushResult::RetryAt(_, error) = &result {
             tracing::warn!(user.id = %user_id, attempts = row.attempts, error, "push to Clerk failed");
@@ -199,37 +194,48 @@ impl PushWorker {
         }
     }
 
-    async fn send(&self, user_id: &ClerkUserId, role: Role, row: &SyncRow) -> PushResult {
+    /// Sends the role; returns what to record and the `result` label of
+    /// `clerk_push_attempts_total`.
+    async fn send(
+        &self,
+        user_id: &ClerkUserId,
+        role: Role,
+        row: &SyncRow,
+    ) -> (PushResult, &'static str) {
         let latest_start = tokio::time::Instant::now() + LEASE - self.config.timeout - LEASE_MARGIN;
         if tokio::time::timeout_at(latest_start, self.pacer.wait_for_slot())
             .await
             .is_err()
         {
             // Waiting longer would outlive the lease: hand the row back.
-            return PushResult::RetryAt(now(), "waiting for Clerk's rate limit".into());
+            let result = PushResult::RetryAt(now(), "waiting for Clerk's rate limit".into());
+            return (result, "deferred");
         }
         match self.client.set_role(user_id, role).await {
             Ok(user) => match user.metadata_role() {
                 MetadataRole::Known(pushed) => {
                     tracing::info!(user.id = %user_id, role = %pushed, attempts = row.attempts, "role pushed to Clerk");
-                    PushResult::Landed(ClerkState {
+                    let landed = PushResult::Landed(ClerkState {
                         role: pushed,
                         updated_at: user.updated_at,
-                    })
+                    });
+                    (landed, "landed")
                 }
-                _ => self.retry(row.attempts, None, "Clerk's answer has no role".into()),
+                _ => (
+                    self.retry(row.attempts, None, "Clerk's answer has no role".into()),
+                    "retry",
+                ),
             },
             Err(ClerkError::RateLimited { retry_after }) => {
                 let pause = retry_after.unwrap_or_else(|| self.backoff(row.attempts));
                 self.pacer.pause(pause);
-                self.retry(
-                    row.attempts,
-                    Some(pause),
-                    ClerkError::RateLimited { retry_after }.to_string(),
-                )
+                let error = ClerkError::RateLimited { retry_after }.to_string();
+                (self.retry(row.attempts, Some(pause), error), "rate_limited")
             }
-            Err(error) if error.is_retryable() => self.retry(row.attempts, None, error.to_string()),
-            Err(error) => PushResult::GiveUp(error.to_string()),
+            Err(error) if error.is_retryable() => {
+                (self.retry(row.attempts, None, error.to_string()), "retry")
+            }
+            Err(error) => (PushResult::GiveUp(error.to_string()), "failed"),
         }
     }
 

@@ -77,6 +77,8 @@ both_backends! {
         assert_eq!(patches[0].status, 429);
         let waited = patches[1].at - patches[0].at;
         assert!(waited >= Duration::from_secs(2), "retried after {waited:?}, not after Retry-After: 2");
+        let metrics = app.get("/metrics").await.text().await.expect("text");
+        assert!(metrics.contains(r#"clerk_push_attempts_total{result="rate_limited"} 1"#), "{metrics}");
     }
 
     async fn refusals_stop_retrying_and_show_as_failing(backend) {
