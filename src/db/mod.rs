@@ -270,11 +270,14 @@ fn create_parent_dir(path: &std::path::Path) -> Result<(), DbError> {
 /// with a busy timeout and foreign keys enforced.
 async fn open_sqlite(path: String) -> diesel::ConnectionResult<SqliteConn> {
     let mut conn = SqliteConn::establish(&path).await?;
+    // The busy timeout comes first: switching to WAL needs a lock, and
+    // without the timeout a connection opened while another process (the
+    // service, the CLI) writes would fail at once with "database is locked".
     conn.batch_execute(&format!(
-        "PRAGMA journal_mode = WAL; \
+        "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; \
+         PRAGMA journal_mode = WAL; \
          PRAGMA synchronous = NORMAL; \
-         PRAGMA foreign_keys = ON; \
-         PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"
+         PRAGMA foreign_keys = ON;"
     ))
     .await
     .map_err(ConnectionError::CouldntSetupConfiguration)?;
