@@ -164,7 +164,8 @@ async fn apply_user<C: Store>(
         conn.enqueue_push(id.as_str(), ours.as_str(), now).await?;
         progress.pushes_queued += 1;
     }
-    let outcome = apply_clerk_user(conn, user, RoleSource::Backfill, "backfill", false).await?;
+    let outcome =
+        apply_clerk_user(conn, user, RoleSource::Backfill, "backfill", false, None).await?;
     match (outcome, prior_role) {
         (Outcome::Applied | Outcome::UnknownRole | Outcome::Unchanged, None) => {
             progress.created += 1;

@@ -8,7 +8,8 @@ use diesel::sql_types::{BigInt, Timestamp};
 
 use super::SqliteConn;
 use super::clerk_sync::SyncRow;
-use super::schema::{role_counts, users};
+use super::clerk_write::{ClerkWrite, OneStatement, write_in_steps};
+use super::schema::{clerk_sync, role_counts, users};
 use super::users::UserRow;
 use crate::domain::Role;
 
@@ -18,6 +19,13 @@ pub trait Dialect {
     /// Loads a user (deleted ones too) and holds its row until the
     /// transaction ends, so concurrent changes to one user serialize.
     async fn lock_user(&mut self, id: &str) -> QueryResult<Option<UserRow>>;
+
+    /// [`Dialect::lock_user`], with whether a push of its role is pending.
+    async fn lock_user_with_push(&mut self, id: &str) -> QueryResult<Option<(UserRow, bool)>>;
+
+    /// Writes a decided Clerk state; `false`, having written nothing, when
+    /// its message was already recorded. Must run inside a transaction.
+    async fn write_clerk_state(&mut self, write: &ClerkWrite<'_>) -> QueryResult<bool>;
 
     /// Live admins, holding the admin counters until the transaction ends so
     /// that two concurrent demotions cannot both remove "the other" admin.
@@ -82,6 +90,20 @@ impl Dialect for AsyncPgConnection {
             .await
             .optional()
     }
+
+    async fn lock_user_with_push(&mut self, id: &str) -> QueryResult<Option<(UserRow, bool)>> {
+        users::table
+            .find(id)
+            .select((UserRow::as_select(), push_pending()))
+            .for_update()
+            .first(self)
+            .await
+            .optional()
+    }
+
+    async fn write_clerk_state(&mut self, write: &ClerkWrite<'_>) -> QueryResult<bool> {
+        OneStatement::new(write).get_result(self).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -121,6 +143,38 @@ impl Dialect for SqliteConn {
             .await
             .optional()
     }
+
+    async fn lock_user_with_push(&mut self, id: &str) -> QueryResult<Option<(UserRow, bool)>> {
+        let Some(row) = self.lock_user(id).await? else {
+            return Ok(None);
+        };
+        let pending = diesel::select(push_pending_of(id)).get_result(self).await?;
+        Ok(Some((row, pending)))
+    }
+
+    async fn write_clerk_state(&mut self, write: &ClerkWrite<'_>) -> QueryResult<bool> {
+        write_in_steps(self, write).await
+    }
+}
+
+/// Whether the selected user's push is pending (queued or retrying).
+#[diesel::dsl::auto_type]
+fn push_pending() -> _ {
+    diesel::dsl::exists(
+        clerk_sync::table
+            .filter(clerk_sync::user_id.eq(users::id))
+            .filter(clerk_sync::next_attempt_at.is_not_null()),
+    )
+}
+
+/// Whether user `id`'s push is pending.
+#[diesel::dsl::auto_type]
+fn push_pending_of<'a>(id: &'a str) -> _ {
+    diesel::dsl::exists(
+        clerk_sync::table
+            .filter(clerk_sync::user_id.eq(id))
+            .filter(clerk_sync::next_attempt_at.is_not_null()),
+    )
 }
 
 async fn admin_count(conn: &mut SqliteConn) -> QueryResult<i64> {

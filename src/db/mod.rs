@@ -8,6 +8,7 @@
 
 pub mod backfill;
 pub mod clerk_sync;
+mod clerk_write;
 mod dialect;
 pub mod reconcile;
 pub mod schema;

@@ -6,6 +6,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use super::SqliteConn;
 use super::backfill::Progress;
 use super::clerk_sync::SyncRow;
+use super::clerk_write::count_deltas;
 use super::dialect::Dialect;
 use super::schema::{
     backfill_progress, clerk_sync, role_changes, role_counts, users, webhook_events,
@@ -135,13 +136,7 @@ pub trait Store: AsyncConnection + Dialect + Send {
         to: Option<Role>,
     ) -> QueryResult<()> {
         let shard = id.shard(COUNT_SHARDS);
-        let mut deltas: Vec<(Role, i64)> = from
-            .map(|role| (role, -1))
-            .into_iter()
-            .chain(to.map(|role| (role, 1)))
-            .collect();
-        deltas.sort_by_key(|(role, _)| role.as_str());
-        for (role, delta) in deltas {
+        for (role, delta) in count_deltas(from, to) {
             self.adjust_role_count(role.as_str(), shard, delta).await?;
         }
         Ok(())
@@ -158,14 +153,7 @@ pub trait Store: AsyncConnection + Dialect + Send {
         actor: Option<&str>,
         now: chrono::NaiveDateTime,
     ) -> QueryResult<()> {
-        tracing::info!(
-            user.id = %id,
-            old_role = from.map_or("none", Role::as_str),
-            new_role = %to,
-            source = source.as_str(),
-            actor,
-            "role changed"
-        );
+        log_role_change(id, from, to, source, actor);
         self.insert_role_change(&NewRoleChange {
             user_id: id.as_str(),
             old_role: from.map(Role::as_str),
@@ -200,6 +188,24 @@ pub trait Store: AsyncConnection + Dialect + Send {
         &mut self,
         now: chrono::NaiveDateTime,
     ) -> QueryResult<Option<chrono::NaiveDateTime>>;
+}
+
+/// The one log line of every role change, whatever its source.
+pub fn log_role_change(
+    id: &ClerkUserId,
+    from: Option<Role>,
+    to: Role,
+    source: RoleSource,
+    actor: Option<&str>,
+) {
+    tracing::info!(
+        user.id = %id,
+        old_role = from.map_or("none", Role::as_str),
+        new_role = %to,
+        source = source.as_str(),
+        actor,
+        "role changed"
+    );
 }
 
 macro_rules! impl_store {

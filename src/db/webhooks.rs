@@ -5,7 +5,9 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::result::DatabaseErrorKind;
 
+use super::clerk_write::{ClerkWrite, RoleMove};
 use super::schema::{users, webhook_events};
+use super::store::log_role_change;
 use super::users::{NewUser, UserRow, corrupt, now};
 use super::{DbError, Store};
 use crate::clerk::ClerkUser;
@@ -134,9 +136,18 @@ async fn apply_event_once<C: Store>(
     conn.transaction(async |conn| {
         let (outcome, user_id) = match event {
             ClerkEvent::UserUpserted { user, .. } => {
-                let outcome =
-                    apply_clerk_user(conn, user, RoleSource::ClerkWebhook, svix_id, false).await?;
-                (outcome, Some(user.id.as_str()))
+                // Records the message itself, with what it writes.
+                let message = Message {
+                    svix_id,
+                    event_type: event.kind(),
+                };
+                let source = RoleSource::ClerkWebhook;
+                return match apply_clerk_user(conn, user, source, svix_id, false, Some(message))
+                    .await?
+                {
+                    Outcome::Duplicate => Err(TxError::Duplicate),
+                    outcome => Ok(outcome),
+                };
             }
             ClerkEvent::UserDeleted { id: Some(id) } => {
                 (delete_user(conn, id).await?, Some(id.as_str()))
@@ -170,26 +181,48 @@ pub async fn apply_reread<C: Store>(
     svix_id: &str,
 ) -> Result<Outcome, DbError> {
     conn.transaction(async |conn| {
-        apply_clerk_user(conn, user, RoleSource::ClerkWebhook, svix_id, true).await
+        apply_clerk_user(conn, user, RoleSource::ClerkWebhook, svix_id, true, None).await
     })
     .await
+}
+
+/// The Svix message a Clerk state came in.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub svix_id: &'a str,
+    pub event_type: &'a str,
 }
 
 /// Applies a user's state as Clerk reports it (webhook, re-read or backfill)
 /// by the rules of [`judge`] ([`judge_reread`] when `reread`). Must run inside
 /// a transaction.
+///
+/// With a `message`, the message is recorded together with what it does, and
+/// [`Outcome::Duplicate`] says that it was recorded before and nothing was
+/// written. On PostgreSQL all of it is two statements: the user's row lock,
+/// then one write.
 pub async fn apply_clerk_user<C: Store>(
     conn: &mut C,
     user: &ClerkUser,
     source: RoleSource,
     actor: &str,
     reread: bool,
+    message: Option<Message<'_>>,
 ) -> Result<Outcome, DbError> {
     let id = ClerkUserId::parse(user.id.as_str()).map_err(corrupt)?;
-    let row = conn.lock_user(id.as_str()).await?;
-    let known = match &row {
-        Some(row) => Some(known(conn, row).await?),
+    let known = match conn.lock_user_with_push(id.as_str()).await? {
+        Some((row, push_pending)) => Some(known(&row, push_pending)?),
         None => None,
+    };
+    let now = now();
+    let record = |outcome: Outcome| {
+        message.map(|message| NewWebhookEvent {
+            svix_id: message.svix_id,
+            event_type: message.event_type,
+            user_id: Some(user.id.as_str()),
+            outcome: outcome.as_str(),
+            received_at: now,
+        })
     };
     let rule = if reread { judge_reread } else { judge };
     let (clerk, role, unknown_role) = match rule(known, user.metadata_role(), user.updated_at) {
@@ -198,11 +231,11 @@ pub async fn apply_clerk_user<C: Store>(
             role,
             unknown_role,
         } => (clerk, role, unknown_role),
-        Verdict::Stale => return Ok(Outcome::Stale),
-        Verdict::Deleted => return Ok(Outcome::UserDeleted),
+        Verdict::Stale => return Outcome::Stale.record_only(conn, record).await,
+        Verdict::Deleted => return Outcome::UserDeleted.record_only(conn, record).await,
         Verdict::Conflict => {
             tracing::warn!(user.id = %id, "Clerk sent two roles for one instant; re-read needed");
-            return Ok(Outcome::Conflict);
+            return Outcome::Conflict.record_only(conn, record).await;
         }
     };
     if unknown_role {
@@ -212,62 +245,62 @@ pub async fn apply_clerk_user<C: Store>(
             "public_metadata.role holds an unknown value; keeping the current role"
         );
     }
-    let now = now();
-    let changes = ClerkChanges {
-        email: user.primary_email(),
-        first_name: user.first_name.as_deref(),
-        last_name: user.last_name.as_deref(),
-        image_url: user.image_url.as_deref(),
-        role: role.as_str(),
-        clerk_updated_at: Some(clerk.updated_at),
-        clerk_role: Some(clerk.role.as_str()),
-        updated_at: now,
+    let from = known.map(|known| known.role);
+    let role_move = (from != Some(role)).then_some(RoleMove {
+        from,
+        to: role,
+        source,
+        actor,
+    });
+    let outcome = match (unknown_role, &role_move) {
+        (true, _) => Outcome::UnknownRole,
+        (false, Some(_)) => Outcome::Applied,
+        (false, None) => Outcome::Unchanged,
     };
-    let from = match known {
-        None => {
-            conn.insert_user(&NewUser {
-                id: id.as_str(),
-                email: changes.email,
-                first_name: changes.first_name,
-                last_name: changes.last_name,
-                image_url: changes.image_url,
-                role: role.as_str(),
-                clerk_updated_at: changes.clerk_updated_at,
-                clerk_role: changes.clerk_role,
-                created_at: now,
-                updated_at: now,
-            })
-            .await?;
-            None
-        }
-        Some(known) => {
-            conn.apply_clerk_changes(id.as_str(), &changes).await?;
-            if !known.push_pending {
-                // A push that Clerk refused for good is superseded by Clerk's state.
-                conn.clear_sync_error(id.as_str()).await?;
-            }
-            if known.role == role {
-                return Ok(if unknown_role {
-                    Outcome::UnknownRole
-                } else {
-                    Outcome::Unchanged
-                });
-            }
-            Some(known.role)
-        }
+    let write = ClerkWrite {
+        message: record(outcome),
+        id: &id,
+        changes: ClerkChanges {
+            email: user.primary_email(),
+            first_name: user.first_name.as_deref(),
+            last_name: user.last_name.as_deref(),
+            image_url: user.image_url.as_deref(),
+            role: role.as_str(),
+            clerk_updated_at: Some(clerk.updated_at),
+            clerk_role: Some(clerk.role.as_str()),
+            updated_at: now,
+        },
+        is_new: known.is_none(),
+        // A push that Clerk refused for good is superseded by Clerk's state.
+        clear_sync_error: known.is_some_and(|known| !known.push_pending),
+        role_move,
     };
-    conn.move_count(&id, from, Some(role)).await?;
-    conn.record_change(&id, from, role, source, Some(actor), now)
-        .await?;
-    Ok(if unknown_role {
-        Outcome::UnknownRole
-    } else {
-        Outcome::Applied
-    })
+    if !conn.write_clerk_state(&write).await? {
+        return Ok(Outcome::Duplicate);
+    }
+    if let Some(change) = &write.role_move {
+        log_role_change(&id, change.from, change.to, source, Some(actor));
+    }
+    Ok(outcome)
+}
+
+impl Outcome {
+    /// For a state that changes nothing: records its message, if any, with
+    /// this outcome.
+    async fn record_only<'a, C: Store>(
+        self,
+        conn: &mut C,
+        record: impl Fn(Outcome) -> Option<NewWebhookEvent<'a>>,
+    ) -> Result<Outcome, DbError> {
+        match record(self) {
+            Some(message) if !conn.record_webhook_event(&message).await? => Ok(Outcome::Duplicate),
+            _ => Ok(self),
+        }
+    }
 }
 
 /// What the rules need to know of a stored user.
-async fn known<C: Store>(conn: &mut C, row: &UserRow) -> Result<Known, DbError> {
+fn known(row: &UserRow, push_pending: bool) -> Result<Known, DbError> {
     let role: Role = row.role.parse().map_err(corrupt)?;
     let clerk = match (&row.clerk_role, row.clerk_updated_at) {
         (Some(clerk_role), Some(updated_at)) => Some(ClerkState {
@@ -276,10 +309,6 @@ async fn known<C: Store>(conn: &mut C, row: &UserRow) -> Result<Known, DbError> 
         }),
         _ => None,
     };
-    let push_pending = conn
-        .find_sync(&row.id)
-        .await?
-        .is_some_and(|sync| sync.is_pending());
     Ok(Known {
         role,
         clerk,
