@@ -9,6 +9,7 @@ use super::auth::Admin;
 use super::dto::{UserPage, UserResponse, decode_cursor, encode_cursor, parse_role};
 use crate::db::Store as _;
 use crate::db::users::{UserFilter, search_pattern};
+use crate::domain::Role;
 use crate::error::{ApiError, Problem};
 use crate::with_conn;
 
@@ -16,14 +17,20 @@ const DEFAULT_LIMIT: i64 = 20;
 const MAX_LIMIT: i64 = 100;
 const MAX_SEARCH_LEN: usize = 200;
 
+// The bounds in the `#[param]`s below are literals (utoipa takes no
+// constants): keep them equal to MAX_SEARCH_LEN and MAX_LIMIT.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only users with this role (STUDENT, INSTRUCTOR or ADMIN).
+    // Parsed by the handler, so that another value is a 422 listing the three.
+    #[param(value_type = Option<Role>)]
     role: Option<String>,
     /// Case-insensitive, literal substring of the email, first, last or full name.
+    #[param(max_length = 200)]
     search: Option<String>,
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// `nextCursor` of the previous page.
     cursor: Option<String>,
