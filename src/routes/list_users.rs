@@ -27,7 +27,7 @@ pub struct ListQuery {
     #[param(value_type = Option<Role>)]
     role: Option<String>,
     /// Case-insensitive, literal substring of the email, first, last or full name.
-    #[param(max_length = 200)]
+    #[param(max_length = 200, pattern = "^[^\\x00]*$")]
     search: Option<String>,
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
@@ -49,7 +49,7 @@ pub struct ListQuery {
         (status = 400, description = "Malformed query or cursor", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller is not an ADMIN", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A role outside the three, a limit outside 1..=100, or a search over 200 characters", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A role outside the three, a limit outside 1..=100, or a search over 200 characters or with a NUL character", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -74,6 +74,14 @@ pub async fn list_users(
     if search.is_some_and(|s| s.chars().count() > MAX_SEARCH_LEN) {
         return Err(ApiError::Unprocessable {
             detail: format!("search must be at most {MAX_SEARCH_LEN} characters"),
+            allowed_values: None,
+        });
+    }
+    // PostgreSQL text cannot hold NUL, so there the query would fail (a 500);
+    // refused alike on both backends.
+    if search.is_some_and(|s| s.contains('\0')) {
+        return Err(ApiError::Unprocessable {
+            detail: "search must not contain NUL characters".into(),
             allowed_values: None,
         });
     }
