@@ -79,7 +79,7 @@ impl Application {
         let origins = config.cors_allowed_origins.clone();
 
         let server = HttpServer::new(move || {
-            let (app, _) = App::new()
+            let (app, routed) = App::new()
                 .into_utoipa_app()
                 .app_data(state.clone())
                 .app_data(routes::json_config(JSON_LIMIT))
@@ -87,6 +87,9 @@ impl Application {
                 .app_data(web::PayloadConfig::new(JSON_LIMIT))
                 .configure(routes::configure)
                 .split_for_parts();
+            let app = routes::method_not_allowed(&routed.paths)
+                .into_iter()
+                .fold(app, App::service);
             app.wrap(cors(&origins))
                 .wrap(from_fn(observe))
                 .wrap(ErrorHandlers::new().default_handler(problem_for_bare_errors))

@@ -16,6 +16,7 @@ use crate::error::ApiError;
 #[serde(rename_all = "camelCase")]
 pub struct UserResponse {
     /// Clerk user id.
+    // The pattern is what `ClerkUserId::parse` accepts.
     #[schema(example = "user_2NNEqL2nrIRdJ194ndJqAHwEfxC")]
     pub id: String,
     pub email: Option<String>,
@@ -102,12 +103,20 @@ pub struct RoleRequest {
 /// `{"changes": [{"userId": …, "role": …}, …]}`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BulkRoleRequest {
+    /// 1 to 500 changes, each user at most once.
+    #[schema(min_items = 1, max_items = 500)]
     pub changes: Vec<BulkRoleChange>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkRoleChange {
+    /// Clerk user id.
+    // The pattern is what `ClerkUserId::parse` accepts.
+    #[schema(
+        pattern = "^[A-Za-z0-9_-]{1,128}$",
+        example = "user_2NNEqL2nrIRdJ194ndJqAHwEfxC"
+    )]
     pub user_id: String,
     #[schema(value_type = Role)]
     pub role: String,

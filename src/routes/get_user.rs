@@ -13,7 +13,7 @@ use crate::with_conn;
 #[utoipa::path(
     tag = "admin",
     security(("bearer" = [])),
-    params(("userId" = String, Path, description = "Clerk user id")),
+    params(("userId" = String, Path, description = "Clerk user id", pattern = "^[A-Za-z0-9_-]{1,128}$", example = "user_2NNEqL2nrIRdJ194ndJqAHwEfxC")),
     responses(
         (status = 200, description = "The user", body = UserResponse),
         (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),

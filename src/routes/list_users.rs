@@ -9,6 +9,7 @@ use super::auth::Admin;
 use super::dto::{UserPage, UserResponse, decode_cursor, encode_cursor, parse_role};
 use crate::db::Store as _;
 use crate::db::users::{UserFilter, search_pattern};
+use crate::domain::Role;
 use crate::error::{ApiError, Problem};
 use crate::with_conn;
 
@@ -16,14 +17,20 @@ const DEFAULT_LIMIT: i64 = 20;
 const MAX_LIMIT: i64 = 100;
 const MAX_SEARCH_LEN: usize = 200;
 
+// The bounds in the `#[param]`s below are literals (utoipa takes no
+// constants): keep them equal to MAX_SEARCH_LEN and MAX_LIMIT.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only users with this role (STUDENT, INSTRUCTOR or ADMIN).
+    // Parsed by the handler, so that another value is a 422 listing the three.
+    #[param(value_type = Option<Role>)]
     role: Option<String>,
     /// Case-insensitive, literal substring of the email, first, last or full name.
+    #[param(max_length = 200, pattern = "^[^\\x00]*$")]
     search: Option<String>,
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// `nextCursor` of the previous page.
     cursor: Option<String>,
@@ -42,7 +49,7 @@ pub struct ListQuery {
         (status = 400, description = "Malformed query or cursor", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller is not an ADMIN", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A role outside the three, a limit outside 1..=100, or a search over 200 characters", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A role outside the three, a limit outside 1..=100, or a search over 200 characters or with a NUL character", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -67,6 +74,14 @@ pub async fn list_users(
     if search.is_some_and(|s| s.chars().count() > MAX_SEARCH_LEN) {
         return Err(ApiError::Unprocessable {
             detail: format!("search must be at most {MAX_SEARCH_LEN} characters"),
+            allowed_values: None,
+        });
+    }
+    // PostgreSQL text cannot hold NUL, so there the query would fail (a 500);
+    // refused alike on both backends.
+    if search.is_some_and(|s| s.contains('\0')) {
+        return Err(ApiError::Unprocessable {
+            detail: "search must not contain NUL characters".into(),
             allowed_values: None,
         });
     }

@@ -15,8 +15,9 @@ mod update_user_role;
 
 use std::sync::Arc;
 
-use actix_web::web;
+use actix_web::{HttpResponse, Resource, web};
 use tokio::sync::Notify;
+use utoipa::openapi::path::Paths;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::clerk::ClerkClient;
@@ -60,6 +61,36 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(update_user_role::update_user_role)
         .service(get_user_role_history::get_user_role_history)
         .service(get_role_stats::get_role_stats);
+}
+
+/// For each documented path, a resource to register after the real ones: a
+/// method the path does not have answers 405 with the methods it does have in
+/// `Allow`, rather than the 404 of a path that does not exist.
+pub fn method_not_allowed(paths: &Paths) -> Vec<Resource> {
+    paths
+        .paths
+        .iter()
+        .map(|(path, item)| {
+            let allow = [
+                ("GET", item.get.is_some()),
+                ("PUT", item.put.is_some()),
+                ("POST", item.post.is_some()),
+                ("DELETE", item.delete.is_some()),
+                ("OPTIONS", item.options.is_some()),
+                ("HEAD", item.head.is_some()),
+                ("PATCH", item.patch.is_some()),
+                ("TRACE", item.trace.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(method, present)| present.then_some(method))
+            .collect::<Vec<_>>()
+            .join(", ");
+            web::resource(path.as_str()).to(move || {
+                let allow = allow.clone();
+                async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow }) }
+            })
+        })
+        .collect()
 }
 
 /// Applies an admin's changes in one transaction, then wakes the push worker.

@@ -32,9 +32,9 @@ pub struct WebhookAck {
 #[utoipa::path(
     tag = "webhooks",
     params(
-        ("svix-id" = String, Header, description = "Message id (or `webhook-id`)"),
-        ("svix-timestamp" = String, Header, description = "Unix seconds (or `webhook-timestamp`)"),
-        ("svix-signature" = String, Header, description = "Space-separated `v1,<base64>` signatures (or `webhook-signature`)"),
+        ("svix-id" = String, Header, description = "Message id (or `webhook-id`)", pattern = "^[!-~]{1,256}$"),
+        ("svix-timestamp" = String, Header, description = "Unix seconds (or `webhook-timestamp`)", pattern = "^[0-9]{1,12}$"),
+        ("svix-signature" = String, Header, description = "Space-separated `v1,<base64>` signatures (or `webhook-signature`)", pattern = "^[ -~]*[!-~][ -~]*$"),
     ),
     request_body(content = Object, description = "A Clerk event, exactly as Clerk sent it", content_type = "application/json"),
     responses(

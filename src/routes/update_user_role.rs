@@ -17,7 +17,7 @@ use crate::error::{ApiError, Problem};
 #[utoipa::path(
     tag = "admin",
     security(("bearer" = [])),
-    params(("userId" = String, Path, description = "Clerk user id")),
+    params(("userId" = String, Path, description = "Clerk user id", pattern = "^[A-Za-z0-9_-]{1,128}$", example = "user_2NNEqL2nrIRdJ194ndJqAHwEfxC")),
     request_body = RoleRequest,
     responses(
         (status = 200, description = "The user as stored now", body = UserResponse),

@@ -222,7 +222,8 @@ both_backends! {
         assert_eq!(by_name["data"].as_array().expect("data").len(), 1, "full name search");
         assert_eq!(by_name["data"][0]["id"], "user_sky");
 
-        for query in ["limit=0", "limit=101", "role=OWNER"] {
+        // PostgreSQL text cannot hold NUL: such a search is refused on both backends.
+        for query in ["limit=0", "limit=101", "role=OWNER", "search=a%00b"] {
             problem(app.authed(Method::GET, &format!("/api/admin/users?{query}"), &token).send().await.expect("sent"), 422).await;
         }
         for query in ["limit=ten", "cursor=%21%21"] {

@@ -16,6 +16,27 @@ both_backends! {
 }
 
 both_backends! {
+    async fn other_methods_on_known_paths_are_405_problems_with_allow(backend) {
+        let app = spawn_app(backend).await;
+
+        for (method, path, allow) in [
+            ("TRACE", "/healthz", "GET"),
+            ("POST", "/readyz", "GET"),
+            ("DELETE", "/api/admin/users/user_1", "GET, PATCH"),
+            ("PUT", "/api/admin/users/roles", "POST"),
+            ("GET", "/api/webhooks/clerk", "POST"),
+        ] {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+            let response = app.client.request(method.clone(), app.url(path)).send().await.expect("sent");
+            let allowed = response.headers().get("allow").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+            let body = problem(response, 405).await;
+            assert_eq!(allowed, allow, "{method} {path}");
+            assert_eq!(body["title"], "Method Not Allowed");
+        }
+    }
+}
+
+both_backends! {
     async fn cors_lets_only_the_configured_frontend_in(backend) {
         let app = spawn_app_with(backend, &[("CORS_ALLOWED_ORIGINS", "https://admin.example.com")]).await;
         let preflight = |origin: &'static str| {
