@@ -12,11 +12,11 @@ pub struct ClerkUser {
     pub email_addresses: Vec<EmailAddress>,
     #[serde(default)]
     pub primary_email_address_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text_without_nul")]
     pub first_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text_without_nul")]
     pub last_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text_without_nul")]
     pub image_url: Option<String>,
     #[serde(default)]
     pub public_metadata: Option<Value>,
@@ -28,7 +28,29 @@ pub struct ClerkUser {
 #[derive(Debug, Clone, Deserialize)]
 pub struct EmailAddress {
     pub id: String,
+    #[serde(deserialize_with = "without_nul")]
     pub email_address: String,
+}
+
+/// A profile text with any NUL characters removed: PostgreSQL text cannot
+/// hold them, and a user whose name had one would otherwise never be stored.
+fn text_without_nul<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let text: Option<String> = Deserialize::deserialize(deserializer)?;
+    Ok(text.map(strip_nul))
+}
+
+fn without_nul<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    String::deserialize(deserializer).map(strip_nul)
+}
+
+fn strip_nul(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "")
+    } else {
+        text
+    }
 }
 
 impl ClerkUser {

@@ -102,6 +102,21 @@ both_backends! {
         assert_eq!(app.processed_messages().await, 6, "every distinct message is recorded once");
     }
 
+    async fn nul_characters_in_a_profile_are_dropped_not_fatal(backend) {
+        // PostgreSQL text cannot hold NUL: kept, the event would fail on
+        // every retry and the user would never arrive.
+        let app = spawn_app(backend).await;
+        let mut event = user_event("user.created", "user_nul", 1_000, Some("INSTRUCTOR"));
+        event["data"]["first_name"] = json!("An\u{0}akin");
+        event["data"]["email_addresses"][0]["email_address"] = json!("user_nul\u{0}@example.com");
+
+        assert_eq!(outcome(app.post_webhook(&event).await).await, "applied");
+        let user = app.user("user_nul").await.expect("created");
+        assert_eq!(user.first_name.as_deref(), Some("Anakin"));
+        assert_eq!(user.email.as_deref(), Some("user_nul@example.com"));
+        assert_eq!(user.role, "INSTRUCTOR");
+    }
+
     async fn a_deletion_that_overtakes_the_creation_still_wins(backend) {
         let app = spawn_app(backend).await;
 

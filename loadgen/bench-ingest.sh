@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Webhook ingest against the database's own limit, in one run:
+#   1. the release service on a fresh PostgreSQL database (and on a fresh
+#      SQLite file), driven by `loadgen webhooks` at concurrency 32;
+#   2. pgbench running the same writes as one prepared statement
+#      (loadgen/pgbench/ingest.sql) at the same concurrency.
+# Each is run RUNS times (default 5), alternating; the medians are printed.
+#
+#   loadgen/bench-ingest.sh            # from the repository root
+#   RUNS=3 EVENTS=10000 loadgen/bench-ingest.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-5}
+EVENTS=${EVENTS:-20000}
+SECONDS_PER_PGBENCH=${SECONDS_PER_PGBENCH:-10}
+PG=${PG:-postgres://postgres@127.0.0.1:5432}
+PORT=${PORT:-18300}
+export CLERK_WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+
+cargo build --release --locked -p clerk-role-sync -p loadgen >&2
+service=target/release/clerk-role-sync
+loadgen=target/release/loadgen
+work=$(mktemp -d)
+pid=
+stop() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; pid=; }
+trap 'stop; rm -rf "$work"' EXIT
+
+start() {
+    DATABASE_URL=$1 BIND_ADDR=127.0.0.1:$PORT "$service" >"$work/service.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 100); do
+        curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" 2>/dev/null && return
+        sleep 0.1
+    done
+    cat "$work/service.log" >&2
+    exit 1
+}
+
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+ingest() {
+    "$loadgen" webhooks --url "http://127.0.0.1:$PORT" --events "$EVENTS" --service-pid "$pid" | tee -a "$work/$1.out" >&2
+}
+
+for backend in postgres sqlite; do
+    if [ "$backend" = postgres ]; then
+        dropdb -h 127.0.0.1 -U postgres --if-exists bench_ingest
+        createdb -h 127.0.0.1 -U postgres bench_ingest
+        start "$PG/bench_ingest"
+    else
+        start "sqlite://$work/bench.db"
+    fi
+    echo "== $backend: warm-up" >&2
+    "$loadgen" webhooks --url "http://127.0.0.1:$PORT" --events 2000 >/dev/null
+    for run in $(seq 1 "$RUNS"); do
+        echo "== $backend: run $run" >&2
+        ingest "$backend"
+        if [ "$backend" = postgres ]; then
+            pgbench -h 127.0.0.1 -U postgres -n -M prepared -c 32 -j 2 -T "$SECONDS_PER_PGBENCH" \
+                -f loadgen/pgbench/ingest.sql bench_ingest 2>&1 | tee -a "$work/pgbench.out" | grep -E '^(tps|latency average)' >&2
+        fi
+    done
+    stop
+    rate=$(sed -n 's/.* s: \([0-9]*\)\/s$/\1/p' "$work/$backend.out" | median)
+    p50=$(sed -n 's/^latency ms: p50 \([0-9.]*\).*/\1/p' "$work/$backend.out" | median)
+    p99=$(sed -n 's/.* p99 \([0-9.]*\).*/\1/p' "$work/$backend.out" | median)
+    peak=$(sed -n 's/.*, \([0-9.]*\) MiB peak.*/\1/p' "$work/$backend.out" | median)
+    echo "$backend ingest: median $rate events/s, p50 $p50 ms, p99 $p99 ms, peak RSS $peak MiB ($RUNS runs of $EVENTS events)"
+    if [ "$backend" = postgres ]; then
+        tps=$(sed -n 's/^tps = \([0-9]*\).*/\1/p' "$work/pgbench.out" | median)
+        echo "pgbench, the same writes as one statement: median $tps tps; service/pgbench = $(awk -v a="$rate" -v b="$tps" 'BEGIN { printf "%.0f%%", 100 * a / b }')"
+    fi
+done
+dropdb -h 127.0.0.1 -U postgres --if-exists bench_ingest
