@@ -9,7 +9,7 @@ use diesel::sql_types::{BigInt, Timestamp};
 use super::SqliteConn;
 use super::clerk_sync::SyncRow;
 use super::clerk_write::{ClerkWrite, OneStatement, write_in_steps};
-use super::schema::{clerk_sync, role_counts, users};
+use super::schema::{role_counts, users};
 use super::users::UserRow;
 use crate::domain::Role;
 
@@ -19,9 +19,6 @@ pub trait Dialect {
     /// Loads a user (deleted ones too) and holds its row until the
     /// transaction ends, so concurrent changes to one user serialize.
     async fn lock_user(&mut self, id: &str) -> QueryResult<Option<UserRow>>;
-
-    /// [`Dialect::lock_user`], with whether a push of its role is pending.
-    async fn lock_user_with_push(&mut self, id: &str) -> QueryResult<Option<(UserRow, bool)>>;
 
     /// Writes a decided Clerk state; `false`, having written nothing, when
     /// its message was already recorded. Must run inside a transaction.
@@ -58,8 +55,10 @@ fn claim_sql(locking: &str) -> String {
 #[async_trait::async_trait]
 impl Dialect for AsyncPgConnection {
     async fn lock_admin_count(&mut self) -> QueryResult<i64> {
+        // In shard order, like every transaction that takes counter rows.
         role_counts::table
             .filter(role_counts::role.eq(Role::Admin.as_str()))
+            .order(role_counts::shard)
             .select(role_counts::count)
             .for_update()
             .load::<i64>(self)
@@ -85,16 +84,6 @@ impl Dialect for AsyncPgConnection {
         users::table
             .find(id)
             .select(UserRow::as_select())
-            .for_update()
-            .first(self)
-            .await
-            .optional()
-    }
-
-    async fn lock_user_with_push(&mut self, id: &str) -> QueryResult<Option<(UserRow, bool)>> {
-        users::table
-            .find(id)
-            .select((UserRow::as_select(), push_pending()))
             .for_update()
             .first(self)
             .await
@@ -144,37 +133,9 @@ impl Dialect for SqliteConn {
             .optional()
     }
 
-    async fn lock_user_with_push(&mut self, id: &str) -> QueryResult<Option<(UserRow, bool)>> {
-        let Some(row) = self.lock_user(id).await? else {
-            return Ok(None);
-        };
-        let pending = diesel::select(push_pending_of(id)).get_result(self).await?;
-        Ok(Some((row, pending)))
-    }
-
     async fn write_clerk_state(&mut self, write: &ClerkWrite<'_>) -> QueryResult<bool> {
         write_in_steps(self, write).await
     }
-}
-
-/// Whether the selected user's push is pending (queued or retrying).
-#[diesel::dsl::auto_type]
-fn push_pending() -> _ {
-    diesel::dsl::exists(
-        clerk_sync::table
-            .filter(clerk_sync::user_id.eq(users::id))
-            .filter(clerk_sync::next_attempt_at.is_not_null()),
-    )
-}
-
-/// Whether user `id`'s push is pending.
-#[diesel::dsl::auto_type]
-fn push_pending_of<'a>(id: &'a str) -> _ {
-    diesel::dsl::exists(
-        clerk_sync::table
-            .filter(clerk_sync::user_id.eq(id))
-            .filter(clerk_sync::next_attempt_at.is_not_null()),
-    )
 }
 
 async fn admin_count(conn: &mut SqliteConn) -> QueryResult<i64> {

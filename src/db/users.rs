@@ -5,6 +5,7 @@ use chrono::{DateTime, NaiveDateTime, SubsecRound as _, Utc};
 use diesel::prelude::*;
 
 use super::clerk_sync::SyncRow;
+use super::clerk_write::count_deltas;
 use super::schema::{role_changes, users};
 use super::{DbError, Store};
 use crate::domain::{ClerkUserId, Role, RoleSource};
@@ -282,9 +283,10 @@ pub async fn change_roles<C: Store>(
     admin: &ClerkUserId,
 ) -> Result<Vec<(UserRow, Option<SyncRow>)>, AdminChangeError> {
     conn.transaction(async |conn| {
-        // Lock order, the same everywhere: user rows (by id), then counters.
-        // Every other transaction touches one user and then counters, so
-        // none can wait on us while holding what we wait for.
+        // Lock order, the same everywhere: user rows (by id), then counter
+        // rows by (role, shard). Every other transaction touches one user and
+        // then its counters in that order, so none can wait on us while
+        // holding what we wait for.
         let mut ids: Vec<&ClerkUserId> = changes.iter().map(|c| &c.user_id).collect();
         ids.sort();
         let mut current = std::collections::HashMap::new();
@@ -297,8 +299,15 @@ pub async fn change_roles<C: Store>(
             let role: Role = row.role.parse().map_err(corrupt)?;
             current.insert(id, role);
         }
-        conn.lock_admin_count().await?;
+        let demotes_an_admin = changes
+            .iter()
+            .any(|c| current.get(&c.user_id) == Some(&Role::Admin) && c.role != Role::Admin);
+        if demotes_an_admin {
+            // Two demotions at once must not both remove "the other" admin.
+            conn.lock_admin_count().await?;
+        }
         let now = now();
+        let mut counters = std::collections::BTreeMap::new();
         for change in changes {
             let id = &change.user_id;
             let Some(&from) = current.get(id) else {
@@ -309,7 +318,6 @@ pub async fn change_roles<C: Store>(
             }
             conn.update_role(id.as_str(), change.role.as_str(), now)
                 .await?;
-            conn.move_count(id, Some(from), Some(change.role)).await?;
             conn.record_change(
                 id,
                 Some(from),
@@ -321,8 +329,18 @@ pub async fn change_roles<C: Store>(
             .await?;
             conn.enqueue_push(id.as_str(), change.role.as_str(), now)
                 .await?;
+            for (role, delta) in count_deltas(Some(from), Some(change.role)) {
+                *counters
+                    .entry((role.as_str(), id.shard(COUNT_SHARDS)))
+                    .or_insert(0) += delta;
+            }
         }
-        if role_stats(conn).await?.admins == 0 {
+        for ((role, shard), delta) in counters {
+            if delta != 0 {
+                conn.adjust_role_count(role, shard, delta).await?;
+            }
+        }
+        if demotes_an_admin && role_stats(conn).await?.admins == 0 {
             return Err(AdminChangeError::LastAdmin);
         }
         let mut users = Vec::with_capacity(changes.len());

@@ -199,8 +199,8 @@ pub struct Message<'a> {
 ///
 /// With a `message`, the message is recorded together with what it does, and
 /// [`Outcome::Duplicate`] says that it was recorded before and nothing was
-/// written. On PostgreSQL all of it is two statements: the user's row lock,
-/// then one write.
+/// written. On PostgreSQL all of it is three statements: the user's row lock,
+/// its outbox row, then one write.
 pub async fn apply_clerk_user<C: Store>(
     conn: &mut C,
     user: &ClerkUser,
@@ -210,8 +210,17 @@ pub async fn apply_clerk_user<C: Store>(
     message: Option<Message<'_>>,
 ) -> Result<Outcome, DbError> {
     let id = ClerkUserId::parse(user.id.as_str()).map_err(corrupt)?;
-    let known = match conn.lock_user_with_push(id.as_str()).await? {
-        Some((row, push_pending)) => Some(known(&row, push_pending)?),
+    let known = match conn.lock_user(id.as_str()).await? {
+        Some(row) => {
+            // A statement of its own, after the lock: under READ COMMITTED a
+            // subquery of the locking statement would see the outbox as it
+            // was before the lock was granted, not as its holder left it.
+            let push_pending = conn
+                .find_sync(id.as_str())
+                .await?
+                .is_some_and(|sync| sync.is_pending());
+            Some(known(&row, push_pending)?)
+        }
         None => None,
     };
     let now = now();
