@@ -7,6 +7,9 @@
 //! push. Prints median, p90 and p99. The push rate is set high (1000/s) so
 //! that pacing does not hide the latency.
 //!
+//! Then push throughput: one bulk change of another 1,000 users (two
+//! requests of 500), timed until Clerk has received every push.
+//!
 //! `cargo bench --bench push_latency` (PostgreSQL from `TEST_DATABASE_URL`,
 //! default `postgres://postgres@127.0.0.1:5432/postgres`).
 
@@ -24,6 +27,7 @@ mod support;
 use support::clerk_emulator::{self, ClerkEmulator, Delivery};
 
 const CHANGES: usize = 300;
+const BURST: usize = 1000;
 
 #[tokio::main]
 async fn main() {
@@ -72,7 +76,7 @@ async fn run(backend: &str, database_url: &str, clerk_delay: Duration) {
         .expect("the service starts");
     let base = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
-    tokio::spawn(app.run_until_stopped());
+    let server = tokio::spawn(app.run_until_stopped());
     clerk.send_webhooks_to(
         &format!("{base}/api/webhooks/clerk"),
         support::svix::TEST_SECRET,
@@ -81,7 +85,8 @@ async fn run(backend: &str, database_url: &str, clerk_delay: Duration) {
 
     clerk.add_user("user_admin", Some("ADMIN"));
     let ids: Vec<String> = (0..CHANGES).map(|i| format!("user_b{i:04}")).collect();
-    for id in &ids {
+    let burst: Vec<String> = (0..BURST).map(|i| format!("user_burst{i:04}")).collect();
+    for id in ids.iter().chain(&burst) {
         clerk.add_user(id, None);
     }
     clerk.wait_for_deliveries().await;
@@ -113,12 +118,52 @@ async fn run(backend: &str, database_url: &str, clerk_delay: Duration) {
         };
         push_times.push(arrived - started);
     }
+
+    let started = Instant::now();
+    for chunk in burst.chunks(500) {
+        let changes: Vec<_> = chunk
+            .iter()
+            .map(|id| serde_json::json!({"userId": id, "role": "INSTRUCTOR"}))
+            .collect();
+        let response = client
+            .post(format!("{base}/api/admin/users/roles"))
+            .bearer_auth(clerk.mint_token("user_admin"))
+            .json(&serde_json::json!({ "changes": changes }))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut pending: Vec<&String> = burst.iter().collect();
+    while !pending.is_empty() {
+        pending.retain(|id| clerk.metadata_patches(id).is_empty());
+        assert!(
+            Instant::now() < deadline,
+            "{} pushes missing",
+            pending.len()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let burst_time = started.elapsed();
+
     clerk.wait_for_deliveries().await;
     handle.stop(true).await;
+    // The push worker stops after the server: wait for it, so that nothing
+    // runs on while the runtime shuts down.
+    server
+        .await
+        .expect("the service task")
+        .expect("the service stopped cleanly");
 
     let label = format!("{backend} (Clerk +{}ms)", clerk_delay.as_millis());
     report(&label, "admin PATCH answered", &mut patch_times);
     report(&label, "change -> push received by Clerk", &mut push_times);
+    println!(
+        "{label:22} {:34} n={BURST} in {burst_time:.2?}: {:.0} pushes/s",
+        "bulk change -> all pushes received",
+        BURST as f64 / burst_time.as_secs_f64()
+    );
 }
 
 fn report(backend: &str, what: &str, times: &mut [Duration]) {

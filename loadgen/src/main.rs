@@ -7,6 +7,7 @@
 
 mod drive;
 mod patch;
+mod read;
 mod rss;
 mod seed;
 mod token;
@@ -36,6 +37,8 @@ enum Command {
     Webhooks(webhooks::Args),
     /// Change users' roles through `PATCH /api/admin/users/{id}`.
     Patch(patch::Args),
+    /// Read an admin endpoint, timing each request.
+    Get(read::Args),
     /// Print a session token the service accepts (with `CLERK_JWT_KEY` set
     /// to the public half of `--key`).
     Token {
@@ -58,6 +61,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Webhooks(args) => one_thread()?.block_on(webhooks::run(args)),
         Command::Patch(args) => one_thread()?.block_on(patch::run(args)),
+        Command::Get(args) => one_thread()?.block_on(read::run(args)),
         Command::Token { key, claims } => {
             println!("{}", token::mint(&key, &claims)?);
             Ok(())

@@ -8,12 +8,9 @@ use crate::drive::{self, drive};
 use crate::webhooks::{ROLES, Service};
 use crate::{rss, token, webhooks};
 
-/// The admin and the target users are created through the webhook before
-/// the clock starts.
+/// An admin of the service's, created through the webhook.
 #[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub service: Service,
+pub struct Admin {
     /// The RSA private key (PEM) whose public half is the service's
     /// `CLERK_JWT_KEY`.
     #[arg(long)]
@@ -24,6 +21,37 @@ pub struct Args {
     /// `azp` of the admin's token, when the service checks it.
     #[arg(long)]
     pub azp: Option<String>,
+}
+
+impl Admin {
+    /// Creates admin `id` and returns a session token for it.
+    pub async fn sign_in(
+        &self,
+        client: &reqwest::Client,
+        service: &Service,
+        id: &str,
+    ) -> anyhow::Result<String> {
+        webhooks::create_users(client, service, &[id.to_owned()], "ADMIN").await?;
+        token::mint(
+            &self.key,
+            &token::Claims {
+                sub: id.to_owned(),
+                ttl_secs: 3600,
+                issuer: self.issuer.clone(),
+                azp: self.azp.clone(),
+            },
+        )
+    }
+}
+
+/// The admin and the target users are created through the webhook before
+/// the clock starts.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub service: Service,
+    #[command(flatten)]
+    pub admin: Admin,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -45,23 +73,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map(|i| format!("user_lgp{tag}x{i}"))
         .collect();
     let client = webhooks::client()?;
-    webhooks::create_users(
-        &client,
-        &args.service,
-        std::slice::from_ref(&admin),
-        "ADMIN",
-    )
-    .await?;
+    let bearer = args.admin.sign_in(&client, &args.service, &admin).await?;
     webhooks::create_users(&client, &args.service, &users, "STUDENT").await?;
-    let bearer = token::mint(
-        &args.key,
-        &token::Claims {
-            sub: admin,
-            ttl_secs: 3600,
-            issuer: args.issuer.clone(),
-            azp: args.azp.clone(),
-        },
-    )?;
     println!(
         "sending {} role changes over {} users at concurrency {}",
         args.requests,
