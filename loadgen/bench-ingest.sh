@@ -18,26 +18,8 @@ PG=${PG:-postgres://postgres@127.0.0.1:5432}
 PORT=${PORT:-18300}
 export CLERK_WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 
-cargo build --release --locked -p clerk-role-sync -p loadgen >&2
-service=target/release/clerk-role-sync
-loadgen=target/release/loadgen
-work=$(mktemp -d)
-pid=
-stop() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; pid=; }
-trap 'stop; rm -rf "$work"' EXIT
-
-start() {
-    DATABASE_URL=$1 BIND_ADDR=127.0.0.1:$PORT "$service" >"$work/service.log" 2>&1 &
-    pid=$!
-    for _ in $(seq 1 100); do
-        curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" 2>/dev/null && return
-        sleep 0.1
-    done
-    cat "$work/service.log" >&2
-    exit 1
-}
-
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+# shellcheck source=loadgen/bench-common.sh
+source loadgen/bench-common.sh
 
 ingest() {
     "$loadgen" webhooks --url "http://127.0.0.1:$PORT" --events "$EVENTS" --service-pid "$pid" | tee -a "$work/$1.out" >&2

@@ -16,27 +16,8 @@ PORT=${PORT:-18301}
 export CLERK_WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 key=tests/support/keys/primary.key.pem
 
-cargo build --release --locked -p clerk-role-sync -p loadgen >&2
-service=target/release/clerk-role-sync
-loadgen=target/release/loadgen
-work=$(mktemp -d)
-pid=
-stop() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; pid=; }
-trap 'stop; rm -rf "$work"' EXIT
-
-start() {
-    DATABASE_URL=$1 BIND_ADDR=127.0.0.1:$PORT CLERK_JWT_KEY="$(cat tests/support/keys/primary.pub.pem)" \
-        "$service" >"$work/service.log" 2>&1 &
-    pid=$!
-    for _ in $(seq 1 100); do
-        curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" 2>/dev/null && return
-        sleep 0.1
-    done
-    cat "$work/service.log" >&2
-    exit 1
-}
-
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+# shellcheck source=loadgen/bench-common.sh
+source loadgen/bench-common.sh
 
 measure() {
     local backend=$1 users=$2 name=$3 path=$4 out="$work/$1-$2-$3.out"
@@ -64,7 +45,7 @@ for backend in postgres sqlite; do
     for users in 1000 1000000; do
         "$loadgen" seed --database-url "$url" --users $((users - seeded)) >&2
         seeded=$users
-        start "$url"
+        start "$url" CLERK_JWT_KEY="$(cat tests/support/keys/primary.pub.pem)"
         measure "$backend" "$users" stats /api/admin/stats
         measure "$backend" "$users" "page" "/api/admin/users?limit=50"
         measure "$backend" "$users" "role page" "/api/admin/users?limit=50&role=INSTRUCTOR"

@@ -73,6 +73,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
         from = to + 1;
     }
+    // Fresh statistics, as after any bulk load: otherwise the first queries
+    // are planned for the table as it was, until autovacuum catches up.
+    with_conn!(db, conn => {
+        diesel::sql_query("ANALYZE").execute(conn).await.map_err(anyhow::Error::from)
+    })?;
     let rate = args.users as f64 / started.elapsed().as_secs_f64();
     println!(
         "done: {} users at {rate:.0} users/s, ids {prefix}<n>",
