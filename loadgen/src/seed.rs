@@ -29,20 +29,13 @@ pub struct Args {
 const ROLE_OF_N: &str =
     "CASE WHEN n % 500 = 0 THEN 'ADMIN' WHEN n % 10 = 0 THEN 'INSTRUCTOR' ELSE 'STUDENT' END";
 
-fn role_of(n: i64) -> &'static str {
-    if n % 500 == 0 {
-        "ADMIN"
-    } else if n % 10 == 0 {
-        "INSTRUCTOR"
-    } else {
-        "STUDENT"
-    }
-}
-
 /// The statements of one batch: numbers `$1..=$2` are the users, `$3` the
 /// id prefix. `numbers` yields `n`; `created` is the creation time of user
 /// `n` (one millisecond apart, so the list has a stable newest-first order).
-fn statements(numbers: &str, created: &str) -> [String; 2] {
+/// The two inserts take all three parameters; the counter update, the last,
+/// only the numbers. Seeded users are counted in shard 0: the statistics
+/// add the shards up.
+fn statements(numbers: &str, created: &str) -> [String; 3] {
     [
         format!(
             "{numbers} INSERT INTO users (id, email, first_name, last_name, role, clerk_updated_at, clerk_role, created_at, updated_at) \
@@ -51,6 +44,10 @@ fn statements(numbers: &str, created: &str) -> [String; 2] {
         format!(
             "{numbers} INSERT INTO role_changes (user_id, old_role, new_role, source, actor, changed_at) \
              SELECT $3 || n, NULL, {ROLE_OF_N}, 'backfill', 'seed', {created} FROM s"
+        ),
+        format!(
+            "{numbers} UPDATE role_counts SET count = count + \
+             (SELECT count(*) FROM s WHERE {ROLE_OF_N} = role_counts.role) WHERE shard = 0"
         ),
     ]
 }
@@ -87,13 +84,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn seed_batch(db: &Db, prefix: &str, from: i64, to: i64) -> anyhow::Result<()> {
-    let mut counts = [("STUDENT", 0_i64), ("INSTRUCTOR", 0), ("ADMIN", 0)];
-    for n in from..=to {
-        let role = role_of(n);
-        if let Some(count) = counts.iter_mut().find(|(r, _)| *r == role) {
-            count.1 += 1;
-        }
-    }
     let (numbers, created) = match db.backend() {
         Backend::Postgres => (
             "WITH s AS (SELECT generate_series($1::bigint, $2::bigint) AS n)",
@@ -106,10 +96,10 @@ async fn seed_batch(db: &Db, prefix: &str, from: i64, to: i64) -> anyhow::Result
     };
     // Both backends take `$n` placeholders (SQLite reads them as names,
     // numbered in order of first use).
-    let inserts = statements(numbers, created);
+    let [users, audit, counters] = statements(numbers, created);
     with_conn!(db, conn => {
         conn.transaction(async |conn| {
-            for sql in &inserts {
+            for sql in [&users, &audit] {
                 diesel::sql_query(sql)
                     .bind::<BigInt, _>(from)
                     .bind::<BigInt, _>(to)
@@ -117,17 +107,11 @@ async fn seed_batch(db: &Db, prefix: &str, from: i64, to: i64) -> anyhow::Result
                     .execute(conn)
                     .await?;
             }
-            // Seeded users are counted in shard 0: the statistics add the
-            // shards up.
-            for (role, count) in counts {
-                diesel::sql_query(
-                    "UPDATE role_counts SET count = count + $1 WHERE role = $2 AND shard = 0",
-                )
-                .bind::<BigInt, _>(count)
-                .bind::<Text, _>(role)
+            diesel::sql_query(&counters)
+                .bind::<BigInt, _>(from)
+                .bind::<BigInt, _>(to)
                 .execute(conn)
                 .await?;
-            }
             Ok::<_, diesel::result::Error>(())
         })
         .await

@@ -109,7 +109,6 @@ pub async fn write_in_steps<C: Store>(conn: &mut C, write: &ClerkWrite<'_>) -> Q
 /// Counters are updated in role-name order, the second after the first.
 /// The statement text never varies, so it is prepared once per connection.
 pub struct OneStatement<'a> {
-    has_message: bool,
     svix_id: Option<&'a str>,
     event_type: Option<&'a str>,
     outcome: Option<&'a str>,
@@ -149,7 +148,6 @@ impl<'a> OneStatement<'a> {
             delta: 0,
         };
         Self {
-            has_message: write.message.is_some(),
             svix_id: write.message.as_ref().map(|m| m.svix_id),
             event_type: write.message.as_ref().map(|m| m.event_type),
             outcome: write.message.as_ref().map(|m| m.outcome),
@@ -194,11 +192,11 @@ impl QueryFragment<Pg> for OneStatement<'_> {
         out.push_sql(", ");
         out.push_bind_param::<Nullable<Timestamp>, _>(&self.received_at)?;
         out.push_sql(" WHERE ");
-        out.push_bind_param::<Bool, _>(&self.has_message)?;
-        out.push_sql(" ON CONFLICT DO NOTHING RETURNING 1), go AS (SELECT 1 WHERE NOT ");
-        out.push_bind_param::<Bool, _>(&self.has_message)?;
+        out.push_bind_param::<Nullable<Text>, _>(&self.svix_id)?;
+        out.push_sql(" IS NOT NULL ON CONFLICT DO NOTHING RETURNING 1), go AS (SELECT 1 WHERE ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.svix_id)?;
         out.push_sql(
-            " OR EXISTS (SELECT 1 FROM message)), \
+            " IS NULL OR EXISTS (SELECT 1 FROM message)), \
              inserted AS (INSERT INTO users (id, email, first_name, last_name, image_url, role, \
              clerk_updated_at, clerk_role, created_at, updated_at) SELECT ",
         );
