@@ -12,7 +12,7 @@ use crate::db::backfill::{BackfillOptions, Prefer};
 use crate::db::users::{self, RoleUpdate};
 use crate::domain::{ClerkUserId, Role, RoleSource};
 use crate::startup::{self, Application};
-use crate::sync::{backfill, reconcile};
+use crate::sync::{allowance_ms, backfill, reconcile};
 use crate::{openapi, telemetry, with_conn};
 
 #[derive(Debug, Parser)]
@@ -131,6 +131,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 prefer: prefer.into(),
                 write_defaults,
                 dry_run,
+                allowance_ms: allowance_ms(config.clerk.push.clock_skew_allowance),
             };
             let progress = backfill::run(&db, &client, options, rate, restart).await?;
             println!("{}", backfill::summary(&progress, dry_run));

@@ -13,18 +13,26 @@
 //! | `CLERK_PUBLISHABLE_KEY` or `CLERK_ISSUER` | unset: `iss` is not pinned |
 //! | `CLERK_API_VERSION` | `2026-05-12` |
 //! | `CLERK_AUTHORIZED_PARTIES` | unset: `azp` is not checked |
-//! | `CLERK_PUSH_RATE` | `10` pushes per second per replica (Clerk allows 100 per 10 s on development instances) |
-//! | `CLERK_PUSH_RETRY_BASE_MS` | `1000`: first retry delay, doubled per attempt, with jitter |
-//! | `CLERK_PUSH_RETRY_MAX_SECS` | `600`: longest retry delay |
-//! | `CLERK_TIMEOUT_SECS` | `10`: timeout of one request to Clerk |
-//! | `CLERK_JWKS_REFRESH_SECS` | `5`: fewest seconds between two JWKS fetches |
+//! | `CLERK_PUSH_RATE` | `10` pushes per second per replica, 0.1 to 1000 (Clerk allows 100 per 10 s on development instances) |
+//! | `CLERK_PUSH_RETRY_BASE_MS` | `1000`: first retry delay, doubled per attempt, with jitter (1 ms to 1 h) |
+//! | `CLERK_PUSH_RETRY_MAX_SECS` | `600`: longest retry delay, also the longest `Retry-After` honoured (1 s to 1 day) |
+//! | `CLERK_TIMEOUT_SECS` | `10`: timeout of one request to Clerk (1 to 300) |
+//! | `CLERK_JWKS_REFRESH_SECS` | `5`: fewest seconds between two JWKS fetches (1 to 3600) |
+//! | `CLERK_JWKS_CACHE_SECS` | `300`: how long fetched JWKS keys are trusted (1 to 86400) |
+//! | `CLOCK_SKEW_ALLOWANCE_MS` | `2000`: within it, the lower role wins a race (0 to 60000) |
 //! | `CORS_ALLOWED_ORIGINS` | unset: no cross-origin access |
+//! | `METRICS_BIND_ADDR` | unset: `/metrics` on the main port |
+//! | `HTTP_BODY_TIMEOUT_SECS` | `10`: a request body must arrive within it, else 408 (1 to 300) |
+//! | `WEBHOOK_EVENTS_RETENTION_DAYS` | `30`: processed Svix messages are kept this long (1 to 3650) |
+//! | `REPLICA_ID` | the host name: names this replica's claims on pushes |
 //! | `RUST_LOG`, `LOG_FORMAT` (`pretty`/`json`) | `info`, `pretty` |
 //!
-//! A malformed value is a [`ConfigError`] naming the variable, never a panic.
+//! A malformed or out-of-range value is a [`ConfigError`] naming the
+//! variable, never a panic: every accepted value works.
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -32,15 +40,25 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use url::Url;
 
+use crate::domain::DEFAULT_CLOCK_SKEW_ALLOWANCE_MS;
+
 /// Everything the service needs to know about its surroundings.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database: DatabaseUrl,
     pub database_max_connections: usize,
     pub bind_addr: SocketAddr,
+    /// Where `/metrics` is served instead of the main port, when set.
+    pub metrics_bind_addr: Option<SocketAddr>,
     pub clerk: ClerkConfig,
     pub cors_allowed_origins: Vec<String>,
     pub log_format: LogFormat,
+    /// Longest time a request body may take to arrive.
+    pub body_timeout: Duration,
+    /// How long processed Svix messages are kept.
+    pub webhook_events_retention: Duration,
+    /// Names this replica's claims on pushes; stable across its restarts.
+    pub replica_id: String,
 }
 
 /// How to reach Clerk and how to trust what comes from it.
@@ -56,6 +74,8 @@ pub struct ClerkConfig {
     pub push: PushConfig,
     /// Fewest time between two fetches of Clerk's JWKS.
     pub jwks_min_refetch: Duration,
+    /// How long a fetched JWKS is trusted before it is fetched again.
+    pub jwks_cache_ttl: Duration,
 }
 
 /// How the worker pushes roles to Clerk.
@@ -69,6 +89,9 @@ pub struct PushConfig {
     pub retry_max: Duration,
     /// Timeout of one request to Clerk.
     pub timeout: Duration,
+    /// Within this much of an admin's change, a differing Clerk role that
+    /// is lower wins (DESIGN.md, "Echo and races").
+    pub clock_skew_allowance: Duration,
 }
 
 /// Where the data lives.
@@ -126,7 +149,6 @@ fn invalid(variable: &'static str, reason: impl Into<String>) -> ConfigError {
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://clerk-role-sync.db";
-pub const DEFAULT_DATABASE_MAX_CONNECTIONS: usize = 10;
 pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_CLERK_API_URL: &str = "https://api.clerk.com";
 pub const DEFAULT_CLERK_API_VERSION: &str = "2026-05-12";
@@ -168,22 +190,22 @@ impl Config {
             (None, None) => None,
         };
 
-        let database_max_connections = match var("DATABASE_MAX_CONNECTIONS") {
-            None => DEFAULT_DATABASE_MAX_CONNECTIONS,
-            Some(value) => value
-                .trim()
-                .parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| {
-                    invalid("DATABASE_MAX_CONNECTIONS", "expected a positive integer")
-                })?,
-        };
+        let metrics_bind_addr = var("METRICS_BIND_ADDR")
+            .map(|value| {
+                value.trim().parse().map_err(|_| {
+                    invalid(
+                        "METRICS_BIND_ADDR",
+                        "expected host:port, e.g. 127.0.0.1:9090",
+                    )
+                })
+            })
+            .transpose()?;
 
         Ok(Self {
             database,
-            database_max_connections,
+            database_max_connections: ranged(&var, "DATABASE_MAX_CONNECTIONS", 10, 1..=1000)?,
             bind_addr,
+            metrics_bind_addr,
             clerk: ClerkConfig {
                 secret_key: var("CLERK_SECRET_KEY").map(Secret::new),
                 webhook_secrets: var("CLERK_WEBHOOK_SECRET")
@@ -196,16 +218,24 @@ impl Config {
                     .unwrap_or_else(|| DEFAULT_CLERK_API_VERSION.into()),
                 authorized_parties: list(var("CLERK_AUTHORIZED_PARTIES")),
                 push: PushConfig {
-                    rate_per_sec: number(&var, "CLERK_PUSH_RATE", 10.0)?,
-                    retry_base: Duration::from_millis(number(
+                    rate_per_sec: ranged(&var, "CLERK_PUSH_RATE", 10.0, 0.1..=1000.0)?,
+                    retry_base: millis(ranged(
                         &var,
                         "CLERK_PUSH_RETRY_BASE_MS",
                         1000,
+                        1..=3_600_000,
                     )?),
-                    retry_max: Duration::from_secs(number(&var, "CLERK_PUSH_RETRY_MAX_SECS", 600)?),
-                    timeout: Duration::from_secs(number(&var, "CLERK_TIMEOUT_SECS", 10)?),
+                    retry_max: secs(ranged(&var, "CLERK_PUSH_RETRY_MAX_SECS", 600, 1..=86_400)?),
+                    timeout: secs(ranged(&var, "CLERK_TIMEOUT_SECS", 10, 1..=300)?),
+                    clock_skew_allowance: millis(ranged(
+                        &var,
+                        "CLOCK_SKEW_ALLOWANCE_MS",
+                        DEFAULT_CLOCK_SKEW_ALLOWANCE_MS.unsigned_abs(),
+                        0..=60_000,
+                    )?),
                 },
-                jwks_min_refetch: Duration::from_secs(number(&var, "CLERK_JWKS_REFRESH_SECS", 5)?),
+                jwks_min_refetch: secs(ranged(&var, "CLERK_JWKS_REFRESH_SECS", 5, 1..=3600)?),
+                jwks_cache_ttl: secs(ranged(&var, "CLERK_JWKS_CACHE_SECS", 300, 1..=86_400)?),
             },
             cors_allowed_origins: list(var("CORS_ALLOWED_ORIGINS")),
             log_format: match var("LOG_FORMAT").as_deref().map(str::trim) {
@@ -213,28 +243,81 @@ impl Config {
                 Some("json") => LogFormat::Json,
                 Some(_) => return Err(invalid("LOG_FORMAT", "expected `pretty` or `json`")),
             },
+            body_timeout: secs(ranged(&var, "HTTP_BODY_TIMEOUT_SECS", 10, 1..=300)?),
+            webhook_events_retention: secs(
+                ranged(&var, "WEBHOOK_EVENTS_RETENTION_DAYS", 30, 1..=3650)? * 86_400,
+            ),
+            replica_id: replica_id(var("REPLICA_ID"))?,
         })
     }
 }
 
-/// A positive number, or `default` when unset.
-fn number<T>(
+/// A number within `range`, or `default` when unset. Every bound is one that
+/// the code using the value can take without overflowing or stalling.
+fn ranged<T>(
     var: &dyn Fn(&str) -> Option<String>,
     name: &'static str,
     default: T,
+    range: RangeInclusive<T>,
 ) -> Result<T, ConfigError>
 where
-    T: std::str::FromStr + PartialOrd + Default,
+    T: std::str::FromStr + PartialOrd + fmt::Display,
 {
-    match var(name) {
-        None => Ok(default),
-        Some(value) => value
-            .trim()
-            .parse::<T>()
-            .ok()
-            .filter(|n| *n > T::default())
-            .ok_or_else(|| invalid(name, "expected a positive number")),
+    let Some(value) = var(name) else {
+        return Ok(default);
+    };
+    value
+        .trim()
+        .parse::<T>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            invalid(
+                name,
+                format!(
+                    "expected a number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        })
+}
+
+fn secs(value: u64) -> Duration {
+    Duration::from_secs(value)
+}
+
+fn millis(value: u64) -> Duration {
+    Duration::from_millis(value)
+}
+
+/// `REPLICA_ID`, or the host name: short printable ASCII, since it is
+/// stored with every claim and logged.
+fn replica_id(value: Option<String>) -> Result<String, ConfigError> {
+    let id = match value {
+        Some(value) => value.trim().to_owned(),
+        None => hostname(),
+    };
+    let valid = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic());
+    if valid {
+        Ok(id)
+    } else {
+        Err(invalid(
+            "REPLICA_ID",
+            "expected 1 to 64 printable ASCII characters without spaces",
+        ))
     }
+}
+
+/// The host name (the pod or container name in an orchestrator), or a
+/// fixed fallback where it cannot be read.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty() && name.len() <= 64)
+        .unwrap_or_else(|| "clerk-role-sync".to_owned())
 }
 
 /// Splits a comma- or space-separated list, dropping empty entries.
@@ -347,6 +430,32 @@ mod tests {
         assert!(config.clerk.secret_key.is_none());
         assert!(config.clerk.issuer.is_none());
         assert_eq!(config.log_format, LogFormat::Pretty);
+        assert_eq!(
+            config.clerk.push.clock_skew_allowance,
+            Duration::from_secs(2)
+        );
+        assert_eq!(config.body_timeout, Duration::from_secs(10));
+        assert_eq!(
+            config.webhook_events_retention,
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(config.clerk.jwks_cache_ttl, Duration::from_secs(300));
+        assert!(config.metrics_bind_addr.is_none());
+        assert!(!config.replica_id.is_empty());
+    }
+
+    #[test]
+    fn the_bounds_themselves_are_accepted() {
+        let config = config(&[
+            ("CLERK_TIMEOUT_SECS", "300"),
+            ("CLERK_PUSH_RATE", "0.1"),
+            ("CLOCK_SKEW_ALLOWANCE_MS", "0"),
+            ("REPLICA_ID", "replica-a"),
+        ])
+        .expect("valid");
+        assert_eq!(config.clerk.push.timeout, Duration::from_secs(300));
+        assert_eq!(config.clerk.push.clock_skew_allowance, Duration::ZERO);
+        assert_eq!(config.replica_id, "replica-a");
     }
 
     #[test]
@@ -377,6 +486,18 @@ mod tests {
             ("CLERK_PUSH_RATE", "0"),
             ("CLERK_PUSH_RETRY_BASE_MS", "-5"),
             ("DATABASE_MAX_CONNECTIONS", "many"),
+            ("DATABASE_MAX_CONNECTIONS", "0"),
+            ("CLERK_TIMEOUT_SECS", "301"),
+            ("CLERK_TIMEOUT_SECS", "18446744073709551615"),
+            ("CLERK_PUSH_RETRY_MAX_SECS", "86401"),
+            ("CLERK_PUSH_RATE", "inf"),
+            ("CLERK_PUSH_RATE", "NaN"),
+            ("CLERK_PUSH_RATE", "0.0000001"),
+            ("CLOCK_SKEW_ALLOWANCE_MS", "-1"),
+            ("HTTP_BODY_TIMEOUT_SECS", "0"),
+            ("WEBHOOK_EVENTS_RETENTION_DAYS", "0"),
+            ("METRICS_BIND_ADDR", "9090"),
+            ("REPLICA_ID", "two words"),
         ] {
             let error = config(&[(variable, value)]).expect_err(value).to_string();
             assert!(error.starts_with(variable), "{error}");

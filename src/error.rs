@@ -68,6 +68,9 @@ pub enum ApiError {
     /// 405: the path exists, but not with this method; `allow` lists its methods.
     #[error("this method is not allowed on this path")]
     MethodNotAllowed { allow: String },
+    /// 408: the request body did not arrive within the body deadline.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// 409: the change would break an invariant.
     #[error("{0}")]
     Conflict(String),
@@ -83,6 +86,9 @@ pub enum ApiError {
     /// 503: a dependency (the database, a secret) is missing right now.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 with `Retry-After`: try again after that many seconds.
+    #[error("{detail}")]
+    RetryLater { detail: String, after_secs: u64 },
     /// 500: a bug or an unexpected failure; details go to the log only.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -96,10 +102,11 @@ impl ResponseError for ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::RetryLater { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -120,6 +127,9 @@ impl ResponseError for ApiError {
         }
         if let Self::MethodNotAllowed { allow } = self {
             response.insert_header((header::ALLOW, allow.as_str()));
+        }
+        if let Self::RetryLater { after_secs, .. } = self {
+            response.insert_header((header::RETRY_AFTER, after_secs.to_string()));
         }
         response.json(problem)
     }
@@ -169,6 +179,7 @@ fn bare_detail(status: StatusCode) -> &'static str {
         StatusCode::NOT_FOUND => "no resource at this path",
         StatusCode::METHOD_NOT_ALLOWED => "this method is not allowed on this path",
         StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large",
+        StatusCode::REQUEST_TIMEOUT => "the request did not arrive in time",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "the request body has an unsupported content type",
         status if status.is_client_error() => "the request could not be processed",
         _ => "internal error",

@@ -2,27 +2,58 @@
 //!
 //! | metric | labels |
 //! | --- | --- |
-//! | `clerk_webhooks_total` | `type`, `outcome` (applied, duplicate, stale, …) |
-//! | `clerk_webhook_refusals_total` | `reason` (missing_header, bad_signature, timestamp, malformed_body, not_configured) |
-//! | `clerk_push_attempts_total` | `result` (landed, retry, rate_limited, failed, deferred: handed back unsent) |
+//! | `clerk_webhooks_total` | `type` (user.created, user.updated, user.deleted, other), `outcome` (applied, duplicate, stale, …) |
+//! | `clerk_webhook_refusals_total` | `reason` (missing_header, bad_signature, timestamp, too_large, body_timeout, busy, malformed_body, not_configured, database) |
+//! | `clerk_push_attempts_total` | `result` (landed, retry, rate_limited, failed, cancelled: a newer dashboard edit won before a retry) |
+//! | `clerk_push_worker_restarts_total` | the push worker ended or panicked and was started again |
 //! | `clerk_push_pending` | pushes queued or retrying |
 //! | `clerk_push_oldest_pending_seconds` | age of the oldest queued push |
 //! | `http_request_duration_seconds` | `method`, `route`, `status` (a histogram; its `_count` counts requests) |
+//!
+//! Every label value comes from a fixed, small set: nothing a client sends
+//! becomes a label as it is, so no request can add a series. Known label
+//! values are exported at zero from the start.
 
+use actix_web::http::{Method, StatusCode};
 use prometheus::{
-    Encoder as _, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder as _, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
+
+use crate::db::webhooks::Outcome;
+
+/// The `type` label values of `clerk_webhooks_total`.
+const WEBHOOK_TYPES: [&str; 4] = ["user.created", "user.updated", "user.deleted", "other"];
+
+/// Why a webhook was refused before it was applied.
+pub const REFUSAL_REASONS: [&str; 9] = [
+    "not_configured",
+    "missing_header",
+    "too_large",
+    "body_timeout",
+    "busy",
+    "timestamp",
+    "bad_signature",
+    "malformed_body",
+    "database",
+];
+
+/// What one push attempt came to.
+pub const PUSH_RESULTS: [&str; 5] = ["landed", "retry", "rate_limited", "failed", "cancelled"];
+
+/// The `route` label of a request that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// Every metric the service exports.
 pub struct Metrics {
     registry: Registry,
-    pub webhooks: IntCounterVec,
-    pub webhook_refusals: IntCounterVec,
-    pub push_attempts: IntCounterVec,
+    webhooks: IntCounterVec,
+    webhook_refusals: IntCounterVec,
+    push_attempts: IntCounterVec,
+    pub push_worker_restarts: IntCounter,
     pub push_pending: IntGauge,
     pub push_oldest_pending: Gauge,
-    pub http_requests: HistogramVec,
+    http_requests: HistogramVec,
 }
 
 impl Metrics {
@@ -53,6 +84,11 @@ impl Metrics {
                 &["result"],
             )
             .expect("valid metric"),
+            push_worker_restarts: IntCounter::new(
+                "clerk_push_worker_restarts_total",
+                "Times the push worker ended or panicked and was started again",
+            )
+            .expect("valid metric"),
             push_pending: IntGauge::new("clerk_push_pending", "Role pushes queued or retrying")
                 .expect("valid metric"),
             push_oldest_pending: Gauge::new(
@@ -63,7 +99,7 @@ impl Metrics {
             http_requests: HistogramVec::new(
                 HistogramOpts::new(
                     "http_request_duration_seconds",
-                    "HTTP requests, by route and status",
+                    "HTTP requests, by method, route and status",
                 )
                 .buckets(vec![
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -77,6 +113,7 @@ impl Metrics {
             Box::new(metrics.webhooks.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(metrics.webhook_refusals.clone()),
             Box::new(metrics.push_attempts.clone()),
+            Box::new(metrics.push_worker_restarts.clone()),
             Box::new(metrics.push_pending.clone()),
             Box::new(metrics.push_oldest_pending.clone()),
             Box::new(metrics.http_requests.clone()),
@@ -86,7 +123,60 @@ impl Metrics {
                 .register(collector)
                 .expect("registered once");
         }
+        for kind in WEBHOOK_TYPES {
+            for outcome in Outcome::ALL {
+                metrics
+                    .webhooks
+                    .with_label_values(&[kind, outcome.as_str()]);
+            }
+        }
+        for reason in REFUSAL_REASONS {
+            metrics.webhook_refusals.with_label_values(&[reason]);
+        }
+        for result in PUSH_RESULTS {
+            metrics.push_attempts.with_label_values(&[result]);
+        }
         metrics
+    }
+
+    /// Exports the request histogram of each documented operation at zero.
+    pub fn init_routes<'a>(&self, operations: impl IntoIterator<Item = (&'a Method, &'a str)>) {
+        for (method, route) in operations {
+            self.http_requests
+                .with_label_values(&[method_label(method), route, "200"]);
+        }
+    }
+
+    /// Counts a processed webhook of Clerk type `kind`.
+    pub fn webhook(&self, kind: &str, outcome: Outcome) {
+        let kind = WEBHOOK_TYPES[..3]
+            .iter()
+            .find(|known| **known == kind)
+            .copied()
+            .unwrap_or("other");
+        self.webhooks
+            .with_label_values(&[kind, outcome.as_str()])
+            .inc();
+    }
+
+    /// Counts a refused webhook; `reason` is one of [`REFUSAL_REASONS`].
+    pub fn webhook_refused(&self, reason: &'static str) {
+        debug_assert!(REFUSAL_REASONS.contains(&reason), "{reason}");
+        self.webhook_refusals.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a push attempt; `result` is one of [`PUSH_RESULTS`].
+    pub fn push_attempt(&self, result: &'static str) {
+        debug_assert!(PUSH_RESULTS.contains(&result), "{result}");
+        self.push_attempts.with_label_values(&[result]).inc();
+    }
+
+    /// Times one request. `route` is a registered route pattern or
+    /// [`UNMATCHED_ROUTE`]; the method is folded into a fixed set.
+    pub fn request(&self, method: &Method, route: &str, status: StatusCode, seconds: f64) {
+        self.http_requests
+            .with_label_values(&[method_label(method), route, status.as_str()])
+            .observe(seconds);
     }
 
     /// The text exposition format.
@@ -100,5 +190,62 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The standard methods by name; any other token (actix accepts any) is
+/// `other`, so made-up methods cannot add series (or flood log lines).
+pub fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PATCH" => "PATCH",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "HEAD" => "HEAD",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_and_types_fold_into_one_label() {
+        let metrics = Metrics::new();
+        let before = metrics.render().len();
+        for i in 0..200 {
+            let method = Method::from_bytes(format!("M{i:0>300}").as_bytes()).expect("a token");
+            metrics.request(&method, UNMATCHED_ROUTE, StatusCode::NOT_FOUND, 0.001);
+            metrics.webhook(&format!("made.up.{i}"), Outcome::Ignored);
+        }
+        let text = metrics.render();
+        assert!(text.contains(r#"method="other",route="unmatched",status="404""#));
+        assert!(text.contains(r#"clerk_webhooks_total{outcome="ignored",type="other"} 200"#));
+        assert!(!text.contains("M000"), "a made-up method became a label");
+        assert!(text.len() < before + 4096, "{} → {}", before, text.len());
+    }
+
+    #[test]
+    fn standard_methods_keep_their_names() {
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        assert_eq!(method_label(&Method::HEAD), "HEAD");
+        assert_eq!(method_label(&Method::TRACE), "other");
+        assert_eq!(method_label(&Method::CONNECT), "other");
+    }
+
+    #[test]
+    fn known_series_exist_before_any_event() {
+        let text = Metrics::new().render();
+        for series in [
+            r#"clerk_webhooks_total{outcome="applied",type="user.created"} 0"#,
+            r#"clerk_webhook_refusals_total{reason="bad_signature"} 0"#,
+            r#"clerk_push_attempts_total{result="landed"} 0"#,
+            "clerk_push_worker_restarts_total 0",
+        ] {
+            assert!(text.contains(series), "{series} missing");
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
@@ -9,6 +10,8 @@ use actix_web::http::{Method, header};
 use actix_web::middleware::{ErrorHandlers, NormalizePath, TrailingSlash, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
 use utoipa_actix_web::AppExt as _;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -19,27 +22,63 @@ use crate::db::Db;
 use crate::error::{ApiError, problem_for_bare_errors};
 use crate::metrics::Metrics;
 use crate::openapi;
+use crate::routes::body::body_deadline;
+use crate::routes::get_metrics::{self, MetricsListener};
+use crate::routes::headers::security_headers;
 use crate::routes::observe::observe;
 use crate::routes::{self, AppState};
-use crate::sync::{PushWorker, WorkerHandle};
+use crate::sync::{PushWorker, WorkerHandle, allowance_ms, retention};
 use crate::webhooks::svix::Verifier;
-
-/// Largest JSON body the admin API accepts.
-pub const JSON_LIMIT: usize = 256 * 1024;
 
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 
+/// Connections one HTTP worker (one per core) keeps open at once; beyond
+/// it, new connections wait in the kernel's backlog.
+const MAX_CONNECTIONS_PER_WORKER: usize = 1_024;
+/// Connections one HTTP worker may be setting up at once.
+const MAX_CONNECTION_RATE_PER_WORKER: usize = 256;
+/// Connections the metrics listener keeps open at once.
+const METRICS_MAX_CONNECTIONS: usize = 64;
+/// How long a client has to send a request's headers.
+const HEADERS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an idle keep-alive connection stays open.
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// Webhook bodies (up to 1 MiB each) buffered at once: with the body
+/// deadline, what bounds the memory hostile senders can make us hold.
+const MAX_WEBHOOK_BODIES: usize = 64;
+
 /// A bound, ready-to-run service.
 pub struct Application {
     port: u16,
+    metrics_port: Option<u16>,
     server: Server,
+    metrics_server: Option<Server>,
     worker: Option<WorkerHandle>,
+    background: watch::Sender<bool>,
+    retention: JoinHandle<()>,
+}
+
+/// Stops a running [`Application`].
+#[derive(Clone)]
+pub struct AppHandle {
+    servers: Vec<ServerHandle>,
+}
+
+impl AppHandle {
+    /// Stops accepting connections; with `graceful`, lets requests in
+    /// flight finish. The push worker then finishes its pushes in flight.
+    pub async fn stop(&self, graceful: bool) {
+        for server in &self.servers {
+            server.stop(graceful).await;
+        }
+    }
 }
 
 impl Application {
     /// Connects to the database, applies migrations, starts the push worker
-    /// (when Clerk's secret key is set) and binds the listener.
+    /// (when Clerk's secret key is set) and the housekeeping, and binds the
+    /// listeners.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = connect(&config).await?;
         db.migrate().await.context("applying migrations")?;
@@ -49,11 +88,29 @@ impl Application {
         let client = ClerkClient::new(&config.clerk);
         let session_verifier = session_verifier(&config, client.clone())?;
         let metrics = Arc::new(Metrics::new());
+        let openapi = openapi::document();
+        metrics.init_routes(documented_operations(&openapi));
+
+        let listener = TcpListener::bind(config.bind_addr)
+            .with_context(|| format!("binding {}", config.bind_addr))?;
+        let port = listener.local_addr()?.port();
+        let metrics_listener = config
+            .metrics_bind_addr
+            .map(|addr| {
+                TcpListener::bind(addr).with_context(|| format!("binding METRICS_BIND_ADDR {addr}"))
+            })
+            .transpose()?;
+        let metrics_port = metrics_listener
+            .as_ref()
+            .map(|listener| listener.local_addr().map(|addr| addr.port()))
+            .transpose()?;
+
         let worker = match client.clone() {
             Some(client) => Some(PushWorker::spawn(
                 db.clone(),
                 client,
                 config.clerk.push,
+                config.replica_id.clone(),
                 metrics.clone(),
             )),
             None => {
@@ -63,62 +120,102 @@ impl Application {
                 None
             }
         };
+        let (background, stop) = watch::channel(false);
+        let retention = tokio::spawn(retention::run(
+            db.clone(),
+            config.webhook_events_retention,
+            stop,
+        ));
 
-        let listener = TcpListener::bind(config.bind_addr)
-            .with_context(|| format!("binding {}", config.bind_addr))?;
-        let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             db,
             webhook_verifier,
             session_verifier,
             clerk: client,
             metrics,
-            push_waker: worker.as_ref().map(WorkerHandle::waker),
+            push_worker: worker.as_ref().map(WorkerHandle::link),
+            body_timeout: config.body_timeout,
+            webhook_bodies: Semaphore::new(MAX_WEBHOOK_BODIES),
+            clock_skew_allowance_ms: allowance_ms(config.clerk.push.clock_skew_allowance),
+            metrics_on_main_port: metrics_listener.is_none(),
         });
-        let openapi = openapi::document();
         let origins = config.cors_allowed_origins.clone();
 
-        let server = HttpServer::new(move || {
-            let (app, routed) = App::new()
-                .into_utoipa_app()
-                .app_data(state.clone())
-                .app_data(routes::json_config(JSON_LIMIT))
-                .app_data(routes::query_config())
-                .app_data(web::PayloadConfig::new(JSON_LIMIT))
-                .configure(routes::configure)
-                .split_for_parts();
-            let app = routes::method_not_allowed(&routed.paths)
-                .into_iter()
-                .fold(app, App::service);
-            app.wrap(cors(&origins))
-                .wrap(from_fn(observe))
-                .wrap(ErrorHandlers::new().default_handler(problem_for_bare_errors))
-                .wrap(NormalizePath::new(TrailingSlash::MergeOnly))
-                .service(
-                    SwaggerUi::new("/swagger-ui/{_:.*}")
-                        .url("/api-docs/openapi.json", openapi.clone()),
-                )
-                .route(
-                    "/swagger-ui",
-                    web::get().to(|| async {
-                        HttpResponse::PermanentRedirect()
-                            .insert_header((header::LOCATION, "/swagger-ui/"))
-                            .finish()
-                    }),
-                )
-                .default_service(web::to(|| async {
-                    Err::<HttpResponse, _>(ApiError::NotFound("no resource at this path".into()))
-                }))
-        })
-        .disable_signals()
-        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
-        .listen(listener)?
-        .run();
+        let server = HttpServer::new({
+            let state = state.clone();
+            move || {
+                let (app, routed) = App::new()
+                    .into_utoipa_app()
+                    .app_data(state.clone())
+                    .app_data(routes::query_config())
+                    .configure(routes::configure)
+                    .split_for_parts();
+                let app = routes::method_not_allowed(&routed.paths)
+                    .into_iter()
+                    .fold(app, App::service);
+                app.wrap(cors(&origins))
+                    .wrap(from_fn(body_deadline))
+                    .wrap(from_fn(security_headers))
+                    .wrap(from_fn(observe))
+                    .wrap(ErrorHandlers::new().default_handler(problem_for_bare_errors))
+                    .wrap(NormalizePath::new(TrailingSlash::MergeOnly))
+                    .service(
+                        SwaggerUi::new("/swagger-ui/{_:.*}")
+                            .url("/api-docs/openapi.json", openapi.clone()),
+                    )
+                    .route(
+                        "/swagger-ui",
+                        web::get().to(|| async {
+                            HttpResponse::PermanentRedirect()
+                                .insert_header((header::LOCATION, "/swagger-ui/"))
+                                .finish()
+                        }),
+                    )
+                    .default_service(web::to(not_found))
+            }
+        });
+        let server = server
+            .disable_signals()
+            .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+            .max_connections(MAX_CONNECTIONS_PER_WORKER)
+            .max_connection_rate(MAX_CONNECTION_RATE_PER_WORKER)
+            .client_request_timeout(HEADERS_TIMEOUT)
+            .keep_alive(KEEP_ALIVE)
+            .listen(listener)?
+            .run();
+
+        // `/metrics` alone, on its own address: nothing else is reachable there.
+        let metrics_server = metrics_listener
+            .map(|listener| {
+                let state = state.clone();
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(state.clone())
+                        .app_data(web::Data::new(MetricsListener))
+                        .service(get_metrics::get_metrics)
+                        .wrap(from_fn(security_headers))
+                        .wrap(ErrorHandlers::new().default_handler(problem_for_bare_errors))
+                        .default_service(web::to(not_found))
+                })
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+                // A scraper or two, not the public.
+                .max_connections(METRICS_MAX_CONNECTIONS)
+                .client_request_timeout(HEADERS_TIMEOUT)
+                .keep_alive(KEEP_ALIVE);
+                server.listen(listener).map(HttpServer::run)
+            })
+            .transpose()?;
 
         Ok(Self {
             port,
+            metrics_port,
             server,
+            metrics_server,
             worker,
+            background,
+            retention,
         })
     }
 
@@ -127,20 +224,63 @@ impl Application {
         self.port
     }
 
-    /// A handle that stops the server gracefully.
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+    /// The port `/metrics` is served on when `METRICS_BIND_ADDR` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
     }
 
-    /// Serves until the server is stopped through its [`handle`](Self::handle),
-    /// then stops the push worker, letting a push in flight finish.
+    /// A handle that stops the servers.
+    pub fn handle(&self) -> AppHandle {
+        AppHandle {
+            servers: std::iter::once(&self.server)
+                .chain(&self.metrics_server)
+                .map(Server::handle)
+                .collect(),
+        }
+    }
+
+    /// Serves until the servers are stopped through [`handle`](Self::handle),
+    /// then stops the push worker (letting pushes in flight finish and
+    /// handing back its claims) and the housekeeping.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let served = self.server.await;
+        let metrics_server = self.metrics_server;
+        let metrics_served = async move {
+            match metrics_server {
+                Some(server) => server.await,
+                None => Ok(()),
+            }
+        };
+        let (served, metrics_served) = tokio::join!(self.server, metrics_served);
         if let Some(worker) = self.worker {
             worker.shutdown().await;
         }
-        served
+        let _ = self.background.send(true);
+        let _ = self.retention.await;
+        served.and(metrics_served)
     }
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no resource at this path".into()))
+}
+
+/// Every documented (method, path) pair.
+fn documented_operations(document: &utoipa::openapi::OpenApi) -> Vec<(&'static Method, &str)> {
+    document
+        .paths
+        .paths
+        .iter()
+        .flat_map(|(path, item)| {
+            [
+                (&Method::GET, item.get.is_some()),
+                (&Method::POST, item.post.is_some()),
+                (&Method::PATCH, item.patch.is_some()),
+            ]
+            .into_iter()
+            .filter(|(_, present)| *present)
+            .map(move |(method, _)| (method, path.as_str()))
+        })
+        .collect()
 }
 
 /// Cross-origin access for the admin frontend's origins only.
@@ -194,6 +334,7 @@ fn session_verifier(
     Ok(Some(SessionVerifier::with_jwks(
         client,
         clerk.jwks_min_refetch,
+        clerk.jwks_cache_ttl,
         issuer,
         &clerk.authorized_parties,
     )))

@@ -1,8 +1,11 @@
 //! Verification of Clerk session tokens (`Authorization: Bearer <jwt>`), as
 //! Clerk's SDKs do it and a little stricter: RS256 only, the signature before
 //! any claim, `exp`/`nbf` with 5 s of clock skew, `iss` pinned to the
-//! instance, `azp` checked when authorized parties are configured, and only
-//! session tokens (those with a `sid`).
+//! instance, `azp` checked when authorized parties are configured, `iat` not
+//! in the future, `typ` absent or `JWT`, and only active session tokens
+//! (a `sid`, and `sts` absent or `active`: Clerk treats `pending` sessions
+//! as signed out). Clerk's JWKS is cached for five minutes, as Clerk's SDKs
+//! do, and fetched again early for an unknown `kid`, at most every few seconds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -28,8 +31,9 @@ pub enum AuthError {
     #[error("invalid session token")]
     Invalid,
     /// Clerk's signing keys could not be fetched: not the caller's fault.
+    /// The next fetch may be tried after `retry_after`.
     #[error("Clerk's signing keys are unavailable")]
-    KeysUnavailable,
+    KeysUnavailable { retry_after: Duration },
 }
 
 /// The claims we use from a verified session token.
@@ -46,6 +50,12 @@ struct Claims {
     sid: Option<String>,
     #[serde(default)]
     azp: Option<String>,
+    /// Issued at, Unix seconds.
+    #[serde(default)]
+    iat: Option<i64>,
+    /// The session's status (`active`, `pending`), in Clerk's v2 tokens.
+    #[serde(default)]
+    sts: Option<String>,
 }
 
 /// Verifies session tokens against a fixed PEM key or Clerk's JWKS.
@@ -64,12 +74,29 @@ enum Keys {
 
 struct JwksCache {
     client: ClerkClient,
-    keys: RwLock<HashMap<String, Arc<DecodingKey>>>,
-    /// When the set was last fetched; also serializes concurrent refetches.
-    fetched_at: tokio::sync::Mutex<Option<Instant>>,
-    /// Fewest seconds between two fetches, so that tokens with made-up
-    /// `kid`s cannot make us hammer Clerk.
+    keys: RwLock<KeySet>,
+    /// The last fetch tried; also serializes concurrent refetches.
+    last_fetch: tokio::sync::Mutex<Option<Fetch>>,
+    /// Fewest time between two fetches, so that tokens with made-up `kid`s
+    /// (or an unreachable Clerk) cannot make us hammer Clerk.
     min_refetch: Duration,
+    /// How long a fetched set is trusted: a key Clerk removed stops
+    /// verifying at most this long after.
+    ttl: Duration,
+}
+
+/// The keys of the last successful fetch.
+#[derive(Default)]
+struct KeySet {
+    keys: HashMap<String, Arc<DecodingKey>>,
+    fetched_at: Option<Instant>,
+}
+
+/// A fetch of the JWKS, and whether it worked.
+#[derive(Clone, Copy)]
+struct Fetch {
+    at: Instant,
+    failed: bool,
 }
 
 impl SessionVerifier {
@@ -89,14 +116,16 @@ impl SessionVerifier {
     pub fn with_jwks(
         client: ClerkClient,
         min_refetch: Duration,
+        ttl: Duration,
         issuer: Option<&str>,
         authorized_parties: &[String],
     ) -> Self {
         let cache = JwksCache {
             client,
-            keys: RwLock::new(HashMap::new()),
-            fetched_at: tokio::sync::Mutex::new(None),
+            keys: RwLock::new(KeySet::default()),
+            last_fetch: tokio::sync::Mutex::new(None),
             min_refetch,
+            ttl,
         };
         Self::new(Keys::Jwks(Box::new(cache)), issuer, authorized_parties)
     }
@@ -125,6 +154,14 @@ impl SessionVerifier {
         if header.alg != Algorithm::RS256 {
             return Err(AuthError::Invalid);
         }
+        // OAuth access tokens (`at+jwt`) and the like are not session tokens.
+        if header
+            .typ
+            .as_deref()
+            .is_some_and(|typ| !typ.eq_ignore_ascii_case("JWT"))
+        {
+            return Err(AuthError::Invalid);
+        }
         let claims = match &self.keys {
             Keys::Static(key) => self.decode(token, key)?,
             Keys::Jwks(cache) => {
@@ -139,6 +176,17 @@ impl SessionVerifier {
                 .as_ref()
                 .is_some_and(|azp| self.authorized_parties.contains(azp))
         {
+            return Err(AuthError::Invalid);
+        }
+        let now = chrono::Utc::now().timestamp();
+        let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
+        if claims
+            .iat
+            .is_some_and(|iat| iat > now.saturating_add(leeway))
+        {
+            return Err(AuthError::Invalid);
+        }
+        if claims.sts.as_deref().is_some_and(|sts| sts != "active") {
             return Err(AuthError::Invalid);
         }
         let session_id = claims
@@ -165,21 +213,37 @@ impl SessionVerifier {
 
 impl JwksCache {
     async fn key(&self, kid: &str) -> Result<Arc<DecodingKey>, AuthError> {
-        if let Some(key) = self.cached(kid) {
+        if let Some(key) = self.fresh(kid) {
             return Ok(key);
         }
-        let mut fetched_at = self.fetched_at.lock().await;
+        let mut last_fetch = self.last_fetch.lock().await;
         // Another request may have refreshed the set while we waited.
-        if let Some(key) = self.cached(kid) {
+        if let Some(key) = self.fresh(kid) {
             return Ok(key);
         }
-        if fetched_at.is_some_and(|at| at.elapsed() < self.min_refetch) {
-            return Err(AuthError::Invalid);
+        if let Some(fetch) = *last_fetch {
+            let since = fetch.at.elapsed();
+            if since < self.min_refetch {
+                let retry_after = self.min_refetch - since;
+                return Err(if fetch.failed || !self.is_fresh() {
+                    // No trusted keys to check against: not the token's fault.
+                    AuthError::KeysUnavailable { retry_after }
+                } else {
+                    // The set is fresh and does not have this `kid`.
+                    AuthError::Invalid
+                });
+            }
         }
-        *fetched_at = Some(Instant::now());
-        let jwks = self.client.jwks().await.map_err(|error| {
+        let fetched = self.client.jwks().await;
+        *last_fetch = Some(Fetch {
+            at: Instant::now(),
+            failed: fetched.is_err(),
+        });
+        let jwks = fetched.map_err(|error| {
             tracing::warn!(%error, "could not fetch Clerk's JWKS");
-            AuthError::KeysUnavailable
+            AuthError::KeysUnavailable {
+                retry_after: self.min_refetch,
+            }
         })?;
         let keys: HashMap<String, Arc<DecodingKey>> = jwks
             .keys
@@ -192,12 +256,26 @@ impl JwksCache {
             .collect();
         tracing::info!(keys = keys.len(), "fetched Clerk's JWKS");
         if let Ok(mut cached) = self.keys.write() {
-            *cached = keys;
+            *cached = KeySet {
+                keys,
+                fetched_at: Some(Instant::now()),
+            };
         }
-        self.cached(kid).ok_or(AuthError::Invalid)
+        self.fresh(kid).ok_or(AuthError::Invalid)
     }
 
-    fn cached(&self, kid: &str) -> Option<Arc<DecodingKey>> {
-        self.keys.read().ok()?.get(kid).cloned()
+    /// Whether the cached set is younger than the TTL.
+    fn is_fresh(&self) -> bool {
+        self.keys
+            .read()
+            .ok()
+            .is_some_and(|set| set.fetched_at.is_some_and(|at| at.elapsed() < self.ttl))
+    }
+
+    /// The key for `kid` from a set younger than the TTL.
+    fn fresh(&self, kid: &str) -> Option<Arc<DecodingKey>> {
+        let set = self.keys.read().ok()?;
+        set.fetched_at.filter(|at| at.elapsed() < self.ttl)?;
+        set.keys.get(kid).cloned()
     }
 }

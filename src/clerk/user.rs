@@ -67,6 +67,8 @@ impl ClerkUser {
     pub fn metadata_role(&self) -> MetadataRole {
         match self.public_metadata.as_ref().and_then(|m| m.get("role")) {
             None | Some(Value::Null) => MetadataRole::Missing,
+            // An empty role is no role.
+            Some(Value::String(text)) if text.trim().is_empty() => MetadataRole::Missing,
             Some(Value::String(text)) => match Role::parse_lenient(text) {
                 Ok(role) => MetadataRole::Known(role),
                 Err(_) => MetadataRole::Unknown,
@@ -113,6 +115,14 @@ mod tests {
         assert_eq!(
             user(json!({"role": " Instructor "})).metadata_role(),
             MetadataRole::Known(Role::Instructor)
+        );
+        assert_eq!(
+            user(json!({"role": ""})).metadata_role(),
+            MetadataRole::Missing
+        );
+        assert_eq!(
+            user(json!({"role": "  "})).metadata_role(),
+            MetadataRole::Missing
         );
         assert_eq!(
             user(json!({"role": "owner"})).metadata_role(),

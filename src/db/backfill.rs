@@ -7,10 +7,10 @@ use diesel::prelude::*;
 
 use super::schema::backfill_progress;
 use super::users::{corrupt, now};
-use super::webhooks::{Outcome, apply_clerk_user};
+use super::webhooks::{Apply, Outcome, apply_clerk_user};
 use super::{DbError, Store};
 use crate::clerk::ClerkUser;
-use crate::domain::{ClerkUserId, MetadataRole, Role, RoleSource};
+use crate::domain::{ClerkUserId, DEFAULT_CLOCK_SKEW_ALLOWANCE_MS, MetadataRole, Role, RoleSource};
 
 /// Whose role wins when Clerk and our database disagree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -23,13 +23,26 @@ pub enum Prefer {
 }
 
 /// What a backfill does besides taking Clerk's users in.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct BackfillOptions {
     pub prefer: Prefer,
     /// Queue a push of the (default) role for users whose metadata has none.
     pub write_defaults: bool,
     /// Work out what would change, write nothing.
     pub dry_run: bool,
+    /// The race rule's clock-skew allowance, in milliseconds.
+    pub allowance_ms: i64,
+}
+
+impl Default for BackfillOptions {
+    fn default() -> Self {
+        Self {
+            prefer: Prefer::default(),
+            write_defaults: false,
+            dry_run: false,
+            allowance_ms: DEFAULT_CLOCK_SKEW_ALLOWANCE_MS,
+        }
+    }
 }
 
 /// The progress row: where to resume and the running totals.
@@ -164,8 +177,15 @@ async fn apply_user<C: Store>(
         conn.enqueue_push(id.as_str(), ours.as_str(), now).await?;
         progress.pushes_queued += 1;
     }
-    let outcome =
-        apply_clerk_user(conn, user, RoleSource::Backfill, "backfill", false, None).await?;
+    let apply = Apply {
+        source: RoleSource::Backfill,
+        actor: "backfill",
+        reread: false,
+        message: None,
+        allowance_ms: options.allowance_ms,
+        claimed_by: None,
+    };
+    let outcome = apply_clerk_user(conn, user, apply).await?;
     match (outcome, prior_role) {
         (Outcome::Applied | Outcome::UnknownRole | Outcome::Unchanged, None) => {
             progress.created += 1;

@@ -8,8 +8,10 @@ use diesel::prelude::*;
 
 use super::schema::clerk_sync;
 use super::users::{corrupt, now};
+use super::webhooks::{Apply, apply_clerk_user};
 use super::{DbError, Store};
-use crate::domain::{ClerkState, ClerkUserId, Role, RoleSource};
+use crate::clerk::ClerkUser;
+use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role, RoleSource};
 
 /// A `clerk_sync` row as stored.
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
@@ -23,6 +25,9 @@ pub struct SyncRow {
     pub last_error: Option<String>,
     pub claimed_until: Option<NaiveDateTime>,
     pub queued_at: Option<NaiveDateTime>,
+    pub claimed_by: Option<String>,
+    /// Clerk's `updated_at` of the newest state known at the commit.
+    pub seen_clerk_updated_at: Option<i64>,
 }
 
 impl SyncRow {
@@ -89,6 +94,57 @@ pub enum PushResult {
     GiveUp(String),
 }
 
+/// What a retry may do, once Clerk's current state has been applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryCheck {
+    /// Send the role.
+    Send,
+    /// A newer role in Clerk cancelled the push: nothing to send.
+    Cancelled,
+    /// Clerk already holds the role (an earlier attempt landed unseen).
+    AlreadyThere(ClerkState),
+}
+
+/// Before a retry of version `version`, claimed by `owner`: applies what
+/// Clerk holds now (`user`, just read) by the race rule, so that a dashboard
+/// edit whose webhook is late still wins over a stale retry.
+pub async fn check_before_retry<C: Store>(
+    conn: &mut C,
+    user: &ClerkUser,
+    version: i64,
+    owner: &str,
+    allowance_ms: i64,
+) -> Result<RetryCheck, DbError> {
+    let apply = Apply {
+        source: RoleSource::ClerkWebhook,
+        actor: "clerk",
+        // Clerk's answer settles what that instant held.
+        reread: true,
+        message: None,
+        allowance_ms,
+        claimed_by: Some(owner),
+    };
+    conn.transaction(async |conn| {
+        apply_clerk_user(conn, user, apply).await?;
+        let sync = conn.find_sync(user.id.as_str()).await?;
+        let Some(sync) = sync.filter(|sync| sync.is_pending()) else {
+            return Ok(RetryCheck::Cancelled);
+        };
+        Ok(match user.metadata_role() {
+            MetadataRole::Known(role)
+                if sync.version == version && role.as_str() == sync.desired_role =>
+            {
+                RetryCheck::AlreadyThere(ClerkState {
+                    role,
+                    updated_at: user.updated_at,
+                })
+            }
+            _ => RetryCheck::Send,
+        })
+    })
+    .await
+}
+
 /// Records the outcome of pushing version `version` of a user's role.
 ///
 /// A landed push updates the newest Clerk state seen; if no newer role was
@@ -124,8 +180,15 @@ pub async fn finish_push<C: Store>(
                 let newest = pushed.newest(stored);
                 let role: Role = row.role.parse().map_err(corrupt)?;
                 let new_role = if same_version { newest.role } else { role };
-                conn.apply_push_result(user_id.as_str(), new_role.as_str(), newest, now())
-                    .await?;
+                let from_push = newest == pushed;
+                conn.apply_push_result(
+                    user_id.as_str(),
+                    new_role.as_str(),
+                    newest,
+                    from_push,
+                    now(),
+                )
+                .await?;
                 if same_version {
                     conn.mark_synced(user_id.as_str(), version).await?;
                 } else {

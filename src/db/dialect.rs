@@ -4,7 +4,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use chrono::NaiveDateTime;
-use diesel::sql_types::{BigInt, Timestamp};
+use diesel::sql_types::{BigInt, Text, Timestamp};
 
 use super::SqliteConn;
 use super::clerk_sync::SyncRow;
@@ -29,11 +29,17 @@ pub trait Dialect {
     /// Take it after the user rows (see `users::change_roles`).
     async fn lock_admin_count(&mut self) -> QueryResult<i64>;
 
-    /// Takes up to `limit` due, unclaimed pushes for this worker until
+    /// Takes the maintenance lock until the transaction ends; `false` when
+    /// another replica holds it (PostgreSQL). SQLite's write lock already
+    /// lets one writer at a time through.
+    async fn try_lock_maintenance(&mut self) -> QueryResult<bool>;
+
+    /// Takes up to `limit` due, unclaimed pushes for `owner` until
     /// `lease_until`, counting an attempt for each. On PostgreSQL rows that
     /// another replica is claiming at the same moment are skipped, not waited for.
     async fn claim_due_pushes(
         &mut self,
+        owner: &str,
         now: NaiveDateTime,
         lease_until: NaiveDateTime,
         limit: i64,
@@ -41,19 +47,39 @@ pub trait Dialect {
 }
 
 /// The claim, written for both backends; PostgreSQL adds the row locks.
+/// Placeholders are numbered in the order they appear, which is how SQLite
+/// binds them.
 fn claim_sql(locking: &str) -> String {
     format!(
-        "UPDATE clerk_sync SET claimed_until = $1, attempts = attempts + 1 \
+        "UPDATE clerk_sync SET claimed_until = $1, claimed_by = $2, attempts = attempts + 1 \
          WHERE user_id IN ( \
              SELECT user_id FROM clerk_sync \
-             WHERE next_attempt_at <= $2 AND (claimed_until IS NULL OR claimed_until < $2) \
-             ORDER BY next_attempt_at LIMIT $3 {locking}) \
-         RETURNING user_id, desired_role, version, attempts, next_attempt_at, last_error, claimed_until, queued_at"
+             WHERE next_attempt_at <= $3 AND (claimed_until IS NULL OR claimed_until < $3) \
+             ORDER BY next_attempt_at LIMIT $4 {locking}) \
+         RETURNING user_id, desired_role, version, attempts, next_attempt_at, last_error, claimed_until, queued_at, claimed_by, seen_clerk_updated_at"
     )
+}
+
+/// The advisory lock key of maintenance rounds (see `Db::migrate` for the
+/// migration lock's).
+const MAINTENANCE_LOCK: i64 = 7_243_018;
+
+#[derive(QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    locked: bool,
 }
 
 #[async_trait::async_trait]
 impl Dialect for AsyncPgConnection {
+    async fn try_lock_maintenance(&mut self) -> QueryResult<bool> {
+        diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS locked")
+            .bind::<BigInt, _>(MAINTENANCE_LOCK)
+            .get_result::<Locked>(self)
+            .await
+            .map(|row| row.locked)
+    }
+
     async fn lock_admin_count(&mut self) -> QueryResult<i64> {
         // In shard order, like every transaction that takes counter rows.
         role_counts::table
@@ -68,12 +94,14 @@ impl Dialect for AsyncPgConnection {
 
     async fn claim_due_pushes(
         &mut self,
+        owner: &str,
         now: NaiveDateTime,
         lease_until: NaiveDateTime,
         limit: i64,
     ) -> QueryResult<Vec<SyncRow>> {
         diesel::sql_query(claim_sql("FOR UPDATE SKIP LOCKED"))
             .bind::<Timestamp, _>(lease_until)
+            .bind::<Text, _>(owner)
             .bind::<Timestamp, _>(now)
             .bind::<BigInt, _>(limit)
             .load(self)
@@ -97,6 +125,10 @@ impl Dialect for AsyncPgConnection {
 
 #[async_trait::async_trait]
 impl Dialect for SqliteConn {
+    async fn try_lock_maintenance(&mut self) -> QueryResult<bool> {
+        Ok(true)
+    }
+
     async fn lock_admin_count(&mut self) -> QueryResult<i64> {
         // The write lock taken by `lock_user` already serializes writers.
         admin_count(self).await
@@ -104,12 +136,14 @@ impl Dialect for SqliteConn {
 
     async fn claim_due_pushes(
         &mut self,
+        owner: &str,
         now: NaiveDateTime,
         lease_until: NaiveDateTime,
         limit: i64,
     ) -> QueryResult<Vec<SyncRow>> {
         diesel::sql_query(claim_sql(""))
             .bind::<Timestamp, _>(lease_until)
+            .bind::<Text, _>(owner)
             .bind::<Timestamp, _>(now)
             .bind::<BigInt, _>(limit)
             .load(self)

@@ -14,6 +14,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         deleted_at -> Nullable<Timestamp>,
+        clerk_from_push -> Bool,
     }
 }
 
@@ -49,6 +50,8 @@ diesel::table! {
         last_error -> Nullable<Text>,
         claimed_until -> Nullable<Timestamp>,
         queued_at -> Nullable<Timestamp>,
+        claimed_by -> Nullable<Text>,
+        seen_clerk_updated_at -> Nullable<BigInt>,
     }
 }
 

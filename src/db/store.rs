@@ -80,8 +80,14 @@ pub trait Store: AsyncConnection + Dialect + Send {
     /// Removes a user's outbox row, if any.
     async fn delete_sync(&mut self, user_id: &str) -> QueryResult<()>;
 
-    /// A user's audit rows, newest first.
-    async fn role_history(&mut self, user_id: &str) -> QueryResult<Vec<RoleChangeRow>>;
+    /// Up to `limit` of a user's audit rows, newest first, older than the
+    /// row `before` when given.
+    async fn role_history(
+        &mut self,
+        user_id: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> QueryResult<Vec<RoleChangeRow>>;
 
     /// A user with its outbox row.
     async fn find_user_with_sync(
@@ -104,12 +110,14 @@ pub trait Store: AsyncConnection + Dialect + Send {
         now: chrono::NaiveDateTime,
     ) -> QueryResult<()>;
 
-    /// Stores the result of a landed push: the newest Clerk state and the role.
+    /// Stores the result of a landed push: the newest Clerk state (and
+    /// whether it is the push's own) and the role.
     async fn apply_push_result(
         &mut self,
         user_id: &str,
         role: &str,
         clerk: ClerkState,
+        from_push: bool,
         now: chrono::NaiveDateTime,
     ) -> QueryResult<()>;
 
@@ -182,6 +190,37 @@ pub trait Store: AsyncConnection + Dialect + Send {
 
     /// Lets any worker take the row again.
     async fn release_claim(&mut self, user_id: &str) -> QueryResult<()>;
+
+    /// Hands back every claim `owner` holds (at its start, and as it stops);
+    /// how many there were.
+    async fn release_claims_of(&mut self, owner: &str) -> QueryResult<usize>;
+
+    /// Extends the leases `owner` holds on `user_ids` until `until`; how
+    /// many it still held.
+    async fn renew_claims(
+        &mut self,
+        owner: &str,
+        user_ids: &[String],
+        until: chrono::NaiveDateTime,
+    ) -> QueryResult<usize>;
+
+    /// Cancels version `version` of a user's push if it is still pending
+    /// and no live claim (other than `owner`'s) is sending it; whether it did.
+    async fn cancel_push(
+        &mut self,
+        user_id: &str,
+        version: i64,
+        now: chrono::NaiveDateTime,
+        owner: Option<&str>,
+    ) -> QueryResult<bool>;
+
+    /// Deletes up to `batch` processed messages received before `cutoff`;
+    /// how many.
+    async fn prune_webhook_events(
+        &mut self,
+        cutoff: chrono::NaiveDateTime,
+        batch: i64,
+    ) -> QueryResult<usize>;
 
     /// When the next unclaimed push falls due, if any is queued.
     async fn next_push_due(
@@ -318,13 +357,17 @@ macro_rules! impl_store {
                     .map(drop)
             }
 
-            async fn role_history(&mut self, user_id: &str) -> QueryResult<Vec<RoleChangeRow>> {
-                role_changes::table
+            async fn role_history(&mut self, user_id: &str, before: Option<i64>, limit: i64) -> QueryResult<Vec<RoleChangeRow>> {
+                let mut query = role_changes::table
                     .filter(role_changes::user_id.eq(user_id))
                     .order(role_changes::id.desc())
                     .select(RoleChangeRow::as_select())
-                    .load(self)
-                    .await
+                    .limit(limit)
+                    .into_boxed();
+                if let Some(before) = before {
+                    query = query.filter(role_changes::id.lt(before));
+                }
+                query.load(self).await
             }
 
             async fn find_user_with_sync(&mut self, id: &str) -> QueryResult<Option<(UserRow, Option<SyncRow>)>> {
@@ -366,6 +409,13 @@ macro_rules! impl_store {
             }
 
             async fn enqueue_push(&mut self, user_id: &str, role: &str, now: chrono::NaiveDateTime) -> QueryResult<()> {
+                let seen = || {
+                    users::table
+                        .find(user_id)
+                        .select(users::clerk_updated_at)
+                        .single_value()
+                        .assume_not_null()
+                };
                 diesel::insert_into(clerk_sync::table)
                     .values((
                         clerk_sync::user_id.eq(user_id),
@@ -374,6 +424,7 @@ macro_rules! impl_store {
                         clerk_sync::attempts.eq(0),
                         clerk_sync::next_attempt_at.eq(Some(now)),
                         clerk_sync::queued_at.eq(Some(now)),
+                        clerk_sync::seen_clerk_updated_at.eq(seen().nullable()),
                     ))
                     .on_conflict(clerk_sync::user_id)
                     .do_update()
@@ -384,6 +435,7 @@ macro_rules! impl_store {
                         clerk_sync::next_attempt_at.eq(Some(now)),
                         clerk_sync::last_error.eq(None::<String>),
                         clerk_sync::queued_at.eq(Some(now)),
+                        clerk_sync::seen_clerk_updated_at.eq(seen().nullable()),
                     ))
                     .execute(self)
                     .await
@@ -395,6 +447,7 @@ macro_rules! impl_store {
                 user_id: &str,
                 role: &str,
                 clerk: ClerkState,
+                from_push: bool,
                 now: chrono::NaiveDateTime,
             ) -> QueryResult<()> {
                 diesel::update(users::table.find(user_id))
@@ -402,6 +455,7 @@ macro_rules! impl_store {
                         users::role.eq(role),
                         users::clerk_role.eq(Some(clerk.role.as_str())),
                         users::clerk_updated_at.eq(Some(clerk.updated_at)),
+                        users::clerk_from_push.eq(from_push),
                         users::updated_at.eq(now),
                     ))
                     .execute(self)
@@ -415,6 +469,7 @@ macro_rules! impl_store {
                         clerk_sync::next_attempt_at.eq(None::<chrono::NaiveDateTime>),
                         clerk_sync::last_error.eq(None::<String>),
                         clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
+                        clerk_sync::claimed_by.eq(None::<String>),
                     ))
                     .execute(self)
                     .await
@@ -433,6 +488,7 @@ macro_rules! impl_store {
                         clerk_sync::next_attempt_at.eq(next_attempt_at),
                         clerk_sync::last_error.eq(Some(error)),
                         clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
+                        clerk_sync::claimed_by.eq(None::<String>),
                     ))
                     .execute(self)
                     .await
@@ -483,10 +539,73 @@ macro_rules! impl_store {
 
             async fn release_claim(&mut self, user_id: &str) -> QueryResult<()> {
                 diesel::update(clerk_sync::table.find(user_id))
-                    .set(clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>))
+                    .set((
+                        clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
+                        clerk_sync::claimed_by.eq(None::<String>),
+                    ))
                     .execute(self)
                     .await
                     .map(drop)
+            }
+
+            async fn release_claims_of(&mut self, owner: &str) -> QueryResult<usize> {
+                diesel::update(clerk_sync::table.filter(clerk_sync::claimed_by.eq(owner)))
+                    .set((
+                        clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
+                        clerk_sync::claimed_by.eq(None::<String>),
+                    ))
+                    .execute(self)
+                    .await
+            }
+
+            async fn renew_claims(
+                &mut self,
+                owner: &str,
+                user_ids: &[String],
+                until: chrono::NaiveDateTime,
+            ) -> QueryResult<usize> {
+                diesel::update(
+                    clerk_sync::table
+                        .filter(clerk_sync::user_id.eq_any(user_ids))
+                        .filter(clerk_sync::claimed_by.eq(owner)),
+                )
+                .set(clerk_sync::claimed_until.eq(Some(until)))
+                .execute(self)
+                .await
+            }
+
+            async fn cancel_push(&mut self, user_id: &str, version: i64, now: chrono::NaiveDateTime, owner: Option<&str>) -> QueryResult<bool> {
+                diesel::update(
+                    clerk_sync::table
+                        .find(user_id)
+                        .filter(clerk_sync::version.eq(version))
+                        .filter(clerk_sync::next_attempt_at.is_not_null())
+                        .filter(
+                            clerk_sync::claimed_until.is_null()
+                                .or(clerk_sync::claimed_until.lt(now))
+                                .or(clerk_sync::claimed_by.eq(owner)),
+                        ),
+                )
+                .set((
+                    clerk_sync::next_attempt_at.eq(None::<chrono::NaiveDateTime>),
+                    clerk_sync::last_error.eq(None::<String>),
+                    clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
+                    clerk_sync::claimed_by.eq(None::<String>),
+                ))
+                .execute(self)
+                .await
+                .map(|cancelled| cancelled == 1)
+            }
+
+            async fn prune_webhook_events(&mut self, cutoff: chrono::NaiveDateTime, batch: i64) -> QueryResult<usize> {
+                diesel::sql_query(
+                    "DELETE FROM webhook_events WHERE svix_id IN \
+                     (SELECT svix_id FROM webhook_events WHERE received_at < $1 LIMIT $2)",
+                )
+                .bind::<diesel::sql_types::Timestamp, _>(cutoff)
+                .bind::<diesel::sql_types::BigInt, _>(batch)
+                .execute(self)
+                .await
             }
 
             async fn next_push_due(&mut self, now: chrono::NaiveDateTime) -> QueryResult<Option<chrono::NaiveDateTime>> {

@@ -28,6 +28,8 @@ pub struct UserRow {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub deleted_at: Option<NaiveDateTime>,
+    /// The newest Clerk state came from our own push's answer.
+    pub clerk_from_push: bool,
 }
 
 #[derive(Debug, Insertable)]

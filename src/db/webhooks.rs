@@ -5,6 +5,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::result::DatabaseErrorKind;
 
+use super::clerk_sync::SyncRow;
 use super::clerk_write::{ClerkWrite, RoleMove};
 use super::schema::{users, webhook_events};
 use super::store::log_role_change;
@@ -12,7 +13,7 @@ use super::users::{NewUser, UserRow, corrupt, now};
 use super::{DbError, Store};
 use crate::clerk::ClerkUser;
 use crate::domain::{
-    ClerkState, ClerkUserId, Known, Role, RoleSource, Verdict, judge, judge_reread,
+    ClerkState, ClerkUserId, Known, PendingPush, Role, RoleSource, Verdict, judge, judge_reread,
 };
 use crate::webhooks::events::ClerkEvent;
 
@@ -43,6 +44,20 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, for metrics that start at zero.
+    pub const ALL: [Outcome; 10] = [
+        Self::Applied,
+        Self::Unchanged,
+        Self::UnknownRole,
+        Self::Stale,
+        Self::Conflict,
+        Self::Deleted,
+        Self::UserDeleted,
+        Self::MissingId,
+        Self::Ignored,
+        Self::Duplicate,
+    ];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Applied => "applied",
@@ -80,6 +95,9 @@ pub struct ClerkChanges<'a> {
     pub role: &'a str,
     pub clerk_updated_at: Option<i64>,
     pub clerk_role: Option<&'a str>,
+    /// Whether that state is the echo of our own push (kept when a webhook
+    /// repeats the state a push produced).
+    pub clerk_from_push: bool,
     pub updated_at: NaiveDateTime,
 }
 
@@ -110,13 +128,14 @@ pub async fn apply_event<C: Store>(
     conn: &mut C,
     svix_id: &str,
     event: &ClerkEvent,
+    allowance_ms: i64,
 ) -> Result<Outcome, DbError> {
     // Two messages creating the same new user at once: the loser's insert
     // hits the primary key; run again, it then finds the user and applies
     // its state by the ordering rules.
     let mut attempts_left = 3;
     loop {
-        match apply_event_once(conn, svix_id, event).await {
+        match apply_event_once(conn, svix_id, event, allowance_ms).await {
             Err(TxError::Db(DbError::Query(diesel::result::Error::DatabaseError(
                 DatabaseErrorKind::UniqueViolation,
                 _,
@@ -132,6 +151,7 @@ async fn apply_event_once<C: Store>(
     conn: &mut C,
     svix_id: &str,
     event: &ClerkEvent,
+    allowance_ms: i64,
 ) -> Result<Outcome, TxError> {
     conn.transaction(async |conn| {
         let (outcome, user_id) = match event {
@@ -141,10 +161,15 @@ async fn apply_event_once<C: Store>(
                     svix_id,
                     event_type: event.kind(),
                 };
-                let source = RoleSource::ClerkWebhook;
-                return match apply_clerk_user(conn, user, source, svix_id, false, Some(message))
-                    .await?
-                {
+                let apply = Apply {
+                    source: RoleSource::ClerkWebhook,
+                    actor: svix_id,
+                    reread: false,
+                    message: Some(message),
+                    allowance_ms,
+                    claimed_by: None,
+                };
+                return match apply_clerk_user(conn, user, apply).await? {
                     Outcome::Duplicate => Err(TxError::Duplicate),
                     outcome => Ok(outcome),
                 };
@@ -179,11 +204,18 @@ pub async fn apply_reread<C: Store>(
     conn: &mut C,
     user: &ClerkUser,
     svix_id: &str,
+    allowance_ms: i64,
 ) -> Result<Outcome, DbError> {
-    conn.transaction(async |conn| {
-        apply_clerk_user(conn, user, RoleSource::ClerkWebhook, svix_id, true, None).await
-    })
-    .await
+    let apply = Apply {
+        source: RoleSource::ClerkWebhook,
+        actor: svix_id,
+        reread: true,
+        message: None,
+        allowance_ms,
+        claimed_by: None,
+    };
+    conn.transaction(async |conn| apply_clerk_user(conn, user, apply).await)
+        .await
 }
 
 /// The Svix message a Clerk state came in.
@@ -193,37 +225,65 @@ pub struct Message<'a> {
     pub event_type: &'a str,
 }
 
+/// How to apply a Clerk state: where it came from and under which rules.
+#[derive(Debug, Clone, Copy)]
+pub struct Apply<'a> {
+    /// The audit source of a role change it makes.
+    pub source: RoleSource,
+    /// The audit actor (the Svix message id, or `backfill`).
+    pub actor: &'a str,
+    /// A re-read after a conflict ([`judge_reread`]).
+    pub reread: bool,
+    /// The message it came in, recorded with what it does.
+    pub message: Option<Message<'a>>,
+    /// The clock-skew allowance of the race rule.
+    pub allowance_ms: i64,
+    /// The push worker applying what it read from Clerk before a retry: its
+    /// own claim does not make the push count as in flight.
+    pub claimed_by: Option<&'a str>,
+}
+
 /// Applies a user's state as Clerk reports it (webhook, re-read or backfill)
-/// by the rules of [`judge`] ([`judge_reread`] when `reread`). Must run inside
-/// a transaction.
+/// by the rules of [`judge`] ([`judge_reread`] when `apply.reread`). Must run
+/// inside a transaction.
 ///
 /// With a `message`, the message is recorded together with what it does, and
 /// [`Outcome::Duplicate`] says that it was recorded before and nothing was
 /// written. On PostgreSQL all of it is three statements: the user's row lock,
-/// its outbox row, then one write.
+/// its outbox row, then one write (four when it cancels a pending push).
 pub async fn apply_clerk_user<C: Store>(
     conn: &mut C,
     user: &ClerkUser,
-    source: RoleSource,
-    actor: &str,
-    reread: bool,
-    message: Option<Message<'_>>,
+    apply: Apply<'_>,
 ) -> Result<Outcome, DbError> {
+    let Apply {
+        source,
+        actor,
+        reread,
+        message,
+        allowance_ms,
+        claimed_by,
+    } = apply;
     let id = ClerkUserId::parse(user.id.as_str()).map_err(corrupt)?;
-    let known = match conn.lock_user(id.as_str()).await? {
+    let now = now();
+    let (known, pending_version) = match conn.lock_user(id.as_str()).await? {
         Some(row) => {
             // A statement of its own, after the lock: under READ COMMITTED a
             // subquery of the locking statement would see the outbox as it
             // was before the lock was granted, not as its holder left it.
-            let push_pending = conn
-                .find_sync(id.as_str())
-                .await?
-                .is_some_and(|sync| sync.is_pending());
-            Some(known(&row, push_pending)?)
+            let sync = conn.find_sync(id.as_str()).await?;
+            let pending = sync.as_ref().filter(|sync| sync.is_pending());
+            let mut known = known(&row, pending, now)?;
+            if let Some(pending) = &mut known.pending
+                && claimed_by.is_some()
+                && sync.as_ref().and_then(|sync| sync.claimed_by.as_deref()) == claimed_by
+            {
+                pending.in_flight = false;
+            }
+            (Some(known), pending.map(|sync| sync.version))
         }
-        None => None,
+        None => (None, None),
     };
-    let now = now();
     let record = |outcome: Outcome| {
         message.map(|message| NewWebhookEvent {
             svix_id: message.svix_id,
@@ -234,12 +294,29 @@ pub async fn apply_clerk_user<C: Store>(
         })
     };
     let rule = if reread { judge_reread } else { judge };
-    let (clerk, role, unknown_role) = match rule(known, user.metadata_role(), user.updated_at) {
+    let mut verdict = rule(known, user.metadata_role(), user.updated_at, allowance_ms);
+    if let (
+        Verdict::Apply {
+            cancels_push: true, ..
+        },
+        Some(version),
+    ) = (verdict, pending_version)
+        && !conn
+            .cancel_push(id.as_str(), version, now, claimed_by)
+            .await?
+    {
+        // A worker claimed the push meanwhile: it is in flight, and Clerk's
+        // answer settles it.
+        let known = known.map(Known::with_push_in_flight);
+        verdict = rule(known, user.metadata_role(), user.updated_at, allowance_ms);
+    }
+    let (clerk, role, unknown_role, cancelled) = match verdict {
         Verdict::Apply {
             clerk,
             role,
             unknown_role,
-        } => (clerk, role, unknown_role),
+            cancels_push,
+        } => (clerk, role, unknown_role, cancels_push),
         Verdict::Stale => return Outcome::Stale.record_only(conn, record).await,
         Verdict::Deleted => return Outcome::UserDeleted.record_only(conn, record).await,
         Verdict::Conflict => {
@@ -252,6 +329,13 @@ pub async fn apply_clerk_user<C: Store>(
             user.id = %id,
             kept = %role,
             "public_metadata.role holds an unknown value; keeping the current role"
+        );
+    }
+    if cancelled {
+        tracing::info!(
+            user.id = %id,
+            role = %role,
+            "a newer role from Clerk cancelled the pending push"
         );
     }
     let from = known.map(|known| known.role);
@@ -277,11 +361,13 @@ pub async fn apply_clerk_user<C: Store>(
             role: role.as_str(),
             clerk_updated_at: Some(clerk.updated_at),
             clerk_role: Some(clerk.role.as_str()),
+            clerk_from_push: known
+                .is_some_and(|known| known.clerk_from_push && known.clerk == Some(clerk)),
             updated_at: now,
         },
         is_new: known.is_none(),
         // A push that Clerk refused for good is superseded by Clerk's state.
-        clear_sync_error: known.is_some_and(|known| !known.push_pending),
+        clear_sync_error: known.is_some_and(|known| known.pending.is_none()),
         role_move,
     };
     if !conn.write_clerk_state(&write).await? {
@@ -308,8 +394,12 @@ impl Outcome {
     }
 }
 
-/// What the rules need to know of a stored user.
-fn known(row: &UserRow, push_pending: bool) -> Result<Known, DbError> {
+/// What the rules need to know of a stored user and its pending push.
+pub(crate) fn known(
+    row: &UserRow,
+    pending: Option<&SyncRow>,
+    now: NaiveDateTime,
+) -> Result<Known, DbError> {
     let role: Role = row.role.parse().map_err(corrupt)?;
     let clerk = match (&row.clerk_role, row.clerk_updated_at) {
         (Some(clerk_role), Some(updated_at)) => Some(ClerkState {
@@ -318,11 +408,25 @@ fn known(row: &UserRow, push_pending: bool) -> Result<Known, DbError> {
         }),
         _ => None,
     };
+    let pending = pending
+        .map(|sync| {
+            Ok::<_, DbError>(PendingPush {
+                role: sync.desired_role.parse().map_err(corrupt)?,
+                // A row queued before commit times were kept counts as old.
+                committed_at: sync
+                    .queued_at
+                    .map_or(i64::MIN, |at| at.and_utc().timestamp_millis()),
+                seen_at_commit: sync.seen_clerk_updated_at,
+                in_flight: sync.claimed_until.is_some_and(|until| until >= now),
+            })
+        })
+        .transpose()?;
     Ok(Known {
         role,
         clerk,
+        clerk_from_push: row.clerk_from_push,
         deleted: row.deleted_at.is_some(),
-        push_pending,
+        pending,
     })
 }
 

@@ -7,5 +7,8 @@ mod sync;
 mod user_id;
 
 pub use role::{Role, RoleParseError, RoleSource};
-pub use sync::{ClerkState, Known, MetadataRole, Verdict, judge, judge_reread};
+pub use sync::{
+    ClerkState, DEFAULT_CLOCK_SKEW_ALLOWANCE_MS, Known, MetadataRole, PendingPush, Verdict,
+    cancels, judge, judge_reread,
+};
 pub use user_id::{ClerkUserId, UserIdError};

@@ -4,8 +4,11 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// A user's role on the learning platform.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+/// A user's role on the learning platform, ordered by privilege
+/// (STUDENT < INSTRUCTOR < ADMIN).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Role {
     Student,
@@ -115,6 +118,11 @@ mod tests {
         assert_eq!(Role::parse_lenient(" instructor\n"), Ok(Role::Instructor));
         assert_eq!(Role::parse_lenient("Admin"), Ok(Role::Admin));
         assert_eq!(Role::parse_lenient("teacher"), Err(RoleParseError));
+    }
+
+    #[test]
+    fn roles_are_ordered_by_privilege() {
+        assert!(Role::Student < Role::Instructor && Role::Instructor < Role::Admin);
     }
 
     #[test]

@@ -1,21 +1,27 @@
-//! The two-way sync rules, as pure functions.
+//! The two-way sync rules, as pure functions (DESIGN.md, "Echo and races").
 //!
-//! Clerk is the serialization point: every write there (our push or a
-//! dashboard edit) gets a larger `updated_at`, so the newest Clerk state seen
-//! is the truth once no push is pending. Per user we keep that newest state
-//! (role + `updated_at`), whether it came from a webhook or from a push
-//! response. While a push is pending the database shows the admin's intent,
-//! and a differing Clerk state is remembered rather than applied; when no push
-//! is pending the database role is the newest Clerk state.
+//! Per user we keep the newest Clerk state seen (role + Clerk's
+//! `updated_at`), from webhooks and from our own pushes' answers. When no
+//! push is pending, the database role is that newest state. While an admin's
+//! push is pending, the newer intent wins by wall clock: a differing Clerk
+//! state that is the newest seen, later than the admin's commit by more than
+//! the clock-skew allowance, or within the allowance and lower in privilege,
+//! cancels the push (unless it is already in flight, when Clerk's own order
+//! settles it) and the database takes Clerk's role. Otherwise the state is
+//! remembered and the push goes on.
 
 use super::Role;
+
+/// How far Clerk's clock and ours may drift apart before the race rule
+/// takes one side's word over the other's (`CLOCK_SKEW_ALLOWANCE_MS`).
+pub const DEFAULT_CLOCK_SKEW_ALLOWANCE_MS: i64 = 2_000;
 
 /// `public_metadata.role` as Clerk holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetadataRole {
     /// One of our three roles (after trimming and case-folding).
     Known(Role),
-    /// No `role` key (or `null`): the user is a STUDENT.
+    /// No `role` key, `null`, or an empty string: the user is a STUDENT.
     Missing,
     /// A value we do not know; the current role is kept.
     Unknown,
@@ -39,6 +45,20 @@ impl ClerkState {
     }
 }
 
+/// An admin's role change not yet acknowledged by Clerk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingPush {
+    /// The role being pushed.
+    pub role: Role,
+    /// When the change was committed here, milliseconds since the epoch.
+    pub committed_at: i64,
+    /// Clerk's `updated_at` of the newest Clerk state known then: the admin
+    /// had seen it, so it is not a newer intent.
+    pub seen_at_commit: Option<i64>,
+    /// A worker is sending it right now: only Clerk's answer settles it.
+    pub in_flight: bool,
+}
+
 /// What we know of a user before applying a Clerk state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Known {
@@ -46,10 +66,25 @@ pub struct Known {
     pub role: Role,
     /// The newest Clerk state applied so far, if any.
     pub clerk: Option<ClerkState>,
+    /// That state is what our own push produced.
+    pub clerk_from_push: bool,
     /// Deleted in Clerk: final.
     pub deleted: bool,
-    /// A push of the admin's intent to Clerk is still pending.
-    pub push_pending: bool,
+    /// The admin's change waiting to reach Clerk, if any.
+    pub pending: Option<PendingPush>,
+}
+
+impl Known {
+    /// The same user, with its pending push (if any) found in flight.
+    pub fn with_push_in_flight(self) -> Self {
+        Self {
+            pending: self.pending.map(|pending| PendingPush {
+                in_flight: true,
+                ..pending
+            }),
+            ..self
+        }
+    }
 }
 
 /// What to do with a Clerk state (from a webhook or a re-read).
@@ -62,6 +97,8 @@ pub enum Verdict {
         role: Role,
         /// The metadata held a value we do not know; `role` kept the current one.
         unknown_role: bool,
+        /// The pending push is cancelled: Clerk's state is the newer intent.
+        cancels_push: bool,
     },
     /// Older than the Clerk state already applied: changes nothing.
     Stale,
@@ -74,20 +111,32 @@ pub enum Verdict {
 
 /// Decides what a Clerk state at `updated_at` with `metadata` does to a user
 /// we know as `known` (`None` for a user we have never seen).
-pub fn judge(known: Option<Known>, metadata: MetadataRole, updated_at: i64) -> Verdict {
-    judge_with(known, metadata, updated_at, false)
+/// `allowance_ms` is the clock-skew allowance between Clerk and us.
+pub fn judge(
+    known: Option<Known>,
+    metadata: MetadataRole,
+    updated_at: i64,
+    allowance_ms: i64,
+) -> Verdict {
+    judge_with(known, metadata, updated_at, allowance_ms, false)
 }
 
 /// Like [`judge`], for a state just read back from Clerk after a
 /// [`Verdict::Conflict`]: Clerk's answer settles which role that instant had.
-pub fn judge_reread(known: Option<Known>, metadata: MetadataRole, updated_at: i64) -> Verdict {
-    judge_with(known, metadata, updated_at, true)
+pub fn judge_reread(
+    known: Option<Known>,
+    metadata: MetadataRole,
+    updated_at: i64,
+    allowance_ms: i64,
+) -> Verdict {
+    judge_with(known, metadata, updated_at, allowance_ms, true)
 }
 
 fn judge_with(
     known: Option<Known>,
     metadata: MetadataRole,
     updated_at: i64,
+    allowance_ms: i64,
     reread: bool,
 ) -> Verdict {
     let fallback = known.map_or(Role::Student, |k| k.role);
@@ -105,6 +154,7 @@ fn judge_with(
             clerk,
             role: incoming,
             unknown_role,
+            cancels_push: false,
         };
     };
     if known.deleted {
@@ -123,15 +173,40 @@ fn judge_with(
         }
         _ => {}
     }
+    let Some(pending) = known.pending else {
+        return Verdict::Apply {
+            clerk,
+            role: incoming,
+            unknown_role,
+            cancels_push: false,
+        };
+    };
+    // The echo of our own push cancels nothing.
+    let echo = known.clerk_from_push && known.clerk == Some(clerk);
+    let cancels_push = !echo && !unknown_role && cancels(clerk, pending, allowance_ms);
     Verdict::Apply {
         clerk,
-        role: if known.push_pending {
-            known.role
-        } else {
-            incoming
-        },
+        role: if cancels_push { incoming } else { known.role },
         unknown_role,
+        cancels_push,
     }
+}
+
+/// Whether Clerk's newest state `clerk` is a newer intent than the pending
+/// push: a differing role, later than the admin's commit by more than the
+/// allowance, or within it and lower in privilege, while the push is not
+/// yet in flight. (The caller has checked that `clerk` is the newest state.)
+pub fn cancels(clerk: ClerkState, pending: PendingPush, allowance_ms: i64) -> bool {
+    let seen_before = pending
+        .seen_at_commit
+        .is_some_and(|seen| clerk.updated_at <= seen);
+    if pending.in_flight || clerk.role == pending.role || seen_before {
+        return false;
+    }
+    // Saturating: `updated_at` comes from outside and may be anything.
+    let after_commit = clerk.updated_at.saturating_sub(pending.committed_at);
+    after_commit > allowance_ms
+        || (after_commit.saturating_abs() <= allowance_ms && clerk.role < pending.role)
 }
 
 #[cfg(test)]
@@ -140,13 +215,37 @@ mod tests {
 
     use super::*;
 
-    fn known(role: Role, clerk: Option<(Role, i64)>, push_pending: bool) -> Option<Known> {
+    const ALLOWANCE: i64 = 2_000;
+
+    fn known(
+        role: Role,
+        clerk: Option<(Role, i64)>,
+        pending: Option<PendingPush>,
+    ) -> Option<Known> {
         Some(Known {
             role,
             clerk: clerk.map(|(role, updated_at)| ClerkState { role, updated_at }),
+            clerk_from_push: false,
             deleted: false,
-            push_pending,
+            pending,
         })
+    }
+
+    fn pending(role: Role, committed_at: i64) -> Option<PendingPush> {
+        Some(PendingPush {
+            role,
+            committed_at,
+            seen_at_commit: None,
+            in_flight: false,
+        })
+    }
+
+    fn judge(known: Option<Known>, metadata: MetadataRole, updated_at: i64) -> Verdict {
+        super::judge(known, metadata, updated_at, ALLOWANCE)
+    }
+
+    fn judge_reread(known: Option<Known>, metadata: MetadataRole, updated_at: i64) -> Verdict {
+        super::judge_reread(known, metadata, updated_at, ALLOWANCE)
     }
 
     fn apply(role: Role, clerk_role: Role, updated_at: i64) -> Verdict {
@@ -157,6 +256,7 @@ mod tests {
             },
             role,
             unknown_role: false,
+            cancels_push: false,
         }
     }
 
@@ -179,7 +279,8 @@ mod tests {
                     updated_at: 1
                 },
                 role: Student,
-                unknown_role: true
+                unknown_role: true,
+                cancels_push: false,
             }
         );
     }
@@ -187,7 +288,7 @@ mod tests {
     #[test]
     fn an_unknown_value_keeps_the_current_role() {
         let verdict = judge(
-            known(Role::Instructor, Some((Role::Instructor, 1)), false),
+            known(Role::Instructor, Some((Role::Instructor, 1)), None),
             MetadataRole::Unknown,
             2,
         );
@@ -203,7 +304,7 @@ mod tests {
 
     #[test]
     fn older_states_are_stale_and_deleted_users_stay_deleted() {
-        let user = known(Role::Admin, Some((Role::Admin, 10)), false);
+        let user = known(Role::Admin, Some((Role::Admin, 10)), None);
         assert_eq!(
             judge(user, MetadataRole::Known(Role::Student), 9),
             Verdict::Stale
@@ -220,7 +321,7 @@ mod tests {
 
     #[test]
     fn same_instant_with_another_role_is_a_conflict() {
-        let user = known(Role::Admin, Some((Role::Admin, 10)), false);
+        let user = known(Role::Admin, Some((Role::Admin, 10)), None);
         assert_eq!(
             judge(user, MetadataRole::Known(Role::Student), 10),
             Verdict::Conflict
@@ -233,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_reread_settles_a_conflict() {
-        let user = known(Role::Admin, Some((Role::Admin, 10)), false);
+        let user = known(Role::Admin, Some((Role::Admin, 10)), None);
         assert_eq!(
             judge_reread(user, MetadataRole::Known(Role::Student), 10),
             apply(Role::Student, Role::Student, 10)
@@ -245,12 +346,197 @@ mod tests {
     }
 
     #[test]
-    fn a_pending_push_holds_the_intent_but_the_state_is_remembered() {
-        let user = known(Role::Instructor, Some((Role::Student, 10)), true);
-        assert_eq!(
-            judge(user, MetadataRole::Known(Role::Admin), 11),
-            apply(Role::Instructor, Role::Admin, 11)
+    fn an_older_clerk_state_leaves_the_pending_push_alone_but_is_remembered() {
+        // Admin committed INSTRUCTOR at 10 s; Clerk says ADMIN at 5 s.
+        let user = known(
+            Role::Instructor,
+            Some((Role::Student, 1_000)),
+            pending(Role::Instructor, 10_000),
         );
+        assert_eq!(
+            judge(user, MetadataRole::Known(Role::Admin), 5_000),
+            apply(Role::Instructor, Role::Admin, 5_000)
+        );
+    }
+
+    #[test]
+    fn a_dashboard_edit_after_the_allowance_cancels_the_push() {
+        let user = known(
+            Role::Admin,
+            Some((Role::Student, 1_000)),
+            pending(Role::Admin, 10_000),
+        );
+        for role in [Role::Student, Role::Instructor] {
+            assert_eq!(
+                judge(user, MetadataRole::Known(role), 12_001),
+                Verdict::Apply {
+                    clerk: ClerkState {
+                        role,
+                        updated_at: 12_001
+                    },
+                    role,
+                    unknown_role: false,
+                    cancels_push: true,
+                }
+            );
+        }
+        // Even a promotion: it is the newer intent.
+        let demoting = known(
+            Role::Student,
+            Some((Role::Admin, 1_000)),
+            pending(Role::Student, 10_000),
+        );
+        assert!(matches!(
+            judge(demoting, MetadataRole::Known(Role::Admin), 12_001),
+            Verdict::Apply {
+                role: Role::Admin,
+                cancels_push: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn within_the_allowance_the_lower_role_wins() {
+        let promoting = known(
+            Role::Admin,
+            Some((Role::Student, 1_000)),
+            pending(Role::Admin, 10_000),
+        );
+        for at in [8_000, 10_000, 12_000] {
+            assert!(
+                matches!(
+                    judge(promoting, MetadataRole::Known(Role::Student), at),
+                    Verdict::Apply {
+                        role: Role::Student,
+                        cancels_push: true,
+                        ..
+                    }
+                ),
+                "{at}"
+            );
+        }
+        let demoting = known(
+            Role::Student,
+            Some((Role::Admin, 1_000)),
+            pending(Role::Student, 10_000),
+        );
+        for at in [8_000, 10_000, 12_000] {
+            assert_eq!(
+                judge(demoting, MetadataRole::Known(Role::Admin), at),
+                apply(Role::Student, Role::Admin, at),
+                "{at}: a racing promotion never undoes a demotion"
+            );
+        }
+    }
+
+    #[test]
+    fn a_state_the_admin_had_seen_cancels_nothing() {
+        // The admin promoted at 10 s having seen STUDENT at 9.5 s: within
+        // the allowance, but no race.
+        let user = known(
+            Role::Admin,
+            Some((Role::Student, 9_500)),
+            Some(PendingPush {
+                role: Role::Admin,
+                committed_at: 10_000,
+                seen_at_commit: Some(9_500),
+                in_flight: false,
+            }),
+        );
+        assert_eq!(
+            judge(user, MetadataRole::Known(Role::Student), 9_500),
+            apply(Role::Admin, Role::Student, 9_500)
+        );
+        assert!(matches!(
+            judge(user, MetadataRole::Known(Role::Student), 9_501),
+            Verdict::Apply {
+                cancels_push: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_push_in_flight_is_left_to_clerk() {
+        let in_flight = Some(PendingPush {
+            role: Role::Admin,
+            committed_at: 10_000,
+            seen_at_commit: None,
+            in_flight: true,
+        });
+        let user = known(Role::Admin, Some((Role::Student, 1_000)), in_flight);
+        assert_eq!(
+            judge(user, MetadataRole::Known(Role::Student), 60_000),
+            apply(Role::Admin, Role::Student, 60_000)
+        );
+    }
+
+    #[test]
+    fn echoes_and_unknown_values_cancel_nothing() {
+        // The state our own earlier push produced, seen again.
+        let ours = known(
+            Role::Admin,
+            Some((Role::Student, 11_000)),
+            pending(Role::Admin, 10_000),
+        )
+        .map(|known| Known {
+            clerk_from_push: true,
+            ..known
+        });
+        assert_eq!(
+            judge(ours, MetadataRole::Known(Role::Student), 11_000),
+            apply(Role::Admin, Role::Student, 11_000)
+        );
+        // The same state from a dashboard edit, seen again (a retry's read):
+        // within the allowance the lower role still wins.
+        let theirs = known(
+            Role::Admin,
+            Some((Role::Student, 11_000)),
+            pending(Role::Admin, 10_000),
+        );
+        assert!(matches!(
+            judge(theirs, MetadataRole::Known(Role::Student), 11_000),
+            Verdict::Apply {
+                role: Role::Student,
+                cancels_push: true,
+                ..
+            }
+        ));
+        let user = known(
+            Role::Admin,
+            Some((Role::Student, 1_000)),
+            pending(Role::Admin, 10_000),
+        );
+        assert!(matches!(
+            judge(user, MetadataRole::Unknown, 60_000),
+            Verdict::Apply {
+                role: Role::Admin,
+                cancels_push: false,
+                unknown_role: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn extreme_timestamps_do_not_overflow() {
+        let user = known(Role::Admin, None, pending(Role::Admin, i64::MIN));
+        assert!(matches!(
+            judge(user, MetadataRole::Known(Role::Student), i64::MAX),
+            Verdict::Apply {
+                cancels_push: true,
+                ..
+            }
+        ));
+        let user = known(Role::Admin, None, pending(Role::Admin, i64::MAX));
+        assert!(matches!(
+            judge(user, MetadataRole::Known(Role::Instructor), i64::MIN),
+            Verdict::Apply {
+                cancels_push: false,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -296,7 +582,7 @@ mod tests {
                 if let Verdict::Apply { clerk, role, .. } =
                     judge(user, MetadataRole::Known(state.role), state.updated_at)
                 {
-                    user = Some(Known { role, clerk: Some(clerk), deleted: false, push_pending: false });
+                    user = Some(Known { role, clerk: Some(clerk), clerk_from_push: false, deleted: false, pending: None });
                 }
             }
             let newest = timeline.last().expect("non-empty");

@@ -71,10 +71,12 @@ fn refusal(error: AuthError) -> ApiError {
         AuthError::Missing => ApiError::Unauthorized("missing bearer token"),
         AuthError::Expired => ApiError::Unauthorized("the session token has expired"),
         AuthError::Invalid => ApiError::Unauthorized("invalid session token"),
-        AuthError::KeysUnavailable => ApiError::Unavailable(
-            "session tokens cannot be verified right now: Clerk's signing keys are unavailable"
+        AuthError::KeysUnavailable { retry_after } => ApiError::RetryLater {
+            detail: "session tokens cannot be verified right now: Clerk's signing keys are \
+                     unavailable"
                 .into(),
-        ),
+            after_secs: retry_after.as_secs().max(1),
+        },
     }
 }
 

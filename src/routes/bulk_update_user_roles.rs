@@ -2,9 +2,10 @@
 
 use std::collections::HashSet;
 
-use actix_web::{post, web};
+use actix_web::{HttpRequest, post, web};
 
 use super::auth::Admin;
+use super::body::{self, JSON_LIMIT};
 use super::dto::{BulkRoleRequest, UserList, parse_role};
 use super::{AppState, apply_role_changes};
 use crate::db::users::RoleChange;
@@ -25,10 +26,11 @@ pub const MAX_BULK_CHANGES: usize = 500;
     request_body = BulkRoleRequest,
     responses(
         (status = 200, description = "The users as stored now, in the order asked", body = UserList),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, or a body that is not a JSON object", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing, invalid or expired token, or an unknown user", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller is not an ADMIN", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "A user does not exist (or was deleted)", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within the body deadline", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "It would leave no admin", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An entry has a bad role or user id, a user appears twice, or there are no or too many changes", body = Problem, content_type = "application/problem+json"),
@@ -39,8 +41,10 @@ pub const MAX_BULK_CHANGES: usize = 500;
 pub async fn bulk_update_user_roles(
     admin: Admin,
     state: web::Data<AppState>,
-    body: web::Json<BulkRoleRequest>,
+    request: HttpRequest,
+    payload: web::Payload,
 ) -> Result<web::Json<UserList>, ApiError> {
+    let body: BulkRoleRequest = body::json_object(&request, payload, JSON_LIMIT).await?;
     let unprocessable = |detail: String| ApiError::Unprocessable {
         detail,
         allowed_values: None,

@@ -2,7 +2,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike as _, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -159,10 +159,13 @@ impl TryFrom<RoleChangeRow> for RoleChangeResponse {
     }
 }
 
-/// `{"data": [row, …]}`, newest first.
+/// A page of audit rows, newest first.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct RoleHistory {
     pub data: Vec<RoleChangeResponse>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// Live users per role.
@@ -203,28 +206,78 @@ pub fn not_found() -> ApiError {
     ApiError::NotFound("no such user".into())
 }
 
-/// Keyset cursors: the `(created_at, id)` of the last user of a page, opaque
-/// to clients.
+/// The earliest and latest time a cursor may name: what both backends can
+/// store. A crafted cursor outside is refused, not sent to the database.
+const CURSOR_YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
+
+/// Keyset cursors of the user list: the `(created_at, id)` of the last user
+/// of a page, opaque to clients.
 pub fn encode_cursor(created_at: NaiveDateTime, id: &str) -> String {
     let micros = created_at.and_utc().timestamp_micros();
     URL_SAFE_NO_PAD.encode(format!("{micros}:{id}"))
 }
 
-pub fn decode_cursor(cursor: &str) -> Result<(NaiveDateTime, String), ApiError> {
-    let invalid = || ApiError::BadRequest("invalid cursor".into());
-    let text = URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(invalid)?;
-    let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
+/// Reads a user-list cursor; `None` for an absent or empty one (the first
+/// page, as frontends send `cursor=`).
+pub fn decode_cursor(cursor: Option<&str>) -> Result<Option<(NaiveDateTime, String)>, ApiError> {
+    let Some(text) = cursor_text(cursor)? else {
+        return Ok(None);
+    };
+    let (micros, id) = text.split_once(':').ok_or_else(invalid_cursor)?;
     let created_at = micros
         .parse::<i64>()
         .ok()
         .and_then(DateTime::from_timestamp_micros)
-        .ok_or_else(invalid)?;
-    let id = ClerkUserId::parse(id).map_err(|_| invalid())?;
-    Ok((created_at.naive_utc(), id.to_string()))
+        .filter(|at| CURSOR_YEARS.contains(&at.year()))
+        .ok_or_else(invalid_cursor)?;
+    let id = ClerkUserId::parse(id).map_err(|_| invalid_cursor())?;
+    Ok(Some((created_at.naive_utc(), id.to_string())))
+}
+
+/// Keyset cursors of a role history: the id of the last row of a page.
+pub fn encode_history_cursor(id: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("h:{id}"))
+}
+
+/// Reads a role-history cursor; `None` for an absent or empty one.
+pub fn decode_history_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
+    let Some(text) = cursor_text(cursor)? else {
+        return Ok(None);
+    };
+    text.strip_prefix("h:")
+        .and_then(|id| id.parse::<i64>().ok())
+        .filter(|id| *id > 0)
+        .map(Some)
+        .ok_or_else(invalid_cursor)
+}
+
+fn cursor_text(cursor: Option<&str>) -> Result<Option<String>, ApiError> {
+    match cursor.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(cursor) => URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .map(Some)
+            .ok_or_else(invalid_cursor),
+    }
+}
+
+fn invalid_cursor() -> ApiError {
+    ApiError::BadRequest("invalid cursor".into())
+}
+
+/// A page size from a query: 1 to `max`, `default` when absent.
+pub fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::Unprocessable {
+            detail: format!("limit must be between 1 and {max}"),
+            allowed_values: None,
+        })
+    }
 }
 
 impl From<crate::db::users::AdminChangeError> for ApiError {
@@ -250,9 +303,39 @@ mod tests {
             .expect("valid")
             .naive_utc();
         let cursor = encode_cursor(at, "user_1");
-        assert_eq!(decode_cursor(&cursor).ok(), Some((at, "user_1".into())));
-        for junk in ["", "!!", "bm90aGluZw", "MTI6dXNlciAx"] {
-            assert!(decode_cursor(junk).is_err(), "{junk}");
+        assert_eq!(
+            decode_cursor(Some(&cursor)).ok(),
+            Some(Some((at, "user_1".into())))
+        );
+        for junk in ["!!", "bm90aGluZw", "MTI6dXNlciAx"] {
+            assert!(decode_cursor(Some(junk)).is_err(), "{junk}");
+        }
+    }
+
+    #[test]
+    fn an_empty_cursor_is_the_first_page() {
+        assert_eq!(decode_cursor(Some("")).ok(), Some(None));
+        assert_eq!(decode_cursor(None).ok(), Some(None));
+        assert_eq!(decode_history_cursor(Some(" ")).ok(), Some(None));
+    }
+
+    #[test]
+    fn cursors_outside_what_the_database_stores_are_refused() {
+        // Year -5000, and the largest microsecond count.
+        for micros in [-219_915_000_000_000_000_i64, i64::MAX, i64::MIN] {
+            let cursor = URL_SAFE_NO_PAD.encode(format!("{micros}:user_1"));
+            assert!(decode_cursor(Some(&cursor)).is_err(), "{micros}");
+        }
+    }
+
+    #[test]
+    fn history_cursors_round_trip_and_refuse_junk() {
+        assert_eq!(
+            decode_history_cursor(Some(&encode_history_cursor(42))).ok(),
+            Some(Some(42))
+        );
+        for junk in ["!!", "aDow", "aDot", "MTI6dXNlciAx"] {
+            assert!(decode_history_cursor(Some(junk)).is_err(), "{junk}");
         }
     }
 }

@@ -1,12 +1,15 @@
 //! `GET /metrics`: Prometheus metrics.
 
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpRequest, HttpResponse, get, web};
 use chrono::Utc;
 
 use super::AppState;
 use crate::db::{DbError, Store as _};
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::with_conn;
+
+/// Marks the app that serves only `/metrics` (on `METRICS_BIND_ADDR`).
+pub struct MetricsListener;
 
 /// Prometheus metrics (text exposition format).
 ///
@@ -15,10 +18,20 @@ use crate::with_conn;
 /// route and status with latency histograms.
 #[utoipa::path(
     tag = "health",
-    responses((status = 200, description = "Metrics in Prometheus text format", body = String, content_type = "text/plain"))
+    responses(
+        (status = 200, description = "Metrics in Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 404, description = "Served on METRICS_BIND_ADDR instead", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 #[get("/metrics")]
-pub async fn get_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn get_metrics(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    // With METRICS_BIND_ADDR set, the public port does not have them.
+    if !state.metrics_on_main_port && request.app_data::<web::Data<MetricsListener>>().is_none() {
+        return Err(ApiError::NotFound("no resource at this path".into()));
+    }
     let now = Utc::now().naive_utc();
     // The queue gauges are read fresh; without a database they keep their last values.
     let queue: Result<_, DbError> =

@@ -1,24 +1,50 @@
 //! `GET /api/admin/users/{userId}/role-history`: a user's audit rows.
 
 use actix_web::{get, web};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::AppState;
 use super::auth::Admin;
-use super::dto::{RoleChangeResponse, RoleHistory, not_found, parse_user_id};
+use super::dto::{
+    RoleChangeResponse, RoleHistory, decode_history_cursor, encode_history_cursor, not_found,
+    page_limit, parse_user_id,
+};
+use super::list_users::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::db::{DbError, Store as _};
 use crate::error::{ApiError, Problem};
 use crate::with_conn;
 
+// The bounds below are literals (utoipa takes no constants): keep them
+// equal to the user list's.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<i64>,
+    /// `nextCursor` of the previous page (empty or absent: the first page).
+    cursor: Option<String>,
+}
+
 /// Get a user's role changes, newest first.
+///
+/// Keyset pagination, like the user list: pass the previous page's
+/// `nextCursor` as `cursor`.
 #[utoipa::path(
     tag = "admin",
     security(("bearer" = [])),
-    params(("userId" = String, Path, description = "Clerk user id", pattern = "^[A-Za-z0-9_-]{1,128}$", example = "user_2NNEqL2nrIRdJ194ndJqAHwEfxC")),
+    params(
+        ("userId" = String, Path, description = "Clerk user id", pattern = "^[A-Za-z0-9_-]{1,128}$", example = "user_2NNEqL2nrIRdJ194ndJqAHwEfxC"),
+        HistoryQuery,
+    ),
     responses(
-        (status = 200, description = "The audit rows, newest first", body = RoleHistory),
+        (status = 200, description = "A page of audit rows, newest first", body = RoleHistory),
+        (status = 400, description = "Malformed query or cursor", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller is not an ADMIN", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user (or deleted)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A limit outside 1..=100", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -27,20 +53,30 @@ pub async fn get_user_role_history(
     _admin: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
+    query: web::Query<HistoryQuery>,
 ) -> Result<web::Json<RoleHistory>, ApiError> {
     let id = parse_user_id(&path)?;
-    let rows = with_conn!(state.db, conn => {
+    let limit = page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
+    let before = decode_history_cursor(query.cursor.as_deref())?;
+    let mut rows = with_conn!(state.db, conn => {
         match conn.find_user(id.as_str()).await? {
             Some(user) if user.deleted_at.is_none() => {
-                Ok::<_, DbError>(Some(conn.role_history(id.as_str()).await?))
+                // One more than asked tells whether another page follows.
+                let rows = conn.role_history(id.as_str(), before, limit + 1).await?;
+                Ok::<_, DbError>(Some(rows))
             }
             _ => Ok(None),
         }
     })?
     .ok_or_else(not_found)?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    let next_cursor = more
+        .then(|| rows.last().map(|row| encode_history_cursor(row.id)))
+        .flatten();
     let data = rows
         .into_iter()
         .map(RoleChangeResponse::try_from)
         .collect::<Result<_, _>>()?;
-    Ok(web::Json(RoleHistory { data }))
+    Ok(web::Json(RoleHistory { data, next_cursor }))
 }

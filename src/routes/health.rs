@@ -24,7 +24,8 @@ pub struct ReadyStatus {
     pub status: &'static str,
     /// `postgres` or `sqlite`.
     pub database: &'static str,
-    /// `running`, or why role changes are waiting instead of reaching Clerk.
+    /// `running` (the push worker's heartbeat is fresh), or why role changes
+    /// are waiting instead of reaching Clerk.
     #[serde(rename = "clerkPush")]
     pub clerk_push: &'static str,
 }
@@ -39,32 +40,43 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(HealthStatus { status: "ok" })
 }
 
-/// Readiness: the database is reachable, so requests can be served.
+/// Readiness: the database is reachable and the push worker alive.
 #[utoipa::path(
     tag = "health",
     responses(
         (status = 200, description = "Ready to serve", body = ReadyStatus),
-        (status = 503, description = "The database is unreachable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable, or the push worker has stopped going round its loop", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     match tokio::time::timeout(READY_TIMEOUT, state.db.ping()).await {
-        Ok(Ok(())) => Ok(HttpResponse::Ok().json(ReadyStatus {
-            status: "ready",
-            database: match state.db.backend() {
-                crate::db::Backend::Postgres => "postgres",
-                crate::db::Backend::Sqlite => "sqlite",
-            },
-            clerk_push: if state.push_waker.is_some() {
-                "running"
-            } else {
-                "waiting: CLERK_SECRET_KEY is not set"
-            },
-        })),
-        Ok(Err(error)) => Err(error.into()),
-        Err(_) => Err(ApiError::Unavailable(
-            "the database did not answer in time".into(),
-        )),
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(error.into()),
+        Err(_) => {
+            return Err(ApiError::Unavailable(
+                "the database did not answer in time".into(),
+            ));
+        }
     }
+    let clerk_push = match &state.push_worker {
+        None => "waiting: CLERK_SECRET_KEY is not set",
+        Some(worker) => match worker.stalled_for() {
+            None => "running",
+            Some(silent) => {
+                return Err(ApiError::Unavailable(format!(
+                    "the push worker has not gone round its loop for {} s",
+                    silent.as_secs()
+                )));
+            }
+        },
+    };
+    Ok(HttpResponse::Ok().json(ReadyStatus {
+        status: "ready",
+        database: match state.db.backend() {
+            crate::db::Backend::Postgres => "postgres",
+            crate::db::Backend::Sqlite => "sqlite",
+        },
+        clerk_push,
+    }))
 }

@@ -6,15 +6,15 @@ use utoipa::IntoParams;
 
 use super::AppState;
 use super::auth::Admin;
-use super::dto::{UserPage, UserResponse, decode_cursor, encode_cursor, parse_role};
+use super::dto::{UserPage, UserResponse, decode_cursor, encode_cursor, page_limit, parse_role};
 use crate::db::Store as _;
 use crate::db::users::{UserFilter, search_pattern};
 use crate::domain::Role;
 use crate::error::{ApiError, Problem};
 use crate::with_conn;
 
-const DEFAULT_LIMIT: i64 = 20;
-const MAX_LIMIT: i64 = 100;
+pub const DEFAULT_LIMIT: i64 = 20;
+pub const MAX_LIMIT: i64 = 100;
 const MAX_SEARCH_LEN: usize = 200;
 
 // The bounds in the `#[param]`s below are literals (utoipa takes no
@@ -32,7 +32,7 @@ pub struct ListQuery {
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
-    /// `nextCursor` of the previous page.
+    /// `nextCursor` of the previous page (empty or absent: the first page).
     cursor: Option<String>,
 }
 
@@ -59,13 +59,7 @@ pub async fn list_users(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<web::Json<UserPage>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::Unprocessable {
-            detail: format!("limit must be between 1 and {MAX_LIMIT}"),
-            allowed_values: None,
-        });
-    }
+    let limit = page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let search = query
         .search
         .as_deref()
@@ -88,7 +82,7 @@ pub async fn list_users(
     let filter = UserFilter {
         role: query.role.as_deref().map(parse_role).transpose()?,
         search_pattern: search.map(search_pattern),
-        after: query.cursor.as_deref().map(decode_cursor).transpose()?,
+        after: decode_cursor(query.cursor.as_deref())?,
         // One more than asked tells whether another page follows.
         limit: limit + 1,
     };

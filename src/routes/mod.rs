@@ -1,12 +1,14 @@
 //! HTTP handlers, one per file, each named by its OpenAPI operation id.
 
 mod auth;
+pub mod body;
 mod bulk_update_user_roles;
 pub mod dto;
-mod get_metrics;
+pub mod get_metrics;
 mod get_role_stats;
 mod get_user;
 mod get_user_role_history;
+pub mod headers;
 mod health;
 mod list_users;
 pub mod observe;
@@ -14,9 +16,10 @@ mod receive_clerk_webhook;
 mod update_user_role;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{HttpResponse, Resource, web};
-use tokio::sync::Notify;
+use tokio::sync::Semaphore;
 use utoipa::openapi::path::Paths;
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -26,6 +29,7 @@ use crate::db::Db;
 use crate::db::users::{RoleChange, change_roles};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::sync::WorkerLink;
 use crate::webhooks::svix::Verifier;
 use crate::with_conn;
 
@@ -43,9 +47,17 @@ pub struct AppState {
     pub session_verifier: Option<SessionVerifier>,
     /// Clerk's Backend API; `None` without `CLERK_SECRET_KEY`.
     pub clerk: Option<ClerkClient>,
-    /// Wakes the push worker; `None` when pushes wait for `CLERK_SECRET_KEY`.
-    pub push_waker: Option<Arc<Notify>>,
+    /// The push worker; `None` when pushes wait for `CLERK_SECRET_KEY`.
+    pub push_worker: Option<WorkerLink>,
     pub metrics: Arc<Metrics>,
+    /// Longest time a request body may take to arrive.
+    pub body_timeout: Duration,
+    /// Webhook bodies that may be buffered at once.
+    pub webhook_bodies: Semaphore,
+    /// The race rule's clock-skew allowance, in milliseconds.
+    pub clock_skew_allowance_ms: i64,
+    /// `/metrics` is served on the main port (no `METRICS_BIND_ADDR`).
+    pub metrics_on_main_port: bool,
 }
 
 /// Registers every documented route (used by the server and by the OpenAPI
@@ -100,33 +112,12 @@ async fn apply_role_changes(
     changes: Vec<RoleChange>,
 ) -> Result<Vec<dto::UserResponse>, ApiError> {
     let rows = with_conn!(state.db, conn => change_roles(conn, &changes, &admin.id).await)?;
-    if let Some(waker) = &state.push_waker {
-        waker.notify_one();
+    if let Some(worker) = &state.push_worker {
+        worker.wake();
     }
     rows.into_iter()
         .map(|(user, sync)| dto::UserResponse::from_rows(user, sync.as_ref()))
         .collect()
-}
-
-/// Turns actix's JSON, path and query extraction failures into problems.
-pub fn json_config(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(limit)
-        .error_handler(move |error, _| {
-            use actix_web::error::JsonPayloadError as E;
-            match error {
-                E::OverflowKnownLength { .. } | E::Overflow { .. } => {
-                    ApiError::PayloadTooLarge { limit }.into()
-                }
-                E::ContentType => {
-                    ApiError::BadRequest("expected a body of type application/json".into()).into()
-                }
-                E::Deserialize(error) => {
-                    ApiError::BadRequest(format!("malformed JSON body: {error}")).into()
-                }
-                _ => ApiError::BadRequest("the request body could not be read".into()).into(),
-            }
-        })
 }
 
 /// Query strings that do not parse are a 400 problem.

@@ -12,6 +12,7 @@ use actix_web::web;
 use tracing::Instrument as _;
 
 use super::AppState;
+use crate::metrics::{UNMATCHED_ROUTE, method_label};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -32,25 +33,21 @@ pub async fn observe(
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         .map_or_else(new_request_id, str::to_owned);
-    let method = request.method().to_string();
+    let method = request.method().clone();
     let route = request
         .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
     let metrics = request
         .app_data::<web::Data<AppState>>()
         .map(|state| state.metrics.clone());
-    let span =
-        tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+    let span = tracing::info_span!("request", request_id = %request_id, method = method_label(&method), route = %route);
 
     let mut response = next.call(request).instrument(span.clone()).await?;
 
     let status = response.status();
     let elapsed = started.elapsed();
     if let Some(metrics) = metrics {
-        metrics
-            .http_requests
-            .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
-            .observe(elapsed.as_secs_f64());
+        metrics.request(&method, &route, status, elapsed.as_secs_f64());
     }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);

@@ -5,6 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::body::{self, BodyError};
 use crate::clerk::ClerkClient;
 use crate::db::webhooks::{self, Outcome};
 use crate::domain::ClerkUserId;
@@ -41,8 +42,9 @@ pub struct WebhookAck {
         (status = 200, description = "Applied, or acknowledged without change", body = WebhookAck),
         (status = 400, description = "Missing or malformed Svix headers, or a verified body that is not a Clerk event", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Signature does not match, or timestamp outside ±5 minutes", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within the body deadline", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than 1 MiB", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "No webhook secret configured, or the database failed (Svix retries)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No webhook secret configured, too many webhooks at once (with `Retry-After`), or the database failed (Svix retries)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/api/webhooks/clerk")]
@@ -51,15 +53,9 @@ pub async fn receive_clerk_webhook(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let refused = |reason: &str| {
-        state
-            .metrics
-            .webhook_refusals
-            .with_label_values(&[reason])
-            .inc()
-    };
+    let metrics = &state.metrics;
     let Some(verifier) = state.webhook_verifier.as_ref() else {
-        refused("not_configured");
+        metrics.webhook_refused("not_configured");
         return Err(ApiError::Unavailable(
             "the webhook is not configured (CLERK_WEBHOOK_SECRET)".into(),
         ));
@@ -71,23 +67,32 @@ pub async fn receive_clerk_webhook(
             .and_then(|value| value.to_str().ok())
     })
     .map_err(|error| {
-        refused("missing_header");
+        metrics.webhook_refused("missing_header");
         refusal(error)
     })?;
-    let body = payload
-        .to_bytes_limited(WEBHOOK_BODY_LIMIT)
+    // Bodies are buffered whole (the signature covers them), so how many are
+    // buffered at once is bounded, and with it the memory they take.
+    let Ok(_buffering) = state.webhook_bodies.try_acquire() else {
+        metrics.webhook_refused("busy");
+        return Err(ApiError::RetryLater {
+            detail: "too many webhooks are being received at once; retry shortly".into(),
+            after_secs: 1,
+        });
+    };
+    let body = body::read(payload, WEBHOOK_BODY_LIMIT)
         .await
-        .map_err(|_| {
-            refused("too_large");
-            ApiError::PayloadTooLarge {
-                limit: WEBHOOK_BODY_LIMIT,
-            }
-        })?
-        .map_err(|_| ApiError::BadRequest("the request body could not be read".into()))?;
+        .map_err(|error| {
+            metrics.webhook_refused(match error {
+                BodyError::TooLarge { .. } => "too_large",
+                BodyError::TimedOut => "body_timeout",
+                BodyError::Broken => "malformed_body",
+            });
+            ApiError::from(error)
+        })?;
     verifier
         .verify(&headers, &body, chrono::Utc::now().timestamp())
         .map_err(|error| {
-            refused(match error {
+            metrics.webhook_refused(match error {
                 VerifyError::MissingHeader(_) | VerifyError::MalformedHeader(_) => "missing_header",
                 VerifyError::TimestampTooOld | VerifyError::TimestampInFuture => "timestamp",
                 VerifyError::InvalidSignature => "bad_signature",
@@ -96,23 +101,20 @@ pub async fn receive_clerk_webhook(
         })?;
 
     let event = events::parse(&body).map_err(|error| {
-        refused("malformed_body");
+        metrics.webhook_refused("malformed_body");
         ApiError::BadRequest(error.to_string())
     })?;
+    let allowance = state.clock_skew_allowance_ms;
     let outcome = with_conn!(state.db, conn => {
-        webhooks::apply_event(conn, headers.id, &event).await
+        webhooks::apply_event(conn, headers.id, &event, allowance).await
     })
     .map_err(|error| {
-        refused("database");
+        metrics.webhook_refused("database");
         tracing::error!(svix.id = headers.id, %error, "webhook not stored; Svix will retry");
         ApiError::Unavailable("the event could not be stored; retry later".into())
     })?;
 
-    state
-        .metrics
-        .webhooks
-        .with_label_values(&[event.kind(), outcome.as_str()])
-        .inc();
+    metrics.webhook(event.kind(), outcome);
     if outcome == Outcome::Conflict
         && let (ClerkEvent::UserUpserted { user, .. }, Some(clerk)) = (&event, &state.clerk)
     {
@@ -145,7 +147,9 @@ async fn reread(state: &AppState, clerk: &ClerkClient, user_id: &str, svix_id: &
             return;
         }
     };
-    let applied = with_conn!(state.db, conn => webhooks::apply_reread(conn, &user, svix_id).await);
+    let allowance = state.clock_skew_allowance_ms;
+    let applied =
+        with_conn!(state.db, conn => webhooks::apply_reread(conn, &user, svix_id, allowance).await);
     match applied {
         Ok(outcome) => {
             tracing::info!(user.id = %id, outcome = outcome.as_str(), "conflict settled by re-reading Clerk")

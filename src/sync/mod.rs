@@ -1,11 +1,14 @@
 //! Keeping both sides equal: the worker that drains the `clerk_sync` outbox
-//! (DB → Clerk), and the backfill and reconcile commands.
+//! (DB → Clerk), the backfill and reconcile commands, and the housekeeping
+//! that goes with them (pruning processed webhook records).
 
 pub mod backfill;
 mod pacer;
 pub mod reconcile;
+pub mod retention;
 mod retry;
+mod supervise;
 mod worker;
 
 pub use pacer::Pacer;
-pub use worker::{PushWorker, WorkerHandle};
+pub use worker::{PushWorker, WorkerHandle, WorkerLink, allowance_ms};

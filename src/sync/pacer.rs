@@ -8,6 +8,9 @@ use tokio::time::Instant;
 
 /// Hands out send slots at most `rate` per second; after a 429 no slot is
 /// given before the pause ends, whichever push hit the limit.
+///
+/// Slots not used while idle are not saved up: Clerk counts requests per
+/// window, so a quiet minute must not be followed by a burst.
 pub struct Pacer {
     interval: Duration,
     state: Mutex<State>,
@@ -30,6 +33,28 @@ impl Pacer {
         }
     }
 
+    /// Whether a slot may start now.
+    pub fn is_ready(&self) -> bool {
+        self.until_ready().is_zero()
+    }
+
+    /// Takes the slot that starts now (after [`is_ready`](Self::is_ready)
+    /// said there was one), or the next one.
+    pub fn take(&self) {
+        self.reserve();
+    }
+
+    /// How long until a slot may start (zero when one may now).
+    pub fn until_ready(&self) -> Duration {
+        let now = Instant::now();
+        self.state.lock().map_or(Duration::ZERO, |state| {
+            state
+                .next_slot
+                .max(state.paused_until)
+                .saturating_duration_since(now)
+        })
+    }
+
     /// Reserves the next slot and returns when it starts.
     pub fn reserve(&self) -> Instant {
         let now = Instant::now();
@@ -37,7 +62,7 @@ impl Pacer {
             return now;
         };
         let slot = state.next_slot.max(state.paused_until).max(now);
-        state.next_slot = slot + self.interval;
+        state.next_slot = slot.checked_add(self.interval).unwrap_or(slot);
         slot
     }
 
@@ -53,10 +78,15 @@ impl Pacer {
         self.state.lock().ok().map(|state| state.paused_until)
     }
 
-    /// Stops every slot from starting before `duration` has passed.
+    /// Stops every slot from starting before `duration` has passed (callers
+    /// clamp it; a duration too far out to represent pauses as long as it can).
     pub fn pause(&self, duration: Duration) {
         if let Ok(mut state) = self.state.lock() {
-            state.paused_until = state.paused_until.max(Instant::now() + duration);
+            let now = Instant::now();
+            let until = now
+                .checked_add(duration)
+                .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
+            state.paused_until = state.paused_until.max(until);
         }
     }
 }
@@ -84,6 +114,28 @@ mod tests {
         pacer.pause(Duration::from_secs(5));
         waiting.await;
         assert!(Instant::now() >= start + Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_not_used_while_idle_are_not_saved_up() {
+        let pacer = Pacer::new(10.0);
+        assert!(pacer.is_ready(), "a fresh pacer has its first slot");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        pacer.take();
+        assert!(!pacer.is_ready(), "one slot, not a minute's worth");
+        assert_eq!(pacer.until_ready(), Duration::from_millis(100));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(pacer.is_ready());
+        pacer.pause(Duration::from_secs(3));
+        assert!(!pacer.is_ready());
+        assert!(pacer.until_ready() >= Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_too_long_to_represent_does_not_panic() {
+        let pacer = Pacer::new(10.0);
+        pacer.pause(Duration::MAX);
+        assert!(!pacer.is_ready());
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,7 +12,7 @@ use crate::clerk::ClerkClient;
 use crate::db::backfill::Prefer;
 use crate::db::clerk_sync::SyncRow;
 use crate::db::{Db, DbError, Store as _, reconcile, webhooks};
-use crate::domain::{ClerkUserId, MetadataRole, Role};
+use crate::domain::{ClerkUserId, DEFAULT_CLOCK_SKEW_ALLOWANCE_MS, MetadataRole, Role};
 use crate::with_conn;
 
 /// One difference between the two sides.
@@ -108,7 +108,12 @@ pub async fn run(
                         with_conn!(db, conn => reconcile::queue_push(conn, &id, *ours).await)?;
                     }
                     _ => {
-                        with_conn!(db, conn => webhooks::apply_reread(conn, user, "reconcile").await)?;
+                        // Only users with no push pending get here, so the
+                        // race rule (and its allowance) does not come in.
+                        let allowance = DEFAULT_CLOCK_SKEW_ALLOWANCE_MS;
+                        with_conn!(db, conn => {
+                            webhooks::apply_reread(conn, user, "reconcile", allowance).await
+                        })?;
                     }
                 }
                 report.fixed += 1;

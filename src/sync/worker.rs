@@ -1,11 +1,21 @@
 //! The push worker: claims due rows of `clerk_sync`, sends each role to Clerk
 //! without holding any database lock during the call, and records the result.
 //!
-//! Woken right after a change (and polled once a second, for changes made by
-//! other replicas or the CLI). Several replicas may run it on one PostgreSQL
-//! database: a claim is a lease (`claimed_until`), taken with `SKIP LOCKED`.
+//! A row is claimed only when a send slot of the pacer has come for it, so
+//! a claim means "being sent now" (up to 32 at once). The claim is a short lease in the name of
+//! this replica (`REPLICA_ID`), renewed while the push is in flight: a
+//! replica that dies strands its claims for at most [`LEASE`], and one that
+//! restarts takes them back at once. Several replicas may run on one
+//! PostgreSQL database: claims are taken with `SKIP LOCKED`.
+//!
+//! A retry first reads the user from Clerk, so that a dashboard edit whose
+//! webhook is late still wins over a stale retry (DESIGN.md, "Echo and
+//! races"). The worker is supervised: if it ends or panics it is started
+//! again; its heartbeat is what `/readyz` reports.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{NaiveDateTime, TimeDelta};
@@ -13,11 +23,13 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{Stream, StreamExt as _};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::Pacer;
-use crate::clerk::{ClerkClient, ClerkError};
+use super::supervise::supervise;
+use crate::clerk::{ClerkClient, ClerkError, ClerkUser};
 use crate::config::PushConfig;
-use crate::db::clerk_sync::{self, PushResult, SyncRow};
+use crate::db::clerk_sync::{self, PushResult, RetryCheck, SyncRow};
 use crate::db::users::now;
 use crate::db::{Db, DbError, Dialect as _, Store as _};
 use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role};
@@ -26,122 +38,221 @@ use crate::with_conn;
 
 /// Pushes in flight at once (the pacer spaces their starts).
 const CONCURRENCY: usize = 32;
-/// How long a claim lasts. A push only starts while at least the request
-/// timeout and this margin remain, so it ends before anyone else may claim.
-const LEASE: Duration = Duration::from_secs(120);
-const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// How long a claim lasts unless renewed.
+pub const LEASE: Duration = Duration::from_secs(10);
+/// How often the claims of pushes in flight are renewed.
+const RENEW_EVERY: Duration = Duration::from_secs(3);
 /// Tries to record a push's result before leaving it to the lease.
 const RECORD_ATTEMPTS: u32 = 5;
 /// Longest sleep between two looks at the table.
 const POLL: Duration = Duration::from_secs(1);
+/// A worker whose heartbeat is older than this is stuck.
+pub const STALLED_AFTER: Duration = Duration::from_secs(15);
 
-/// Drains the outbox.
-pub struct PushWorker {
-    db: Db,
-    client: ClerkClient,
-    config: PushConfig,
-    pacer: Pacer,
+/// When the worker last went round its loop.
+pub struct Heartbeat {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Heartbeat {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn beat(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the last beat.
+    pub fn age(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+/// What the rest of the service holds of a running worker.
+#[derive(Clone)]
+pub struct WorkerLink {
     wake: Arc<Notify>,
-    metrics: Arc<Metrics>,
+    heartbeat: Arc<Heartbeat>,
+}
+
+impl WorkerLink {
+    /// Tells the worker a push was just queued.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// `None` while the worker goes round its loop; how long it has been
+    /// silent once that is longer than [`STALLED_AFTER`].
+    pub fn stalled_for(&self) -> Option<Duration> {
+        let age = self.heartbeat.age();
+        (age > STALLED_AFTER).then_some(age)
+    }
 }
 
 /// Controls a running worker.
 pub struct WorkerHandle {
-    wake: Arc<Notify>,
+    link: WorkerLink,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 impl WorkerHandle {
-    /// A waker to call after queueing a push.
-    pub fn waker(&self) -> Arc<Notify> {
-        self.wake.clone()
+    /// The waker and heartbeat, for the HTTP side.
+    pub fn link(&self) -> WorkerLink {
+        self.link.clone()
     }
 
-    /// Stops claiming, lets the pushes in flight finish, and waits for that.
+    /// Stops claiming, lets the pushes in flight finish, hands back every
+    /// claim, and waits for that.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
     }
 }
 
+/// Drains the outbox.
+pub struct PushWorker {
+    db: Db,
+    client: ClerkClient,
+    config: PushConfig,
+    /// This replica's name on its claims.
+    owner: String,
+    pacer: Pacer,
+    wake: Arc<Notify>,
+    heartbeat: Arc<Heartbeat>,
+    metrics: Arc<Metrics>,
+}
+
 impl PushWorker {
-    /// Starts the worker on the current runtime.
+    /// Starts the worker, supervised, on the current runtime.
     pub fn spawn(
         db: Db,
         client: ClerkClient,
         config: PushConfig,
+        owner: String,
         metrics: Arc<Metrics>,
     ) -> WorkerHandle {
         let wake = Arc::new(Notify::new());
+        let heartbeat = Arc::new(Heartbeat::new());
         let (shutdown, stop) = watch::channel(false);
-        let worker = Self {
+        let worker = Arc::new(Self {
             db,
             client,
             config,
+            owner,
             pacer: Pacer::new(config.rate_per_sec),
             wake: wake.clone(),
-            metrics,
-        };
-        // diesel-async's transactions make futures that the compiler cannot
-        // prove `Send` (rust-lang/rust#100013), so the worker is not spawned
-        // as a task: it runs on a blocking thread of the same runtime, whose
-        // I/O it shares.
-        let runtime = tokio::runtime::Handle::current();
-        let task = tokio::task::spawn_blocking(move || runtime.block_on(worker.run(stop)));
+            heartbeat: heartbeat.clone(),
+            metrics: metrics.clone(),
+        });
+        let task = tokio::spawn(supervise(
+            "push worker",
+            move |stop| {
+                let worker = worker.clone();
+                async move { worker.run(stop).await }
+            },
+            stop,
+            move || metrics.push_worker_restarts.inc(),
+        ));
         WorkerHandle {
-            wake,
+            link: WorkerLink { wake, heartbeat },
             shutdown,
             task,
         }
     }
 
-    async fn run(self, mut stop: watch::Receiver<bool>) {
-        tracing::info!(rate = self.config.rate_per_sec, "push worker started");
-        // Pushes in flight; new rows are claimed as soon as one finishes, so a
-        // slow Clerk answer never holds back the changes queued behind it.
+    async fn run(&self, mut stop: watch::Receiver<bool>) {
+        tracing::info!(rate = self.config.rate_per_sec, owner = %self.owner, "push worker started");
+        // Claims left by an earlier run of this replica (a crash, a kill)
+        // are ours to take back now rather than when their lease expires.
+        match self.release_own_claims().await {
+            Ok(0) => {}
+            Ok(claims) => tracing::info!(claims, "took back claims left by an earlier run"),
+            Err(error) => tracing::warn!(%error, "could not take back earlier claims"),
+        }
         let mut in_flight = FuturesUnordered::new();
+        let mut held: HashSet<String> = HashSet::new();
+        let mut renewed_at = Instant::now();
         loop {
+            self.heartbeat.beat();
             let stopping = *stop.borrow();
             if stopping && in_flight.is_empty() {
                 break;
             }
-            let free = CONCURRENCY - in_flight.len();
-            let mut claimed_all_free = false;
-            if !stopping && free > 0 {
-                match drive(&mut in_flight, self.claim(free)).await {
-                    Ok(rows) => {
-                        claimed_all_free = rows.len() == free;
-                        for row in rows {
-                            in_flight.push(self.push(row));
-                        }
+            if renewed_at.elapsed() >= RENEW_EVERY {
+                renewed_at = Instant::now();
+                if !held.is_empty() {
+                    let ids: Vec<String> = held.iter().cloned().collect();
+                    let renewed = drive(&mut in_flight, &mut held, self.renew(&ids)).await;
+                    if let Err(error) = renewed {
+                        tracing::warn!(%error, "could not renew claims");
                     }
-                    Err(error) => tracing::warn!(%error, "could not claim pushes; retrying"),
                 }
             }
-            let wait = if stopping || claimed_all_free {
-                POLL
-            } else {
-                drive(&mut in_flight, self.until_next_due()).await
-            };
+            // One row per send slot: what is claimed is being sent.
+            let can_send = !stopping && in_flight.len() < CONCURRENCY;
+            let mut wait = POLL;
+            if can_send && self.pacer.is_ready() {
+                match drive(&mut in_flight, &mut held, self.claim()).await {
+                    Ok(Some(row)) => {
+                        self.pacer.take();
+                        held.insert(row.user_id.clone());
+                        in_flight.push(self.push(row));
+                        wait = self.pacer.until_ready();
+                    }
+                    Ok(None) => {
+                        wait = drive(&mut in_flight, &mut held, self.until_next_due()).await;
+                    }
+                    Err(error) => tracing::warn!(%error, "could not claim a push; retrying"),
+                }
+            } else if can_send {
+                wait = self.pacer.until_ready();
+            }
+            let wait = wait
+                .min(POLL)
+                .min(RENEW_EVERY.saturating_sub(renewed_at.elapsed()));
             // A wake-up that came while claiming left a permit: nothing is missed.
             tokio::select! {
-                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    held.remove(&done);
+                }
                 () = self.wake.notified(), if !stopping => {}
                 () = tokio::time::sleep(wait) => {}
                 _ = stop.changed(), if !stopping => {}
             }
         }
+        // Anything still claimed (a result that could not be recorded) goes
+        // back to the other replicas now.
+        if let Err(error) = self.release_own_claims().await {
+            tracing::warn!(%error, "could not hand back claims");
+        }
         tracing::info!("push worker stopped");
     }
 
-    async fn claim(&self, limit: usize) -> Result<Vec<SyncRow>, DbError> {
+    async fn release_own_claims(&self) -> Result<usize, DbError> {
+        with_conn!(self.db, conn => Ok(conn.release_claims_of(&self.owner).await?))
+    }
+
+    async fn renew(&self, user_ids: &[String]) -> Result<usize, DbError> {
+        let until = later(now(), LEASE);
+        with_conn!(self.db, conn => Ok(conn.renew_claims(&self.owner, user_ids, until).await?))
+    }
+
+    /// The due push to send in the slot that has come, if any.
+    async fn claim(&self) -> Result<Option<SyncRow>, DbError> {
         let now = now();
-        let lease_until = now + delta(LEASE);
-        let limit = i64::try_from(limit).unwrap_or(1);
-        with_conn!(self.db, conn => {
-            Ok(conn.claim_due_pushes(now, lease_until, limit).await?)
-        })
+        let lease_until = later(now, LEASE);
+        let claimed: Result<Vec<SyncRow>, DbError> = with_conn!(self.db, conn => {
+            Ok(conn.claim_due_pushes(&self.owner, now, lease_until, 1).await?)
+        });
+        Ok(claimed?.pop())
     }
 
     async fn until_next_due(&self) -> Duration {
@@ -149,33 +260,39 @@ impl PushWorker {
         let due: Result<Option<NaiveDateTime>, DbError> =
             with_conn!(self.db, conn => Ok(conn.next_push_due(now).await?));
         match due {
-            Ok(Some(at)) => (at - now).to_std().unwrap_or(Duration::ZERO).min(POLL),
+            Ok(Some(at)) => (at - now).to_std().unwrap_or(Duration::ZERO),
             _ => POLL,
         }
     }
 
-    /// Sends one claimed row and records what happened.
-    async fn push(&self, row: SyncRow) {
+    /// Sends one claimed row and records what happened; returns its user id.
+    async fn push(&self, row: SyncRow) -> String {
         let Ok(user_id) = ClerkUserId::parse(row.user_id.as_str()) else {
-            return;
+            return row.user_id;
         };
         let (result, label) = match row.desired_role.parse::<Role>() {
-            Ok(role) => self.send(&user_id, role, &row).await,
+            Ok(role) => self.attempt(&user_id, role, &row).await,
             Err(_) => (
-                PushResult::GiveUp(format!("stored role {:?} is not valid", row.desired_role)),
+                Some(PushResult::GiveUp(format!(
+                    "stored role {:?} is not valid",
+                    row.desired_role
+                ))),
                 "failed",
             ),
         };
-        if let PushResult::GiveUp(error) | PushResult::RetryAt(_, error) = &result {
+        if let Some(PushResult::GiveUp(error) | PushResult::RetryAt(_, error)) = &result {
             tracing::warn!(user.id = %user_id, attempts = row.attempts, error, "push to Clerk failed");
         }
-        self.record(&user_id, row.version, result).await;
+        if let Some(result) = result {
+            self.record(&user_id, row.version, result).await;
+        }
         // Counted once recorded, so the metric never runs ahead of the table.
-        self.metrics.push_attempts.with_label_values(&[label]).inc();
+        self.metrics.push_attempt(label);
+        row.user_id
     }
 
     /// Stores a push's result. Retried a few times: a lost result would leave
-    /// the row leased until the lease expires (and the push sent again).
+    /// the row claimed until its lease expires (and the push sent again).
     async fn record(&self, user_id: &ClerkUserId, version: i64, result: PushResult) {
         for attempt in 1..=RECORD_ATTEMPTS {
             let finished: Result<(), DbError> = with_conn!(self.db, conn => {
@@ -194,22 +311,37 @@ impl PushWorker {
         }
     }
 
-    /// Sends the role; returns what to record and the `result` label of
-    /// `clerk_push_attempts_total`.
-    async fn send(
+    /// One attempt: on a retry, Clerk is read first; then the role is sent.
+    /// Returns what to record (`None`: nothing more, the push was cancelled)
+    /// and the `result` label of `clerk_push_attempts_total`.
+    async fn attempt(
         &self,
         user_id: &ClerkUserId,
         role: Role,
         row: &SyncRow,
-    ) -> (PushResult, &'static str) {
-        let latest_start = tokio::time::Instant::now() + LEASE - self.config.timeout - LEASE_MARGIN;
-        if tokio::time::timeout_at(latest_start, self.pacer.wait_for_slot())
-            .await
-            .is_err()
-        {
-            // Waiting longer would outlive the lease: hand the row back.
-            let result = PushResult::RetryAt(now(), "waiting for Clerk's rate limit".into());
-            return (result, "deferred");
+    ) -> (Option<PushResult>, &'static str) {
+        // `attempts` counts this one: more than one means an earlier failed.
+        if row.attempts > 1 {
+            // The read is a request to Clerk like any other.
+            self.pacer.take();
+            match self.client.get_user(user_id).await {
+                Ok(Some(user)) => match self.check_before_retry(&user, row).await {
+                    Ok(RetryCheck::Send) => {}
+                    Ok(RetryCheck::Cancelled) => return (None, "cancelled"),
+                    Ok(RetryCheck::AlreadyThere(state)) => {
+                        return (Some(PushResult::Landed(state)), "landed");
+                    }
+                    Err(error) => {
+                        let error = format!("could not check Clerk's state first: {error}");
+                        return (Some(self.retry(row.attempts, None, error)), "retry");
+                    }
+                },
+                Ok(None) => {
+                    let error = "the user no longer exists in Clerk".to_owned();
+                    return (Some(PushResult::GiveUp(error)), "failed");
+                }
+                Err(error) => return self.failed(row, error),
+            }
         }
         match self.client.set_role(user_id, role).await {
             Ok(user) => match user.metadata_role() {
@@ -219,30 +351,58 @@ impl PushWorker {
                         role: pushed,
                         updated_at: user.updated_at,
                     });
-                    (landed, "landed")
+                    (Some(landed), "landed")
                 }
                 _ => (
-                    self.retry(row.attempts, None, "Clerk's answer has no role".into()),
+                    Some(self.retry(row.attempts, None, "Clerk's answer has no role".into())),
                     "retry",
                 ),
             },
-            Err(ClerkError::RateLimited { retry_after }) => {
-                let pause = retry_after.unwrap_or_else(|| self.backoff(row.attempts));
+            Err(error) => self.failed(row, error),
+        }
+    }
+
+    /// Applies what Clerk holds now by the race rule, in the name of this
+    /// worker's claim.
+    async fn check_before_retry(
+        &self,
+        user: &ClerkUser,
+        row: &SyncRow,
+    ) -> Result<RetryCheck, DbError> {
+        let allowance = allowance_ms(self.config.clock_skew_allowance);
+        with_conn!(self.db, conn => {
+            clerk_sync::check_before_retry(conn, user, row.version, &self.owner, allowance).await
+        })
+    }
+
+    /// What to record after Clerk refused or failed.
+    fn failed(&self, row: &SyncRow, error: ClerkError) -> (Option<PushResult>, &'static str) {
+        match error {
+            ClerkError::RateLimited { retry_after } => {
+                // Clerk's number is taken at its word only up to our longest
+                // delay: a huge Retry-After must not stop the worker for good.
+                let pause = retry_after
+                    .unwrap_or_else(|| self.backoff(row.attempts))
+                    .min(self.config.retry_max);
                 self.pacer.pause(pause);
                 let error = ClerkError::RateLimited { retry_after }.to_string();
-                (self.retry(row.attempts, Some(pause), error), "rate_limited")
+                (
+                    Some(self.retry(row.attempts, Some(pause), error)),
+                    "rate_limited",
+                )
             }
-            Err(error) if error.is_retryable() => {
-                (self.retry(row.attempts, None, error.to_string()), "retry")
-            }
-            Err(error) => (PushResult::GiveUp(error.to_string()), "failed"),
+            error if error.is_retryable() => (
+                Some(self.retry(row.attempts, None, error.to_string())),
+                "retry",
+            ),
+            error => (Some(PushResult::GiveUp(error.to_string())), "failed"),
         }
     }
 
     /// The next attempt: exponential backoff with jitter, never before `not_before`.
     fn retry(&self, attempts: i32, not_before: Option<Duration>, error: String) -> PushResult {
         let wait = self.backoff(attempts).max(not_before.unwrap_or_default());
-        PushResult::RetryAt(now() + delta(wait), error)
+        PushResult::RetryAt(later(now(), wait), error)
     }
 
     /// `base · 2^(attempts-1)`, capped, then scaled by a random factor in
@@ -260,21 +420,59 @@ impl PushWorker {
     }
 }
 
-/// Awaits `work` while the pushes in flight go on: they may hold the pool's
-/// connections, which `work` may be waiting for.
+/// Awaits `work` while the pushes in flight go on (they may hold the pool's
+/// connections, which `work` may be waiting for); those that finish leave
+/// `held`.
 async fn drive<T>(
-    in_flight: &mut (impl Stream<Item = ()> + Unpin),
+    in_flight: &mut (impl Stream<Item = String> + Unpin),
+    held: &mut HashSet<String>,
     work: impl Future<Output = T>,
 ) -> T {
     tokio::pin!(work);
     loop {
         tokio::select! {
             out = &mut work => return out,
-            Some(()) = in_flight.next() => {}
+            Some(done) = in_flight.next() => {
+                held.remove(&done);
+            }
         }
     }
 }
 
-fn delta(duration: Duration) -> TimeDelta {
-    TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
+/// `at + wait`, saturating where the calendar ends.
+fn later(at: NaiveDateTime, wait: Duration) -> NaiveDateTime {
+    TimeDelta::from_std(wait)
+        .ok()
+        .and_then(|wait| at.checked_add_signed(wait))
+        .unwrap_or(NaiveDateTime::MAX)
+}
+
+/// The allowance as the domain rules take it.
+pub fn allowance_ms(allowance: Duration) -> i64 {
+    i64::try_from(allowance.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_saturates_at_the_end_of_the_calendar() {
+        let at = NaiveDateTime::MAX - TimeDelta::seconds(1);
+        assert_eq!(later(at, Duration::from_secs(u64::MAX)), NaiveDateTime::MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_heartbeat_is_a_stall() {
+        let link = WorkerLink {
+            wake: Arc::new(Notify::new()),
+            heartbeat: Arc::new(Heartbeat::new()),
+        };
+        link.heartbeat.beat();
+        assert_eq!(link.stalled_for(), None);
+        tokio::time::advance(STALLED_AFTER + Duration::from_secs(1)).await;
+        assert!(link.stalled_for().is_some());
+        link.heartbeat.beat();
+        assert_eq!(link.stalled_for(), None);
+    }
 }

@@ -6,7 +6,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::helpers::{TestApp, problem, spawn_app_with, spawn_synced_app, wait_until};
+use crate::helpers::{
+    TestApp, problem, spawn_app_with, spawn_synced_app, spawn_synced_app_with, wait_until,
+};
 use crate::support::clerk_emulator::{
     self, AUTHORIZED_PARTY, ClerkEmulator, ISSUER, PRIMARY_KID, SigningKey,
 };
@@ -178,12 +180,17 @@ both_backends! {
         assert_eq!(stats_status(&app, Some(&format!("Bearer {valid}"))).await.status(), 200);
         let fetched = clerk.jwks_requests();
 
+        let started = std::time::Instant::now();
         for i in 0..30 {
             let token = token_with_kid(&format!("kid_made_up_{i}"), &claims("user_admin"));
             refused(&app, &token, "unknown kid").await;
         }
 
-        assert!(clerk.jwks_requests() <= fetched + 1, "{} fetches", clerk.jwks_requests());
+        // At most one refetch per CLERK_JWKS_REFRESH_SECS (1 s here), however
+        // many made-up kids come in.
+        let allowed = fetched + 1 + usize::try_from(started.elapsed().as_secs()).unwrap_or(0);
+        assert!(clerk.jwks_requests() <= allowed, "{} fetches", clerk.jwks_requests());
+        assert!(clerk.jwks_requests() < fetched + 30, "not one fetch per token");
     }
 
     async fn a_pem_key_needs_no_network(backend) {
@@ -209,5 +216,67 @@ both_backends! {
         let response = stats_status(&app, Some(&format!("Bearer {}", clerk.mint_token("user_admin")))).await;
 
         problem(response, 503).await;
+    }
+
+    async fn tokens_clerk_treats_as_signed_out_are_refused(backend) {
+        let (app, clerk) = spawn_synced_app(backend).await;
+        seed(&app, &clerk, &[("user_admin", Some("ADMIN"))]).await;
+        let now = chrono::Utc::now().timestamp();
+        let status = |claims: Value, typ: Option<&'static str>| {
+            let token = clerk.mint_token_custom("user_admin", claims, typ);
+            let app = &app;
+            async move { stats_status(app, Some(&format!("Bearer {token}"))).await.status() }
+        };
+
+        // Session status: only active sessions (or tokens without `sts`).
+        assert_eq!(status(json!({"sts": "active"}), Some("JWT")).await, 200);
+        assert_eq!(status(json!({"sts": "pending"}), Some("JWT")).await, 401, "a session with unfinished tasks");
+        assert_eq!(status(json!({"sts": "ended"}), Some("JWT")).await, 401);
+        // Issued in the future beyond the 5 s skew.
+        assert_eq!(status(json!({"iat": now + 3}), Some("JWT")).await, 200, "within the skew");
+        assert_eq!(status(json!({"iat": now + 60}), Some("JWT")).await, 401, "issued in the future");
+        // The header's type: absent or JWT, never an OAuth access token.
+        assert_eq!(status(json!({}), None).await, 200);
+        assert_eq!(status(json!({}), Some("jwt")).await, 200);
+        assert_eq!(status(json!({}), Some("at+jwt")).await, 401);
+        assert_eq!(status(json!({}), Some("JWS")).await, 401);
+    }
+
+    async fn a_key_clerk_removed_stops_verifying_once_the_cache_expires(backend) {
+        let (app, clerk) = spawn_synced_app_with(backend, &[("CLERK_JWKS_CACHE_SECS", "1")]).await;
+        seed(&app, &clerk, &[("user_admin", Some("ADMIN"))]).await;
+        let old = clerk.mint_token("user_admin");
+        assert_eq!(stats_status(&app, Some(&format!("Bearer {old}"))).await.status(), 200);
+
+        clerk.retire_primary_key();
+        clerk.publish_rotated_key();
+
+        wait_until("the removed key is refused", || async {
+            stats_status(&app, Some(&format!("Bearer {}", clerk.mint_token("user_admin")))).await.status() == 401
+        })
+        .await;
+        let rotated = clerk.mint_token_with(SigningKey::Rotated, claims("user_admin"));
+        assert_eq!(stats_status(&app, Some(&format!("Bearer {rotated}"))).await.status(), 200);
+    }
+
+    async fn unreachable_keys_are_503_with_retry_after_never_401(backend) {
+        let (app, clerk) = spawn_synced_app(backend).await;
+        seed(&app, &clerk, &[("user_admin", Some("ADMIN"))]).await;
+        clerk.set_jwks_down(true);
+        let token = clerk.mint_token("user_admin");
+
+        // The first request's fetch fails; the next ones come before another
+        // fetch is allowed. None of them may sign the user out.
+        for _ in 0..3 {
+            let response = stats_status(&app, Some(&format!("Bearer {token}"))).await;
+            assert!(response.headers().contains_key("retry-after"), "{:?}", response.headers());
+            problem(response, 503).await;
+        }
+
+        clerk.set_jwks_down(false);
+        wait_until("keys are fetched again", || async {
+            stats_status(&app, Some(&format!("Bearer {token}"))).await.status() == 200
+        })
+        .await;
     }
 }

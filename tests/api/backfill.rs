@@ -78,7 +78,7 @@ async fn snapshot(db: &Db) -> BTreeMap<String, (String, bool, Option<String>, us
         for i in 0..USERS {
             let user_id = id(i);
             if let Some(user) = conn.find_user(&user_id).await? {
-                let audit = conn.role_history(&user_id).await?.len();
+                let audit = conn.role_history(&user_id, None, i64::MAX).await?.len();
                 let pending = conn.find_sync(&user_id).await?.is_some_and(|s| s.is_pending());
                 all.insert(user_id, (user.role, user.deleted_at.is_some(), user.email, audit, pending));
             }
@@ -133,7 +133,7 @@ both_backends! {
         let done = backfill(&app, &clerk, BackfillOptions {
             prefer: Prefer::Db,
             write_defaults: true,
-            dry_run: false,
+            ..BackfillOptions::default()
         })
         .await;
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clerk_role_sync::config::Config;
 use clerk_role_sync::db::users::{self, RoleChangeRow, RoleStats, UserRow};
 use clerk_role_sync::db::{Db, DbError, Store};
-use clerk_role_sync::startup::Application;
+use clerk_role_sync::startup::{AppHandle, Application};
 use clerk_role_sync::with_conn;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use serde_json::Value;
@@ -134,11 +134,13 @@ fn unique_suffix() -> String {
 /// The service under test, with a handle on its database.
 pub struct TestApp {
     pub address: String,
+    /// `http://127.0.0.1:<port>` of `/metrics` when `METRICS_BIND_ADDR` is set.
+    pub metrics_address: Option<String>,
     pub client: reqwest::Client,
     pub db: Db,
     pub test_db: TestDb,
     config: Config,
-    server: actix_web::dev::ServerHandle,
+    server: AppHandle,
     running: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -165,12 +167,13 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
     let test_db = TestDb::new(backend).await;
     let config = test_config(&test_db, extra);
-    let (address, server, running) = start(&config).await;
+    let (address, metrics_address, server, running) = start(&config).await;
     let db = Db::connect(&config.database, 2)
         .await
         .expect("test connection");
     TestApp {
         address,
+        metrics_address,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -183,19 +186,30 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
     }
 }
 
-async fn start(
-    config: &Config,
-) -> (
+/// A started service: its address, its metrics address, a handle to stop
+/// it, and the task serving it.
+type Started = (
     String,
-    actix_web::dev::ServerHandle,
+    Option<String>,
+    AppHandle,
     tokio::task::JoinHandle<std::io::Result<()>>,
-) {
+);
+
+async fn start(config: &Config) -> Started {
     let app = Application::build(config.clone())
         .await
         .expect("the service starts");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_address = app
+        .metrics_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     let server = app.handle();
-    (address, server, tokio::spawn(app.run_until_stopped()))
+    (
+        address,
+        metrics_address,
+        server,
+        tokio::spawn(app.run_until_stopped()),
+    )
 }
 
 impl TestApp {
@@ -204,8 +218,9 @@ impl TestApp {
     pub async fn restart(&mut self) {
         self.server.stop(true).await;
         (&mut self.running).await.expect("joined").expect("served");
-        let (address, server, running) = start(&self.config).await;
+        let (address, metrics_address, server, running) = start(&self.config).await;
         self.address = address;
+        self.metrics_address = metrics_address;
         self.server = server;
         self.running = running;
     }
@@ -270,7 +285,7 @@ impl TestApp {
     /// A user's audit rows, newest first.
     pub async fn history(&self, id: &str) -> Vec<RoleChangeRow> {
         let rows: Result<_, DbError> =
-            with_conn!(self.db, conn => Ok(conn.role_history(id).await?));
+            with_conn!(self.db, conn => Ok(conn.role_history(id, None, i64::MAX).await?));
         rows.expect("query role_changes")
     }
 

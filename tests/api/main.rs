@@ -11,6 +11,7 @@ mod clerk_emulator;
 mod cli;
 mod convergence;
 mod errors;
+mod hardening;
 mod health;
 mod observability;
 mod openapi;

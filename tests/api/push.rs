@@ -39,10 +39,17 @@ both_backends! {
         assert_eq!(sync["attempts"], 4, "{sync}");
         assert_eq!(sync["lastError"], Value::Null);
         assert_eq!(clerk.role("user_ada").as_deref(), Some("INSTRUCTOR"));
-        let patches = clerk.metadata_patches("user_ada");
-        assert_eq!(patches.iter().map(|p| p.status).collect::<Vec<_>>(), [500, 500, 500, 200]);
+        // Each retry reads the user from Clerk first (a failed read is a
+        // failed attempt), then sends.
+        let calls: Vec<_> = clerk
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with("/v1/users/user_ada"))
+            .collect();
+        let seen: Vec<(&str, u16)> = calls.iter().map(|r| (r.method.as_str(), r.status)).collect();
+        assert_eq!(seen, [("PATCH", 500), ("GET", 500), ("GET", 500), ("GET", 200), ("PATCH", 200)]);
         // Backoff: each retry waits longer than the one before (base 50 ms, jitter ≥ ½).
-        let gaps: Vec<Duration> = patches.windows(2).map(|w| w[1].at - w[0].at).collect();
+        let gaps: Vec<Duration> = calls.windows(2).take(3).map(|w| w[1].at - w[0].at).collect();
         assert!(gaps[0] >= Duration::from_millis(25), "{gaps:?}");
         assert!(gaps[2] >= Duration::from_millis(100), "{gaps:?}");
     }
@@ -182,6 +189,54 @@ both_backends! {
 }
 
 both_backends! {
+    async fn a_retry_after_beyond_the_clock_neither_kills_nor_freezes_the_worker(backend) {
+        let (app, clerk) = spawn_synced_app_with(backend, &[("CLERK_PUSH_RETRY_MAX_SECS", "1")]).await;
+        seed(&app, &clerk, &[("user_admin", Some("ADMIN")), ("user_ada", None), ("user_bob", None)]).await;
+        let token = clerk.mint_token("user_admin");
+        // u64::MAX seconds: once, adding it to a clock panicked the worker.
+        clerk.rate_limit_next_with(1, "18446744073709551615");
+
+        app.patch_role(&token, "user_ada", "INSTRUCTOR").await;
+
+        wait_until("the push lands after the clamped wait", || async {
+            clerk.role("user_ada").as_deref() == Some("INSTRUCTOR")
+        })
+        .await;
+        let patches = clerk.metadata_patches("user_ada");
+        assert_eq!(patches.iter().map(|p| p.status).collect::<Vec<_>>(), [429, 200]);
+        let waited = patches[1].at - patches[0].at;
+        assert!(waited < Duration::from_secs(5), "waited {waited:?}, not CLERK_PUSH_RETRY_MAX_SECS");
+        // A hundred years (and an HTTP date as far out): the other pushes go on.
+        clerk.rate_limit_next_with(1, "3153600000");
+        app.patch_role(&token, "user_bob", "INSTRUCTOR").await;
+        clerk.rate_limit_next_with(1, "Fri, 31 Dec 9999 23:59:59 GMT");
+        app.patch_role(&token, "user_ada", "ADMIN").await;
+        wait_until("both land", || async {
+            clerk.role("user_bob").as_deref() == Some("INSTRUCTOR") && clerk.role("user_ada").as_deref() == Some("ADMIN")
+        })
+        .await;
+        let ready: Value = app.get("/readyz").await.json().await.expect("json");
+        assert_eq!(ready["clerkPush"], "running");
+        let metrics = app.get("/metrics").await.text().await.expect("text");
+        assert!(metrics.contains("clerk_push_worker_restarts_total 0"), "the worker never died");
+    }
+
+    async fn every_accepted_clerk_timeout_works(backend) {
+        // 115 s and more once left no room in the claim's lease: no push was
+        // ever sent and the worker spun.
+        for timeout in ["115", "300"] {
+            let (app, clerk) = spawn_synced_app_with(backend, &[("CLERK_TIMEOUT_SECS", timeout)]).await;
+            seed(&app, &clerk, &[("user_admin", Some("ADMIN")), ("user_ada", None)]).await;
+            let token = clerk.mint_token("user_admin");
+
+            app.patch_role(&token, "user_ada", "INSTRUCTOR").await;
+
+            wait_until("the push lands", || async { sync_state(&app, &token, "user_ada").await["state"] == "synced" }).await;
+            assert_eq!(clerk.metadata_patches("user_ada").len(), 1, "CLERK_TIMEOUT_SECS={timeout}");
+            assert_eq!(sync_state(&app, &token, "user_ada").await["attempts"], 1, "no spinning");
+        }
+    }
+
     async fn a_rate_limit_slows_every_push_not_just_one(backend) {
         // Slots half a second apart: the 429 is surely back before the next slot.
         let (app, clerk) = spawn_synced_app_with(backend, &[("CLERK_PUSH_RATE", "2")]).await;

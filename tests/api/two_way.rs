@@ -12,26 +12,15 @@ use serde_json::json;
 
 use crate::admin_auth::seed;
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, TestDb, spawn_synced_app, test_config, wait_until};
+use crate::helpers::{
+    Backend, TestApp, TestDb, outcome, spawn_synced_app_with, test_config, wait_until,
+};
 use crate::support::clerk_emulator::{self, ClerkEmulator, Delivery};
+use crate::support::clerk_payloads::user_event;
 use crate::support::svix;
 
 async fn setup(backend: Backend) -> (TestApp, ClerkEmulator, String) {
-    let (app, clerk) = spawn_synced_app(backend).await;
-    seed(
-        &app,
-        &clerk,
-        &[("user_admin", Some("ADMIN")), ("user_ada", None)],
-    )
-    .await;
-    // From now on Clerk's webhooks wait until the test releases them.
-    clerk.send_webhooks_to(
-        &app.url("/api/webhooks/clerk"),
-        svix::TEST_SECRET,
-        Delivery::Held,
-    );
-    let token = clerk.mint_token("user_admin");
-    (app, clerk, token)
+    setup_with(backend, &[]).await
 }
 
 async fn audit(app: &TestApp, token: &str, id: &str) -> Vec<String> {
@@ -111,25 +100,171 @@ both_backends! {
         assert_eq!(clerk.metadata_patches("user_ada").len(), 1, "the edit is not pushed back");
     }
 
-    async fn a_dashboard_edit_before_the_push_lands_is_overwritten(backend) {
+    async fn a_dashboard_demotion_during_a_rate_limited_push_wins(backend) {
         let (app, clerk, token) = setup(backend).await;
-        clerk.send_webhooks_to(&app.url("/api/webhooks/clerk"), svix::TEST_SECRET, Delivery::Immediate);
-        clerk.rate_limit_next(1, 2);
+        clerk.rate_limit_next(1, 4);
 
         app.patch_role(&token, "user_ada", "ADMIN").await;
-        wait_until("the first push was refused", || async { !clerk.metadata_patches("user_ada").is_empty() }).await;
-        clerk.edit_metadata("user_ada", json!({"role": "INSTRUCTOR"}));
-        clerk.wait_for_deliveries().await;
-        assert_eq!(app.api_user(&token, "user_ada").await["role"], "ADMIN", "the pending intent holds");
+        wait_until("the push was refused", || async { refused_once(&clerk, "user_ada") }).await;
+        clerk.edit_metadata("user_ada", json!({"role": "STUDENT"}));
+        let edit = only_held(&clerk).await;
+        assert_eq!(clerk.release_webhook(&edit).await, 200);
 
-        settled(&app, &clerk, &token, "user_ada", "ADMIN").await;
-        clerk.wait_for_deliveries().await;
-        assert_eq!(app.api_user(&token, "user_ada").await["role"], "ADMIN");
+        assert_eq!(app.message_outcome(&edit).await.as_deref(), Some("applied"));
+        let user = app.api_user(&token, "user_ada").await;
+        assert_eq!(user["role"], "STUDENT", "no admin access left");
+        assert_eq!(user["sync"]["state"], "synced", "the stale push is cancelled: {user}");
+        assert_eq!(user["sync"]["nextAttemptAt"], serde_json::Value::Null, "and never retried");
+        assert_eq!(clerk.role("user_ada").as_deref(), Some("STUDENT"));
         assert_eq!(
             audit(&app, &token, "user_ada").await,
-            ["clerk_webhook:STUDENT", "admin_api:ADMIN"]
+            ["clerk_webhook:STUDENT", "admin_api:ADMIN", "clerk_webhook:STUDENT"]
         );
+        assert_eq!(app.stats().await.admins, 1);
     }
+
+    async fn a_retry_reads_clerk_first_so_a_late_webhook_cannot_lose(backend) {
+        let (app, clerk, token) = setup(backend).await;
+        clerk.rate_limit_next(1, 1);
+
+        app.patch_role(&token, "user_ada", "ADMIN").await;
+        wait_until("the push was refused", || async { refused_once(&clerk, "user_ada") }).await;
+        // The demotion's webhook is late: it is still held when the retry is due.
+        clerk.edit_metadata("user_ada", json!({"role": "INSTRUCTOR"}));
+
+        settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
+        assert_eq!(clerk.metadata_patches("user_ada").len(), 1, "the stale retry was never sent");
+        assert!(clerk.requests().iter().any(|r| r.method == "GET" && r.path == "/v1/users/user_ada"));
+        assert_eq!(
+            audit(&app, &token, "user_ada").await,
+            ["clerk_webhook:STUDENT", "admin_api:ADMIN", "clerk_webhook:INSTRUCTOR"]
+        );
+        let late = only_held(&clerk).await;
+        assert_eq!(clerk.release_webhook(&late).await, 200);
+        assert_eq!(app.message_outcome(&late).await.as_deref(), Some("unchanged"));
+        assert_eq!(audit(&app, &token, "user_ada").await.len(), 3);
+    }
+
+    async fn within_the_allowance_a_racing_promotion_never_undoes_a_demotion(backend) {
+        let (app, clerk, token) = setup(backend).await;
+        make_admin(&app, &clerk, &token, "user_ada").await;
+        clerk.rate_limit_next(1, 1);
+
+        app.patch_role(&token, "user_ada", "STUDENT").await;
+        wait_until("the push was refused", || async { refused_once(&clerk, "user_ada") }).await;
+        clerk.edit_metadata("user_ada", json!({"role": "INSTRUCTOR"}));
+        let edit = only_held(&clerk).await;
+        assert_eq!(clerk.release_webhook(&edit).await, 200);
+        assert_eq!(app.message_outcome(&edit).await.as_deref(), Some("unchanged"));
+        assert_eq!(app.api_user(&token, "user_ada").await["role"], "STUDENT");
+
+        settled(&app, &clerk, &token, "user_ada", "STUDENT").await;
+        assert_eq!(clerk.metadata_patches("user_ada").len(), 3, "the demotion was pushed");
+    }
+
+    async fn beyond_the_allowance_the_later_edit_wins_even_a_promotion(backend) {
+        let (app, clerk, token) = setup_with(backend, &[("CLOCK_SKEW_ALLOWANCE_MS", "0")]).await;
+        make_admin(&app, &clerk, &token, "user_ada").await;
+        clerk.rate_limit_next(1, 1);
+
+        app.patch_role(&token, "user_ada", "STUDENT").await;
+        wait_until("the push was refused", || async { refused_once(&clerk, "user_ada") }).await;
+        clerk.edit_metadata("user_ada", json!({"role": "INSTRUCTOR"}));
+        let edit = only_held(&clerk).await;
+        assert_eq!(clerk.release_webhook(&edit).await, 200);
+
+        assert_eq!(app.message_outcome(&edit).await.as_deref(), Some("applied"));
+        settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
+        assert_eq!(clerk.metadata_patches("user_ada").len(), 2, "the older demotion was never sent");
+    }
+}
+
+/// Whether Clerk answered the last push for `id` with 429.
+fn refused_once(clerk: &ClerkEmulator, id: &str) -> bool {
+    clerk
+        .metadata_patches(id)
+        .last()
+        .is_some_and(|patch| patch.status == 429)
+}
+
+/// The one webhook Clerk holds, once our push's answer is in (so its echo,
+/// if any, would be held too).
+async fn only_held(clerk: &ClerkEmulator) -> String {
+    let held = clerk.held_webhooks();
+    assert_eq!(held.len(), 1, "{held:?}");
+    held[0].svix_id.clone()
+}
+
+/// Makes `id` an admin on both sides, with every webhook delivered.
+async fn make_admin(app: &TestApp, clerk: &ClerkEmulator, token: &str, id: &str) {
+    app.patch_role(token, id, "ADMIN").await;
+    wait_until("the promotion landed", || async {
+        clerk.role(id).as_deref() == Some("ADMIN")
+    })
+    .await;
+    clerk.release_all_webhooks(false).await;
+    settled(app, clerk, token, id, "ADMIN").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_secret_key_a_dashboard_demotion_still_wins() {
+    for backend in [Backend::Postgres, Backend::Sqlite] {
+        let app = crate::helpers::spawn_app_with(
+            backend,
+            &[("CLERK_JWT_KEY", clerk_emulator::primary_public_pem())],
+        )
+        .await;
+        let clerk = ClerkEmulator::start().await;
+        let now = chrono::Utc::now().timestamp_millis();
+        for (id, role) in [("user_admin", Some("ADMIN")), ("user_u", None)] {
+            let created = user_event("user.created", id, now - 120_000, role);
+            assert_eq!(app.post_webhook(&created).await.status(), 200);
+        }
+        let token = clerk.mint_token("user_admin");
+        assert_eq!(
+            app.patch_role(&token, "user_u", "ADMIN").await.status(),
+            200
+        );
+
+        // Only the newest Clerk state may cancel: an older one is stale.
+        let older = user_event("user.updated", "user_u", now - 130_000, None);
+        assert_eq!(outcome(app.post_webhook(&older).await).await, "stale");
+        assert_eq!(app.user("user_u").await.expect("user").role, "ADMIN");
+
+        // The push never leaves; the operator's demotion in Clerk still wins.
+        let demotion = user_event(
+            "user.updated",
+            "user_u",
+            chrono::Utc::now().timestamp_millis(),
+            Some("STUDENT"),
+        );
+        assert_eq!(
+            outcome(app.post_webhook(&demotion).await).await,
+            "applied",
+            "{backend:?}"
+        );
+        let user = app.api_user(&token, "user_u").await;
+        assert_eq!(user["role"], "STUDENT");
+        assert_eq!(user["sync"]["state"], "synced", "{user}");
+        assert_eq!(app.stats().await.admins, 1);
+    }
+}
+
+async fn setup_with(backend: Backend, extra: &[(&str, &str)]) -> (TestApp, ClerkEmulator, String) {
+    let (app, clerk) = spawn_synced_app_with(backend, extra).await;
+    seed(
+        &app,
+        &clerk,
+        &[("user_admin", Some("ADMIN")), ("user_ada", None)],
+    )
+    .await;
+    clerk.send_webhooks_to(
+        &app.url("/api/webhooks/clerk"),
+        svix::TEST_SECRET,
+        Delivery::Held,
+    );
+    let token = clerk.mint_token("user_admin");
+    (app, clerk, token)
 }
 
 async fn seed_pending(config: &Config, ids: &[String]) {
@@ -166,10 +301,10 @@ async fn two_workers_on_one_postgres_push_every_row_once() {
     seed_pending(&config, &ids).await;
 
     let mut handles = Vec::new();
-    for _ in 0..2 {
-        let app = Application::build(config.clone())
-            .await
-            .expect("a replica starts");
+    for replica in 0..2 {
+        let mut config = config.clone();
+        config.replica_id = format!("replica-{replica}");
+        let app = Application::build(config).await.expect("a replica starts");
         handles.push(app.handle());
         tokio::spawn(app.run_until_stopped());
     }

@@ -120,6 +120,8 @@ pub struct RecordedRequest {
     /// The status the emulator answered; 0 while the answer is still pending
     /// (see `set_delay`).
     pub status: u16,
+    /// When the answer (and the request's effect) came; `None` until then.
+    pub answered: Option<Instant>,
 }
 
 /// A webhook queued in `Delivery::Held` mode.
@@ -178,10 +180,11 @@ impl Shared {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Fault {
     Status(u16),
-    RateLimited(u64),
+    /// 429 with this `Retry-After` value, exactly as given.
+    RateLimited(String),
 }
 
 #[derive(Clone, Debug)]
@@ -222,7 +225,7 @@ struct Outbound {
 struct Reply {
     status: u16,
     body: Value,
-    retry_after: Option<u64>,
+    retry_after: Option<String>,
 }
 
 impl Reply {
@@ -273,8 +276,8 @@ impl Reply {
 
     fn fault(fault: Fault) -> Self {
         match fault {
-            Fault::RateLimited(secs) => Self {
-                retry_after: Some(secs),
+            Fault::RateLimited(retry_after) => Self {
+                retry_after: Some(retry_after),
                 ..Self::error(
                     429,
                     "too_many_requests",
@@ -314,6 +317,13 @@ struct State {
     requests: Vec<RecordedRequest>,
     jwks_requests: usize,
     rotated_published: bool,
+    /// The primary key is no longer served (Clerk rotated it out).
+    primary_retired: bool,
+    /// `GET /v1/jwks` answers 503 while set.
+    jwks_down: bool,
+    /// Added to Clerk's clock, in ms: Clerk's `updated_at` runs ahead
+    /// (or behind, when negative) of ours.
+    skew_ms: i64,
     target: Option<Target>,
     held: VecDeque<Message>,
     /// Every message delivered (or being delivered) at least once, by svix id.
@@ -331,7 +341,7 @@ impl State {
 
     /// Clerk's clock: milliseconds, strictly increasing across writes.
     fn tick(&mut self) -> i64 {
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = chrono::Utc::now().timestamp_millis() + self.skew_ms;
         self.clock_ms = now.max(self.clock_ms + 1);
         self.clock_ms
     }
@@ -433,6 +443,7 @@ impl State {
         }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (method, segments.as_slice()) {
+            ("GET", ["v1", "jwks"]) if self.jwks_down => (Reply::fault(Fault::Status(503)), None),
             ("GET", ["v1", "jwks"]) => (self.jwks(), None),
             ("GET", ["v1", "users"]) => (self.list_users(query), None),
             ("GET", ["v1", "users", "count"]) => (
@@ -450,7 +461,10 @@ impl State {
     }
 
     fn jwks(&self) -> Reply {
-        let mut keys = vec![SigningKey::Primary.jwk()];
+        let mut keys = Vec::new();
+        if !self.primary_retired {
+            keys.push(SigningKey::Primary.jwk());
+        }
         if self.rotated_published {
             keys.push(SigningKey::Rotated.jwk());
         }
@@ -773,6 +787,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
             authorization: authorization.clone(),
             body: recorded_body,
             status: 0,
+            answered: None,
         });
         let delay = if is_users {
             state.delay
@@ -799,14 +814,15 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
             ),
         };
         state.requests[index].status = reply.status;
+        state.requests[index].answered = Some(Instant::now());
         (reply, outbound)
     };
     shared.clone().into_inner().dispatch(outbound);
 
     let status = StatusCode::from_u16(reply.status).expect("a valid HTTP status");
     let mut response = HttpResponse::build(status);
-    if let Some(secs) = reply.retry_after {
-        response.insert_header(("Retry-After", secs.to_string()));
+    if let Some(retry_after) = reply.retry_after {
+        response.insert_header(("Retry-After", retry_after));
     }
     response.json(reply.body)
 }
@@ -936,9 +952,15 @@ impl ClerkEmulator {
     /// The next `count` requests to `/v1/users...` answer 429 with
     /// `Retry-After: retry_after_secs` and no effect.
     pub fn rate_limit_next(&self, count: usize, retry_after_secs: u64) {
+        self.rate_limit_next_with(count, &retry_after_secs.to_string());
+    }
+
+    /// Like [`rate_limit_next`](Self::rate_limit_next), with any
+    /// `Retry-After` value (an HTTP date, a number too large for a clock).
+    pub fn rate_limit_next_with(&self, count: usize, retry_after: &str) {
         let mut state = self.shared.lock();
         state.faults.extend(std::iter::repeat_n(
-            Fault::RateLimited(retry_after_secs),
+            Fault::RateLimited(retry_after.to_owned()),
             count,
         ));
     }
@@ -1061,19 +1083,7 @@ impl ClerkEmulator {
 
     /// A session token for `sub`, as Clerk's Frontend API issues it.
     pub fn mint_token(&self, sub: &str) -> String {
-        let now = chrono::Utc::now().timestamp();
-        self.mint_token_with(
-            SigningKey::Primary,
-            json!({
-                "iss": ISSUER,
-                "sub": sub,
-                "sid": format!("sess_{}", random_token(27)),
-                "azp": AUTHORIZED_PARTY,
-                "iat": now,
-                "nbf": now - 2,
-                "exp": now + 60,
-            }),
-        )
+        self.mint_token_custom(sub, json!({}), Some("JWT"))
     }
 
     /// A token with exactly `claims`, signed RS256 by `key` under its `kid`.
@@ -1088,5 +1098,44 @@ impl ClerkEmulator {
     /// From now on `GET /v1/jwks` also serves the rotated key.
     pub fn publish_rotated_key(&self) {
         self.shared.lock().rotated_published = true;
+    }
+
+    /// From now on `GET /v1/jwks` no longer serves the primary key.
+    pub fn retire_primary_key(&self) {
+        self.shared.lock().primary_retired = true;
+    }
+
+    /// While `down`, `GET /v1/jwks` answers 503.
+    pub fn set_jwks_down(&self, down: bool) {
+        self.shared.lock().jwks_down = down;
+    }
+
+    /// Runs Clerk's clock `skew` ahead of ours (behind when negative).
+    pub fn set_clock_skew(&self, skew: chrono::TimeDelta) {
+        self.shared.lock().skew_ms = skew.num_milliseconds();
+    }
+
+    /// A session token for `sub` with extra or changed `claims`, and the
+    /// header's `typ` set to `typ` (`None`: no `typ`).
+    pub fn mint_token_custom(&self, sub: &str, claims: Value, typ: Option<&str>) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let mut all = json!({
+            "iss": ISSUER,
+            "sub": sub,
+            "sid": format!("sess_{}", random_token(27)),
+            "azp": AUTHORIZED_PARTY,
+            "iat": now,
+            "nbf": now - 2,
+            "exp": now + 60,
+        });
+        if let (Some(all), Value::Object(extra)) = (all.as_object_mut(), claims) {
+            all.extend(extra);
+        }
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(SigningKey::Primary.kid().to_owned());
+        header.typ = typ.map(str::to_owned);
+        let encoding_key = EncodingKey::from_rsa_pem(SigningKey::Primary.private_pem().as_bytes())
+            .expect("the test signing key is an RSA PEM");
+        jsonwebtoken::encode(&header, &all, &encoding_key).expect("signing a test token")
     }
 }
