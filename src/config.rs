@@ -76,6 +76,9 @@ pub struct ClerkConfig {
     pub jwks_min_refetch: Duration,
     /// How long a fetched JWKS is trusted before it is fetched again.
     pub jwks_cache_ttl: Duration,
+    /// `User-Agent` of requests to Clerk: the version and the replica, so
+    /// that Clerk's logs (and support) can tell replicas apart.
+    pub user_agent: String,
 }
 
 /// How the worker pushes roles to Clerk.
@@ -201,6 +204,7 @@ impl Config {
             })
             .transpose()?;
 
+        let replica_id = replica_id(var("REPLICA_ID"))?;
         Ok(Self {
             database,
             database_max_connections: ranged(&var, "DATABASE_MAX_CONNECTIONS", 10, 1..=1000)?,
@@ -236,6 +240,10 @@ impl Config {
                 },
                 jwks_min_refetch: secs(ranged(&var, "CLERK_JWKS_REFRESH_SECS", 5, 1..=3600)?),
                 jwks_cache_ttl: secs(ranged(&var, "CLERK_JWKS_CACHE_SECS", 300, 1..=86_400)?),
+                user_agent: format!(
+                    "clerk-role-sync/{} ({replica_id})",
+                    env!("CARGO_PKG_VERSION")
+                ),
             },
             cors_allowed_origins: list(var("CORS_ALLOWED_ORIGINS")),
             log_format: match var("LOG_FORMAT").as_deref().map(str::trim) {
@@ -247,7 +255,7 @@ impl Config {
             webhook_events_retention: secs(
                 ranged(&var, "WEBHOOK_EVENTS_RETENTION_DAYS", 30, 1..=3650)? * 86_400,
             ),
-            replica_id: replica_id(var("REPLICA_ID"))?,
+            replica_id,
         })
     }
 }

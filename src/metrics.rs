@@ -6,6 +6,10 @@
 //! | `clerk_webhook_refusals_total` | `reason` (missing_header, bad_signature, timestamp, too_large, body_timeout, busy, malformed_body, not_configured, database) |
 //! | `clerk_push_attempts_total` | `result` (landed, retry, rate_limited, failed, cancelled: a newer dashboard edit won before a retry) |
 //! | `clerk_push_worker_restarts_total` | the push worker ended or panicked and was started again |
+//! | `clerk_push_claims_held` | pushes this replica is sending now (its claims) |
+//! | `clerk_push_lease_renewals_total` | claims whose lease this replica renewed while their push was in flight |
+//! | `clerk_push_leases_expired_total` | claims this replica took over from an owner whose lease had expired (a replica that died) |
+//! | `clerk_push_claims_taken_back_total` | claims left by an earlier run of this replica, taken back at its start |
 //! | `clerk_push_pending` | pushes queued or retrying |
 //! | `clerk_push_oldest_pending_seconds` | age of the oldest queued push |
 //! | `http_request_duration_seconds` | `method`, `route`, `status` (a histogram; its `_count` counts requests) |
@@ -51,6 +55,10 @@ pub struct Metrics {
     webhook_refusals: IntCounterVec,
     push_attempts: IntCounterVec,
     pub push_worker_restarts: IntCounter,
+    pub push_claims_held: IntGauge,
+    pub push_lease_renewals: IntCounter,
+    pub push_leases_expired: IntCounter,
+    pub push_claims_taken_back: IntCounter,
     pub push_pending: IntGauge,
     pub push_oldest_pending: Gauge,
     http_requests: HistogramVec,
@@ -89,6 +97,26 @@ impl Metrics {
                 "Times the push worker ended or panicked and was started again",
             )
             .expect("valid metric"),
+            push_claims_held: IntGauge::new(
+                "clerk_push_claims_held",
+                "Pushes this replica is sending now (the claims it holds)",
+            )
+            .expect("valid metric"),
+            push_lease_renewals: IntCounter::new(
+                "clerk_push_lease_renewals_total",
+                "Claims whose lease this replica renewed while their push was in flight",
+            )
+            .expect("valid metric"),
+            push_leases_expired: IntCounter::new(
+                "clerk_push_leases_expired_total",
+                "Claims taken over from an owner whose lease had expired",
+            )
+            .expect("valid metric"),
+            push_claims_taken_back: IntCounter::new(
+                "clerk_push_claims_taken_back_total",
+                "Claims left by an earlier run of this replica, taken back at its start",
+            )
+            .expect("valid metric"),
             push_pending: IntGauge::new("clerk_push_pending", "Role pushes queued or retrying")
                 .expect("valid metric"),
             push_oldest_pending: Gauge::new(
@@ -114,6 +142,10 @@ impl Metrics {
             Box::new(metrics.webhook_refusals.clone()),
             Box::new(metrics.push_attempts.clone()),
             Box::new(metrics.push_worker_restarts.clone()),
+            Box::new(metrics.push_claims_held.clone()),
+            Box::new(metrics.push_lease_renewals.clone()),
+            Box::new(metrics.push_leases_expired.clone()),
+            Box::new(metrics.push_claims_taken_back.clone()),
             Box::new(metrics.push_pending.clone()),
             Box::new(metrics.push_oldest_pending.clone()),
             Box::new(metrics.http_requests.clone()),

@@ -87,7 +87,7 @@ impl ClerkClient {
         let http = reqwest::Client::builder()
             .timeout(config.push.timeout)
             .connect_timeout(config.push.timeout)
-            .user_agent(concat!("clerk-role-sync/", env!("CARGO_PKG_VERSION")))
+            .user_agent(&config.user_agent)
             .build()
             .ok()?;
         Some(Self {

@@ -28,6 +28,8 @@ pub struct SyncRow {
     pub claimed_by: Option<String>,
     /// Clerk's `updated_at` of the newest state known at the commit.
     pub seen_clerk_updated_at: Option<i64>,
+    /// This claim took the row over from an owner whose lease expired.
+    pub taken_over: bool,
 }
 
 impl SyncRow {

@@ -51,12 +51,13 @@ pub trait Dialect {
 /// binds them.
 fn claim_sql(locking: &str) -> String {
     format!(
-        "UPDATE clerk_sync SET claimed_until = $1, claimed_by = $2, attempts = attempts + 1 \
+        "UPDATE clerk_sync SET claimed_until = $1, claimed_by = $2, attempts = attempts + 1, \
+             taken_over = (claimed_by IS NOT NULL) \
          WHERE user_id IN ( \
              SELECT user_id FROM clerk_sync \
              WHERE next_attempt_at <= $3 AND (claimed_until IS NULL OR claimed_until < $3) \
              ORDER BY next_attempt_at LIMIT $4 {locking}) \
-         RETURNING user_id, desired_role, version, attempts, next_attempt_at, last_error, claimed_until, queued_at, claimed_by, seen_clerk_updated_at"
+         RETURNING user_id, desired_role, version, attempts, next_attempt_at, last_error, claimed_until, queued_at, claimed_by, seen_clerk_updated_at, taken_over"
     )
 }
 

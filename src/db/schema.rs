@@ -52,6 +52,7 @@ diesel::table! {
         queued_at -> Nullable<Timestamp>,
         claimed_by -> Nullable<Text>,
         seen_clerk_updated_at -> Nullable<BigInt>,
+        taken_over -> Bool,
     }
 }
 

@@ -174,7 +174,12 @@ impl PushWorker {
         // are ours to take back now rather than when their lease expires.
         match self.release_own_claims().await {
             Ok(0) => {}
-            Ok(claims) => tracing::info!(claims, "took back claims left by an earlier run"),
+            Ok(claims) => {
+                tracing::info!(claims, "took back claims left by an earlier run");
+                self.metrics
+                    .push_claims_taken_back
+                    .inc_by(u64::try_from(claims).unwrap_or(0));
+            }
             Err(error) => tracing::warn!(%error, "could not take back earlier claims"),
         }
         let mut in_flight = FuturesUnordered::new();
@@ -190,9 +195,12 @@ impl PushWorker {
                 renewed_at = Instant::now();
                 if !held.is_empty() {
                     let ids: Vec<String> = held.iter().cloned().collect();
-                    let renewed = drive(&mut in_flight, &mut held, self.renew(&ids)).await;
-                    if let Err(error) = renewed {
-                        tracing::warn!(%error, "could not renew claims");
+                    match drive(&mut in_flight, &mut held, self.renew(&ids)).await {
+                        Ok(renewed) => self
+                            .metrics
+                            .push_lease_renewals
+                            .inc_by(u64::try_from(renewed).unwrap_or(0)),
+                        Err(error) => tracing::warn!(%error, "could not renew claims"),
                     }
                 }
             }
@@ -203,6 +211,10 @@ impl PushWorker {
                 match drive(&mut in_flight, &mut held, self.claim()).await {
                     Ok(Some(row)) => {
                         self.pacer.take();
+                        if row.taken_over {
+                            tracing::warn!(user.id = %row.user_id, "took over a push whose owner's lease expired");
+                            self.metrics.push_leases_expired.inc();
+                        }
                         held.insert(row.user_id.clone());
                         in_flight.push(self.push(row));
                         wait = self.pacer.until_ready();
@@ -218,6 +230,9 @@ impl PushWorker {
             let wait = wait
                 .min(POLL)
                 .min(RENEW_EVERY.saturating_sub(renewed_at.elapsed()));
+            self.metrics
+                .push_claims_held
+                .set(i64::try_from(held.len()).unwrap_or(i64::MAX));
             // A wake-up that came while claiming left a permit: nothing is missed.
             tokio::select! {
                 Some(done) = in_flight.next(), if !in_flight.is_empty() => {
@@ -228,6 +243,7 @@ impl PushWorker {
                 _ = stop.changed(), if !stopping => {}
             }
         }
+        self.metrics.push_claims_held.set(0);
         // Anything still claimed (a result that could not be recorded) goes
         // back to the other replicas now.
         if let Err(error) = self.release_own_claims().await {

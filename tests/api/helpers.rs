@@ -216,8 +216,18 @@ impl TestApp {
     /// Stops the service gracefully (a push in flight finishes) and starts
     /// it again on the same database, on a new port.
     pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start().await;
+    }
+
+    /// Stops the service gracefully; [`start`](Self::start) brings it back.
+    pub async fn stop(&mut self) {
         self.server.stop(true).await;
         (&mut self.running).await.expect("joined").expect("served");
+    }
+
+    /// Starts the stopped service again on the same database, on a new port.
+    pub async fn start(&mut self) {
         let (address, metrics_address, server, running) = start(&self.config).await;
         self.address = address;
         self.metrics_address = metrics_address;

@@ -16,6 +16,7 @@ mod health;
 mod observability;
 mod openapi;
 mod push;
+mod replicas;
 mod storage;
 mod two_way;
 mod webhooks;

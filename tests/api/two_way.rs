@@ -365,6 +365,106 @@ async fn shutdown_lets_a_push_in_flight_finish() {
         !row.is_pending(),
         "recorded as landed before the worker stopped: {row:?}"
     );
+    assert_eq!(
+        row.claimed_by, None,
+        "no claim outlives a graceful shutdown"
+    );
+}
+
+/// Sets the claim on `id`'s queued push, as a replica that died would
+/// have left it.
+async fn leave_claim(app: &TestApp, id: &str, owner: &str, lease: chrono::TimeDelta) {
+    use clerk_role_sync::db::schema::clerk_sync;
+    use diesel::{ExpressionMethods as _, QueryDsl as _};
+    use diesel_async::RunQueryDsl as _;
+    let until = chrono::Utc::now().naive_utc() + lease;
+    let claimed: Result<usize, clerk_role_sync::db::DbError> = with_conn!(app.db, conn => {
+        Ok(diesel::update(clerk_sync::table.find(id))
+            .set((
+                clerk_sync::claimed_by.eq(Some(owner)),
+                clerk_sync::claimed_until.eq(Some(until)),
+                clerk_sync::attempts.eq(1),
+            ))
+            .execute(conn)
+            .await?)
+    });
+    assert_eq!(claimed.expect("claim left"), 1);
+}
+
+/// `name value` of one sample of `/metrics`.
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app.get("/metrics").await.text().await.expect("text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+both_backends! {
+    async fn a_restarted_replica_takes_its_old_claims_back_at_once(backend) {
+        let (mut app, clerk, token) = setup_with(backend, &[("REPLICA_ID", "replica-a")]).await;
+        clerk.send_webhooks_to(&app.url("/api/webhooks/clerk"), svix::TEST_SECRET, Delivery::Immediate);
+        app.stop().await;
+        // A change queued while the replica was down, and claimed by it
+        // just before it died (`kill -9`): an hour of lease left.
+        let admin = ClerkUserId::parse("user_admin").expect("an id");
+        let change = users::RoleChange { user_id: ClerkUserId::parse("user_ada").expect("an id"), role: Role::Instructor };
+        let changed = with_conn!(app.db, conn => users::change_roles(conn, &[change], &admin).await);
+        changed.expect("changed");
+        leave_claim(&app, "user_ada", "replica-a", chrono::TimeDelta::hours(1)).await;
+
+        let restarted = std::time::Instant::now();
+        app.start().await;
+
+        settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
+        assert!(restarted.elapsed() < Duration::from_secs(5), "taken back after {:?}", restarted.elapsed());
+        assert_eq!(clerk.metadata_patches("user_ada").len(), 1);
+        assert_eq!(metric(&app, "clerk_push_claims_taken_back_total").await, 1.0);
+        assert_eq!(metric(&app, "clerk_push_leases_expired_total").await, 0.0);
+    }
+
+    async fn another_replicas_claim_is_taken_over_when_its_lease_expires(backend) {
+        let (mut app, clerk, token) = setup_with(backend, &[("REPLICA_ID", "replica-a")]).await;
+        clerk.send_webhooks_to(&app.url("/api/webhooks/clerk"), svix::TEST_SECRET, Delivery::Immediate);
+        app.stop().await;
+        let admin = ClerkUserId::parse("user_admin").expect("an id");
+        let change = users::RoleChange { user_id: ClerkUserId::parse("user_ada").expect("an id"), role: Role::Instructor };
+        let changed = with_conn!(app.db, conn => users::change_roles(conn, &[change], &admin).await);
+        changed.expect("changed");
+        // replica-b died holding the claim with 2 s of lease left.
+        let lease = chrono::TimeDelta::seconds(2);
+        let expires = std::time::Instant::now() + Duration::from_secs(2);
+        leave_claim(&app, "user_ada", "replica-b", lease).await;
+
+        app.start().await;
+
+        settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
+        let push = &clerk.metadata_patches("user_ada")[0];
+        assert!(push.at + Duration::from_millis(100) >= expires, "a live claim of another replica was taken");
+        assert!(push.at < expires + Duration::from_secs(3), "taken over late");
+        assert_eq!(metric(&app, "clerk_push_leases_expired_total").await, 1.0);
+    }
+
+    async fn a_newer_change_waits_only_for_the_push_in_flight(backend) {
+        let (app, clerk, token) = setup(backend).await;
+        clerk.set_delay(Duration::from_millis(600));
+
+        app.patch_role(&token, "user_ada", "INSTRUCTOR").await;
+        wait_until("the first push is in flight", || async {
+            clerk.metadata_patches("user_ada").iter().any(|p| p.status == 0)
+        })
+        .await;
+        app.patch_role(&token, "user_ada", "ADMIN").await;
+        wait_until("the newer role reaches Clerk", || async { clerk.role("user_ada").as_deref() == Some("ADMIN") }).await;
+
+        let pushes = clerk.metadata_patches("user_ada");
+        assert_eq!(pushes.len(), 2);
+        let first_answered = pushes[0].answered.expect("answered");
+        let waited = pushes[1].at.saturating_duration_since(first_answered);
+        assert!(waited < Duration::from_millis(500), "the newer push waited {waited:?} after the one in flight");
+        clerk.set_delay(Duration::ZERO);
+        clerk.release_all_webhooks(false).await;
+        settled(&app, &clerk, &token, "user_ada", "ADMIN").await;
+    }
 }
 
 both_backends! {

@@ -100,7 +100,14 @@ pub enum Delivery {
     Immediate,
     /// Queued until `release_webhook`/`release_all_webhooks`.
     Held,
+    /// Sent right after each change as Svix does behind a load balancer:
+    /// to the endpoints in turn, retried (on the next one) until one
+    /// answers 2xx, for up to [`SVIX_RETRY_DEADLINE`].
+    Retried,
 }
+
+/// How long a `Delivery::Retried` message is retried.
+pub const SVIX_RETRY_DEADLINE: Duration = Duration::from_secs(60);
 
 /// One request the emulator received.
 #[derive(Clone, Debug)]
@@ -122,6 +129,8 @@ pub struct RecordedRequest {
     pub status: u16,
     /// When the answer (and the request's effect) came; `None` until then.
     pub answered: Option<Instant>,
+    /// The `User-Agent` header (the service names its replica there).
+    pub user_agent: Option<String>,
 }
 
 /// A webhook queued in `Delivery::Held` mode.
@@ -174,7 +183,12 @@ impl Shared {
         };
         let shared = Arc::clone(self);
         self.runtime.spawn(async move {
-            deliver(&shared.client, &target, &message).await;
+            match target.delivery {
+                Delivery::Retried => deliver_until_accepted(&shared, &target, &message).await,
+                _ => {
+                    deliver(&shared.client, &target, &target.endpoints[0], &message).await;
+                }
+            }
             shared.lock().in_flight -= 1;
         });
     }
@@ -189,7 +203,8 @@ enum Fault {
 
 #[derive(Clone, Debug)]
 struct Target {
-    endpoint: String,
+    /// Where webhooks go; `Delivery::Retried` spreads them over all.
+    endpoints: Vec<String>,
     secret: String,
     delivery: Delivery,
 }
@@ -325,6 +340,8 @@ struct State {
     /// (or behind, when negative) of ours.
     skew_ms: i64,
     target: Option<Target>,
+    /// Where the next `Delivery::Retried` message starts.
+    next_endpoint: usize,
     held: VecDeque<Message>,
     /// Every message delivered (or being delivered) at least once, by svix id.
     sent: HashMap<String, Message>,
@@ -387,7 +404,7 @@ impl State {
                 self.held.push_back(message);
                 None
             }
-            Delivery::Immediate => {
+            Delivery::Immediate | Delivery::Retried => {
                 self.in_flight += 1;
                 self.sent.insert(message.svix_id.clone(), message.clone());
                 Some(Outbound { target, message })
@@ -729,11 +746,16 @@ fn random_token(len: usize) -> String {
 
 /// POSTs `message` to `target`, signed now; the status, or 0 when no HTTP
 /// answer came back (connection refused, timeout).
-async fn deliver(client: &reqwest::Client, target: &Target, message: &Message) -> u16 {
+async fn deliver(
+    client: &reqwest::Client,
+    target: &Target,
+    endpoint: &str,
+    message: &Message,
+) -> u16 {
     let timestamp = svix::now();
     let signature = svix::sign(&target.secret, &message.svix_id, timestamp, &message.bytes);
     let sent = client
-        .post(&target.endpoint)
+        .post(endpoint)
         .header("svix-id", &message.svix_id)
         .header("svix-timestamp", timestamp.to_string())
         .header("svix-signature", signature)
@@ -744,6 +766,25 @@ async fn deliver(client: &reqwest::Client, target: &Target, message: &Message) -
     match sent {
         Ok(response) => response.status().as_u16(),
         Err(_) => 0,
+    }
+}
+
+/// Sends `message` to the target's endpoints in turn until one accepts it.
+async fn deliver_until_accepted(shared: &Shared, target: &Target, message: &Message) {
+    let deadline = Instant::now() + SVIX_RETRY_DEADLINE;
+    let start = {
+        let mut state = shared.lock();
+        state.next_endpoint = state.next_endpoint.wrapping_add(1);
+        state.next_endpoint
+    };
+    for attempt in 0.. {
+        let endpoint = &target.endpoints[(start + attempt) % target.endpoints.len()];
+        let status = deliver(&shared.client, target, endpoint, message).await;
+        if (200..300).contains(&status) || Instant::now() > deadline {
+            return;
+        }
+        let pause = Duration::from_millis(20 * u64::try_from(attempt.min(10)).unwrap_or(10));
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -788,6 +829,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
             body: recorded_body,
             status: 0,
             answered: None,
+            user_agent: header("user-agent"),
         });
         let delay = if is_users {
             state.delay
@@ -965,6 +1007,11 @@ impl ClerkEmulator {
         ));
     }
 
+    /// Forgets the faults not yet used up.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
     /// Every `/v1/users...` request waits this long before taking effect
     /// and answering (`Duration::ZERO` to stop).
     pub fn set_delay(&self, delay: Duration) {
@@ -996,8 +1043,15 @@ impl ClerkEmulator {
     /// From now on, every change is sent as a webhook to `endpoint`, signed
     /// with `secret` (`whsec_…`).
     pub fn send_webhooks_to(&self, endpoint: &str, secret: &str, delivery: Delivery) {
+        self.send_webhooks_to_any(&[endpoint.to_owned()], secret, delivery);
+    }
+
+    /// Like [`send_webhooks_to`](Self::send_webhooks_to), with several
+    /// endpoints (replicas); held messages are released to the first.
+    pub fn send_webhooks_to_any(&self, endpoints: &[String], secret: &str, delivery: Delivery) {
+        assert!(!endpoints.is_empty(), "webhooks need an endpoint");
         self.shared.lock().target = Some(Target {
-            endpoint: endpoint.to_owned(),
+            endpoints: endpoints.to_vec(),
             secret: secret.to_owned(),
             delivery,
         });
@@ -1025,7 +1079,7 @@ impl ClerkEmulator {
             state.sent.insert(message.svix_id.clone(), message.clone());
             (state.current_target(), message)
         };
-        deliver(&self.shared.client, &target, &message).await
+        deliver(&self.shared.client, &target, &target.endpoints[0], &message).await
     }
 
     /// Delivers every held webhook, oldest first (newest first when
@@ -1044,7 +1098,8 @@ impl ClerkEmulator {
         }
         let mut statuses = Vec::with_capacity(messages.len());
         for message in &messages {
-            statuses.push(deliver(&self.shared.client, &target, message).await);
+            statuses
+                .push(deliver(&self.shared.client, &target, &target.endpoints[0], message).await);
         }
         statuses
     }
@@ -1061,7 +1116,7 @@ impl ClerkEmulator {
                 .unwrap_or_else(|| panic!("webhook {svix_id} was never delivered"));
             (state.current_target(), message)
         };
-        deliver(&self.shared.client, &target, &message).await
+        deliver(&self.shared.client, &target, &target.endpoints[0], &message).await
     }
 
     /// Waits until every Immediate delivery started so far has finished

@@ -16,3 +16,7 @@ ALTER TABLE users ADD COLUMN clerk_from_push BOOLEAN NOT NULL DEFAULT FALSE;
 -- outbox was committed: a Clerk state the admin had already seen is not a
 -- newer intent, and cannot cancel their change.
 ALTER TABLE clerk_sync ADD COLUMN seen_clerk_updated_at BIGINT;
+
+-- The current claim took the row over from an owner whose lease had
+-- expired (a replica that died): counted in /metrics.
+ALTER TABLE clerk_sync ADD COLUMN taken_over BOOLEAN NOT NULL DEFAULT FALSE;
