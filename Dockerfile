@@ -3,11 +3,25 @@
 # Build stage: a release binary with everything (migrations, Swagger UI) embedded.
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
+# Dependencies first, in their own layer: the workspace's manifests with
+# stand-in sources (cargo reads every target the manifests name), so this
+# layer is rebuilt only when Cargo.toml, loadgen/Cargo.toml or Cargo.lock
+# change.
 COPY Cargo.toml Cargo.lock ./
+COPY loadgen/Cargo.toml loadgen/
+RUN mkdir -p src benches tests/api loadgen/src \
+    && touch src/lib.rs \
+    && for stub in src/main.rs tests/api/main.rs loadgen/src/main.rs \
+        $(sed -n '/^\[\[bench\]\]/{n;s/^name = "\(.*\)"/benches\/\1.rs/p;}' Cargo.toml); do \
+        echo 'fn main() {}' > "$stub"; \
+    done \
+    && cargo build --release --locked --bin clerk-role-sync
+# Then the service itself. The sources are touched so that cargo sees them
+# as newer than the stand-ins it built a moment ago.
 COPY src src
 COPY migrations migrations
-COPY tests tests
-RUN cargo build --release --locked --bin clerk-role-sync
+RUN touch src/lib.rs src/main.rs \
+    && cargo build --release --locked --bin clerk-role-sync
 
 # Runtime stage: a small Debian with the binary, running as an unprivileged user.
 FROM debian:bookworm-slim

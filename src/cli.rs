@@ -22,7 +22,8 @@ use crate::{openapi, telemetry, with_conn};
     about = "Keeps each user's role identical in our database and in Clerk.",
     long_about = "Keeps each user's role (STUDENT, INSTRUCTOR, ADMIN) identical in our \
                   database and in Clerk's public_metadata.role, in both directions.\n\n\
-                  Configuration comes from the environment and from .env; see the README."
+                  Configuration comes from the environment and from .env; see the README.",
+    after_help = crate::config::environment_help()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,6 +33,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the HTTP API (the default).
+    #[command(after_help = crate::config::environment_help())]
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
@@ -92,33 +94,42 @@ impl From<Side> for Prefer {
     }
 }
 
-/// Parses the command line and runs the command; errors are printed, not panicked.
+/// `reconcile` found drift it did not repair.
+const DRIFT_REMAINS: u8 = 1;
+/// Any command failed (as clap does for a bad command line).
+const FAILED: u8 = 2;
+
+/// Parses the command line and runs the command; errors are printed, not
+/// panicked. Exit codes: 0 done (in sync), 1 drift remains (`reconcile`),
+/// 2 an error, like `diff`.
 pub async fn run() -> ExitCode {
     let cli = Cli::parse();
     match execute(cli.command.unwrap_or(Command::Serve)).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(FAILED)
         }
     }
 }
 
-async fn execute(command: Command) -> anyhow::Result<()> {
+async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     if let Command::Openapi = command {
         print!("{}", openapi::yaml()?);
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     let config = Config::from_env()?;
     telemetry::init(config.log_format);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     match command {
-        Command::Serve => serve(config).await,
+        Command::Serve => serve(config).await?,
         Command::Migrate => {
             startup::connect(&config).await?.migrate().await?;
             eprintln!("migrations applied");
-            Ok(())
         }
-        Command::SetRole { user_id, role } => set_role(config, &user_id, &role).await,
+        Command::SetRole { user_id, role } => set_role(config, &user_id, &role).await?,
         Command::Backfill {
             dry_run,
             write_defaults,
@@ -135,7 +146,6 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             };
             let progress = backfill::run(&db, &client, options, rate, restart).await?;
             println!("{}", backfill::summary(&progress, dry_run));
-            Ok(())
         }
         Command::Reconcile { fix, prefer, rate } => {
             let (db, client) = clerk_tools(&config).await?;
@@ -149,13 +159,14 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 report.drift.len(),
                 report.fixed
             );
-            match report.remaining() {
-                0 => Ok(()),
-                n => anyhow::bail!("{n} users still differ (run with --fix to repair)"),
+            if let n @ 1.. = report.remaining() {
+                eprintln!("{n} users still differ (run with --fix to repair)");
+                return Ok(ExitCode::from(DRIFT_REMAINS));
             }
         }
-        Command::Openapi => Ok(()),
+        Command::Openapi => {}
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -1,31 +1,9 @@
 //! Configuration, read once at start-up from the environment (and from a
 //! `.env` file in the working directory when one exists).
 //!
-//! | variable | default |
-//! | --- | --- |
-//! | `DATABASE_URL` | `sqlite://clerk-role-sync.db` (`postgres://…` selects PostgreSQL) |
-//! | `DATABASE_MAX_CONNECTIONS` | `10` (PostgreSQL pool size; SQLite uses one connection) |
-//! | `BIND_ADDR` | `127.0.0.1:8080` |
-//! | `CLERK_SECRET_KEY` | unset: pushes to Clerk wait |
-//! | `CLERK_WEBHOOK_SECRET` (alias `CLERK_WEBHOOK_SIGNING_SECRET`) | unset: the webhook answers 503 |
-//! | `CLERK_API_URL` | `https://api.clerk.com` |
-//! | `CLERK_JWT_KEY` | unset: Clerk's JWKS is used |
-//! | `CLERK_PUBLISHABLE_KEY` or `CLERK_ISSUER` | unset: `iss` is not pinned |
-//! | `CLERK_API_VERSION` | `2026-05-12` |
-//! | `CLERK_AUTHORIZED_PARTIES` | unset: `azp` is not checked |
-//! | `CLERK_PUSH_RATE` | `10` pushes per second per replica, 0.1 to 1000 (Clerk allows 100 per 10 s on development instances) |
-//! | `CLERK_PUSH_RETRY_BASE_MS` | `1000`: first retry delay, doubled per attempt, with jitter (1 ms to 1 h) |
-//! | `CLERK_PUSH_RETRY_MAX_SECS` | `600`: longest retry delay, also the longest `Retry-After` honoured (1 s to 1 day) |
-//! | `CLERK_TIMEOUT_SECS` | `10`: timeout of one request to Clerk (1 to 300) |
-//! | `CLERK_JWKS_REFRESH_SECS` | `5`: fewest seconds between two JWKS fetches (1 to 3600) |
-//! | `CLERK_JWKS_CACHE_SECS` | `300`: how long fetched JWKS keys are trusted (1 to 86400) |
-//! | `CLOCK_SKEW_ALLOWANCE_MS` | `2000`: within it, the lower role wins a race (0 to 60000) |
-//! | `CORS_ALLOWED_ORIGINS` | unset: no cross-origin access |
-//! | `METRICS_BIND_ADDR` | unset: `/metrics` on the main port |
-//! | `HTTP_BODY_TIMEOUT_SECS` | `10`: a request body must arrive within it, else 408 (1 to 300) |
-//! | `WEBHOOK_EVENTS_RETENTION_DAYS` | `30`: processed Svix messages are kept this long (1 to 3650) |
-//! | `REPLICA_ID` | the host name: names this replica's claims on pushes |
-//! | `RUST_LOG`, `LOG_FORMAT` (`pretty`/`json`) | `info`, `pretty` |
+//! Every variable, its default and meaning are listed once, in
+//! [`VARIABLES`]: `--help` prints that table, and tests hold it, the parser,
+//! `.env.example` and README's table to the same names.
 //!
 //! A malformed or out-of-range value is a [`ConfigError`] naming the
 //! variable, never a panic: every accepted value works.
@@ -59,6 +37,8 @@ pub struct Config {
     pub webhook_events_retention: Duration,
     /// Names this replica's claims on pushes; stable across its restarts.
     pub replica_id: String,
+    /// Values that were not used as given, and why (logged at start-up).
+    pub warnings: Vec<String>,
 }
 
 /// How to reach Clerk and how to trust what comes from it.
@@ -156,6 +136,161 @@ pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_CLERK_API_URL: &str = "https://api.clerk.com";
 pub const DEFAULT_CLERK_API_VERSION: &str = "2026-05-12";
 
+/// One environment variable the service reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Variable {
+    pub name: &'static str,
+    /// The value used when it is unset, or what being unset means.
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+/// Every variable the service reads, in README's order.
+pub const VARIABLES: &[Variable] = &[
+    Variable {
+        name: "DATABASE_URL",
+        default: DEFAULT_DATABASE_URL,
+        meaning: "where the data lives; postgres://… selects PostgreSQL",
+    },
+    Variable {
+        name: "DATABASE_MAX_CONNECTIONS",
+        default: "10",
+        meaning: "PostgreSQL pool size, 1 to 1000 (SQLite uses one connection)",
+    },
+    Variable {
+        name: "BIND_ADDR",
+        default: DEFAULT_BIND_ADDR,
+        meaning: "host:port of the HTTP API",
+    },
+    Variable {
+        name: "METRICS_BIND_ADDR",
+        default: "unset: /metrics on the main port",
+        meaning: "host:port that alone serves /metrics (recommended in production)",
+    },
+    Variable {
+        name: "CLERK_SECRET_KEY",
+        default: "unset: pushes to Clerk wait",
+        meaning: "Clerk secret key (sk_…), for pushes, backfill and reconcile",
+    },
+    Variable {
+        name: "CLERK_WEBHOOK_SECRET",
+        default: "unset: the webhook answers 503",
+        meaning: "Svix signing secret (whsec_…; several, space- or comma-separated, while \
+                  rotating); alias CLERK_WEBHOOK_SIGNING_SECRET",
+    },
+    Variable {
+        name: "CLERK_API_URL",
+        default: DEFAULT_CLERK_API_URL,
+        meaning: "Clerk's Backend API",
+    },
+    Variable {
+        name: "CLERK_JWT_KEY",
+        default: "unset: Clerk's JWKS is used",
+        meaning: "PEM public key that verifies session tokens without fetching the JWKS",
+    },
+    Variable {
+        name: "CLERK_PUBLISHABLE_KEY",
+        default: "unset: iss is not pinned",
+        meaning: "pk_… key; the issuer it names is required in tokens (or set CLERK_ISSUER)",
+    },
+    Variable {
+        name: "CLERK_ISSUER",
+        default: "unset: iss is not pinned",
+        meaning: "the issuer required in session tokens; wins over CLERK_PUBLISHABLE_KEY",
+    },
+    Variable {
+        name: "CLERK_API_VERSION",
+        default: DEFAULT_CLERK_API_VERSION,
+        meaning: "the Clerk-API-Version header, a date (YYYY-MM-DD); other values are \
+                  ignored with a warning",
+    },
+    Variable {
+        name: "CLERK_AUTHORIZED_PARTIES",
+        default: "unset: azp is not checked",
+        meaning: "comma-separated origins allowed in a token's azp",
+    },
+    Variable {
+        name: "CLERK_PUSH_RATE",
+        default: "10",
+        meaning: "requests per second to Clerk per replica, 0.1 to 1000",
+    },
+    Variable {
+        name: "CLERK_PUSH_RETRY_BASE_MS",
+        default: "1000",
+        meaning: "first retry delay, doubled per attempt with jitter, 1 ms to 1 h",
+    },
+    Variable {
+        name: "CLERK_PUSH_RETRY_MAX_SECS",
+        default: "600",
+        meaning: "longest retry delay and longest Retry-After honoured, 1 s to 1 day",
+    },
+    Variable {
+        name: "CLERK_TIMEOUT_SECS",
+        default: "10",
+        meaning: "timeout of one request to Clerk, 1 to 300",
+    },
+    Variable {
+        name: "CLERK_JWKS_REFRESH_SECS",
+        default: "5",
+        meaning: "fewest seconds between two JWKS fetches, 1 to 3600",
+    },
+    Variable {
+        name: "CLERK_JWKS_CACHE_SECS",
+        default: "300",
+        meaning: "how long fetched JWKS keys are trusted, 1 to 86400",
+    },
+    Variable {
+        name: "CLOCK_SKEW_ALLOWANCE_MS",
+        default: "2000",
+        meaning: "within it of an admin's change, the lower role wins a race, 0 to 60000",
+    },
+    Variable {
+        name: "CORS_ALLOWED_ORIGINS",
+        default: "unset: no cross-origin access",
+        meaning: "comma-separated origins of the admin frontend",
+    },
+    Variable {
+        name: "HTTP_BODY_TIMEOUT_SECS",
+        default: "10",
+        meaning: "a request body must arrive within it, else 408, 1 to 300",
+    },
+    Variable {
+        name: "WEBHOOK_EVENTS_RETENTION_DAYS",
+        default: "30",
+        meaning: "how long processed Svix messages are kept, 1 to 3650",
+    },
+    Variable {
+        name: "REPLICA_ID",
+        default: "the host name",
+        meaning: "names this replica's claims on pushes; unique per replica, stable across restarts",
+    },
+    Variable {
+        name: "LOG_FORMAT",
+        default: "pretty",
+        meaning: "pretty or json (one object per line)",
+    },
+    Variable {
+        name: "RUST_LOG",
+        default: "info",
+        meaning: "log filter, e.g. clerk_role_sync=debug",
+    },
+];
+
+/// The variables as `--help` prints them.
+pub fn environment_help() -> String {
+    let width = VARIABLES.iter().map(|v| v.name.len()).max().unwrap_or(0);
+    let mut help = String::from(
+        "Environment (also read from .env in the working directory; see .env.example):\n",
+    );
+    for variable in VARIABLES {
+        help.push_str(&format!(
+            "  {:width$}  {}\n  {:width$}  [default: {}]\n",
+            variable.name, variable.meaning, "", variable.default
+        ));
+    }
+    help
+}
+
 impl Config {
     /// Reads `.env` (when present) and then the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -205,6 +340,21 @@ impl Config {
             .transpose()?;
 
         let replica_id = replica_id(var("REPLICA_ID"))?;
+        let mut warnings = Vec::new();
+        let api_version = match var("CLERK_API_VERSION") {
+            None => DEFAULT_CLERK_API_VERSION.to_owned(),
+            Some(value) if is_date(value.trim()) => value.trim().to_owned(),
+            // Clerk's own SDKs read this name as the URL path version (`v1`):
+            // a shared `.env` must not send that as the header.
+            Some(value) => {
+                warnings.push(format!(
+                    "CLERK_API_VERSION={value:?} is not a date (YYYY-MM-DD), as the Clerk-API-Version \
+                     header needs (Clerk's SDKs use the name for the path version); using \
+                     {DEFAULT_CLERK_API_VERSION}"
+                ));
+                DEFAULT_CLERK_API_VERSION.to_owned()
+            }
+        };
         Ok(Self {
             database,
             database_max_connections: ranged(&var, "DATABASE_MAX_CONNECTIONS", 10, 1..=1000)?,
@@ -218,8 +368,7 @@ impl Config {
                 api_url,
                 jwt_key: var("CLERK_JWT_KEY"),
                 issuer,
-                api_version: var("CLERK_API_VERSION")
-                    .unwrap_or_else(|| DEFAULT_CLERK_API_VERSION.into()),
+                api_version,
                 authorized_parties: list(var("CLERK_AUTHORIZED_PARTIES")),
                 push: PushConfig {
                     rate_per_sec: ranged(&var, "CLERK_PUSH_RATE", 10.0, 0.1..=1000.0)?,
@@ -256,6 +405,7 @@ impl Config {
                 ranged(&var, "WEBHOOK_EVENTS_RETENTION_DAYS", 30, 1..=3650)? * 86_400,
             ),
             replica_id,
+            warnings,
         })
     }
 }
@@ -289,6 +439,11 @@ where
                 ),
             )
         })
+}
+
+/// `YYYY-MM-DD`, a real calendar date.
+fn is_date(value: &str) -> bool {
+    value.len() == 10 && chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").is_ok()
 }
 
 fn secs(value: u64) -> Duration {
@@ -426,6 +581,56 @@ mod tests {
     }
 
     #[test]
+    fn the_variables_table_names_exactly_what_the_parser_reads() {
+        let asked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        Config::from_lookup(|name| {
+            asked.borrow_mut().insert(name.to_owned());
+            None
+        })
+        .expect("defaults are valid");
+        let mut asked = asked.into_inner();
+        // Read by its own crate (the log filter) and as an alias.
+        asked.insert("RUST_LOG".into());
+        asked.remove("CLERK_WEBHOOK_SIGNING_SECRET");
+        let listed: std::collections::BTreeSet<String> =
+            VARIABLES.iter().map(|v| v.name.to_owned()).collect();
+        assert_eq!(asked, listed);
+    }
+
+    #[test]
+    fn env_example_and_readme_list_every_variable_with_its_default() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let example = std::fs::read_to_string(root.join(".env.example")).expect(".env.example");
+        let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+        for variable in VARIABLES {
+            let line = example
+                .lines()
+                .find(|line| {
+                    line.trim_start_matches(['#', ' '])
+                        .starts_with(&format!("{}=", variable.name))
+                })
+                .unwrap_or_else(|| panic!(".env.example lacks {}", variable.name));
+            if !variable.default.starts_with("unset") && variable.name != "REPLICA_ID" {
+                assert_eq!(
+                    line.trim_start_matches(['#', ' ']),
+                    format!("{}={}", variable.name, variable.default),
+                    ".env.example: {}'s default",
+                    variable.name
+                );
+            }
+            let quoted = format!("`{}`", variable.name);
+            assert!(
+                readme
+                    .lines()
+                    .any(|line| line.starts_with("| `") && line.contains(&quoted)),
+                "README's configuration table lacks {}",
+                variable.name
+            );
+        }
+        assert!(environment_help().contains("CLOCK_SKEW_ALLOWANCE_MS"));
+    }
+
+    #[test]
     fn defaults_match_the_design() {
         let config = config(&[]).expect("defaults are valid");
         assert_eq!(
@@ -450,6 +655,25 @@ mod tests {
         assert_eq!(config.clerk.jwks_cache_ttl, Duration::from_secs(300));
         assert!(config.metrics_bind_addr.is_none());
         assert!(!config.replica_id.is_empty());
+    }
+
+    #[test]
+    fn the_api_version_is_a_date_or_the_default_with_a_warning() {
+        let dated = config(&[("CLERK_API_VERSION", "2025-04-10")]).expect("valid");
+        assert_eq!(dated.clerk.api_version, "2025-04-10");
+        assert!(dated.warnings.is_empty());
+        for value in ["v1", "2025-13-40", "latest", "2025-4-1"] {
+            let config = config(&[("CLERK_API_VERSION", value)]).expect("still starts");
+            assert_eq!(
+                config.clerk.api_version, DEFAULT_CLERK_API_VERSION,
+                "{value}"
+            );
+            assert!(
+                config.warnings[0].starts_with("CLERK_API_VERSION"),
+                "{:?}",
+                config.warnings
+            );
+        }
     }
 
     #[test]

@@ -2,31 +2,36 @@
 //!
 //! | metric | labels |
 //! | --- | --- |
-//! | `clerk_webhooks_total` | `type` (user.created, user.updated, user.deleted, other), `outcome` (applied, duplicate, stale, …) |
-//! | `clerk_webhook_refusals_total` | `reason` (missing_header, bad_signature, timestamp, too_large, body_timeout, busy, malformed_body, not_configured, database) |
-//! | `clerk_push_attempts_total` | `result` (landed, retry, rate_limited, failed, cancelled: a newer dashboard edit won before a retry) |
-//! | `clerk_push_worker_restarts_total` | the push worker ended or panicked and was started again |
-//! | `clerk_push_claims_held` | pushes this replica is sending now (its claims) |
-//! | `clerk_push_lease_renewals_total` | claims whose lease this replica renewed while their push was in flight |
-//! | `clerk_push_leases_expired_total` | claims this replica took over from an owner whose lease had expired (a replica that died) |
-//! | `clerk_push_claims_taken_back_total` | claims left by an earlier run of this replica, taken back at its start |
-//! | `clerk_push_pending` | pushes queued or retrying |
-//! | `clerk_push_oldest_pending_seconds` | age of the oldest queued push |
-//! | `http_request_duration_seconds` | `method`, `route`, `status` (a histogram; its `_count` counts requests) |
+//! | `clerk_role_sync_webhooks_total` | `type` (user.created, user.updated, user.deleted, other), `outcome` (applied, duplicate, stale, …) |
+//! | `clerk_role_sync_webhook_refusals_total` | `reason` (missing_header, bad_signature, timestamp, too_large, body_timeout, busy, malformed_body, not_configured, database) |
+//! | `clerk_role_sync_push_attempts_total` | `result` (landed, retry, rate_limited, failed, cancelled: a newer dashboard edit won before a retry) |
+//! | `clerk_role_sync_push_worker_restarts_total` | the push worker ended or panicked and was started again |
+//! | `clerk_role_sync_push_claims_held` | pushes this replica is sending now (its claims) |
+//! | `clerk_role_sync_push_lease_renewals_total` | claims whose lease this replica renewed while their push was in flight |
+//! | `clerk_role_sync_push_leases_expired_total` | claims this replica took over from an owner whose lease had expired (a replica that died) |
+//! | `clerk_role_sync_push_claims_taken_back_total` | claims left by an earlier run of this replica, taken back at its start |
+//! | `clerk_role_sync_outbox_pending` | pushes queued or retrying, in the shared database: the same on every replica (aggregate with `max`) |
+//! | `clerk_role_sync_outbox_oldest_pending_seconds` | age of the oldest queued push, likewise shared (`max`) |
+//! | `clerk_role_sync_build_info` | `version`, `backend`: always 1 |
+//! | `process_*` | the standard process metrics (CPU, memory, open files, start time) |
+//! | `clerk_role_sync_http_request_duration_seconds` | `method`, `route`, `status` (a histogram; its `_count` counts requests) |
 //!
-//! Every label value comes from a fixed, small set: nothing a client sends
+//! Every family is prefixed `clerk_role_sync_` (but `process_*`). Every
+//! label value comes from a fixed, small set: nothing a client sends
 //! becomes a label as it is, so no request can add a series. Known label
-//! values are exported at zero from the start.
+//! values are exported at zero from the start. Counters and the claim
+//! gauge are per replica (sum them); the outbox gauges are read from the
+//! database every replica shares (take their `max`).
 
 use actix_web::http::{Method, StatusCode};
 use prometheus::{
-    Encoder as _, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder as _, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::db::webhooks::Outcome;
 
-/// The `type` label values of `clerk_webhooks_total`.
+/// The `type` label values of `clerk_role_sync_webhooks_total`.
 const WEBHOOK_TYPES: [&str; 4] = ["user.created", "user.updated", "user.deleted", "other"];
 
 /// Why a webhook was refused before it was applied.
@@ -61,6 +66,7 @@ pub struct Metrics {
     pub push_claims_taken_back: IntCounter,
     pub push_pending: IntGauge,
     pub push_oldest_pending: Gauge,
+    build_info: IntGaugeVec,
     http_requests: HistogramVec,
 }
 
@@ -70,7 +76,7 @@ impl Metrics {
         let metrics = Self {
             webhooks: IntCounterVec::new(
                 Opts::new(
-                    "clerk_webhooks_total",
+                    "clerk_role_sync_webhooks_total",
                     "Clerk webhooks processed, by event type and outcome",
                 ),
                 &["type", "outcome"],
@@ -78,7 +84,7 @@ impl Metrics {
             .expect("valid metric"),
             webhook_refusals: IntCounterVec::new(
                 Opts::new(
-                    "clerk_webhook_refusals_total",
+                    "clerk_role_sync_webhook_refusals_total",
                     "Webhooks refused before processing, by reason",
                 ),
                 &["reason"],
@@ -86,53 +92,61 @@ impl Metrics {
             .expect("valid metric"),
             push_attempts: IntCounterVec::new(
                 Opts::new(
-                    "clerk_push_attempts_total",
+                    "clerk_role_sync_push_attempts_total",
                     "Role pushes to Clerk, by result",
                 ),
                 &["result"],
             )
             .expect("valid metric"),
             push_worker_restarts: IntCounter::new(
-                "clerk_push_worker_restarts_total",
+                "clerk_role_sync_push_worker_restarts_total",
                 "Times the push worker ended or panicked and was started again",
             )
             .expect("valid metric"),
             push_claims_held: IntGauge::new(
-                "clerk_push_claims_held",
+                "clerk_role_sync_push_claims_held",
                 "Pushes this replica is sending now (the claims it holds)",
             )
             .expect("valid metric"),
             push_lease_renewals: IntCounter::new(
-                "clerk_push_lease_renewals_total",
+                "clerk_role_sync_push_lease_renewals_total",
                 "Claims whose lease this replica renewed while their push was in flight",
             )
             .expect("valid metric"),
             push_leases_expired: IntCounter::new(
-                "clerk_push_leases_expired_total",
+                "clerk_role_sync_push_leases_expired_total",
                 "Claims taken over from an owner whose lease had expired",
             )
             .expect("valid metric"),
             push_claims_taken_back: IntCounter::new(
-                "clerk_push_claims_taken_back_total",
+                "clerk_role_sync_push_claims_taken_back_total",
                 "Claims left by an earlier run of this replica, taken back at its start",
             )
             .expect("valid metric"),
-            push_pending: IntGauge::new("clerk_push_pending", "Role pushes queued or retrying")
-                .expect("valid metric"),
+            push_pending: IntGauge::new(
+                "clerk_role_sync_outbox_pending",
+                "Role pushes queued or retrying (the shared database's: the same on every replica)",
+            )
+            .expect("valid metric"),
             push_oldest_pending: Gauge::new(
-                "clerk_push_oldest_pending_seconds",
-                "Age of the oldest queued role push",
+                "clerk_role_sync_outbox_oldest_pending_seconds",
+                "Age of the oldest queued role push (the shared database's: the same on every replica)",
             )
             .expect("valid metric"),
             http_requests: HistogramVec::new(
                 HistogramOpts::new(
-                    "http_request_duration_seconds",
+                    "clerk_role_sync_http_request_duration_seconds",
                     "HTTP requests, by method, route and status",
                 )
                 .buckets(vec![
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 ]),
                 &["method", "route", "status"],
+            )
+            .expect("valid metric"),
+            build_info: IntGaugeVec::new(
+                Opts::new("clerk_role_sync_build_info", "The running build: always 1"),
+                &["version", "backend"],
             )
             .expect("valid metric"),
             registry,
@@ -149,6 +163,8 @@ impl Metrics {
             Box::new(metrics.push_pending.clone()),
             Box::new(metrics.push_oldest_pending.clone()),
             Box::new(metrics.http_requests.clone()),
+            Box::new(metrics.build_info.clone()),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             metrics
                 .registry
@@ -169,6 +185,13 @@ impl Metrics {
             metrics.push_attempts.with_label_values(&[result]);
         }
         metrics
+    }
+
+    /// Names the build and its storage backend in `clerk_role_sync_build_info`.
+    pub fn set_build(&self, backend: &'static str) {
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), backend])
+            .set(1);
     }
 
     /// Exports the request histogram of each documented operation at zero.
@@ -255,7 +278,9 @@ mod tests {
         }
         let text = metrics.render();
         assert!(text.contains(r#"method="other",route="unmatched",status="404""#));
-        assert!(text.contains(r#"clerk_webhooks_total{outcome="ignored",type="other"} 200"#));
+        assert!(
+            text.contains(r#"clerk_role_sync_webhooks_total{outcome="ignored",type="other"} 200"#)
+        );
         assert!(!text.contains("M000"), "a made-up method became a label");
         assert!(text.len() < before + 4096, "{} → {}", before, text.len());
     }
@@ -272,10 +297,10 @@ mod tests {
     fn known_series_exist_before_any_event() {
         let text = Metrics::new().render();
         for series in [
-            r#"clerk_webhooks_total{outcome="applied",type="user.created"} 0"#,
-            r#"clerk_webhook_refusals_total{reason="bad_signature"} 0"#,
-            r#"clerk_push_attempts_total{result="landed"} 0"#,
-            "clerk_push_worker_restarts_total 0",
+            r#"clerk_role_sync_webhooks_total{outcome="applied",type="user.created"} 0"#,
+            r#"clerk_role_sync_webhook_refusals_total{reason="bad_signature"} 0"#,
+            r#"clerk_role_sync_push_attempts_total{result="landed"} 0"#,
+            "clerk_role_sync_push_worker_restarts_total 0",
         ] {
             assert!(text.contains(series), "{series} missing");
         }

@@ -19,6 +19,9 @@ use crate::routes;
                        Errors are RFC 9457 problem documents (`application/problem+json`).",
         license(name = "MIT", identifier = "MIT"),
     ),
+    servers(
+        (url = "http://127.0.0.1:8080", description = "The default BIND_ADDR; a deployment serves the same paths at its own origin"),
+    ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
     tags(
@@ -48,13 +51,39 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Marks every operation that asks for no token with `security: []`, so
+/// that tools need not guess whether a missing requirement means "public".
+struct PublicOperations;
+
+impl Modify for PublicOperations {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                operation.security.get_or_insert_with(Vec::new);
+            }
+        }
+    }
+}
+
 /// The full document: the static parts above plus every registered route.
 pub fn document() -> utoipa::openapi::OpenApi {
-    let (_, document) = App::new()
+    let (_, mut document) = App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
         .configure(routes::configure)
         .split_for_parts();
+    // After the routes: their operations exist only now.
+    PublicOperations.modify(&mut document);
     document
 }
 

@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::openapi;
 use crate::routes::body::body_deadline;
 use crate::routes::get_metrics::{self, MetricsListener};
+use crate::routes::head::head_as_get;
 use crate::routes::headers::security_headers;
 use crate::routes::observe::observe;
 use crate::routes::{self, AppState};
@@ -90,6 +91,7 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let openapi = openapi::document();
         metrics.init_routes(documented_operations(&openapi));
+        metrics.set_build(db.backend().as_str());
 
         let listener = TcpListener::bind(config.bind_addr)
             .with_context(|| format!("binding {}", config.bind_addr))?;
@@ -159,6 +161,7 @@ impl Application {
                     .wrap(from_fn(observe))
                     .wrap(ErrorHandlers::new().default_handler(problem_for_bare_errors))
                     .wrap(NormalizePath::new(TrailingSlash::MergeOnly))
+                    .wrap(from_fn(head_as_get))
                     .service(
                         SwaggerUi::new("/swagger-ui/{_:.*}")
                             .url("/api-docs/openapi.json", openapi.clone()),

@@ -48,11 +48,15 @@ impl ClerkError {
     }
 }
 
-/// Clerk's error body: `{"errors":[{"message","long_message","code"}]}`.
+/// Clerk's error body: `{"errors":[{"message","long_message","code"}],
+/// "clerk_trace_id"}`. The long message and the trace id are what Clerk's
+/// support asks for, so both are kept in the error.
 #[derive(Deserialize)]
 struct ErrorBody {
     #[serde(default)]
     errors: Vec<ErrorEntry>,
+    #[serde(default)]
+    clerk_trace_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -61,6 +65,23 @@ struct ErrorEntry {
     code: String,
     #[serde(default)]
     message: String,
+    #[serde(default)]
+    long_message: Option<String>,
+}
+
+impl ErrorBody {
+    /// `code: message (long message) [trace …]`, each part when present.
+    fn describe(self) -> Option<String> {
+        let entry = self.errors.into_iter().next()?;
+        let mut text = format!("{}: {}", entry.code, entry.message);
+        if let Some(long) = entry.long_message.filter(|long| !long.is_empty()) {
+            text.push_str(&format!(" ({long})"));
+        }
+        if let Some(trace) = self.clerk_trace_id.filter(|trace| !trace.is_empty()) {
+            text.push_str(&format!(" [clerk_trace_id {trace}]"));
+        }
+        Some(text)
+    }
 }
 
 /// Clerk's JSON Web Key Set.
@@ -181,8 +202,7 @@ impl ClerkClient {
             .json::<ErrorBody>()
             .await
             .ok()
-            .and_then(|body| body.errors.into_iter().next())
-            .map(|e| format!("{}: {}", e.code, e.message))
+            .and_then(ErrorBody::describe)
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
         Err(match status {
             StatusCode::TOO_MANY_REQUESTS => ClerkError::RateLimited { retry_after },
@@ -237,6 +257,23 @@ mod tests {
         assert_eq!(retry_after(&headers), Some(Duration::ZERO));
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn clerk_errors_keep_the_long_message_and_the_trace_id() {
+        let body: ErrorBody = serde_json::from_value(serde_json::json!({
+            "errors": [{"code": "resource_not_found", "message": "not found", "long_message": "User not found"}],
+            "clerk_trace_id": "abc123"
+        }))
+        .expect("an error body");
+        assert_eq!(
+            body.describe().as_deref(),
+            Some("resource_not_found: not found (User not found) [clerk_trace_id abc123]")
+        );
+        let bare: ErrorBody =
+            serde_json::from_value(serde_json::json!({"errors": [{"code": "x", "message": "y"}]}))
+                .expect("an error body");
+        assert_eq!(bare.describe().as_deref(), Some("x: y"));
     }
 
     #[test]

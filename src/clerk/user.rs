@@ -22,6 +22,9 @@ pub struct ClerkUser {
     pub public_metadata: Option<Value>,
     /// Milliseconds since the epoch; larger after every write in Clerk.
     pub updated_at: i64,
+    /// When the user signed up, milliseconds since the epoch.
+    #[serde(default)]
+    pub created_at: Option<i64>,
 }
 
 /// One of a user's email addresses.
@@ -61,6 +64,15 @@ impl ClerkUser {
             .iter()
             .find(|address| address.id == primary)
             .map(|address| address.email_address.as_str())
+    }
+
+    /// When the user signed up, as stored (UTC); `None` when Clerk did not
+    /// say, or said something no calendar holds.
+    pub fn created_at(&self) -> Option<chrono::NaiveDateTime> {
+        let at = chrono::DateTime::from_timestamp_millis(self.created_at?)?;
+        (1970..=9999)
+            .contains(&chrono::Datelike::year(&at))
+            .then(|| at.naive_utc())
     }
 
     /// `public_metadata.role`, read leniently (trimmed, any case).

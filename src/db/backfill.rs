@@ -6,6 +6,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::backfill_progress;
+use super::store::after_commit;
 use super::users::{corrupt, now};
 use super::webhooks::{Apply, Outcome, apply_clerk_user};
 use super::{DbError, Store};
@@ -120,21 +121,20 @@ pub async fn apply_page<C: Store>(
     options: BackfillOptions,
     progress: &Progress,
 ) -> Result<Progress, DbError> {
-    let result = conn
-        .transaction(async |conn| {
-            let mut next = progress.clone();
-            for user in users {
-                apply_user(conn, user, options, &mut next).await?;
-            }
-            next.pages += 1;
-            next.last_user_id = users.last().map(|user| user.id.clone());
-            if options.dry_run {
-                return Err(PageError::DryRun(Box::new(next)));
-            }
-            conn.save_backfill_progress(&next).await?;
-            Ok(next)
-        })
-        .await;
+    let result = after_commit(conn.transaction(async |conn| {
+        let mut next = progress.clone();
+        for user in users {
+            apply_user(conn, user, options, &mut next).await?;
+        }
+        next.pages += 1;
+        next.last_user_id = users.last().map(|user| user.id.clone());
+        if options.dry_run {
+            return Err(PageError::DryRun(Box::new(next)));
+        }
+        conn.save_backfill_progress(&next).await?;
+        Ok(next)
+    }))
+    .await;
     match result {
         Ok(next) => Ok(next),
         Err(PageError::DryRun(next)) => Ok(*next),

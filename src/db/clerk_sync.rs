@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use super::schema::clerk_sync;
+use super::store::after_commit;
 use super::users::{corrupt, now};
 use super::webhooks::{Apply, apply_clerk_user};
 use super::{DbError, Store};
@@ -126,7 +127,7 @@ pub async fn check_before_retry<C: Store>(
         allowance_ms,
         claimed_by: Some(owner),
     };
-    conn.transaction(async |conn| {
+    after_commit(conn.transaction(async |conn| {
         apply_clerk_user(conn, user, apply).await?;
         let sync = conn.find_sync(user.id.as_str()).await?;
         let Some(sync) = sync.filter(|sync| sync.is_pending()) else {
@@ -143,7 +144,7 @@ pub async fn check_before_retry<C: Store>(
             }
             _ => RetryCheck::Send,
         })
-    })
+    }))
     .await
 }
 
@@ -162,7 +163,7 @@ pub async fn finish_push<C: Store>(
 ) -> Result<(), DbError> {
     // Owned captures keep the transaction's future `Send` for spawned workers.
     let user_id = user_id.clone();
-    conn.transaction(async move |conn| {
+    after_commit(conn.transaction(async move |conn| {
         let user_id = &user_id;
         let row = conn.lock_user(user_id.as_str()).await?;
         let current = conn.find_sync(user_id.as_str()).await?;
@@ -224,6 +225,6 @@ pub async fn finish_push<C: Store>(
             }
         }
         Ok(())
-    })
+    }))
     .await
 }

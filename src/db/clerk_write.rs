@@ -76,7 +76,7 @@ pub async fn write_in_steps<C: Store>(conn: &mut C, write: &ClerkWrite<'_>) -> Q
             role: changes.role,
             clerk_updated_at: changes.clerk_updated_at,
             clerk_role: changes.clerk_role,
-            created_at: changes.updated_at,
+            created_at: changes.created_at,
             updated_at: changes.updated_at,
         })
         .await?;
@@ -201,11 +201,9 @@ impl QueryFragment<Pg> for OneStatement<'_> {
              clerk_updated_at, clerk_role, clerk_from_push, created_at, updated_at) SELECT ",
         );
         self.bind_user_values(&mut out)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Timestamp, _>(&c.updated_at)?;
         out.push_sql(" FROM go WHERE ");
         out.push_bind_param::<Bool, _>(&self.is_new)?;
-        out.push_sql("), updated AS (UPDATE users SET (id, email, first_name, last_name, image_url, role, clerk_updated_at, clerk_role, clerk_from_push, updated_at) = (");
+        out.push_sql("), updated AS (UPDATE users SET (id, email, first_name, last_name, image_url, role, clerk_updated_at, clerk_role, clerk_from_push, created_at, updated_at) = (");
         self.bind_user_values(&mut out)?;
         out.push_sql(") WHERE id = ");
         out.push_bind_param::<Text, _>(&self.id)?;
@@ -246,7 +244,7 @@ impl QueryFragment<Pg> for OneStatement<'_> {
 
 impl<'a> OneStatement<'a> {
     /// `id, email, first_name, last_name, image_url, role, clerk_updated_at,
-    /// clerk_role, clerk_from_push, updated_at`.
+    /// clerk_role, clerk_from_push, created_at, updated_at`.
     fn bind_user_values<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         let c = self.changes;
         out.push_bind_param::<Text, _>(&self.id)?;
@@ -262,6 +260,8 @@ impl<'a> OneStatement<'a> {
         out.push_bind_param::<Nullable<Text>, _>(&c.clerk_role)?;
         out.push_sql(", ");
         out.push_bind_param::<Bool, _>(&c.clerk_from_push)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamp, _>(&c.created_at)?;
         out.push_sql(", ");
         out.push_bind_param::<Timestamp, _>(&c.updated_at)
     }

@@ -68,11 +68,22 @@ impl From<PoolError> for DbError {
     }
 }
 
-/// Which backend a [`Db`] talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which database a [`Db`] talks to: `postgres` or `sqlite`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Backend {
     Postgres,
     Sqlite,
+}
+
+impl Backend {
+    /// `postgres` or `sqlite`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
 }
 
 /// A pool of connections to one of the two backends.

@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use super::clerk_sync::SyncRow;
 use super::clerk_write::count_deltas;
 use super::schema::{role_changes, users};
+use super::store::after_commit;
 use super::{DbError, Store};
 use crate::domain::{ClerkUserId, Role, RoleSource};
 
@@ -177,7 +178,7 @@ pub async fn set_role<C: Store>(
     actor: Option<&str>,
     create_missing: bool,
 ) -> Result<RoleUpdate, RoleUpdateError> {
-    conn.transaction(async |conn| {
+    after_commit(conn.transaction(async |conn| {
         let now = now();
         let from = match conn.lock_user(id.as_str()).await? {
             Some(row) if row.deleted_at.is_some() => return Err(RoleUpdateError::Deleted),
@@ -219,7 +220,7 @@ pub async fn set_role<C: Store>(
             user: user.try_into()?,
             from,
         })
-    })
+    }))
     .await
 }
 
@@ -284,7 +285,7 @@ pub async fn change_roles<C: Store>(
     changes: &[RoleChange],
     admin: &ClerkUserId,
 ) -> Result<Vec<(UserRow, Option<SyncRow>)>, AdminChangeError> {
-    conn.transaction(async |conn| {
+    after_commit(conn.transaction(async |conn| {
         // Lock order, the same everywhere: user rows (by id), then counter
         // rows by (role, shard). Every other transaction touches one user and
         // then its counters in that order, so none can wait on us while
@@ -354,6 +355,6 @@ pub async fn change_roles<C: Store>(
             users.push(user);
         }
         Ok(users)
-    })
+    }))
     .await
 }

@@ -8,7 +8,7 @@ use diesel::result::DatabaseErrorKind;
 use super::clerk_sync::SyncRow;
 use super::clerk_write::{ClerkWrite, RoleMove};
 use super::schema::{users, webhook_events};
-use super::store::log_role_change;
+use super::store::{after_commit, log_role_change};
 use super::users::{NewUser, UserRow, corrupt, now};
 use super::{DbError, Store};
 use crate::clerk::ClerkUser;
@@ -18,7 +18,9 @@ use crate::domain::{
 use crate::webhooks::events::ClerkEvent;
 
 /// What an event did, as recorded in `webhook_events.outcome`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = WebhookOutcome)]
 pub enum Outcome {
     /// The user was created or its role changed.
     Applied,
@@ -98,6 +100,8 @@ pub struct ClerkChanges<'a> {
     /// Whether that state is the echo of our own push (kept when a webhook
     /// repeats the state a push produced).
     pub clerk_from_push: bool,
+    /// When the user signed up: Clerk's `created_at`.
+    pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }
 
@@ -153,7 +157,7 @@ async fn apply_event_once<C: Store>(
     event: &ClerkEvent,
     allowance_ms: i64,
 ) -> Result<Outcome, TxError> {
-    conn.transaction(async |conn| {
+    after_commit(conn.transaction(async |conn| {
         let (outcome, user_id) = match event {
             ClerkEvent::UserUpserted { user, .. } => {
                 // Records the message itself, with what it writes.
@@ -194,7 +198,7 @@ async fn apply_event_once<C: Store>(
         } else {
             Err(TxError::Duplicate)
         }
-    })
+    }))
     .await
 }
 
@@ -214,8 +218,7 @@ pub async fn apply_reread<C: Store>(
         allowance_ms,
         claimed_by: None,
     };
-    conn.transaction(async |conn| apply_clerk_user(conn, user, apply).await)
-        .await
+    after_commit(conn.transaction(async |conn| apply_clerk_user(conn, user, apply).await)).await
 }
 
 /// The Svix message a Clerk state came in.
@@ -266,11 +269,13 @@ pub async fn apply_clerk_user<C: Store>(
     } = apply;
     let id = ClerkUserId::parse(user.id.as_str()).map_err(corrupt)?;
     let now = now();
+    let mut created_at = now;
     let (known, pending_version) = match conn.lock_user(id.as_str()).await? {
         Some(row) => {
             // A statement of its own, after the lock: under READ COMMITTED a
             // subquery of the locking statement would see the outbox as it
             // was before the lock was granted, not as its holder left it.
+            created_at = row.created_at;
             let sync = conn.find_sync(id.as_str()).await?;
             let pending = sync.as_ref().filter(|sync| sync.is_pending());
             let mut known = known(&row, pending, now)?;
@@ -363,6 +368,8 @@ pub async fn apply_clerk_user<C: Store>(
             clerk_role: Some(clerk.role.as_str()),
             clerk_from_push: known
                 .is_some_and(|known| known.clerk_from_push && known.clerk == Some(clerk)),
+            // Sign-up order, not the order we heard of users in.
+            created_at: user.created_at().unwrap_or(created_at),
             updated_at: now,
         },
         is_new: known.is_none(),

@@ -19,9 +19,13 @@ pub struct UserResponse {
     // The pattern is what `ClerkUserId::parse` accepts.
     #[schema(example = "user_2NNEqL2nrIRdJ194ndJqAHwEfxC")]
     pub id: String,
+    #[schema(required = true)]
     pub email: Option<String>,
+    #[schema(required = true)]
     pub first_name: Option<String>,
+    #[schema(required = true)]
     pub last_name: Option<String>,
+    #[schema(required = true)]
     pub image_url: Option<String>,
     pub role: Role,
     pub created_at: DateTime<Utc>,
@@ -37,8 +41,10 @@ pub struct SyncResponse {
     /// Pushes tried for the latest role.
     pub attempts: i32,
     /// Why the last push failed, when it did.
+    #[schema(required = true)]
     pub last_error: Option<String>,
     /// When the next push is due, while one is.
+    #[schema(required = true)]
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
@@ -83,6 +89,7 @@ impl UserResponse {
 pub struct UserPage {
     pub data: Vec<UserResponse>,
     /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -129,10 +136,12 @@ pub struct RoleChangeResponse {
     pub id: i64,
     pub user_id: String,
     /// `null` when the user was created with `newRole`.
+    #[schema(required = true)]
     pub old_role: Option<Role>,
     pub new_role: Role,
     pub source: RoleSource,
     /// The admin's Clerk id, the Svix message id, or `cli`.
+    #[schema(required = true)]
     pub actor: Option<String>,
     pub changed_at: DateTime<Utc>,
 }
@@ -165,6 +174,7 @@ impl TryFrom<RoleChangeRow> for RoleChangeResponse {
 pub struct RoleHistory {
     pub data: Vec<RoleChangeResponse>,
     /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use crate::db::Backend;
 use crate::error::{ApiError, Problem};
 
 /// How long readiness waits for the database before answering 503.
@@ -14,20 +15,41 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthStatus {
-    /// Always `ok` while the process serves requests.
-    pub status: &'static str,
+    pub status: Alive,
+}
+
+/// Always `ok` while the process serves requests.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Alive {
+    Ok,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadyStatus {
-    /// `ready` when the database answers.
-    pub status: &'static str,
-    /// `postgres` or `sqlite`.
-    pub database: &'static str,
-    /// `running` (the push worker's heartbeat is fresh), or why role changes
-    /// are waiting instead of reaching Clerk.
+    pub status: Ready,
+    /// Which database answered.
+    pub database: Backend,
     #[serde(rename = "clerkPush")]
-    pub clerk_push: &'static str,
+    pub clerk_push: PushWorker,
+}
+
+/// `ready` when the database answers and the push worker is alive.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Ready {
+    Ready,
+}
+
+/// Whether role changes reach Clerk.
+#[derive(Debug, Serialize, ToSchema)]
+pub enum PushWorker {
+    /// The push worker's heartbeat is fresh.
+    #[serde(rename = "running")]
+    Running,
+    /// No secret key: role changes wait instead of reaching Clerk.
+    #[serde(rename = "waiting: CLERK_SECRET_KEY is not set")]
+    NoSecretKey,
 }
 
 /// Liveness: the process is up and serving requests.
@@ -37,7 +59,7 @@ pub struct ReadyStatus {
 )]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(HealthStatus { status: "ok" })
+    HttpResponse::Ok().json(HealthStatus { status: Alive::Ok })
 }
 
 /// Readiness: the database is reachable and the push worker alive.
@@ -60,9 +82,9 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         }
     }
     let clerk_push = match &state.push_worker {
-        None => "waiting: CLERK_SECRET_KEY is not set",
+        None => PushWorker::NoSecretKey,
         Some(worker) => match worker.stalled_for() {
-            None => "running",
+            None => PushWorker::Running,
             Some(silent) => {
                 return Err(ApiError::Unavailable(format!(
                     "the push worker has not gone round its loop for {} s",
@@ -72,11 +94,8 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         },
     };
     Ok(HttpResponse::Ok().json(ReadyStatus {
-        status: "ready",
-        database: match state.db.backend() {
-            crate::db::Backend::Postgres => "postgres",
-            crate::db::Backend::Sqlite => "sqlite",
-        },
+        status: Ready::Ready,
+        database: state.db.backend(),
         clerk_push,
     }))
 }

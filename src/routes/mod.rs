@@ -8,6 +8,7 @@ pub mod get_metrics;
 mod get_role_stats;
 mod get_user;
 mod get_user_role_history;
+pub mod head;
 pub mod headers;
 mod health;
 mod list_users;
@@ -85,11 +86,12 @@ pub fn method_not_allowed(paths: &Paths) -> Vec<Resource> {
         .map(|(path, item)| {
             let allow = [
                 ("GET", item.get.is_some()),
+                // Answered as GET (see `head`).
+                ("HEAD", item.get.is_some() || item.head.is_some()),
                 ("PUT", item.put.is_some()),
                 ("POST", item.post.is_some()),
                 ("DELETE", item.delete.is_some()),
                 ("OPTIONS", item.options.is_some()),
-                ("HEAD", item.head.is_some()),
                 ("PATCH", item.patch.is_some()),
                 ("TRACE", item.trace.is_some()),
             ]

@@ -20,9 +20,10 @@ pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 /// What the service did with a message.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookAck {
-    /// `applied`, `unchanged`, `unknown_role`, `stale`, `conflict`, `deleted`,
-    /// `user_deleted`, `missing_id`, `ignored` or `duplicate`.
-    pub outcome: &'static str,
+    /// What happened: `applied`, `unchanged`, `unknown_role`, `stale`,
+    /// `conflict`, `deleted`, `user_deleted`, `missing_id`, `ignored` or
+    /// `duplicate`.
+    pub outcome: Outcome,
 }
 
 /// Receive a Clerk webhook (`user.created`, `user.updated`, `user.deleted`).
@@ -127,9 +128,7 @@ pub async fn receive_clerk_webhook(
         outcome = outcome.as_str(),
         "webhook processed"
     );
-    Ok(HttpResponse::Ok().json(WebhookAck {
-        outcome: outcome.as_str(),
-    }))
+    Ok(HttpResponse::Ok().json(WebhookAck { outcome }))
 }
 
 /// Settles a conflict by asking Clerk for the user's current state. Best

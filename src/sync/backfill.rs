@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Pacer;
 use super::retry::call_clerk;
-use crate::clerk::ClerkClient;
+use crate::clerk::{ClerkClient, ClerkUser};
 use crate::db::Db;
 use crate::db::backfill::{self, BackfillOptions, Progress};
 use crate::with_conn;
@@ -41,6 +41,7 @@ pub async fn run(
         if page.is_empty() {
             break;
         }
+        ensure_advances(after.as_deref(), &page)?;
         progress = with_conn!(db, conn => {
             backfill::apply_page(conn, &page, options, &progress).await
         })?;
@@ -54,6 +55,20 @@ pub async fn run(
         with_conn!(db, conn => backfill::forget(conn).await)?;
     }
     Ok(progress)
+}
+
+/// Stops a walk whose cursor does not move (Clerk answering the same page
+/// again, or one that starts with the user it was to start after), which
+/// would otherwise loop for ever.
+pub fn ensure_advances(after: Option<&str>, page: &[ClerkUser]) -> anyhow::Result<()> {
+    let repeats = after.is_some_and(|after| page.iter().any(|user| user.id == after));
+    if repeats {
+        anyhow::bail!(
+            "Clerk's user list did not advance past {} (the page starts over or repeats); stopping",
+            after.unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 /// A progress bar on a terminal; a log line per page otherwise.

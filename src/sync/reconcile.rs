@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::fmt;
 
 use super::Pacer;
-use super::backfill::PAGE_SIZE;
+use super::backfill::{PAGE_SIZE, ensure_advances};
 use super::retry::call_clerk;
 use crate::clerk::ClerkClient;
 use crate::db::backfill::Prefer;
@@ -75,6 +75,7 @@ pub async fn run(
     let mut after: Option<String> = None;
     loop {
         let page = call_clerk(&pacer, || client.list_users(PAGE_SIZE, after.as_deref())).await?;
+        ensure_advances(after.as_deref(), &page)?;
         for user in &page {
             in_clerk.insert(user.id.clone());
             report.checked += 1;

@@ -329,7 +329,7 @@ impl PushWorker {
 
     /// One attempt: on a retry, Clerk is read first; then the role is sent.
     /// Returns what to record (`None`: nothing more, the push was cancelled)
-    /// and the `result` label of `clerk_push_attempts_total`.
+    /// and the `result` label of `clerk_role_sync_push_attempts_total`.
     async fn attempt(
         &self,
         user_id: &ClerkUserId,

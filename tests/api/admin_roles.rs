@@ -243,8 +243,11 @@ both_backends! {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), 28);
+        // Newest sign-up in Clerk first: user_sky's payload says it signed
+        // up in 2024, before everyone the emulator made today.
         let first_three = ["user_admin", "user_ada", "user_bob"];
-        assert!(seen[25..].iter().all(|id| first_three.contains(&id.as_str())), "oldest last: {seen:?}");
+        assert!(seen[24..27].iter().all(|id| first_three.contains(&id.as_str())), "oldest last: {seen:?}");
+        assert_eq!(seen[27], "user_sky", "oldest last: {seen:?}");
 
         let instructors = app.get_json(&token, "/api/admin/users?role=INSTRUCTOR&limit=100").await;
         let ids: Vec<&str> = instructors["data"].as_array().expect("data").iter().filter_map(|u| u["id"].as_str()).collect();
@@ -285,4 +288,52 @@ both_backends! {
         assert!(page["data"].as_array().expect("data").iter().all(|u| u["id"] != "user_bob"));
         assert_eq!(stats(&app, &token).await["totalUsers"], 2);
     }
+}
+
+both_backends! {
+    async fn head_answers_wherever_get_does_without_a_body(backend) {
+        let (app, _clerk, token) = admin_setup(backend).await;
+
+        for (path, authed) in [
+            ("/healthz", false),
+            ("/readyz", false),
+            ("/api-docs/openapi.json", false),
+            ("/api/admin/users?limit=2", true),
+            ("/api/admin/stats", true),
+            ("/api/admin/users/user_ada", true),
+        ] {
+            let request = |method: Method| match authed {
+                true => app.authed(method, path, &token),
+                false => app.client.request(method, app.url(path)),
+            };
+            let get = request(Method::GET).send().await.expect("sent");
+            let get_status = get.status();
+            let get_type = get.headers().get("content-type").cloned();
+            let get_body = get.bytes().await.expect("body");
+            let head = request(Method::HEAD).send().await.expect("sent");
+            assert_eq!(head.status(), get_status, "HEAD {path}");
+            assert_eq!(head.headers().get("content-type").cloned(), get_type, "HEAD {path}");
+            let length = head.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+            assert_eq!(length, Some(get_body.len()), "HEAD {path}: the GET's length");
+            assert!(head.bytes().await.expect("body").is_empty(), "HEAD {path}: no body");
+        }
+
+        // HEAD is refused where GET is: without a token, and where only POST works.
+        problem_head(app.client.head(app.url("/api/admin/stats")).send().await.expect("sent"), 401);
+        let webhook = app.client.head(app.url("/api/webhooks/clerk")).send().await.expect("sent");
+        assert_eq!(webhook.headers().get("allow").and_then(|v| v.to_str().ok()), Some("POST"));
+        problem_head(webhook, 405);
+    }
+}
+
+/// A refused HEAD: the status and the problem's content type, no body.
+fn problem_head(response: reqwest::Response, status: u16) {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
 }

@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use clerk_role_sync::clerk::ClerkClient;
 use clerk_role_sync::config::Config;
 use clerk_role_sync::db::backfill::{BackfillOptions, Prefer, Progress};
+use clerk_role_sync::db::users::{self, UserFilter};
 use clerk_role_sync::db::{Db, DbError, Store as _};
+use clerk_role_sync::domain::{ClerkUserId, Role, RoleSource};
 use clerk_role_sync::sync::{backfill, reconcile};
 use clerk_role_sync::with_conn;
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, spawn_app, test_config};
+use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with, test_config};
 use crate::support::clerk_emulator::{self, ClerkEmulator};
 use crate::support::clerk_payloads::{deleted_event, user_event};
 
@@ -95,6 +97,54 @@ async fn backfill(app: &TestApp, clerk: &ClerkEmulator, options: BackfillOptions
 }
 
 both_backends! {
+    async fn a_user_list_that_does_not_advance_stops_the_backfill(backend) {
+        let clerk = ClerkEmulator::start().await;
+        for i in 0..501 {
+            clerk.add_user(&format!("user_p{i:03}"), None);
+        }
+        clerk.set_ignore_cursor(true);
+        let app = spawn_app_with(backend, &[]).await;
+
+        let stopped = backfill::run(&app.db, &client(&clerk, &app), BackfillOptions::default(), 200.0, false).await;
+
+        let error = stopped.expect_err("a repeating page is an error, not a loop").to_string();
+        assert!(error.contains("did not advance"), "{error}");
+        let lists = clerk.requests().iter().filter(|r| r.path == "/v1/users").count();
+        assert_eq!(lists, 2, "stopped at the first repeat");
+    }
+
+    async fn created_at_is_when_the_user_signed_up_in_clerk(backend) {
+        let clerk = ClerkEmulator::start().await;
+        let ids: Vec<String> = (0..4).map(|i| format!("user_s{i}")).collect();
+        for id in &ids {
+            clerk.add_user(id, None);
+        }
+        let app = spawn_app_with(backend, &[]).await;
+        // We heard of them in the opposite order (the CLI made them here first).
+        for id in ids.iter().rev() {
+            let user = ClerkUserId::parse(id.as_str()).expect("an id");
+            let made = with_conn!(app.db, conn => {
+                users::set_role(conn, &user, Role::Student, RoleSource::Cli, Some("cli"), true).await
+            });
+            made.expect("created");
+        }
+
+        backfill(&app, &clerk, BackfillOptions::default()).await;
+
+        for id in &ids {
+            let signed_up = clerk.user(id).expect("in Clerk")["created_at"].as_i64().expect("ms");
+            let here = app.user(id).await.expect("here").created_at.and_utc().timestamp_millis();
+            assert_eq!(here, signed_up, "{id}");
+        }
+        let page: Result<_, DbError> = with_conn!(app.db, conn => {
+            Ok(conn.list_users(&UserFilter { limit: 10, ..UserFilter::default() }).await?)
+        });
+        let newest_first: Vec<String> = page.expect("a page").into_iter().map(|(user, _)| user.id).collect();
+        let mut expected = ids.clone();
+        expected.reverse();
+        assert_eq!(newest_first, expected, "newest first means sign-up order");
+    }
+
     async fn backfill_takes_clerk_roles_in_and_respects_tombstones(backend) {
         let clerk = clerk_with_users().await;
         let app = app_with_history(backend).await;

@@ -4,6 +4,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::helpers::{Backend, TestDb};
+use crate::support::clerk_emulator::{ClerkEmulator, SECRET_KEY};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clerk-role-sync");
 
@@ -30,7 +31,7 @@ fn malformed_configuration_is_a_clear_start_up_error() {
     ] {
         let output = run(&["serve"], &[(variable, value)]);
 
-        assert_eq!(output.status.code(), Some(1), "{variable}={value}");
+        assert_eq!(output.status.code(), Some(2), "{variable}={value}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(variable), "{variable}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
@@ -44,7 +45,7 @@ fn unreachable_postgres_is_a_clear_start_up_error() {
         &[("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")],
     );
 
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("connecting to PostgreSQL"), "{stderr}");
 }
@@ -65,11 +66,11 @@ fn set_role_refuses_bad_input_and_changes_nothing() {
     let url = format!("sqlite://{}/db.sqlite", dir.path().display());
 
     let bad_role = run(&["set-role", "user_1", "OWNER"], &[("DATABASE_URL", &url)]);
-    assert_eq!(bad_role.status.code(), Some(1));
+    assert_eq!(bad_role.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_role.stderr).contains("invalid role"));
 
     let bad_id = run(&["set-role", "user 1", "ADMIN"], &[("DATABASE_URL", &url)]);
-    assert_eq!(bad_id.status.code(), Some(1));
+    assert_eq!(bad_id.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_id.stderr).contains("invalid user id"));
 }
 
@@ -113,59 +114,255 @@ async fn set_role_creates_then_changes_a_user_on_sqlite() {
     set_role_then_read_back(Backend::Sqlite).await;
 }
 
+/// A `serve` process on a free port in its own folder, healthy.
+struct Served {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Served {
+    async fn start(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(BIN)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the service starts");
+        let served = Self { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while served.get("/healthz").await.map(|r| r.status()) != Some(reqwest::StatusCode::OK) {
+            assert!(
+                Instant::now() < deadline,
+                "the service never became healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        served
+    }
+
+    async fn get(&self, path: &str) -> Option<reqwest::Response> {
+        reqwest::get(format!("http://127.0.0.1:{}{path}", self.port))
+            .await
+            .ok()
+    }
+
+    /// SIGTERM, then the exit status and everything written to stderr.
+    async fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the service did not stop on SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            std::io::Read::read_to_string(&mut pipe, &mut stderr).expect("stderr");
+        }
+        (status, stderr)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_shuts_the_server_down_cleanly() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let mut child = Command::new(BIN)
-        .current_dir(dir.path())
-        .env_clear()
-        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the service starts");
-
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let health = client
-            .get(format!("http://127.0.0.1:{port}/healthz"))
-            .send()
-            .await;
-        if health.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the service never became healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let served = Served::start(&[]).await;
     assert!(
-        dir.path().join("clerk-role-sync.db").exists(),
+        served.dir.path().join("clerk-role-sync.db").exists(),
         "the default SQLite file"
     );
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
+    let (status, stderr) = served.terminate().await;
+    assert!(status.success(), "exit status {status:?}: {stderr}");
+}
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the service did not stop on SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_with_the_request_id() {
+    let served = Served::start(&[("LOG_FORMAT", "json")]).await;
+    let response = served.get("/readyz").await.expect("answered");
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+
+    let (status, stderr) = served.terminate().await;
+    assert!(status.success());
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|line| line.is_object() && line["level"].is_string())
+    );
+    let logged = lines
+        .iter()
+        .find(|line| line.to_string().contains(&request_id))
+        .unwrap_or_else(|| panic!("no line with {request_id}: {stderr}"));
+    assert_eq!(logged["status"], 200, "{logged}");
+    assert_eq!(
+        logged["span"]["request_id"],
+        request_id.as_str(),
+        "{logged}"
+    );
+}
+
+#[test]
+fn dot_env_is_read_and_the_environment_wins() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(dir.path().join(".env"), "LOG_FORMAT=xml\n").expect("write .env");
+    let serve = |env: &[(&str, &str)]| {
+        Command::new(BIN)
+            .arg("migrate")
+            .current_dir(dir.path())
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .expect("the binary runs")
     };
-    assert!(status.success(), "exit status {status:?}");
+
+    // The value in .env is read (and refused)...
+    let from_file = serve(&[]);
+    assert_eq!(from_file.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&from_file.stderr).contains("LOG_FORMAT"));
+    // ...unless the environment sets the variable.
+    let from_env = serve(&[("LOG_FORMAT", "json")]);
+    assert!(
+        from_env.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_env.stderr)
+    );
+
+    // A .env that cannot be parsed names itself.
+    std::fs::write(dir.path().join(".env"), "LOG_FORMAT='unterminated\n").expect("write .env");
+    let malformed = serve(&[("LOG_FORMAT", "json")]);
+    assert_eq!(malformed.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&malformed.stderr).contains(".env"));
+}
+
+#[test]
+fn help_lists_every_variable_with_its_default() {
+    for args in [&["--help"][..], &["serve", "--help"]] {
+        let output = run(args, &[]);
+        assert!(output.status.success());
+        let help = String::from_utf8_lossy(&output.stdout);
+        for variable in clerk_role_sync::config::VARIABLES {
+            assert!(
+                help.contains(variable.name),
+                "{args:?} lacks {}",
+                variable.name
+            );
+            assert!(
+                help.contains(&format!("[default: {}]", variable.default)),
+                "{args:?}: {}",
+                variable.name
+            );
+        }
+    }
+}
+
+/// A Clerk emulator and a SQLite database, for the commands that need both.
+struct WithClerk {
+    clerk: ClerkEmulator,
+    db: TestDb,
+    api_url: String,
+}
+
+impl WithClerk {
+    async fn start() -> Self {
+        let clerk = ClerkEmulator::start().await;
+        let api_url = clerk.url();
+        let db = TestDb::new(Backend::Sqlite).await;
+        Self { clerk, db, api_url }
+    }
+
+    fn env(&self) -> [(&str, &str); 3] {
+        [
+            ("DATABASE_URL", self.db.url.as_str()),
+            ("CLERK_SECRET_KEY", SECRET_KEY),
+            ("CLERK_API_URL", self.api_url.as_str()),
+        ]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_exits_0_in_sync_1_on_drift_and_2_on_an_error() {
+    let with_clerk = WithClerk::start().await;
+    let (clerk, env) = (&with_clerk.clerk, with_clerk.env());
+    clerk.add_user("user_r1", Some("INSTRUCTOR"));
+    assert!(run(&["backfill"], &env).status.success());
+
+    let in_sync = run(&["reconcile"], &env);
+    assert_eq!(
+        in_sync.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&in_sync.stderr)
+    );
+
+    // The dashboard demotes the user; no webhook comes.
+    clerk.edit_metadata("user_r1", serde_json::json!({"role": "STUDENT"}));
+    let drift = run(&["reconcile"], &env);
+    assert_eq!(drift.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&drift.stdout).contains("user_r1"));
+    assert!(String::from_utf8_lossy(&drift.stderr).contains("1 users still differ"));
+
+    let fixed = run(&["reconcile", "--fix"], &env);
+    assert_eq!(
+        fixed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&fixed.stderr)
+    );
+    assert_eq!(run(&["reconcile"], &env).status.code(), Some(0));
+
+    // A key Clerk refuses (rotated, say) is an error, not drift.
+    let refused = [env[0], ("CLERK_SECRET_KEY", "sk_test_rotated"), env[2]];
+    let error = run(&["reconcile"], &refused);
+    let stderr = String::from_utf8_lossy(&error.stderr);
+    assert_eq!(error.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .is_some_and(|line| line.starts_with("error: ")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_change_is_never_logged_as_made() {
+    let with_clerk = WithClerk::start().await;
+    let (clerk, env) = (&with_clerk.clerk, with_clerk.env());
+    clerk.add_user("user_l1", Some("ADMIN"));
+
+    // A dry run applies each page in a transaction and rolls it back.
+    let dry_run = run(&["backfill", "--dry-run"], &env);
+    let stderr = String::from_utf8_lossy(&dry_run.stderr);
+    assert!(dry_run.status.success(), "{stderr}");
+    assert!(!stderr.contains("role changed"), "{stderr}");
+
+    let applied = run(&["backfill"], &env);
+    let stderr = String::from_utf8_lossy(&applied.stderr);
+    assert!(applied.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("role changed").count(), 1, "{stderr}");
+    assert!(stderr.contains("user_l1"), "{stderr}");
 }

@@ -39,6 +39,11 @@ const STEPS: usize = 30;
 /// Times closer than this to a boundary of the rule count as undecided.
 const MARGIN_MS: i64 = 10;
 
+/// A push is in flight from its claim, which comes before Clerk sees the
+/// request (pacing and connecting are in between): a webhook that arrives
+/// up to this long before Clerk received a push may have met it in flight.
+const CLAIM_TO_SEND: Duration = Duration::from_millis(150);
+
 /// Something that set a user's intended role, as the test did it.
 #[derive(Debug, Clone)]
 enum Intent {
@@ -338,18 +343,18 @@ impl World {
             .into_iter()
             .filter(|push| push.at >= *sent && push.status == 200)
             .collect();
-        // An edit made before the admin's change whose webhook had not come
-        // by the commit may still race it.
-        if let Some(Intent::Dashboard {
-            role,
-            updated_at,
-            svix_id,
-            ..
-        }) = intents[..last_admin]
-            .iter()
-            .rev()
-            .find(|i| matches!(i, Intent::Dashboard { .. }))
-        {
+        // Edits made before the admin's change whose webhooks had not come
+        // by the commit may still race it, each as it arrives.
+        for earlier in &intents[..last_admin] {
+            let Intent::Dashboard {
+                role,
+                updated_at,
+                svix_id,
+                ..
+            } = earlier
+            else {
+                continue;
+            };
             let seen = self.delivered_at.get(svix_id).is_some_and(|at| at < sent);
             if !seen && self.winner(ours, *committed, role, *updated_at) != Some(ours) {
                 return None;
@@ -404,9 +409,16 @@ impl World {
                 .min()
                 .copied()
                 .unwrap_or_else(Instant::now);
-            let overtaken = pushes
+            // Any push counts, also one of an older change still in flight
+            // when the edit was made: its echo is then Clerk's newest state.
+            let overtaken = self
+                .clerk
+                .metadata_patches(user)
                 .iter()
-                .any(|push| push.at < first_delivery && landed(push) > first.2);
+                .filter(|push| push.status == 200)
+                .any(|push| {
+                    push.at < first_delivery + CLAIM_TO_SEND && landed(push) + margin > first.2
+                });
             return (!overtaken).then_some(last.0);
         }
         None

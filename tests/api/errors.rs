@@ -20,9 +20,9 @@ both_backends! {
         let app = spawn_app(backend).await;
 
         for (method, path, allow) in [
-            ("TRACE", "/healthz", "GET"),
-            ("POST", "/readyz", "GET"),
-            ("DELETE", "/api/admin/users/user_1", "GET, PATCH"),
+            ("TRACE", "/healthz", "GET, HEAD"),
+            ("POST", "/readyz", "GET, HEAD"),
+            ("DELETE", "/api/admin/users/user_1", "GET, HEAD, PATCH"),
             ("PUT", "/api/admin/users/roles", "POST"),
             ("GET", "/api/webhooks/clerk", "POST"),
         ] {

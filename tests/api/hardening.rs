@@ -104,7 +104,7 @@ both_backends! {
         );
         let other = after
             .lines()
-            .find(|line| line.starts_with("http_request_duration_seconds_count{method=\"other\""))
+            .find(|line| line.starts_with("clerk_role_sync_http_request_duration_seconds_count{method=\"other\""))
             .expect("made-up methods are counted as `other`");
         assert!(other.ends_with(" 300"), "{other}");
     }
@@ -116,7 +116,7 @@ both_backends! {
         problem(app.get("/metrics").await, 404).await;
         let scraped = app.client.get(format!("{metrics}/metrics")).send().await.expect("sent");
         assert_eq!(scraped.status(), 200);
-        assert!(scraped.text().await.expect("text").contains("clerk_webhooks_total"));
+        assert!(scraped.text().await.expect("text").contains("clerk_role_sync_webhooks_total"));
         for path in ["/healthz", "/api/admin/stats", "/swagger-ui/"] {
             let response = app.client.get(format!("{metrics}{path}")).send().await.expect("sent");
             problem(response, 404).await;
@@ -127,11 +127,11 @@ both_backends! {
         let app = spawn_app_with(backend, &[]).await;
         let text = app.get("/metrics").await.text().await.expect("text");
         for series in [
-            r#"clerk_webhooks_total{outcome="applied",type="user.updated"} 0"#,
-            r#"clerk_webhook_refusals_total{reason="bad_signature"} 0"#,
-            r#"clerk_push_attempts_total{result="landed"} 0"#,
-            "clerk_push_worker_restarts_total 0",
-            r#"http_request_duration_seconds_count{method="PATCH",route="/api/admin/users/{userId}",status="200"} 0"#,
+            r#"clerk_role_sync_webhooks_total{outcome="applied",type="user.updated"} 0"#,
+            r#"clerk_role_sync_webhook_refusals_total{reason="bad_signature"} 0"#,
+            r#"clerk_role_sync_push_attempts_total{result="landed"} 0"#,
+            "clerk_role_sync_push_worker_restarts_total 0",
+            r#"clerk_role_sync_http_request_duration_seconds_count{method="PATCH",route="/api/admin/users/{userId}",status="200"} 0"#,
         ] {
             assert!(text.contains(series), "{series} missing from\n{text}");
         }

@@ -46,9 +46,16 @@ impl TestDb {
                     .await
                     .unwrap_or_else(|e| {
                         panic!(
-                            "PostgreSQL is not reachable at {admin_url} ({e}). Start it \
-                         (pg_ctlcluster --skip-systemctl-redirect 15 main start) or point \
-                         TEST_DATABASE_URL at a server where this user may CREATE DATABASE."
+                            "PostgreSQL refused or did not answer at {admin_url}: {e}\n\
+                             The tests need a PostgreSQL server where this user may CREATE DATABASE.\n\
+                             - Is it running? `pg_isready -h 127.0.0.1` (Debian: \
+                             `pg_ctlcluster --skip-systemctl-redirect 15 main start`).\n\
+                             - Asked for a password? Most distributions' packages ask for one on TCP. Either \
+                             give one: `sudo -u postgres psql -c \"ALTER USER postgres PASSWORD 'secret'\"` \
+                             and `export TEST_DATABASE_URL=postgres://postgres:secret@127.0.0.1:5432/postgres`; \
+                             or let local TCP in without one, as CI does: put `host all all 127.0.0.1/32 trust` \
+                             first in pg_hba.conf (`sudo -u postgres psql -tAc 'SHOW hba_file'` says where) \
+                             and `sudo -u postgres psql -c 'SELECT pg_reload_conf()'`."
                         )
                     });
                 admin

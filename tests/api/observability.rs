@@ -20,10 +20,10 @@ async fn sample(app: &TestApp, series: &str) -> f64 {
 both_backends! {
     async fn metrics_follow_webhooks_pushes_and_requests(backend) {
         let (app, clerk) = spawn_synced_app(backend).await;
-        let applied = r#"clerk_webhooks_total{outcome="applied",type="user.created"}"#;
-        let duplicate = r#"clerk_webhooks_total{outcome="duplicate",type="user.created"}"#;
-        let forged = r#"clerk_webhook_refusals_total{reason="bad_signature"}"#;
-        let landed = r#"clerk_push_attempts_total{result="landed"}"#;
+        let applied = r#"clerk_role_sync_webhooks_total{outcome="applied",type="user.created"}"#;
+        let duplicate = r#"clerk_role_sync_webhooks_total{outcome="duplicate",type="user.created"}"#;
+        let forged = r#"clerk_role_sync_webhook_refusals_total{reason="bad_signature"}"#;
+        let landed = r#"clerk_role_sync_push_attempts_total{result="landed"}"#;
         assert_eq!(sample(&app, applied).await, 0.0);
 
         seed(&app, &clerk, &[("user_admin", Some("ADMIN")), ("user_ada", None)]).await;
@@ -45,12 +45,12 @@ both_backends! {
         clerk.fail_next(1, 503);
         app.patch_role(&token, "user_ada", "INSTRUCTOR").await;
         wait_until("the push landed", || async { sample(&app, landed).await == 1.0 }).await;
-        assert_eq!(sample(&app, r#"clerk_push_attempts_total{result="retry"}"#).await, 1.0);
-        assert_eq!(sample(&app, "clerk_push_pending").await, 0.0);
+        assert_eq!(sample(&app, r#"clerk_role_sync_push_attempts_total{result="retry"}"#).await, 1.0);
+        assert_eq!(sample(&app, "clerk_role_sync_outbox_pending").await, 0.0);
 
         let webhook_requests = sample(
             &app,
-            r#"http_request_duration_seconds_count{method="POST",route="/api/webhooks/clerk",status="200"}"#,
+            r#"clerk_role_sync_http_request_duration_seconds_count{method="POST",route="/api/webhooks/clerk",status="200"}"#,
         )
         .await;
         assert!(webhook_requests >= 5.0, "{webhook_requests}");

@@ -85,7 +85,7 @@ both_backends! {
         let waited = patches[1].at - patches[0].at;
         assert!(waited >= Duration::from_secs(2), "retried after {waited:?}, not after Retry-After: 2");
         let metrics = app.get("/metrics").await.text().await.expect("text");
-        assert!(metrics.contains(r#"clerk_push_attempts_total{result="rate_limited"} 1"#), "{metrics}");
+        assert!(metrics.contains(r#"clerk_role_sync_push_attempts_total{result="rate_limited"} 1"#), "{metrics}");
     }
 
     async fn refusals_stop_retrying_and_show_as_failing(backend) {
@@ -218,7 +218,7 @@ both_backends! {
         let ready: Value = app.get("/readyz").await.json().await.expect("json");
         assert_eq!(ready["clerkPush"], "running");
         let metrics = app.get("/metrics").await.text().await.expect("text");
-        assert!(metrics.contains("clerk_push_worker_restarts_total 0"), "the worker never died");
+        assert!(metrics.contains("clerk_role_sync_push_worker_restarts_total 0"), "the worker never died");
     }
 
     async fn every_accepted_clerk_timeout_works(backend) {

@@ -418,8 +418,8 @@ both_backends! {
         settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
         assert!(restarted.elapsed() < Duration::from_secs(5), "taken back after {:?}", restarted.elapsed());
         assert_eq!(clerk.metadata_patches("user_ada").len(), 1);
-        assert_eq!(metric(&app, "clerk_push_claims_taken_back_total").await, 1.0);
-        assert_eq!(metric(&app, "clerk_push_leases_expired_total").await, 0.0);
+        assert_eq!(metric(&app, "clerk_role_sync_push_claims_taken_back_total").await, 1.0);
+        assert_eq!(metric(&app, "clerk_role_sync_push_leases_expired_total").await, 0.0);
     }
 
     async fn another_replicas_claim_is_taken_over_when_its_lease_expires(backend) {
@@ -441,7 +441,7 @@ both_backends! {
         let push = &clerk.metadata_patches("user_ada")[0];
         assert!(push.at + Duration::from_millis(100) >= expires, "a live claim of another replica was taken");
         assert!(push.at < expires + Duration::from_secs(3), "taken over late");
-        assert_eq!(metric(&app, "clerk_push_leases_expired_total").await, 1.0);
+        assert_eq!(metric(&app, "clerk_role_sync_push_leases_expired_total").await, 1.0);
     }
 
     async fn a_newer_change_waits_only_for_the_push_in_flight(backend) {

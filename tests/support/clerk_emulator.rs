@@ -342,6 +342,8 @@ struct State {
     target: Option<Target>,
     /// Where the next `Delivery::Retried` message starts.
     next_endpoint: usize,
+    /// `GET /v1/users` ignores `starting_after` (a broken proxy or cache).
+    ignore_cursor: bool,
     held: VecDeque<Message>,
     /// Every message delivered (or being delivered) at least once, by svix id.
     sent: HashMap<String, Message>,
@@ -513,7 +515,9 @@ impl State {
                         );
                     }
                 },
-                "starting_after" => starting_after = Some(value.into_owned()),
+                "starting_after" if !self.ignore_cursor => {
+                    starting_after = Some(value.into_owned());
+                }
                 "order_by" => match value.as_ref() {
                     "created_at" | "+created_at" => descending = false,
                     "-created_at" => descending = true,
@@ -1005,6 +1009,12 @@ impl ClerkEmulator {
             Fault::RateLimited(retry_after.to_owned()),
             count,
         ));
+    }
+
+    /// While set, the user list ignores `starting_after`: every page is
+    /// the first.
+    pub fn set_ignore_cursor(&self, ignore: bool) {
+        self.shared.lock().ignore_cursor = ignore;
     }
 
     /// Forgets the faults not yet used up.
