@@ -27,9 +27,13 @@ pub enum ClerkError {
     /// 429: slow down; retry after the given delay (when Clerk named one).
     #[error("rate limited by Clerk (429)")]
     RateLimited { retry_after: Option<Duration> },
-    /// 5xx, a timeout or a connection failure: retry later.
+    /// No answer (a timeout or a connection failure): retry later. The
+    /// request may or may not have taken effect.
     #[error("{0}")]
     Unavailable(String),
+    /// 5xx: retry later.
+    #[error("Clerk answered {status}: {message}")]
+    ServerError { status: u16, message: String },
     /// Any other 4xx: retrying the same request cannot help.
     #[error("Clerk refused the request ({status}): {message}")]
     Refused { status: u16, message: String },
@@ -43,8 +47,18 @@ impl ClerkError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited { .. } | Self::Unavailable(_) | Self::Malformed(_)
+            Self::RateLimited { .. }
+                | Self::Unavailable(_)
+                | Self::ServerError { .. }
+                | Self::Malformed(_)
         )
+    }
+
+    /// Whether the request may have taken effect in Clerk: no answer came,
+    /// or a success whose body we could not read. An error Clerk answered
+    /// with changed nothing.
+    pub fn may_have_applied(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Malformed(_))
     }
 }
 
@@ -206,9 +220,10 @@ impl ClerkClient {
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
         Err(match status {
             StatusCode::TOO_MANY_REQUESTS => ClerkError::RateLimited { retry_after },
-            status if status.is_server_error() => {
-                ClerkError::Unavailable(format!("Clerk answered {}: {message}", status.as_u16()))
-            }
+            status if status.is_server_error() => ClerkError::ServerError {
+                status: status.as_u16(),
+                message,
+            },
             status => ClerkError::Refused {
                 status: status.as_u16(),
                 message,
@@ -279,7 +294,13 @@ mod tests {
     #[test]
     fn only_transient_failures_are_retried() {
         assert!(ClerkError::RateLimited { retry_after: None }.is_retryable());
-        assert!(ClerkError::Unavailable("503".into()).is_retryable());
+        assert!(ClerkError::Unavailable("timed out".into()).is_retryable());
+        let server_error = ClerkError::ServerError {
+            status: 503,
+            message: "down".into(),
+        };
+        assert!(server_error.is_retryable());
+        assert_eq!(server_error.to_string(), "Clerk answered 503: down");
         assert!(
             !ClerkError::Refused {
                 status: 404,
@@ -287,5 +308,24 @@ mod tests {
             }
             .is_retryable()
         );
+    }
+
+    #[test]
+    fn only_a_missing_or_unreadable_answer_may_have_applied() {
+        assert!(ClerkError::Unavailable("timed out".into()).may_have_applied());
+        assert!(ClerkError::Malformed("not JSON".into()).may_have_applied());
+        for answered in [
+            ClerkError::RateLimited { retry_after: None },
+            ClerkError::ServerError {
+                status: 500,
+                message: String::new(),
+            },
+            ClerkError::Refused {
+                status: 422,
+                message: String::new(),
+            },
+        ] {
+            assert!(!answered.may_have_applied(), "{answered}");
+        }
     }
 }

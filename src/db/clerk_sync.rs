@@ -12,7 +12,7 @@ use super::users::{corrupt, now};
 use super::webhooks::{Apply, apply_clerk_user};
 use super::{DbError, Store};
 use crate::clerk::ClerkUser;
-use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role, RoleSource};
+use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role, RoleSet, RoleSource};
 
 /// A `clerk_sync` row as stored.
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
@@ -31,6 +31,9 @@ pub struct SyncRow {
     pub seen_clerk_updated_at: Option<i64>,
     /// This claim took the row over from an owner whose lease expired.
     pub taken_over: bool,
+    /// Roles its pushes may have written to Clerk unrecorded
+    /// ([`RoleSet`](crate::domain::RoleSet) bits).
+    pub unrecorded_roles: i32,
 }
 
 impl SyncRow {
@@ -130,20 +133,25 @@ pub async fn check_before_retry<C: Store>(
     after_commit(conn.transaction(async |conn| {
         apply_clerk_user(conn, user, apply).await?;
         let sync = conn.find_sync(user.id.as_str()).await?;
-        let Some(sync) = sync.filter(|sync| sync.is_pending()) else {
-            return Ok(RetryCheck::Cancelled);
+        let check = match sync.as_ref().filter(|sync| sync.is_pending()) {
+            None => RetryCheck::Cancelled,
+            Some(sync) => match user.metadata_role() {
+                MetadataRole::Known(role)
+                    if sync.version == version && role.as_str() == sync.desired_role =>
+                {
+                    RetryCheck::AlreadyThere(ClerkState {
+                        role,
+                        updated_at: user.updated_at,
+                    })
+                }
+                _ => RetryCheck::Send,
+            },
         };
-        Ok(match user.metadata_role() {
-            MetadataRole::Known(role)
-                if sync.version == version && role.as_str() == sync.desired_role =>
-            {
-                RetryCheck::AlreadyThere(ClerkState {
-                    role,
-                    updated_at: user.updated_at,
-                })
-            }
-            _ => RetryCheck::Send,
-        })
+        // Clerk was just read: whatever earlier pushes may have written is
+        // older than what it holds now.
+        conn.set_unrecorded_pushes(user.id.as_str(), RoleSet::EMPTY)
+            .await?;
+        Ok(check)
     }))
     .await
 }
@@ -197,6 +205,10 @@ pub async fn finish_push<C: Store>(
                 } else {
                     conn.release_claim(user_id.as_str()).await?;
                 }
+                // Clerk's answer is recorded: whatever an earlier push left
+                // unrecorded is older than it in Clerk's order.
+                conn.set_unrecorded_pushes(user_id.as_str(), RoleSet::EMPTY)
+                    .await?;
                 if new_role != role {
                     // A dashboard edit landed in Clerk after our push: it wins.
                     conn.move_count(user_id, Some(role), Some(new_role)).await?;

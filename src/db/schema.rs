@@ -53,6 +53,7 @@ diesel::table! {
         claimed_by -> Nullable<Text>,
         seen_clerk_updated_at -> Nullable<BigInt>,
         taken_over -> Bool,
+        unrecorded_roles -> Integer,
     }
 }
 

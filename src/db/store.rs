@@ -13,7 +13,7 @@ use super::schema::{
 };
 use super::users::COUNT_SHARDS;
 use super::users::{NewRoleChange, NewUser, RoleChangeRow, UserFilter, UserRow};
-use crate::domain::{ClerkState, ClerkUserId, Role, RoleSource};
+use crate::domain::{ClerkState, ClerkUserId, Role, RoleSet, RoleSource};
 
 diesel::define_sql_function! {
     /// SQL `lower()`, on both backends.
@@ -190,6 +190,11 @@ pub trait Store: AsyncConnection + Dialect + Send {
 
     /// Lets any worker take the row again.
     async fn release_claim(&mut self, user_id: &str) -> QueryResult<()>;
+
+    /// Sets the roles a user's pushes may have written to Clerk unrecorded:
+    /// once Clerk's answer or a read of Clerk is recorded, nothing older can
+    /// be the newest Clerk state, so only a push about to be sent counts.
+    async fn set_unrecorded_pushes(&mut self, user_id: &str, roles: RoleSet) -> QueryResult<()>;
 
     /// Hands back every claim `owner` holds (at its start, and as it stops);
     /// how many there were.
@@ -586,6 +591,14 @@ macro_rules! impl_store {
 
             async fn delete_backfill_progress(&mut self) -> QueryResult<()> {
                 diesel::delete(backfill_progress::table)
+                    .execute(self)
+                    .await
+                    .map(drop)
+            }
+
+            async fn set_unrecorded_pushes(&mut self, user_id: &str, roles: RoleSet) -> QueryResult<()> {
+                diesel::update(clerk_sync::table.find(user_id))
+                    .set(clerk_sync::unrecorded_roles.eq(roles.bits()))
                     .execute(self)
                     .await
                     .map(drop)

@@ -6,7 +6,7 @@ mod role;
 mod sync;
 mod user_id;
 
-pub use role::{Role, RoleParseError, RoleSource};
+pub use role::{Role, RoleParseError, RoleSet, RoleSource};
 pub use sync::{
     ClerkState, DEFAULT_CLOCK_SKEW_ALLOWANCE_MS, Known, MetadataRole, PendingPush, Verdict,
     cancels, judge, judge_reread,

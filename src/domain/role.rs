@@ -63,6 +63,44 @@ impl fmt::Display for Role {
     }
 }
 
+/// A set of roles, stored as bits: STUDENT 1, INSTRUCTOR 2, ADMIN 4.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoleSet(u8);
+
+impl RoleSet {
+    pub const EMPTY: RoleSet = RoleSet(0);
+
+    const fn bit(role: Role) -> u8 {
+        match role {
+            Role::Student => 1,
+            Role::Instructor => 2,
+            Role::Admin => 4,
+        }
+    }
+
+    /// The set the stored bits name; bits of no role are dropped.
+    pub fn from_bits(bits: i32) -> Self {
+        Self(u8::try_from(bits & 7).unwrap_or(0))
+    }
+
+    pub const fn bits(self) -> i32 {
+        self.0 as i32
+    }
+
+    pub const fn only(role: Role) -> Self {
+        Self(Self::bit(role))
+    }
+
+    /// The set with `role` added.
+    pub const fn with(self, role: Role) -> Self {
+        Self(self.0 | Self::bit(role))
+    }
+
+    pub const fn contains(self, role: Role) -> bool {
+        self.0 & Self::bit(role) != 0
+    }
+}
+
 /// Where a role change came from, as recorded in the audit log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -104,6 +142,19 @@ impl FromStr for RoleSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn role_sets_hold_the_roles_their_bits_name() {
+        for role in Role::ALL {
+            let set = RoleSet::only(role);
+            assert!(set.contains(role));
+            assert_eq!(RoleSet::from_bits(set.bits()), set);
+            assert!(Role::ALL.iter().filter(|r| set.contains(**r)).count() == 1);
+        }
+        assert_eq!(RoleSet::from_bits(7 | 8).bits(), 7);
+        assert!(!RoleSet::EMPTY.contains(Role::Admin));
+        assert_eq!(RoleSet::from_bits(-1).bits(), 7);
+    }
 
     #[test]
     fn strict_parsing_accepts_only_the_stored_names() {

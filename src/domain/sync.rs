@@ -10,7 +10,7 @@
 //! settles it) and the database takes Clerk's role. Otherwise the state is
 //! remembered and the push goes on.
 
-use super::Role;
+use super::{Role, RoleSet};
 
 /// How far Clerk's clock and ours may drift apart before the race rule
 /// takes one side's word over the other's (`CLOCK_SKEW_ALLOWANCE_MS`).
@@ -57,6 +57,10 @@ pub struct PendingPush {
     pub seen_at_commit: Option<i64>,
     /// A worker is sending it right now: only Clerk's answer settles it.
     pub in_flight: bool,
+    /// Roles that pushes of this user may have written to Clerk without our
+    /// recording Clerk's answer (a replica died in between): a Clerk state
+    /// with one of them may be such a push's echo, not a dashboard edit.
+    pub unrecorded: RoleSet,
 }
 
 /// What we know of a user before applying a Clerk state.
@@ -200,7 +204,8 @@ pub fn cancels(clerk: ClerkState, pending: PendingPush, allowance_ms: i64) -> bo
     let seen_before = pending
         .seen_at_commit
         .is_some_and(|seen| clerk.updated_at <= seen);
-    if pending.in_flight || clerk.role == pending.role || seen_before {
+    let maybe_echo = pending.unrecorded.contains(clerk.role);
+    if pending.in_flight || clerk.role == pending.role || seen_before || maybe_echo {
         return false;
     }
     // Saturating: `updated_at` comes from outside and may be anything.
@@ -237,6 +242,7 @@ mod tests {
             committed_at,
             seen_at_commit: None,
             in_flight: false,
+            unrecorded: RoleSet::EMPTY,
         })
     }
 
@@ -442,6 +448,7 @@ mod tests {
                 committed_at: 10_000,
                 seen_at_commit: Some(9_500),
                 in_flight: false,
+                unrecorded: RoleSet::EMPTY,
             }),
         );
         assert_eq!(
@@ -458,12 +465,59 @@ mod tests {
     }
 
     #[test]
+    fn a_possible_echo_of_an_unrecorded_push_cancels_nothing() {
+        // A push of STUDENT landed in Clerk but its replica died before
+        // recording the answer; the admin then promoted to ADMIN at 10 s.
+        let pending = |unrecorded| {
+            Some(PendingPush {
+                role: Role::Admin,
+                committed_at: 10_000,
+                seen_at_commit: Some(1_000),
+                in_flight: false,
+                unrecorded,
+            })
+        };
+        let after = 10_000 + ALLOWANCE + 1;
+        let echo = known(
+            Role::Admin,
+            Some((Role::Admin, 1_000)),
+            pending(RoleSet::only(Role::Student)),
+        );
+        assert_eq!(
+            judge(echo, MetadataRole::Known(Role::Student), after),
+            apply(Role::Admin, Role::Student, after),
+            "the echo is remembered, and the push goes on"
+        );
+        // A role no unrecorded push could have written is a dashboard edit.
+        assert!(matches!(
+            judge(echo, MetadataRole::Known(Role::Instructor), after),
+            Verdict::Apply {
+                cancels_push: true,
+                ..
+            }
+        ));
+        let edit = known(
+            Role::Admin,
+            Some((Role::Admin, 1_000)),
+            pending(RoleSet::EMPTY),
+        );
+        assert!(matches!(
+            judge(edit, MetadataRole::Known(Role::Student), after),
+            Verdict::Apply {
+                cancels_push: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn a_push_in_flight_is_left_to_clerk() {
         let in_flight = Some(PendingPush {
             role: Role::Admin,
             committed_at: 10_000,
             seen_at_commit: None,
             in_flight: true,
+            unrecorded: RoleSet::EMPTY,
         });
         let user = known(Role::Admin, Some((Role::Student, 1_000)), in_flight);
         assert_eq!(

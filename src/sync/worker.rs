@@ -32,7 +32,7 @@ use crate::config::PushConfig;
 use crate::db::clerk_sync::{self, PushResult, RetryCheck, SyncRow};
 use crate::db::users::now;
 use crate::db::{Db, DbError, Dialect as _, Store as _};
-use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role};
+use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role, RoleSet};
 use crate::metrics::Metrics;
 use crate::with_conn;
 
@@ -336,13 +336,16 @@ impl PushWorker {
         role: Role,
         row: &SyncRow,
     ) -> (Option<PushResult>, &'static str) {
+        // Roles earlier pushes of this user may have written unrecorded.
+        let mut unrecorded = RoleSet::from_bits(row.unrecorded_roles);
         // `attempts` counts this one: more than one means an earlier failed.
         if row.attempts > 1 {
             // The read is a request to Clerk like any other.
             self.pacer.take();
             match self.client.get_user(user_id).await {
                 Ok(Some(user)) => match self.check_before_retry(&user, row).await {
-                    Ok(RetryCheck::Send) => {}
+                    // Clerk's state is recorded: nothing older can echo.
+                    Ok(RetryCheck::Send) => unrecorded = RoleSet::EMPTY,
                     Ok(RetryCheck::Cancelled) => return (None, "cancelled"),
                     Ok(RetryCheck::AlreadyThere(state)) => {
                         return (Some(PushResult::Landed(state)), "landed");
@@ -359,7 +362,26 @@ impl PushWorker {
                 Err(error) => return self.failed(row, error),
             }
         }
-        match self.client.set_role(user_id, role).await {
+        // Noted before sending: if this replica dies before recording
+        // Clerk's answer, the push's echo is still known as possibly ours.
+        let sending = unrecorded.with(role);
+        if sending != unrecorded
+            && let Err(error) = self.note_unrecorded(user_id, sending).await
+        {
+            let error = format!("could not note the push before sending it: {error}");
+            return (Some(self.retry(row.attempts, None, error)), "retry");
+        }
+        let sent = self.client.set_role(user_id, role).await;
+        if let Err(error) = &sent
+            && !error.may_have_applied()
+            && sending != unrecorded
+        {
+            // Clerk answered with an error: it wrote nothing.
+            if let Err(error) = self.note_unrecorded(user_id, unrecorded).await {
+                tracing::warn!(user.id = %user_id, %error, "could not clear a push's note");
+            }
+        }
+        match sent {
             Ok(user) => match user.metadata_role() {
                 MetadataRole::Known(pushed) => {
                     tracing::info!(user.id = %user_id, role = %pushed, attempts = row.attempts, "role pushed to Clerk");
@@ -376,6 +398,14 @@ impl PushWorker {
             },
             Err(error) => self.failed(row, error),
         }
+    }
+
+    /// Stores the roles this user's pushes may have written to Clerk
+    /// without their answer being recorded.
+    async fn note_unrecorded(&self, user_id: &ClerkUserId, roles: RoleSet) -> Result<(), DbError> {
+        with_conn!(self.db, conn => {
+            Ok(conn.set_unrecorded_pushes(user_id.as_str(), roles).await?)
+        })
     }
 
     /// Applies what Clerk holds now by the race rule, in the name of this

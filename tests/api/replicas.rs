@@ -42,6 +42,30 @@ const CHAOS: Duration = Duration::from_secs(12);
 /// The drain the design promises once the faults stop.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// The environment of a replica on `test_db` talking to `clerk`, quick to
+/// retry, plus `extra`.
+fn replica_env(
+    test_db: &TestDb,
+    clerk: &ClerkEmulator,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let api_url = clerk.url();
+    [
+        ("DATABASE_URL", test_db.url.as_str()),
+        ("CLERK_API_URL", api_url.as_str()),
+        ("CLERK_SECRET_KEY", clerk_emulator::SECRET_KEY),
+        ("CLERK_JWT_KEY", clerk_emulator::primary_public_pem()),
+        ("CLERK_ISSUER", clerk_emulator::ISSUER),
+        ("CLERK_WEBHOOK_SECRET", svix::TEST_SECRET),
+        ("CLERK_PUSH_RETRY_BASE_MS", "50"),
+        ("CLERK_PUSH_RETRY_MAX_SECS", "1"),
+    ]
+    .iter()
+    .chain(extra)
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
+}
+
 #[derive(QueryableByName)]
 struct Count {
     #[diesel(sql_type = BigInt)]
@@ -88,24 +112,17 @@ impl Cluster {
     async fn start(seed: u64, log_dir: &std::path::Path) -> Self {
         let test_db = TestDb::new(Backend::Postgres).await;
         let clerk = ClerkEmulator::start().await;
-        let env: Vec<(String, String)> = [
-            ("DATABASE_URL", test_db.url.as_str()),
-            ("DATABASE_MAX_CONNECTIONS", "4"),
-            ("CLERK_API_URL", clerk.url().as_str()),
-            ("CLERK_SECRET_KEY", clerk_emulator::SECRET_KEY),
-            ("CLERK_JWT_KEY", clerk_emulator::primary_public_pem()),
-            ("CLERK_ISSUER", clerk_emulator::ISSUER),
-            ("CLERK_WEBHOOK_SECRET", svix::TEST_SECRET),
-            ("CLERK_PUSH_RATE", "100"),
-            ("CLERK_PUSH_RETRY_BASE_MS", "50"),
-            ("CLERK_PUSH_RETRY_MAX_SECS", "1"),
-            ("CLERK_TIMEOUT_SECS", "5"),
-            ("LOG_FORMAT", "json"),
-            ("RUST_LOG", "info"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let env = replica_env(
+            &test_db,
+            &clerk,
+            &[
+                ("DATABASE_MAX_CONNECTIONS", "4"),
+                ("CLERK_PUSH_RATE", "100"),
+                ("CLERK_TIMEOUT_SECS", "5"),
+                ("LOG_FORMAT", "json"),
+                ("RUST_LOG", "info"),
+            ],
+        );
         let binary = std::path::Path::new(env!("CARGO_BIN_EXE_clerk-role-sync"));
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -454,5 +471,84 @@ async fn replicas_that_die_strand_no_push() {
         .unwrap_or(2);
     for seed in 3_000..3_000 + count {
         schedule(seed).await;
+    }
+}
+
+crate::both_backends! {
+    async fn the_echo_of_a_push_nobody_recorded_cancels_no_newer_change(backend) {
+        let test_db = TestDb::new(backend).await;
+        let clerk = ClerkEmulator::start().await;
+        let log_dir = tempfile::tempdir().expect("a log folder");
+        // However long the restart takes, the echo lands within the
+        // allowance of the newer change, where the lower role would win.
+        let env = replica_env(&test_db, &clerk, &[("CLOCK_SKEW_ALLOWANCE_MS", "30000")]);
+        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_clerk-role-sync"));
+        let client = reqwest::Client::new();
+        let mut replica = Instance::new(binary, "replica-a", &env, log_dir.path());
+        replica.start(&client).await;
+        let webhooks = replica.url("/api/webhooks/clerk");
+        clerk.send_webhooks_to(&webhooks, svix::TEST_SECRET, Delivery::Held);
+        clerk.add_user("user_admin", Some("ADMIN"));
+        clerk.add_user("user_u", None);
+        assert_eq!(clerk.release_all_webhooks(false).await, [200, 200]);
+        let token = clerk.mint_token("user_admin");
+        let user_url = replica.url("/api/admin/users/user_u");
+        let patch = |role: &'static str| {
+            client
+                .patch(&user_url)
+                .bearer_auth(&token)
+                .json(&json!({ "role": role }))
+                .send()
+        };
+
+        // Clerk applies the push at once but answers only much later: the
+        // replica dies (SIGKILL) in between, and nobody records the answer.
+        clerk.set_answer_delay(Duration::from_secs(60));
+        assert_eq!(patch("INSTRUCTOR").await.expect("sent").status(), 200);
+        crate::helpers::wait_until("Clerk applied the push", || async {
+            clerk.role("user_u").as_deref() == Some("INSTRUCTOR")
+        })
+        .await;
+        replica.kill();
+        clerk.set_answer_delay(Duration::ZERO);
+
+        // Back under the same name; a newer change while Clerk fails.
+        clerk.fail_next(10_000, 503);
+        replica.start(&client).await;
+        assert_eq!(patch("ADMIN").await.expect("sent").status(), 200);
+
+        // The push's echo arrives: INSTRUCTOR, within the allowance and
+        // lower than ADMIN, so as a dashboard edit it would win. It may be
+        // our own push's, so it cancels nothing.
+        let echo = clerk
+            .held_webhooks()
+            .into_iter()
+            .find(|held| held.user_id == "user_u" && held.kind == "user.updated")
+            .expect("the echo is held");
+        assert_eq!(clerk.release_webhook(&echo.svix_id).await, 200);
+        let get = |url: String| async {
+            let response = client.get(url).bearer_auth(&token).send().await;
+            let json = response.expect("sent").json::<serde_json::Value>().await;
+            json.expect("json")
+        };
+        let user = get(user_url.clone()).await;
+        assert_eq!(user["role"], "ADMIN", "{user}");
+        assert_ne!(user["sync"]["state"], "synced", "{user}");
+
+        // Clerk recovers: the newer change reaches it.
+        clerk.clear_faults();
+        crate::helpers::wait_until("Clerk has the newer change", || async {
+            clerk.role("user_u").as_deref() == Some("ADMIN")
+        })
+        .await;
+        let history = get(format!("{user_url}/role-history")).await;
+        let roles: Vec<&str> = history["data"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .filter_map(|row| row["newRole"].as_str())
+            .collect();
+        assert_eq!(roles, ["ADMIN", "INSTRUCTOR", "STUDENT"], "{history}");
+        replica.stop().await;
     }
 }

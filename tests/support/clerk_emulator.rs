@@ -329,6 +329,8 @@ struct State {
     clock_ms: i64,
     faults: VecDeque<Fault>,
     delay: Duration,
+    /// Requests to users are applied at once and answered this much later.
+    answer_delay: Duration,
     requests: Vec<RecordedRequest>,
     jwks_requests: usize,
     rotated_published: bool,
@@ -842,6 +844,11 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         };
         (state.requests.len() - 1, fault, delay)
     };
+    let answer_delay = if is_users {
+        shared.lock().answer_delay
+    } else {
+        Duration::ZERO
+    };
 
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -864,6 +871,9 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         (reply, outbound)
     };
     shared.clone().into_inner().dispatch(outbound);
+    if !answer_delay.is_zero() {
+        tokio::time::sleep(answer_delay).await;
+    }
 
     let status = StatusCode::from_u16(reply.status).expect("a valid HTTP status");
     let mut response = HttpResponse::build(status);
@@ -1020,6 +1030,12 @@ impl ClerkEmulator {
     /// Forgets the faults not yet used up.
     pub fn clear_faults(&self) {
         self.shared.lock().faults.clear();
+    }
+
+    /// Applies each request to users at once and answers it `delay` later
+    /// (a caller that dies meanwhile never learns that it landed).
+    pub fn set_answer_delay(&self, delay: Duration) {
+        self.shared.lock().answer_delay = delay;
     }
 
     /// Every `/v1/users...` request waits this long before taking effect
