@@ -3,8 +3,9 @@
 //! Starts three `serve` processes (the release binary, or `SERVICE_BIN`) on
 //! one fresh PostgreSQL database and the Clerk emulator (answering at once),
 //! then changes a random user's role every 10 ms through a random running
-//! replica for 15 s. At 5 s one replica is killed with SIGKILL and not
-//! restarted. For each change, the lag is the time from the admin's answer
+//! replica for 15 s. At 4 s Clerk starts answering 429 (`Retry-After: 1`),
+//! so that pushes wait; at 5 s one replica is killed with SIGKILL and not
+//! restarted, and Clerk answers normally again. For each change, the lag is the time from the admin's answer
 //! until Clerk received that role for that user (changes overwritten
 //! before they were sent are left out and counted). Prints p50, p99 and the
 //! largest lag of the changes made before the kill and of those made after
@@ -33,6 +34,7 @@ use support::instances::Instance;
 const REPLICAS: usize = 3;
 const USERS: usize = 200;
 const LOAD: Duration = Duration::from_secs(15);
+const RATE_LIMITED_AT: Duration = Duration::from_secs(4);
 const KILL_AT: Duration = Duration::from_secs(5);
 const EVERY: Duration = Duration::from_millis(10);
 /// How long to wait, after the load, for the last pushes (a stranded claim
@@ -114,9 +116,15 @@ async fn run(database_url: &str) {
     let mut intents: HashMap<String, &'static str> = HashMap::new();
     let started = Instant::now();
     let mut killed: Option<Instant> = None;
+    let mut rate_limited = false;
     while started.elapsed() < LOAD {
+        if !rate_limited && started.elapsed() >= RATE_LIMITED_AT {
+            clerk.rate_limit_next(1_000, 1);
+            rate_limited = true;
+        }
         if killed.is_none() && started.elapsed() >= KILL_AT {
             replicas[0].kill();
+            clerk.clear_faults();
             killed = Some(Instant::now());
         }
         let user = users.choose(&mut rng).expect("users").clone();

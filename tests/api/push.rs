@@ -66,7 +66,11 @@ both_backends! {
         })
         .await;
         let sync = sync_state(&app, &token, "user_ada").await;
-        assert!(sync["lastError"].as_str().unwrap_or_default().contains("503"), "{sync}");
+        let last_error = sync["lastError"].as_str().unwrap_or_default();
+        assert!(last_error.contains("503"), "{sync}");
+        // What Clerk's support asks for: the long message and the trace id.
+        assert!(last_error.contains("The Clerk emulator was told to answer 503."), "{sync}");
+        assert!(last_error.contains("clerk_trace_id "), "{sync}");
         assert!(sync["nextAttemptAt"].is_string(), "still retrying: {sync}");
         assert_eq!(app.api_user(&token, "user_ada").await["role"], "ADMIN", "the intent holds");
         assert_eq!(clerk.role("user_ada"), None);
