@@ -362,8 +362,19 @@ impl PushWorker {
                 Err(error) => return self.failed(row, error),
             }
         }
-        // Noted before sending: if this replica dies before recording
-        // Clerk's answer, the push's echo is still known as possibly ours.
+        self.send(user_id, role, row, unrecorded).await
+    }
+
+    /// Sends the role. It is noted first: if this replica dies before it
+    /// records Clerk's answer, the push's echo is still known as possibly
+    /// ours.
+    async fn send(
+        &self,
+        user_id: &ClerkUserId,
+        role: Role,
+        row: &SyncRow,
+        unrecorded: RoleSet,
+    ) -> (Option<PushResult>, &'static str) {
         let sending = unrecorded.with(role);
         if sending != unrecorded
             && let Err(error) = self.note_unrecorded(user_id, sending).await
