@@ -103,6 +103,8 @@ struct Cluster {
     changed_at: HashMap<&'static str, Vec<Instant>>,
     /// Every kill: which replica, when.
     kills: Vec<(String, Instant)>,
+    /// When the cluster started: failure messages time events from it.
+    started: Instant,
     /// 5xx answers from replicas that were not being killed.
     server_errors: Vec<String>,
     log: Vec<String>,
@@ -156,6 +158,7 @@ impl Cluster {
             intents: HashMap::new(),
             changed_at: HashMap::new(),
             kills: Vec::new(),
+            started: Instant::now(),
             server_errors: Vec::new(),
             log: Vec::new(),
         }
@@ -408,10 +411,34 @@ impl Cluster {
                     && *at >= first.at
                     && *at <= answered + Duration::from_secs(2)
             });
+            let requests: Vec<String> = self
+                .clerk
+                .requests()
+                .iter()
+                .filter(|request| request.path.contains(user))
+                .map(|request| {
+                    format!(
+                        "{:?} {} {} {} -> {} by {:?}",
+                        request.at.duration_since(self.started),
+                        request.method,
+                        request.path,
+                        request.body,
+                        request.status,
+                        request.user_agent
+                    )
+                })
+                .collect();
             assert!(
                 sender_died,
-                "{user}: {} pushed twice (by {sender} and {:?}) with no change and no kill between",
-                first.body, second.user_agent
+                "{user}: {} pushed twice (by {sender} and {:?}) with no change and no kill between; \
+                 changes at {:?}; Clerk received:\n{}",
+                first.body,
+                second.user_agent,
+                changes
+                    .iter()
+                    .map(|at| at.duration_since(self.started))
+                    .collect::<Vec<_>>(),
+                requests.join("\n")
             );
         }
     }
