@@ -67,6 +67,17 @@ pub struct AppHandle {
 }
 
 impl AppHandle {
+    /// Tells the servers to stop at once, without waiting for them: for a
+    /// `Drop` that cannot await. The push worker then finishes its pushes
+    /// in flight as after [`stop`](Self::stop).
+    pub fn stop_now(&self) {
+        for server in &self.servers {
+            // actix sends the command when `stop` is called; the future only
+            // waits for its completion.
+            drop(server.stop(false));
+        }
+    }
+
     /// Stops accepting connections; with `graceful`, lets requests in
     /// flight finish. The push worker then finishes its pushes in flight.
     pub async fn stop(&self, graceful: bool) {

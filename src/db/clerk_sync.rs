@@ -12,7 +12,7 @@ use super::users::{corrupt, now};
 use super::webhooks::{Apply, apply_clerk_user};
 use super::{DbError, Store};
 use crate::clerk::ClerkUser;
-use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role, RoleSet, RoleSource};
+use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role, RoleSource, Unrecorded};
 
 /// A `clerk_sync` row as stored.
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
@@ -34,6 +34,8 @@ pub struct SyncRow {
     /// Roles its pushes may have written to Clerk unrecorded
     /// ([`RoleSet`](crate::domain::RoleSet) bits).
     pub unrecorded_roles: i32,
+    /// The latest time (ms) Clerk could have applied one of them.
+    pub unrecorded_until: Option<i64>,
 }
 
 impl SyncRow {
@@ -149,7 +151,7 @@ pub async fn check_before_retry<C: Store>(
         };
         // Clerk was just read: whatever earlier pushes may have written is
         // older than what it holds now.
-        conn.set_unrecorded_pushes(user.id.as_str(), RoleSet::EMPTY)
+        conn.set_unrecorded_pushes(user.id.as_str(), Unrecorded::NONE)
             .await?;
         Ok(check)
     }))
@@ -207,7 +209,7 @@ pub async fn finish_push<C: Store>(
                 }
                 // Clerk's answer is recorded: whatever an earlier push left
                 // unrecorded is older than it in Clerk's order.
-                conn.set_unrecorded_pushes(user_id.as_str(), RoleSet::EMPTY)
+                conn.set_unrecorded_pushes(user_id.as_str(), Unrecorded::NONE)
                     .await?;
                 if new_role != role {
                     // A dashboard edit landed in Clerk after our push: it wins.

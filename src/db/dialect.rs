@@ -57,7 +57,7 @@ fn claim_sql(locking: &str) -> String {
              SELECT user_id FROM clerk_sync \
              WHERE next_attempt_at <= $3 AND (claimed_until IS NULL OR claimed_until < $3) \
              ORDER BY next_attempt_at LIMIT $4 {locking}) \
-         RETURNING user_id, desired_role, version, attempts, next_attempt_at, last_error, claimed_until, queued_at, claimed_by, seen_clerk_updated_at, taken_over, unrecorded_roles"
+         RETURNING user_id, desired_role, version, attempts, next_attempt_at, last_error, claimed_until, queued_at, claimed_by, seen_clerk_updated_at, taken_over, unrecorded_roles, unrecorded_until"
     )
 }
 

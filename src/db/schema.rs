@@ -54,6 +54,7 @@ diesel::table! {
         seen_clerk_updated_at -> Nullable<BigInt>,
         taken_over -> Bool,
         unrecorded_roles -> Integer,
+        unrecorded_until -> Nullable<BigInt>,
     }
 }
 

@@ -13,7 +13,7 @@ use super::schema::{
 };
 use super::users::COUNT_SHARDS;
 use super::users::{NewRoleChange, NewUser, RoleChangeRow, UserFilter, UserRow};
-use crate::domain::{ClerkState, ClerkUserId, Role, RoleSet, RoleSource};
+use crate::domain::{ClerkState, ClerkUserId, Role, RoleSource, Unrecorded};
 
 diesel::define_sql_function! {
     /// SQL `lower()`, on both backends.
@@ -194,7 +194,8 @@ pub trait Store: AsyncConnection + Dialect + Send {
     /// Sets the roles a user's pushes may have written to Clerk unrecorded:
     /// once Clerk's answer or a read of Clerk is recorded, nothing older can
     /// be the newest Clerk state, so only a push about to be sent counts.
-    async fn set_unrecorded_pushes(&mut self, user_id: &str, roles: RoleSet) -> QueryResult<()>;
+    async fn set_unrecorded_pushes(&mut self, user_id: &str, pushes: Unrecorded)
+    -> QueryResult<()>;
 
     /// Hands back every claim `owner` holds (at its start, and as it stops);
     /// how many there were.
@@ -596,9 +597,12 @@ macro_rules! impl_store {
                     .map(drop)
             }
 
-            async fn set_unrecorded_pushes(&mut self, user_id: &str, roles: RoleSet) -> QueryResult<()> {
+            async fn set_unrecorded_pushes(&mut self, user_id: &str, pushes: Unrecorded) -> QueryResult<()> {
                 diesel::update(clerk_sync::table.find(user_id))
-                    .set(clerk_sync::unrecorded_roles.eq(roles.bits()))
+                    .set((
+                        clerk_sync::unrecorded_roles.eq(pushes.roles.bits()),
+                        clerk_sync::unrecorded_until.eq(pushes.until),
+                    ))
                     .execute(self)
                     .await
                     .map(drop)

@@ -13,8 +13,8 @@ use super::users::{NewUser, UserRow, corrupt, now};
 use super::{DbError, Store};
 use crate::clerk::ClerkUser;
 use crate::domain::{
-    ClerkState, ClerkUserId, Known, PendingPush, Role, RoleSet, RoleSource, Verdict, judge,
-    judge_reread,
+    ClerkState, ClerkUserId, Known, PendingPush, Role, RoleSet, RoleSource, Unrecorded, Verdict,
+    judge, judge_reread,
 };
 use crate::webhooks::events::ClerkEvent;
 
@@ -426,7 +426,10 @@ pub(crate) fn known(
                     .map_or(i64::MIN, |at| at.and_utc().timestamp_millis()),
                 seen_at_commit: sync.seen_clerk_updated_at,
                 in_flight: sync.claimed_until.is_some_and(|until| until >= now),
-                unrecorded: RoleSet::from_bits(sync.unrecorded_roles),
+                unrecorded: Unrecorded {
+                    roles: RoleSet::from_bits(sync.unrecorded_roles),
+                    until: sync.unrecorded_until,
+                },
             })
         })
         .transpose()?;

@@ -57,10 +57,34 @@ pub struct PendingPush {
     pub seen_at_commit: Option<i64>,
     /// A worker is sending it right now: only Clerk's answer settles it.
     pub in_flight: bool,
-    /// Roles that pushes of this user may have written to Clerk without our
-    /// recording Clerk's answer (a replica died in between): a Clerk state
-    /// with one of them may be such a push's echo, not a dashboard edit.
-    pub unrecorded: RoleSet,
+    /// Pushes of this user that Clerk may have applied without our
+    /// recording its answer (a replica died in between, or no answer came).
+    pub unrecorded: Unrecorded,
+}
+
+/// Pushes whose answer from Clerk was never recorded: the roles they sent,
+/// and the latest time (ms, our clock) Clerk could have applied one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unrecorded {
+    pub roles: RoleSet,
+    pub until: Option<i64>,
+}
+
+impl Unrecorded {
+    pub const NONE: Unrecorded = Unrecorded {
+        roles: RoleSet::EMPTY,
+        until: None,
+    };
+
+    /// Whether `clerk` may be such a push's echo rather than a dashboard
+    /// edit: its role was sent, no later than Clerk could have applied it
+    /// (with `allowance_ms` for the clocks).
+    pub fn may_have_written(self, clerk: ClerkState, allowance_ms: i64) -> bool {
+        self.roles.contains(clerk.role)
+            && self
+                .until
+                .is_none_or(|until| clerk.updated_at <= until.saturating_add(allowance_ms))
+    }
 }
 
 /// What we know of a user before applying a Clerk state.
@@ -204,7 +228,7 @@ pub fn cancels(clerk: ClerkState, pending: PendingPush, allowance_ms: i64) -> bo
     let seen_before = pending
         .seen_at_commit
         .is_some_and(|seen| clerk.updated_at <= seen);
-    let maybe_echo = pending.unrecorded.contains(clerk.role);
+    let maybe_echo = pending.unrecorded.may_have_written(clerk, allowance_ms);
     if pending.in_flight || clerk.role == pending.role || seen_before || maybe_echo {
         return false;
     }
@@ -242,7 +266,7 @@ mod tests {
             committed_at,
             seen_at_commit: None,
             in_flight: false,
-            unrecorded: RoleSet::EMPTY,
+            unrecorded: Unrecorded::NONE,
         })
     }
 
@@ -448,7 +472,7 @@ mod tests {
                 committed_at: 10_000,
                 seen_at_commit: Some(9_500),
                 in_flight: false,
-                unrecorded: RoleSet::EMPTY,
+                unrecorded: Unrecorded::NONE,
             }),
         );
         assert_eq!(
@@ -466,31 +490,41 @@ mod tests {
 
     #[test]
     fn a_possible_echo_of_an_unrecorded_push_cancels_nothing() {
-        // A push of STUDENT landed in Clerk but its replica died before
-        // recording the answer; the admin then promoted to ADMIN at 10 s.
-        let pending = |unrecorded| {
+        // A push of STUDENT may have landed in Clerk by 12 s, unrecorded
+        // (its replica died); the admin then promoted to ADMIN at 10 s.
+        let pending = |roles, until| {
             Some(PendingPush {
                 role: Role::Admin,
                 committed_at: 10_000,
                 seen_at_commit: Some(1_000),
                 in_flight: false,
-                unrecorded,
+                unrecorded: Unrecorded { roles, until },
             })
         };
         let after = 10_000 + ALLOWANCE + 1;
+        let student = RoleSet::only(Role::Student);
         let echo = known(
             Role::Admin,
             Some((Role::Admin, 1_000)),
-            pending(RoleSet::only(Role::Student)),
+            pending(student, Some(12_000)),
         );
         assert_eq!(
             judge(echo, MetadataRole::Known(Role::Student), after),
             apply(Role::Admin, Role::Student, after),
             "the echo is remembered, and the push goes on"
         );
-        // A role no unrecorded push could have written is a dashboard edit.
+        // A role no unrecorded push sent is a dashboard edit...
         assert!(matches!(
             judge(echo, MetadataRole::Known(Role::Instructor), after),
+            Verdict::Apply {
+                cancels_push: true,
+                ..
+            }
+        ));
+        // ...and so is the same role, later than Clerk could have applied it.
+        let later = 12_000 + ALLOWANCE + 1;
+        assert!(matches!(
+            judge(echo, MetadataRole::Known(Role::Student), later),
             Verdict::Apply {
                 cancels_push: true,
                 ..
@@ -499,7 +533,7 @@ mod tests {
         let edit = known(
             Role::Admin,
             Some((Role::Admin, 1_000)),
-            pending(RoleSet::EMPTY),
+            pending(RoleSet::EMPTY, None),
         );
         assert!(matches!(
             judge(edit, MetadataRole::Known(Role::Student), after),
@@ -517,7 +551,7 @@ mod tests {
             committed_at: 10_000,
             seen_at_commit: None,
             in_flight: true,
-            unrecorded: RoleSet::EMPTY,
+            unrecorded: Unrecorded::NONE,
         });
         let user = known(Role::Admin, Some((Role::Student, 1_000)), in_flight);
         assert_eq!(

@@ -32,7 +32,7 @@ use crate::config::PushConfig;
 use crate::db::clerk_sync::{self, PushResult, RetryCheck, SyncRow};
 use crate::db::users::now;
 use crate::db::{Db, DbError, Dialect as _, Store as _};
-use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role, RoleSet};
+use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role, RoleSet, Unrecorded};
 use crate::metrics::Metrics;
 use crate::with_conn;
 
@@ -336,8 +336,11 @@ impl PushWorker {
         role: Role,
         row: &SyncRow,
     ) -> (Option<PushResult>, &'static str) {
-        // Roles earlier pushes of this user may have written unrecorded.
-        let mut unrecorded = RoleSet::from_bits(row.unrecorded_roles);
+        // What earlier pushes of this user may have written unrecorded.
+        let mut unrecorded = Unrecorded {
+            roles: RoleSet::from_bits(row.unrecorded_roles),
+            until: row.unrecorded_until,
+        };
         // `attempts` counts this one: more than one means an earlier failed.
         if row.attempts > 1 {
             // The read is a request to Clerk like any other.
@@ -345,7 +348,7 @@ impl PushWorker {
             match self.client.get_user(user_id).await {
                 Ok(Some(user)) => match self.check_before_retry(&user, row).await {
                     // Clerk's state is recorded: nothing older can echo.
-                    Ok(RetryCheck::Send) => unrecorded = RoleSet::EMPTY,
+                    Ok(RetryCheck::Send) => unrecorded = Unrecorded::NONE,
                     Ok(RetryCheck::Cancelled) => return (None, "cancelled"),
                     Ok(RetryCheck::AlreadyThere(state)) => {
                         return (Some(PushResult::Landed(state)), "landed");
@@ -373,24 +376,34 @@ impl PushWorker {
         user_id: &ClerkUserId,
         role: Role,
         row: &SyncRow,
-        unrecorded: RoleSet,
+        unrecorded: Unrecorded,
     ) -> (Option<PushResult>, &'static str) {
-        let sending = unrecorded.with(role);
-        if sending != unrecorded
-            && let Err(error) = self.note_unrecorded(user_id, sending).await
-        {
+        // Until its answer comes, Clerk may apply it as late as the
+        // request's timeout.
+        let sending = Unrecorded {
+            roles: unrecorded.roles.with(role),
+            until: Some(later_ms(unrecorded.until, self.config.timeout)),
+        };
+        if let Err(error) = self.note_unrecorded(user_id, sending).await {
             let error = format!("could not note the push before sending it: {error}");
             return (Some(self.retry(row.attempts, None, error)), "retry");
         }
         let sent = self.client.set_role(user_id, role).await;
-        if let Err(error) = &sent
-            && !error.may_have_applied()
-            && sending != unrecorded
-        {
+        let after = match &sent {
+            // Clerk answered: its answer is recorded below.
+            Ok(_) => None,
             // Clerk answered with an error: it wrote nothing.
-            if let Err(error) = self.note_unrecorded(user_id, unrecorded).await {
-                tracing::warn!(user.id = %user_id, %error, "could not clear a push's note");
-            }
+            Err(error) if !error.may_have_applied() => Some(unrecorded),
+            // No answer: Clerk may have applied it, by now at the latest.
+            Err(_) => Some(Unrecorded {
+                until: Some(later_ms(unrecorded.until, Duration::ZERO)),
+                ..sending
+            }),
+        };
+        if let Some(after) = after
+            && let Err(error) = self.note_unrecorded(user_id, after).await
+        {
+            tracing::warn!(user.id = %user_id, %error, "could not update a push's note");
         }
         match sent {
             Ok(user) => match user.metadata_role() {
@@ -413,9 +426,13 @@ impl PushWorker {
 
     /// Stores the roles this user's pushes may have written to Clerk
     /// without their answer being recorded.
-    async fn note_unrecorded(&self, user_id: &ClerkUserId, roles: RoleSet) -> Result<(), DbError> {
+    async fn note_unrecorded(
+        &self,
+        user_id: &ClerkUserId,
+        pushes: Unrecorded,
+    ) -> Result<(), DbError> {
         with_conn!(self.db, conn => {
-            Ok(conn.set_unrecorded_pushes(user_id.as_str(), roles).await?)
+            Ok(conn.set_unrecorded_pushes(user_id.as_str(), pushes).await?)
         })
     }
 
@@ -475,6 +492,13 @@ impl PushWorker {
             .min(self.config.retry_max);
         full.mul_f64(rand::random_range(0.5..=1.0))
     }
+}
+
+/// `wait` from now in ms since the epoch, or `earlier` if that is later.
+fn later_ms(earlier: Option<i64>, wait: Duration) -> i64 {
+    let wait = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+    let at = chrono::Utc::now().timestamp_millis().saturating_add(wait);
+    earlier.map_or(at, |earlier| earlier.max(at))
 }
 
 /// Awaits `work` while the pushes in flight go on (they may hold the pool's

@@ -569,7 +569,10 @@ async fn schedule(backend: Backend, seed: u64) -> Tally {
             .cloned()
             .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
             .unwrap_or_default();
-        let user = message.split(':').next().unwrap_or_default();
+        let user = message
+            .split([' ', ':'])
+            .find(|word| word.starts_with("user_"))
+            .unwrap_or_default();
         panic!(
             "convergence failed for seed {seed} on {backend:?}: {message}\n\
              replay: CONVERGENCE_SEED={seed} cargo test --test api convergence\nsteps:\n  {}\n\

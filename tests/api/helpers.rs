@@ -219,6 +219,15 @@ async fn start(config: &Config) -> Started {
     )
 }
 
+/// A test's service stops with it: otherwise its server, push worker and
+/// pools would run on until the test binary ends (1,000 convergence
+/// schedules would leave 1,000 services running in one process).
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.stop_now();
+    }
+}
+
 impl TestApp {
     /// Stops the service gracefully (a push in flight finishes) and starts
     /// it again on the same database, on a new port.
