@@ -105,7 +105,7 @@ both_backends! {
         clerk.rate_limit_next(1, 4);
 
         app.patch_role(&token, "user_ada", "ADMIN").await;
-        wait_until("the push was refused", || async { refused_once(&clerk, "user_ada") }).await;
+        refused_and_recorded(&app, &clerk, &token, "user_ada").await;
         clerk.edit_metadata("user_ada", json!({"role": "STUDENT"}));
         let edit = only_held(&clerk).await;
         assert_eq!(clerk.release_webhook(&edit).await, 200);
@@ -128,7 +128,7 @@ both_backends! {
         clerk.rate_limit_next(1, 1);
 
         app.patch_role(&token, "user_ada", "ADMIN").await;
-        wait_until("the push was refused", || async { refused_once(&clerk, "user_ada") }).await;
+        refused_and_recorded(&app, &clerk, &token, "user_ada").await;
         // The demotion's webhook is late: it is still held when the retry is due.
         clerk.edit_metadata("user_ada", json!({"role": "INSTRUCTOR"}));
 
@@ -151,7 +151,7 @@ both_backends! {
         clerk.rate_limit_next(1, 1);
 
         app.patch_role(&token, "user_ada", "STUDENT").await;
-        wait_until("the push was refused", || async { refused_once(&clerk, "user_ada") }).await;
+        refused_and_recorded(&app, &clerk, &token, "user_ada").await;
         clerk.edit_metadata("user_ada", json!({"role": "INSTRUCTOR"}));
         let edit = only_held(&clerk).await;
         assert_eq!(clerk.release_webhook(&edit).await, 200);
@@ -168,7 +168,7 @@ both_backends! {
         clerk.rate_limit_next(1, 1);
 
         app.patch_role(&token, "user_ada", "STUDENT").await;
-        wait_until("the push was refused", || async { refused_once(&clerk, "user_ada") }).await;
+        refused_and_recorded(&app, &clerk, &token, "user_ada").await;
         clerk.edit_metadata("user_ada", json!({"role": "INSTRUCTOR"}));
         let edit = only_held(&clerk).await;
         assert_eq!(clerk.release_webhook(&edit).await, 200);
@@ -179,12 +179,22 @@ both_backends! {
     }
 }
 
-/// Whether Clerk answered the last push for `id` with 429.
-fn refused_once(clerk: &ClerkEmulator, id: &str) -> bool {
-    clerk
-        .metadata_patches(id)
-        .last()
-        .is_some_and(|patch| patch.status == 429)
+/// Waits until Clerk answered the last push for `id` with 429 and the
+/// service has recorded that (so the push is no longer in flight).
+async fn refused_and_recorded(app: &TestApp, clerk: &ClerkEmulator, token: &str, id: &str) {
+    wait_until("the push was refused, and the refusal recorded", || async {
+        let refused = clerk
+            .metadata_patches(id)
+            .last()
+            .is_some_and(|patch| patch.status == 429);
+        let sync = &app.api_user(token, id).await["sync"];
+        refused
+            && sync["state"] == "failing"
+            && sync["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("429"))
+    })
+    .await;
 }
 
 /// The one webhook Clerk holds, once our push's answer is in (so its echo,
