@@ -118,7 +118,10 @@ impl Application {
             .map(|listener| listener.local_addr().map(|addr| addr.port()))
             .transpose()?;
 
-        let worker = match client.clone() {
+        // The worker has a Clerk client of its own: a connection the HTTP
+        // side opened (for the JWKS, say) is driven by an HTTP worker's
+        // runtime, and would die with it at shutdown, under a push in flight.
+        let worker = match ClerkClient::new(&config.clerk) {
             Some(client) => Some(PushWorker::spawn(
                 db.clone(),
                 client,

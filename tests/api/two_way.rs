@@ -347,11 +347,27 @@ async fn shutdown_lets_a_push_in_flight_finish() {
             ("CLERK_SECRET_KEY", clerk_emulator::SECRET_KEY),
         ],
     );
-    seed_pending(&config, &["user_slow".to_owned()]).await;
 
     let app = Application::build(config.clone()).await.expect("starts");
+    let port = app.port();
     let handle = app.handle();
     let running = tokio::spawn(app.run_until_stopped());
+    // The HTTP side talks to Clerk first (the JWKS, for a token) and leaves
+    // a connection to it behind; the push must not ride on that one.
+    let token = clerk.mint_token("user_nobody");
+    let refused = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/api/admin/stats"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("answered");
+    assert!(refused.status().is_client_error());
+    assert_eq!(
+        clerk.jwks_requests(),
+        1,
+        "the JWKS came through the HTTP side"
+    );
+    seed_pending(&config, &["user_slow".to_owned()]).await;
     wait_until("the push is in flight", || async {
         clerk
             .metadata_patches("user_slow")
