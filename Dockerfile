@@ -3,18 +3,19 @@
 # Build stage: a release binary with everything (migrations, Swagger UI) embedded.
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
-# Dependencies first, in their own layer: the workspace's manifests with
-# stand-in sources (cargo reads every target the manifests name), so this
-# layer is rebuilt only when Cargo.toml, loadgen/Cargo.toml or Cargo.lock
-# change.
+# Dependencies first, in their own layer. Everything the workspace's
+# manifests name is copied as it is (the load generator, the benches and
+# the tests are small and seldom change), so that cargo can load the
+# workspace from what is copied; only the service's own sources are
+# stand-ins here, and this layer is rebuilt when a manifest, the lock file,
+# loadgen/, benches/ or tests/ change.
 COPY Cargo.toml Cargo.lock ./
-COPY loadgen/Cargo.toml loadgen/
-RUN mkdir -p src benches tests/api loadgen/src \
+COPY loadgen loadgen
+COPY benches benches
+COPY tests tests
+RUN mkdir -p src \
+    && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
-    && for stub in src/main.rs tests/api/main.rs loadgen/src/main.rs \
-        $(sed -n '/^\[\[bench\]\]/{n;s/^name = "\(.*\)"/benches\/\1.rs/p;}' Cargo.toml); do \
-        echo 'fn main() {}' > "$stub"; \
-    done \
     && cargo build --release --locked --bin clerk-role-sync
 # Then the service itself. The sources are touched so that cargo sees them
 # as newer than the stand-ins it built a moment ago.

@@ -109,6 +109,20 @@ def main():
         sys.exit(f"expected one build stage copied from, found {[n for n, _ in built]}")
     name, steps = built[0]
 
+    # Everything the stage copies, on its own, must be a workspace cargo can
+    # load: no RUN line may be needed to make the manifests whole.
+    copied = pathlib.Path(tempfile.mkdtemp(prefix="docker-copies-"))
+    for keyword, rest in steps:
+        if keyword == "COPY":
+            copy(context, copied, copied, rest)
+    subprocess.run(
+        ["cargo", "metadata", "--offline", "--locked", "--no-deps", "--format-version", "1"],
+        cwd=copied, env={**os.environ, "CARGO_NET_OFFLINE": "true"},
+        check=True, stdout=subprocess.DEVNULL,
+    )
+    shutil.rmtree(copied)
+    print("the copied paths alone load as a workspace", flush=True)
+
     root = pathlib.Path(tempfile.mkdtemp(prefix="docker-build-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARGO_TARGET")}
     env["CARGO_NET_OFFLINE"] = "true"
