@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use clerk_role_sync::app::backfill::BackfillOptions;
 use clerk_role_sync::clerk::ClerkClient;
 use clerk_role_sync::config::Config;
 use clerk_role_sync::db::Db;
-use clerk_role_sync::db::backfill::BackfillOptions;
 use clerk_role_sync::sync::backfill;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 

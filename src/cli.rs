@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use crate::app::backfill::{BackfillOptions, Prefer};
+use crate::app::change_roles::{self, RoleUpdate};
 use crate::clerk::ClerkClient;
 use crate::config::Config;
 use crate::db::Db;
-use crate::db::backfill::{BackfillOptions, Prefer};
-use crate::db::users::{self, RoleUpdate};
 use crate::domain::{ClerkUserId, Role, RoleSource};
 use crate::startup::{self, Application};
 use crate::sync::{allowance_ms, backfill, reconcile};
@@ -222,7 +222,7 @@ async fn set_role(config: Config, user_id: &str, role: &str) -> anyhow::Result<(
     let db = startup::connect(&config).await?;
     db.migrate().await?;
     let update = with_conn!(db, conn => {
-        users::set_role(conn, &id, role, RoleSource::Cli, Some("cli"), true).await
+        change_roles::set_role(conn, &id, role, RoleSource::Cli, Some("cli"), true).await
     })?;
     match update {
         RoleUpdate::Unchanged(_) => println!("{id} already has role {role}"),

@@ -11,13 +11,13 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use url::Url;
 
+pub use crate::db::DatabaseUrl;
 use crate::domain::DEFAULT_CLOCK_SKEW_ALLOWANCE_MS;
 
 /// Everything the service needs to know about its surroundings.
@@ -75,15 +75,6 @@ pub struct PushConfig {
     /// Within this much of an admin's change, a differing Clerk role that
     /// is lower wins (DESIGN.md, "Echo and races").
     pub clock_skew_allowance: Duration,
-}
-
-/// Where the data lives.
-#[derive(Clone, PartialEq, Eq)]
-pub enum DatabaseUrl {
-    /// A `postgres://` or `postgresql://` connection string.
-    Postgres(String),
-    /// A SQLite database file, created on first use.
-    Sqlite(PathBuf),
 }
 
 /// Log line format.
@@ -307,9 +298,9 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let var = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
 
-        let database = DatabaseUrl::parse(
-            &var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
-        )?;
+        let database =
+            DatabaseUrl::parse(&var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()))
+                .map_err(|reason| invalid("DATABASE_URL", reason))?;
         let bind_addr = var("BIND_ADDR")
             .unwrap_or_else(|| DEFAULT_BIND_ADDR.into())
             .trim()
@@ -516,54 +507,6 @@ fn issuer_from_publishable_key(key: &str) -> Result<String, ConfigError> {
         return Err(refuse());
     }
     Ok(format!("https://{host}"))
-}
-
-impl DatabaseUrl {
-    /// `postgres://…` or `postgresql://…` select PostgreSQL; `sqlite://path`,
-    /// `sqlite:path` or a plain path select SQLite. Other schemes are refused.
-    pub fn parse(value: &str) -> Result<Self, ConfigError> {
-        let value = value.trim();
-        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
-            let url = Url::parse(value)
-                .map_err(|e| invalid("DATABASE_URL", format!("not a PostgreSQL URL ({e})")))?;
-            if !url.has_host() {
-                return Err(invalid("DATABASE_URL", "a PostgreSQL URL needs a host"));
-            }
-            return Ok(Self::Postgres(value.to_owned()));
-        }
-        let path = value
-            .strip_prefix("sqlite://")
-            .or_else(|| value.strip_prefix("sqlite:"))
-            .unwrap_or(value);
-        if path.is_empty() {
-            return Err(invalid("DATABASE_URL", "a SQLite URL needs a file path"));
-        }
-        if let Some((scheme, _)) = path.split_once("://") {
-            return Err(invalid(
-                "DATABASE_URL",
-                format!("unsupported scheme `{scheme}` (use postgres:// or sqlite://)"),
-            ));
-        }
-        Ok(Self::Sqlite(PathBuf::from(path)))
-    }
-}
-
-/// Shows the backend and location without the password.
-impl fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Postgres(url) => {
-                let mut shown = Url::parse(url).map_err(|_| fmt::Error)?;
-                if shown.password().is_some() {
-                    shown
-                        .set_password(Some("redacted"))
-                        .map_err(|_| fmt::Error)?;
-                }
-                write!(f, "Postgres({shown})")
-            }
-            Self::Sqlite(path) => write!(f, "Sqlite({})", path.display()),
-        }
-    }
 }
 
 #[cfg(test)]

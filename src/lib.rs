@@ -2,6 +2,7 @@
 //! same in our database and in Clerk's `public_metadata.role`, in both
 //! directions. `main.rs` is a thin shell around [`cli::run`].
 
+pub mod app;
 pub mod clerk;
 pub mod cli;
 pub mod config;

@@ -29,7 +29,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::db::webhooks::Outcome;
+use crate::app::Outcome;
 
 /// The `type` label values of `clerk_role_sync_webhooks_total`.
 const WEBHOOK_TYPES: [&str; 4] = ["user.created", "user.updated", "user.deleted", "other"];

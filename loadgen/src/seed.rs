@@ -53,7 +53,7 @@ fn statements(numbers: &str, created: &str) -> [String; 3] {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let url = DatabaseUrl::parse(&args.database_url)?;
+    let url = DatabaseUrl::parse(&args.database_url).map_err(anyhow::Error::msg)?;
     let db = Db::connect(&url, 1).await?;
     db.migrate().await?;
     let prefix = format!("user_seed{:x}x", rand::random::<u32>());

@@ -12,10 +12,8 @@ use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{BigInt, Bool, Nullable, SmallInt, Text, Timestamp};
 
-use super::Store;
-use super::users::{COUNT_SHARDS, NewRoleChange, NewUser};
-use super::webhooks::{ClerkChanges, NewWebhookEvent};
-use crate::domain::{ClerkUserId, Role, RoleSource};
+use super::rows::{COUNT_SHARDS, ClerkChanges, NewWebhookEvent};
+use crate::domain::{ClerkUserId, Role, RoleSource, count_deltas};
 
 /// One Clerk state to write.
 pub struct ClerkWrite<'a> {
@@ -41,65 +39,6 @@ pub struct RoleMove<'a> {
     pub to: Role,
     pub source: RoleSource,
     pub actor: &'a str,
-}
-
-/// The counter deltas of a user moving from one role to another (`None`:
-/// the user appears or disappears), in the order every transaction updates
-/// counters (by role name), so that two never wait on each other in a cycle.
-pub fn count_deltas(from: Option<Role>, to: Option<Role>) -> Vec<(Role, i64)> {
-    let mut deltas: Vec<(Role, i64)> = from
-        .map(|role| (role, -1))
-        .into_iter()
-        .chain(to.map(|role| (role, 1)))
-        .collect();
-    deltas.sort_by_key(|(role, _)| role.as_str());
-    deltas
-}
-
-/// Writes `write` one statement at a time; `false` (having written nothing)
-/// when its message was already recorded. Must run inside a transaction.
-pub async fn write_in_steps<C: Store>(conn: &mut C, write: &ClerkWrite<'_>) -> QueryResult<bool> {
-    if let Some(message) = &write.message
-        && !conn.record_webhook_event(message).await?
-    {
-        return Ok(false);
-    }
-    let id = write.id.as_str();
-    let changes = &write.changes;
-    if write.is_new {
-        conn.insert_user(&NewUser {
-            id,
-            email: changes.email,
-            first_name: changes.first_name,
-            last_name: changes.last_name,
-            image_url: changes.image_url,
-            role: changes.role,
-            clerk_updated_at: changes.clerk_updated_at,
-            clerk_role: changes.clerk_role,
-            created_at: changes.created_at,
-            updated_at: changes.updated_at,
-        })
-        .await?;
-    } else {
-        conn.apply_clerk_changes(id, changes).await?;
-        if write.clear_sync_error {
-            conn.clear_sync_error(id).await?;
-        }
-    }
-    if let Some(role_move) = &write.role_move {
-        conn.move_count(write.id, role_move.from, Some(role_move.to))
-            .await?;
-        conn.insert_role_change(&NewRoleChange {
-            user_id: id,
-            old_role: role_move.from.map(Role::as_str),
-            new_role: role_move.to.as_str(),
-            source: role_move.source.as_str(),
-            actor: Some(role_move.actor),
-            changed_at: changes.updated_at,
-        })
-        .await?;
-    }
-    Ok(true)
 }
 
 /// [`ClerkWrite`] as one PostgreSQL statement, answering whether it wrote.

@@ -55,6 +55,7 @@ diesel::table! {
         taken_over -> Bool,
         unrecorded_roles -> Integer,
         unrecorded_until -> Nullable<BigInt>,
+        claimed_version -> Nullable<BigInt>,
     }
 }
 

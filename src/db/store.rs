@@ -1,694 +1,232 @@
-//! The queries of the service, written once for both backends.
+//! [`Store`]: every query of the service, for either backend's connection:
+//! the [`Queries`] that read the same on both, and here, the one place where
+//! PostgreSQL and SQLite need different SQL (row locks, the claim of due
+//! pushes, the one-statement write of a Clerk state).
 
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel::sql_types::{BigInt, Text, Timestamp};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::SqliteConn;
-use super::backfill::Progress;
-use super::clerk_sync::SyncRow;
-use super::clerk_write::count_deltas;
-use super::dialect::Dialect;
-use super::schema::{
-    backfill_progress, clerk_sync, role_changes, role_counts, users, webhook_events,
-};
-use super::users::COUNT_SHARDS;
-use super::users::{NewRoleChange, NewUser, RoleChangeRow, UserFilter, UserRow};
-use crate::domain::{ClerkState, ClerkUserId, Role, RoleSource, Unrecorded};
+use super::clerk_write::{ClerkWrite, OneStatement};
+use super::pool::SqliteConn;
+use super::queries::Queries;
+use super::rows::{NewRoleChange, NewUser, SyncRow, UserRow};
+use super::schema::{role_counts, users};
+use crate::domain::Role;
 
-diesel::define_sql_function! {
-    /// SQL `lower()`, on both backends.
-    fn lower(value: diesel::sql_types::Nullable<diesel::sql_types::Text>) -> diesel::sql_types::Nullable<diesel::sql_types::Text>;
-}
-
-diesel::define_sql_function! {
-    /// `first_name || ' ' || last_name`, so "Ada Lovelace" finds her.
-    #[sql_name = "concat_ws"]
-    fn concat_name_ws(
-        separator: diesel::sql_types::Text,
-        first: diesel::sql_types::Nullable<diesel::sql_types::Text>,
-        last: diesel::sql_types::Nullable<diesel::sql_types::Text>,
-    ) -> diesel::sql_types::Nullable<diesel::sql_types::Text>;
-}
-use super::webhooks::{ClerkChanges, NewWebhookEvent};
-
-/// Every query the service runs, for either backend's connection.
-///
-/// Each method is one statement; transactions are composed by the callers in
-/// `users.rs` and friends, generic over `C: Store`.
+/// Every query of the service: what differs between the backends, on top of
+/// the [`Queries`] that do not. Use-cases are generic over `C: Store`.
 #[async_trait::async_trait]
-pub trait Store: AsyncConnection + Dialect + Send {
-    /// A user by id, deleted ones included.
-    async fn find_user(&mut self, id: &str) -> QueryResult<Option<UserRow>>;
+pub trait Store: Queries {
+    /// Loads a user (deleted ones too) and holds its row until the
+    /// transaction ends, so concurrent changes to one user serialize.
+    async fn lock_user(&mut self, id: &str) -> QueryResult<Option<UserRow>>;
 
-    async fn insert_user(&mut self, user: &NewUser<'_>) -> QueryResult<()>;
+    /// Writes a decided Clerk state; `false`, having written nothing, when
+    /// its message was already recorded. Must run inside a transaction.
+    async fn write_clerk_state(&mut self, write: &ClerkWrite<'_>) -> QueryResult<bool>;
 
-    /// Sets a user's role and `updated_at`.
-    async fn update_role(
-        &mut self,
-        id: &str,
-        role: &str,
-        now: chrono::NaiveDateTime,
-    ) -> QueryResult<()>;
+    /// Live admins, holding the admin counters until the transaction ends so
+    /// that two concurrent demotions cannot both remove "the other" admin.
+    /// Take it after the user rows (see `users::change_roles`).
+    async fn lock_admin_count(&mut self) -> QueryResult<i64>;
 
-    async fn insert_role_change(&mut self, change: &NewRoleChange<'_>) -> QueryResult<()>;
+    /// Takes the maintenance lock until the transaction ends; `false` when
+    /// another replica holds it (PostgreSQL). SQLite's write lock already
+    /// lets one writer at a time through.
+    async fn try_lock_maintenance(&mut self) -> QueryResult<bool>;
 
-    /// Adds `delta` to one shard of a role's live-user counter.
-    async fn adjust_role_count(&mut self, role: &str, shard: i16, delta: i64) -> QueryResult<()>;
-
-    /// Every counter shard as `(role, count)`: 48 rows, whatever the user count.
-    async fn role_count_shards(&mut self) -> QueryResult<Vec<(String, i64)>>;
-
-    /// Writes a user's Clerk-side columns (profile, Clerk state, role).
-    async fn apply_clerk_changes(
-        &mut self,
-        id: &str,
-        changes: &ClerkChanges<'_>,
-    ) -> QueryResult<()>;
-
-    /// Marks a user deleted.
-    async fn tombstone_user(&mut self, id: &str, now: chrono::NaiveDateTime) -> QueryResult<()>;
-
-    /// Records a processed Svix message; `false` when its id was already there.
-    async fn record_webhook_event(&mut self, event: &NewWebhookEvent<'_>) -> QueryResult<bool>;
-
-    /// A user's outbox row, if any.
-    async fn find_sync(&mut self, user_id: &str) -> QueryResult<Option<SyncRow>>;
-
-    /// Marks a user's stopped push as resolved (Clerk's newer state won).
-    async fn clear_sync_error(&mut self, user_id: &str) -> QueryResult<()>;
-
-    /// Removes a user's outbox row, if any.
-    async fn delete_sync(&mut self, user_id: &str) -> QueryResult<()>;
-
-    /// Up to `limit` of a user's audit rows, newest first, older than the
-    /// row `before` when given.
-    async fn role_history(
-        &mut self,
-        user_id: &str,
-        before: Option<i64>,
-        limit: i64,
-    ) -> QueryResult<Vec<RoleChangeRow>>;
-
-    /// A user with its outbox row.
-    async fn find_user_with_sync(
-        &mut self,
-        id: &str,
-    ) -> QueryResult<Option<(UserRow, Option<SyncRow>)>>;
-
-    /// One page of live users, newest first, after `filter.after`.
-    async fn list_users(
-        &mut self,
-        filter: &UserFilter,
-    ) -> QueryResult<Vec<(UserRow, Option<SyncRow>)>>;
-
-    /// Queues a push of `role`, replacing any role not yet sent (a push in
-    /// flight keeps its lease; the new version waits for it).
-    async fn enqueue_push(
-        &mut self,
-        user_id: &str,
-        role: &str,
-        now: chrono::NaiveDateTime,
-    ) -> QueryResult<()>;
-
-    /// Stores the result of a landed push: the newest Clerk state (and
-    /// whether it is the push's own) and the role.
-    async fn apply_push_result(
-        &mut self,
-        user_id: &str,
-        role: &str,
-        clerk: ClerkState,
-        from_push: bool,
-        now: chrono::NaiveDateTime,
-    ) -> QueryResult<()>;
-
-    /// Marks version `version` as landed.
-    async fn mark_synced(&mut self, user_id: &str, version: i64) -> QueryResult<()>;
-
-    /// Schedules another try of `version` (`None`: stop retrying).
-    async fn reschedule_push(
-        &mut self,
-        user_id: &str,
-        version: i64,
-        next_attempt_at: Option<chrono::NaiveDateTime>,
-        error: &str,
-    ) -> QueryResult<()>;
-
-    /// Moves one live user's count from one role to another (`None`: the
-    /// user appears or disappears). Shard rows are always updated in the same
-    /// order (by role name), so two transactions never wait on each other's
-    /// counters in a cycle.
-    async fn move_count(
-        &mut self,
-        id: &ClerkUserId,
-        from: Option<Role>,
-        to: Option<Role>,
-    ) -> QueryResult<()> {
-        let shard = id.shard(COUNT_SHARDS);
-        for (role, delta) in count_deltas(from, to) {
-            self.adjust_role_count(role.as_str(), shard, delta).await?;
-        }
-        Ok(())
-    }
-
-    /// Appends one audit row, and logs the change (one line per role change,
-    /// whatever its source).
-    async fn record_change(
-        &mut self,
-        id: &ClerkUserId,
-        from: Option<Role>,
-        to: Role,
-        source: RoleSource,
-        actor: Option<&str>,
-        now: chrono::NaiveDateTime,
-    ) -> QueryResult<()> {
-        log_role_change(id, from, to, source, actor);
-        self.insert_role_change(&NewRoleChange {
-            user_id: id.as_str(),
-            old_role: from.map(Role::as_str),
-            new_role: to.as_str(),
-            source: source.as_str(),
-            actor,
-            changed_at: now,
-        })
-        .await
-    }
-
-    /// Pushes queued or retrying, and when the oldest of them was queued.
-    async fn push_queue_stats(&mut self) -> QueryResult<(i64, Option<chrono::NaiveDateTime>)>;
-
-    /// Every live user as `(id, role)`.
-    async fn live_user_roles(&mut self) -> QueryResult<Vec<(String, String)>>;
-
-    /// The unfinished backfill, if any.
-    async fn load_backfill_progress(&mut self) -> QueryResult<Option<Progress>>;
-
-    /// Records how far the backfill got.
-    async fn save_backfill_progress(&mut self, progress: &Progress) -> QueryResult<()>;
-
-    /// Forgets the backfill's progress (it finished, or starts over).
-    async fn delete_backfill_progress(&mut self) -> QueryResult<()>;
-
-    /// Lets any worker take the row again.
-    async fn release_claim(&mut self, user_id: &str) -> QueryResult<()>;
-
-    /// Sets the roles a user's pushes may have written to Clerk unrecorded:
-    /// once Clerk's answer or a read of Clerk is recorded, nothing older can
-    /// be the newest Clerk state, so only a push about to be sent counts.
-    async fn set_unrecorded_pushes(&mut self, user_id: &str, pushes: Unrecorded)
-    -> QueryResult<()>;
-
-    /// Hands back every claim `owner` holds (at its start, and as it stops);
-    /// how many there were.
-    async fn release_claims_of(&mut self, owner: &str) -> QueryResult<usize>;
-
-    /// Extends the leases `owner` holds on `user_ids` until `until`; how
-    /// many it still held.
-    async fn renew_claims(
+    /// Takes up to `limit` due, unclaimed pushes for `owner` until
+    /// `lease_until`, counting an attempt for each. On PostgreSQL rows that
+    /// another replica is claiming at the same moment are skipped, not waited for.
+    async fn claim_due_pushes(
         &mut self,
         owner: &str,
-        user_ids: &[String],
-        until: chrono::NaiveDateTime,
-    ) -> QueryResult<usize>;
-
-    /// Cancels version `version` of a user's push if it is still pending
-    /// and no live claim (other than `owner`'s) is sending it; whether it did.
-    async fn cancel_push(
-        &mut self,
-        user_id: &str,
-        version: i64,
-        now: chrono::NaiveDateTime,
-        owner: Option<&str>,
-    ) -> QueryResult<bool>;
-
-    /// Deletes up to `batch` processed messages received before `cutoff`;
-    /// how many.
-    async fn prune_webhook_events(
-        &mut self,
-        cutoff: chrono::NaiveDateTime,
-        batch: i64,
-    ) -> QueryResult<usize>;
-
-    /// When the next unclaimed push falls due, if any is queued.
-    async fn next_push_due(
-        &mut self,
-        now: chrono::NaiveDateTime,
-    ) -> QueryResult<Option<chrono::NaiveDateTime>>;
+        now: NaiveDateTime,
+        lease_until: NaiveDateTime,
+        limit: i64,
+    ) -> QueryResult<Vec<SyncRow>>;
 }
 
-/// One role change, logged once its transaction has committed.
-struct RoleChangeLine {
-    id: ClerkUserId,
-    from: Option<Role>,
-    to: Role,
-    source: RoleSource,
-    actor: Option<String>,
+/// The claim, written for both backends; PostgreSQL adds the row locks.
+/// Placeholders are numbered in the order they appear, which is how SQLite
+/// binds them.
+fn claim_sql(locking: &str) -> String {
+    format!(
+        "UPDATE clerk_sync SET claimed_until = $1, claimed_by = $2, attempts = attempts + 1, \
+             taken_over = (claimed_by IS NOT NULL), claimed_version = version \
+         WHERE user_id IN ( \
+             SELECT user_id FROM clerk_sync \
+             WHERE next_attempt_at <= $3 AND (claimed_until IS NULL OR claimed_until < $3) \
+             ORDER BY next_attempt_at LIMIT $4 {locking}) \
+         RETURNING user_id, desired_role, version, attempts, next_attempt_at, last_error, claimed_until, queued_at, claimed_by, seen_clerk_updated_at, taken_over, unrecorded_roles, unrecorded_until, claimed_version"
+    )
 }
 
-impl RoleChangeLine {
-    /// The one log line of every role change, whatever its source.
-    fn log(&self) {
-        tracing::info!(
-            user.id = %self.id,
-            old_role = self.from.map_or("none", Role::as_str),
-            new_role = %self.to,
-            source = self.source.as_str(),
-            actor = self.actor.as_deref(),
-            "role changed"
-        );
+/// The advisory lock key of maintenance rounds (see `Db::migrate` for the
+/// migration lock's).
+const MAINTENANCE_LOCK: i64 = 7_243_018;
+
+#[derive(QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    locked: bool,
+}
+
+#[async_trait::async_trait]
+impl Store for AsyncPgConnection {
+    async fn try_lock_maintenance(&mut self) -> QueryResult<bool> {
+        diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS locked")
+            .bind::<BigInt, _>(MAINTENANCE_LOCK)
+            .get_result::<Locked>(self)
+            .await
+            .map(|row| row.locked)
+    }
+
+    async fn lock_admin_count(&mut self) -> QueryResult<i64> {
+        // In shard order, like every transaction that takes counter rows.
+        role_counts::table
+            .filter(role_counts::role.eq(Role::Admin.as_str()))
+            .order(role_counts::shard)
+            .select(role_counts::count)
+            .for_update()
+            .load::<i64>(self)
+            .await
+            .map(|shards| shards.into_iter().sum())
+    }
+
+    async fn claim_due_pushes(
+        &mut self,
+        owner: &str,
+        now: NaiveDateTime,
+        lease_until: NaiveDateTime,
+        limit: i64,
+    ) -> QueryResult<Vec<SyncRow>> {
+        diesel::sql_query(claim_sql("FOR UPDATE SKIP LOCKED"))
+            .bind::<Timestamp, _>(lease_until)
+            .bind::<Text, _>(owner)
+            .bind::<Timestamp, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(self)
+            .await
+    }
+
+    async fn lock_user(&mut self, id: &str) -> QueryResult<Option<UserRow>> {
+        users::table
+            .find(id)
+            .select(UserRow::as_select())
+            .for_update()
+            .first(self)
+            .await
+            .optional()
+    }
+
+    async fn write_clerk_state(&mut self, write: &ClerkWrite<'_>) -> QueryResult<bool> {
+        OneStatement::new(write).get_result(self).await
     }
 }
 
-tokio::task_local! {
-    /// Role changes made inside the transaction now running on this task.
-    static UNCOMMITTED: std::cell::RefCell<Vec<RoleChangeLine>>;
-}
+#[async_trait::async_trait]
+impl Store for SqliteConn {
+    async fn try_lock_maintenance(&mut self) -> QueryResult<bool> {
+        Ok(true)
+    }
 
-/// Notes a role change for the log: held until [`after_commit`] sees its
-/// transaction succeed, so a rolled-back change is never logged as made.
-pub fn log_role_change(
-    id: &ClerkUserId,
-    from: Option<Role>,
-    to: Role,
-    source: RoleSource,
-    actor: Option<&str>,
-) {
-    hold_or_log(RoleChangeLine {
-        id: id.clone(),
-        from,
-        to,
-        source,
-        actor: actor.map(str::to_owned),
-    });
-}
+    async fn lock_admin_count(&mut self) -> QueryResult<i64> {
+        // The write lock taken by `lock_user` already serializes writers.
+        admin_count(self).await
+    }
 
-/// Holds the line for the transaction running on this task, if any; else
-/// the change is already durable and is logged now.
-fn hold_or_log(line: RoleChangeLine) {
-    if UNCOMMITTED.try_with(|_| ()).is_ok() {
-        UNCOMMITTED.with(|lines| lines.borrow_mut().push(line));
-    } else {
-        line.log();
+    async fn claim_due_pushes(
+        &mut self,
+        owner: &str,
+        now: NaiveDateTime,
+        lease_until: NaiveDateTime,
+        limit: i64,
+    ) -> QueryResult<Vec<SyncRow>> {
+        diesel::sql_query(claim_sql(""))
+            .bind::<Timestamp, _>(lease_until)
+            .bind::<Text, _>(owner)
+            .bind::<Timestamp, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(self)
+            .await
+    }
+
+    async fn lock_user(&mut self, id: &str) -> QueryResult<Option<UserRow>> {
+        // SQLite has no row locks. A write as the transaction's first statement
+        // takes the database's write lock (waiting out `busy_timeout`), which
+        // serializes writers across processes just as FOR UPDATE would; a read
+        // first would instead fail with SQLITE_BUSY when it tried to upgrade.
+        diesel::update(users::table.find(id))
+            .set(users::id.eq(users::id))
+            .execute(self)
+            .await?;
+        users::table
+            .find(id)
+            .select(UserRow::as_select())
+            .first(self)
+            .await
+            .optional()
+    }
+
+    async fn write_clerk_state(&mut self, write: &ClerkWrite<'_>) -> QueryResult<bool> {
+        write_in_steps(self, write).await
     }
 }
 
-/// Runs `transaction` (a future that commits or rolls back) and logs the
-/// role changes it noted only when it returns `Ok`. Nested inside another,
-/// the lines are handed to the outer one, which logs them at its commit.
-pub async fn after_commit<T, E>(transaction: impl Future<Output = Result<T, E>>) -> Result<T, E> {
-    let (result, lines) = UNCOMMITTED
-        .scope(std::cell::RefCell::new(Vec::new()), async {
-            let result = transaction.await;
-            (result, UNCOMMITTED.with(|lines| lines.take()))
+async fn admin_count(conn: &mut SqliteConn) -> QueryResult<i64> {
+    role_counts::table
+        .filter(role_counts::role.eq(Role::Admin.as_str()))
+        .select(role_counts::count)
+        .load::<i64>(conn)
+        .await
+        .map(|shards| shards.into_iter().sum())
+}
+
+/// Writes `write` one statement at a time; `false` (having written nothing)
+/// when its message was already recorded. Must run inside a transaction.
+async fn write_in_steps(conn: &mut SqliteConn, write: &ClerkWrite<'_>) -> QueryResult<bool> {
+    if let Some(message) = &write.message
+        && !conn.record_webhook_event(message).await?
+    {
+        return Ok(false);
+    }
+    let id = write.id.as_str();
+    let changes = &write.changes;
+    if write.is_new {
+        conn.insert_user(&NewUser {
+            id,
+            email: changes.email,
+            first_name: changes.first_name,
+            last_name: changes.last_name,
+            image_url: changes.image_url,
+            role: changes.role,
+            clerk_updated_at: changes.clerk_updated_at,
+            clerk_role: changes.clerk_role,
+            created_at: changes.created_at,
+            updated_at: changes.updated_at,
         })
-        .await;
-    if result.is_ok() {
-        lines.into_iter().for_each(hold_or_log);
-    }
-    result
-}
-
-macro_rules! impl_store {
-    ($($conn:ty),+) => {$(
-        #[async_trait::async_trait]
-        impl Store for $conn {
-            async fn find_user(&mut self, id: &str) -> QueryResult<Option<UserRow>> {
-                users::table
-                    .find(id)
-                    .select(UserRow::as_select())
-                    .first(self)
-                    .await
-                    .optional()
-            }
-
-            async fn insert_user(&mut self, user: &NewUser<'_>) -> QueryResult<()> {
-                diesel::insert_into(users::table)
-                    .values(user)
-                    .execute(self)
-                    .await
-                    .map(drop)
-            }
-
-            async fn update_role(
-                &mut self,
-                id: &str,
-                role: &str,
-                now: chrono::NaiveDateTime,
-            ) -> QueryResult<()> {
-                diesel::update(users::table.find(id))
-                    .set((users::role.eq(role), users::updated_at.eq(now)))
-                    .execute(self)
-                    .await
-                    .map(drop)
-            }
-
-            async fn insert_role_change(&mut self, change: &NewRoleChange<'_>) -> QueryResult<()> {
-                diesel::insert_into(role_changes::table)
-                    .values(change)
-                    .execute(self)
-                    .await
-                    .map(drop)
-            }
-
-            async fn adjust_role_count(&mut self, role: &str, shard: i16, delta: i64) -> QueryResult<()> {
-                diesel::update(role_counts::table.find((role, shard)))
-                    .set(role_counts::count.eq(role_counts::count + delta))
-                    .execute(self)
-                    .await
-                    .map(drop)
-            }
-
-            async fn role_count_shards(&mut self) -> QueryResult<Vec<(String, i64)>> {
-                role_counts::table
-                    .select((role_counts::role, role_counts::count))
-                    .load(self)
-                    .await
-            }
-
-            async fn apply_clerk_changes(&mut self, id: &str, changes: &ClerkChanges<'_>) -> QueryResult<()> {
-                diesel::update(users::table.find(id))
-                    .set(changes)
-                    .execute(self)
-                    .await
-                    .map(drop)
-            }
-
-            async fn tombstone_user(&mut self, id: &str, now: chrono::NaiveDateTime) -> QueryResult<()> {
-                diesel::update(users::table.find(id))
-                    .set((users::deleted_at.eq(now), users::updated_at.eq(now)))
-                    .execute(self)
-                    .await
-                    .map(drop)
-            }
-
-            async fn record_webhook_event(&mut self, event: &NewWebhookEvent<'_>) -> QueryResult<bool> {
-                diesel::insert_into(webhook_events::table)
-                    .values(event)
-                    .on_conflict_do_nothing()
-                    .execute(self)
-                    .await
-                    .map(|inserted| inserted == 1)
-            }
-
-            async fn find_sync(&mut self, user_id: &str) -> QueryResult<Option<SyncRow>> {
-                clerk_sync::table
-                    .find(user_id)
-                    .select(SyncRow::as_select())
-                    .first(self)
-                    .await
-                    .optional()
-            }
-
-            async fn clear_sync_error(&mut self, user_id: &str) -> QueryResult<()> {
-                diesel::update(
-                    clerk_sync::table
-                        .find(user_id)
-                        .filter(clerk_sync::next_attempt_at.is_null()),
-                )
-                .set(clerk_sync::last_error.eq(None::<String>))
-                .execute(self)
-                .await
-                .map(drop)
-            }
-
-            async fn delete_sync(&mut self, user_id: &str) -> QueryResult<()> {
-                diesel::delete(clerk_sync::table.find(user_id))
-                    .execute(self)
-                    .await
-                    .map(drop)
-            }
-
-            async fn role_history(&mut self, user_id: &str, before: Option<i64>, limit: i64) -> QueryResult<Vec<RoleChangeRow>> {
-                let mut query = role_changes::table
-                    .filter(role_changes::user_id.eq(user_id))
-                    .order(role_changes::id.desc())
-                    .select(RoleChangeRow::as_select())
-                    .limit(limit)
-                    .into_boxed();
-                if let Some(before) = before {
-                    query = query.filter(role_changes::id.lt(before));
-                }
-                query.load(self).await
-            }
-
-            async fn find_user_with_sync(&mut self, id: &str) -> QueryResult<Option<(UserRow, Option<SyncRow>)>> {
-                users::table
-                    .left_join(clerk_sync::table)
-                    .filter(users::id.eq(id))
-                    .select((UserRow::as_select(), Option::<SyncRow>::as_select()))
-                    .first(self)
-                    .await
-                    .optional()
-            }
-
-            async fn list_users(&mut self, filter: &UserFilter) -> QueryResult<Vec<(UserRow, Option<SyncRow>)>> {
-                let mut query = users::table
-                    .left_join(clerk_sync::table)
-                    .filter(users::deleted_at.is_null())
-                    .select((UserRow::as_select(), Option::<SyncRow>::as_select()))
-                    .order((users::created_at.desc(), users::id.desc()))
-                    .limit(filter.limit)
-                    .into_boxed();
-                if let Some(role) = filter.role {
-                    query = query.filter(users::role.eq(role.as_str()));
-                }
-                if let Some(pattern) = &filter.search_pattern {
-                    query = query.filter(
-                        lower(users::email).like(pattern).escape('\\')
-                            .or(lower(users::first_name).like(pattern).escape('\\'))
-                            .or(lower(users::last_name).like(pattern).escape('\\'))
-                            .or(lower(concat_name_ws(" ", users::first_name, users::last_name)).like(pattern).escape('\\')),
-                    );
-                }
-                if let Some((created_at, id)) = &filter.after {
-                    query = query.filter(
-                        users::created_at.lt(*created_at)
-                            .or(users::created_at.eq(*created_at).and(users::id.lt(id.as_str()))),
-                    );
-                }
-                query.load(self).await
-            }
-
-            async fn enqueue_push(&mut self, user_id: &str, role: &str, now: chrono::NaiveDateTime) -> QueryResult<()> {
-                let seen = || {
-                    users::table
-                        .find(user_id)
-                        .select(users::clerk_updated_at)
-                        .single_value()
-                        .assume_not_null()
-                };
-                diesel::insert_into(clerk_sync::table)
-                    .values((
-                        clerk_sync::user_id.eq(user_id),
-                        clerk_sync::desired_role.eq(role),
-                        clerk_sync::version.eq(1_i64),
-                        clerk_sync::attempts.eq(0),
-                        clerk_sync::next_attempt_at.eq(Some(now)),
-                        clerk_sync::queued_at.eq(Some(now)),
-                        clerk_sync::seen_clerk_updated_at.eq(seen().nullable()),
-                    ))
-                    .on_conflict(clerk_sync::user_id)
-                    .do_update()
-                    .set((
-                        clerk_sync::desired_role.eq(role),
-                        clerk_sync::version.eq(clerk_sync::version + 1_i64),
-                        clerk_sync::attempts.eq(0),
-                        clerk_sync::next_attempt_at.eq(Some(now)),
-                        clerk_sync::last_error.eq(None::<String>),
-                        clerk_sync::queued_at.eq(Some(now)),
-                        clerk_sync::seen_clerk_updated_at.eq(seen().nullable()),
-                    ))
-                    .execute(self)
-                    .await
-                    .map(drop)
-            }
-
-            async fn apply_push_result(
-                &mut self,
-                user_id: &str,
-                role: &str,
-                clerk: ClerkState,
-                from_push: bool,
-                now: chrono::NaiveDateTime,
-            ) -> QueryResult<()> {
-                diesel::update(users::table.find(user_id))
-                    .set((
-                        users::role.eq(role),
-                        users::clerk_role.eq(Some(clerk.role.as_str())),
-                        users::clerk_updated_at.eq(Some(clerk.updated_at)),
-                        users::clerk_from_push.eq(from_push),
-                        users::updated_at.eq(now),
-                    ))
-                    .execute(self)
-                    .await
-                    .map(drop)
-            }
-
-            async fn mark_synced(&mut self, user_id: &str, version: i64) -> QueryResult<()> {
-                diesel::update(clerk_sync::table.find(user_id).filter(clerk_sync::version.eq(version)))
-                    .set((
-                        clerk_sync::next_attempt_at.eq(None::<chrono::NaiveDateTime>),
-                        clerk_sync::last_error.eq(None::<String>),
-                        clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
-                        clerk_sync::claimed_by.eq(None::<String>),
-                    ))
-                    .execute(self)
-                    .await
-                    .map(drop)
-            }
-
-            async fn reschedule_push(
-                &mut self,
-                user_id: &str,
-                version: i64,
-                next_attempt_at: Option<chrono::NaiveDateTime>,
-                error: &str,
-            ) -> QueryResult<()> {
-                diesel::update(clerk_sync::table.find(user_id).filter(clerk_sync::version.eq(version)))
-                    .set((
-                        clerk_sync::next_attempt_at.eq(next_attempt_at),
-                        clerk_sync::last_error.eq(Some(error)),
-                        clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
-                        clerk_sync::claimed_by.eq(None::<String>),
-                    ))
-                    .execute(self)
-                    .await
-                    .map(drop)
-            }
-
-            async fn push_queue_stats(&mut self) -> QueryResult<(i64, Option<chrono::NaiveDateTime>)> {
-                clerk_sync::table
-                    .filter(clerk_sync::next_attempt_at.is_not_null())
-                    .select((diesel::dsl::count_star(), diesel::dsl::min(clerk_sync::queued_at)))
-                    .first(self)
-                    .await
-            }
-
-            async fn live_user_roles(&mut self) -> QueryResult<Vec<(String, String)>> {
-                users::table
-                    .filter(users::deleted_at.is_null())
-                    .select((users::id, users::role))
-                    .load(self)
-                    .await
-            }
-
-            async fn load_backfill_progress(&mut self) -> QueryResult<Option<Progress>> {
-                backfill_progress::table
-                    .select(Progress::as_select())
-                    .first(self)
-                    .await
-                    .optional()
-            }
-
-            async fn save_backfill_progress(&mut self, progress: &Progress) -> QueryResult<()> {
-                diesel::insert_into(backfill_progress::table)
-                    .values((backfill_progress::id.eq(1), progress))
-                    .on_conflict(backfill_progress::id)
-                    .do_update()
-                    .set(progress)
-                    .execute(self)
-                    .await
-                    .map(drop)
-            }
-
-            async fn delete_backfill_progress(&mut self) -> QueryResult<()> {
-                diesel::delete(backfill_progress::table)
-                    .execute(self)
-                    .await
-                    .map(drop)
-            }
-
-            async fn set_unrecorded_pushes(&mut self, user_id: &str, pushes: Unrecorded) -> QueryResult<()> {
-                diesel::update(clerk_sync::table.find(user_id))
-                    .set((
-                        clerk_sync::unrecorded_roles.eq(pushes.roles.bits()),
-                        clerk_sync::unrecorded_until.eq(pushes.until),
-                    ))
-                    .execute(self)
-                    .await
-                    .map(drop)
-            }
-
-            async fn release_claim(&mut self, user_id: &str) -> QueryResult<()> {
-                diesel::update(clerk_sync::table.find(user_id))
-                    .set((
-                        clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
-                        clerk_sync::claimed_by.eq(None::<String>),
-                    ))
-                    .execute(self)
-                    .await
-                    .map(drop)
-            }
-
-            async fn release_claims_of(&mut self, owner: &str) -> QueryResult<usize> {
-                diesel::update(clerk_sync::table.filter(clerk_sync::claimed_by.eq(owner)))
-                    .set((
-                        clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
-                        clerk_sync::claimed_by.eq(None::<String>),
-                    ))
-                    .execute(self)
-                    .await
-            }
-
-            async fn renew_claims(
-                &mut self,
-                owner: &str,
-                user_ids: &[String],
-                until: chrono::NaiveDateTime,
-            ) -> QueryResult<usize> {
-                diesel::update(
-                    clerk_sync::table
-                        .filter(clerk_sync::user_id.eq_any(user_ids))
-                        .filter(clerk_sync::claimed_by.eq(owner)),
-                )
-                .set(clerk_sync::claimed_until.eq(Some(until)))
-                .execute(self)
-                .await
-            }
-
-            async fn cancel_push(&mut self, user_id: &str, version: i64, now: chrono::NaiveDateTime, owner: Option<&str>) -> QueryResult<bool> {
-                diesel::update(
-                    clerk_sync::table
-                        .find(user_id)
-                        .filter(clerk_sync::version.eq(version))
-                        .filter(clerk_sync::next_attempt_at.is_not_null())
-                        .filter(
-                            clerk_sync::claimed_until.is_null()
-                                .or(clerk_sync::claimed_until.lt(now))
-                                .or(clerk_sync::claimed_by.eq(owner)),
-                        ),
-                )
-                .set((
-                    clerk_sync::next_attempt_at.eq(None::<chrono::NaiveDateTime>),
-                    clerk_sync::last_error.eq(None::<String>),
-                    clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
-                    clerk_sync::claimed_by.eq(None::<String>),
-                ))
-                .execute(self)
-                .await
-                .map(|cancelled| cancelled == 1)
-            }
-
-            async fn prune_webhook_events(&mut self, cutoff: chrono::NaiveDateTime, batch: i64) -> QueryResult<usize> {
-                diesel::sql_query(
-                    "DELETE FROM webhook_events WHERE svix_id IN \
-                     (SELECT svix_id FROM webhook_events WHERE received_at < $1 LIMIT $2)",
-                )
-                .bind::<diesel::sql_types::Timestamp, _>(cutoff)
-                .bind::<diesel::sql_types::BigInt, _>(batch)
-                .execute(self)
-                .await
-            }
-
-            async fn next_push_due(&mut self, now: chrono::NaiveDateTime) -> QueryResult<Option<chrono::NaiveDateTime>> {
-                clerk_sync::table
-                    .filter(clerk_sync::next_attempt_at.is_not_null())
-                    .filter(clerk_sync::claimed_until.is_null().or(clerk_sync::claimed_until.lt(now)))
-                    .select(diesel::dsl::min(clerk_sync::next_attempt_at))
-                    .first(self)
-                    .await
-            }
+        .await?;
+    } else {
+        conn.apply_clerk_changes(id, changes).await?;
+        if write.clear_sync_error {
+            conn.clear_sync_error(id).await?;
         }
-    )+};
+    }
+    if let Some(role_move) = &write.role_move {
+        conn.move_count(write.id, role_move.from, Some(role_move.to))
+            .await?;
+        conn.insert_role_change(&NewRoleChange {
+            user_id: id,
+            old_role: role_move.from.map(Role::as_str),
+            new_role: role_move.to.as_str(),
+            source: role_move.source.as_str(),
+            actor: Some(role_move.actor),
+            changed_at: changes.updated_at,
+        })
+        .await?;
+    }
+    Ok(true)
 }
-
-impl_store!(AsyncPgConnection, SqliteConn);

@@ -9,6 +9,6 @@ mod user_id;
 pub use role::{Role, RoleParseError, RoleSet, RoleSource};
 pub use sync::{
     ClerkState, DEFAULT_CLOCK_SKEW_ALLOWANCE_MS, Known, MetadataRole, PendingPush, Unrecorded,
-    Verdict, cancels, judge, judge_reread,
+    Verdict, cancels, count_deltas, judge, judge_reread,
 };
 pub use user_id::{ClerkUserId, UserIdError};

@@ -27,6 +27,18 @@ pub enum MetadataRole {
     Unknown,
 }
 
+impl MetadataRole {
+    /// The role it means: STUDENT when there is none, `None` for a value we
+    /// do not know.
+    pub const fn role(self) -> Option<Role> {
+        match self {
+            Self::Known(role) => Some(role),
+            Self::Missing => Some(Role::Student),
+            Self::Unknown => None,
+        }
+    }
+}
+
 /// A role as Clerk held it at a point of its timeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClerkState {
@@ -168,10 +180,9 @@ fn judge_with(
     reread: bool,
 ) -> Verdict {
     let fallback = known.map_or(Role::Student, |k| k.role);
-    let (incoming, unknown_role) = match metadata {
-        MetadataRole::Known(role) => (role, false),
-        MetadataRole::Missing => (Role::Student, false),
-        MetadataRole::Unknown => (fallback, true),
+    let (incoming, unknown_role) = match metadata.role() {
+        Some(role) => (role, false),
+        None => (fallback, true),
     };
     let clerk = ClerkState {
         role: incoming,
@@ -236,6 +247,19 @@ pub fn cancels(clerk: ClerkState, pending: PendingPush, allowance_ms: i64) -> bo
     let after_commit = clerk.updated_at.saturating_sub(pending.committed_at);
     after_commit > allowance_ms
         || (after_commit.saturating_abs() <= allowance_ms && clerk.role < pending.role)
+}
+
+/// The counter deltas of a user moving from one role to another (`None`:
+/// the user appears or disappears), in the order every transaction updates
+/// counters (by role name), so that two never wait on each other in a cycle.
+pub fn count_deltas(from: Option<Role>, to: Option<Role>) -> Vec<(Role, i64)> {
+    let mut deltas: Vec<(Role, i64)> = from
+        .map(|role| (role, -1))
+        .into_iter()
+        .chain(to.map(|role| (role, 1)))
+        .collect();
+    deltas.sort_by_key(|(role, _)| role.as_str());
+    deltas
 }
 
 #[cfg(test)]

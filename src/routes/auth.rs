@@ -8,7 +8,7 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 
 use super::AppState;
 use crate::clerk::jwt::AuthError;
-use crate::db::{DbError, Store as _};
+use crate::db::{DbError, Queries as _};
 use crate::domain::{ClerkUserId, Role};
 use crate::error::ApiError;
 use crate::with_conn;

@@ -8,7 +8,7 @@ use super::auth::Admin;
 use super::body::{self, JSON_LIMIT};
 use super::dto::{BulkRoleRequest, UserList, parse_role};
 use super::{AppState, apply_role_changes};
-use crate::db::users::RoleChange;
+use crate::app::change_roles::RoleChange;
 use crate::domain::ClerkUserId;
 use crate::error::{ApiError, Problem};
 

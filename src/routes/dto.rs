@@ -6,8 +6,7 @@ use chrono::{DateTime, Datelike as _, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::db::clerk_sync::{SyncRow, SyncState, SyncStatus};
-use crate::db::users::{RoleChangeRow, RoleStats, User, UserRow};
+use crate::db::rows::{RoleChangeRow, RoleStats, SyncRow, SyncState, SyncStatus, User, UserRow};
 use crate::domain::{ClerkUserId, Role, RoleSource};
 use crate::error::ApiError;
 
@@ -290,9 +289,9 @@ pub fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, Api
     }
 }
 
-impl From<crate::db::users::AdminChangeError> for ApiError {
-    fn from(error: crate::db::users::AdminChangeError) -> Self {
-        use crate::db::users::AdminChangeError as E;
+impl From<crate::app::change_roles::AdminChangeError> for ApiError {
+    fn from(error: crate::app::change_roles::AdminChangeError) -> Self {
+        use crate::app::change_roles::AdminChangeError as E;
         match error {
             E::NotFound(id) => ApiError::NotFound(format!("no such user: {id}")),
             E::LastAdmin => {

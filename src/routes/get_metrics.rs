@@ -4,7 +4,7 @@ use actix_web::{HttpRequest, HttpResponse, get, web};
 use chrono::Utc;
 
 use super::AppState;
-use crate::db::{DbError, Store as _};
+use crate::db::{DbError, Queries as _};
 use crate::error::{ApiError, Problem};
 use crate::with_conn;
 

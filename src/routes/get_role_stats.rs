@@ -5,7 +5,7 @@ use actix_web::{get, web};
 use super::AppState;
 use super::auth::Admin;
 use super::dto::RoleStatsResponse;
-use crate::db::users::role_stats;
+use crate::db::Queries as _;
 use crate::error::{ApiError, Problem};
 use crate::with_conn;
 
@@ -28,6 +28,7 @@ pub async fn get_role_stats(
     _admin: Admin,
     state: web::Data<AppState>,
 ) -> Result<web::Json<RoleStatsResponse>, ApiError> {
-    let stats = with_conn!(state.db, conn => role_stats(conn).await)?;
+    let stats =
+        with_conn!(state.db, conn => Ok::<_, crate::db::DbError>(conn.role_stats().await?))?;
     Ok(web::Json(stats.into()))
 }

@@ -5,7 +5,7 @@ use actix_web::{get, web};
 use super::AppState;
 use super::auth::Admin;
 use super::dto::{UserResponse, not_found, parse_user_id};
-use crate::db::{DbError, Store as _};
+use crate::db::{DbError, Queries as _};
 use crate::error::{ApiError, Problem};
 use crate::with_conn;
 

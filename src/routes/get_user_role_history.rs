@@ -11,7 +11,7 @@ use super::dto::{
     page_limit, parse_user_id,
 };
 use super::list_users::{DEFAULT_LIMIT, MAX_LIMIT};
-use crate::db::{DbError, Store as _};
+use crate::db::{DbError, Queries as _};
 use crate::error::{ApiError, Problem};
 use crate::with_conn;
 

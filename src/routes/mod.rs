@@ -24,10 +24,10 @@ use tokio::sync::Semaphore;
 use utoipa::openapi::path::Paths;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use crate::app::change_roles::{RoleChange, change_roles};
 use crate::clerk::ClerkClient;
 use crate::clerk::jwt::SessionVerifier;
 use crate::db::Db;
-use crate::db::users::{RoleChange, change_roles};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::sync::WorkerLink;

@@ -6,8 +6,9 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::body::{self, BodyError};
+use crate::app::Outcome;
+use crate::app::webhook_event;
 use crate::clerk::ClerkClient;
-use crate::db::webhooks::{self, Outcome};
 use crate::domain::ClerkUserId;
 use crate::error::{ApiError, Problem};
 use crate::webhooks::events::{self, ClerkEvent};
@@ -107,7 +108,7 @@ pub async fn receive_clerk_webhook(
     })?;
     let allowance = state.clock_skew_allowance_ms;
     let outcome = with_conn!(state.db, conn => {
-        webhooks::apply_event(conn, headers.id, &event, allowance).await
+        webhook_event::apply_event(conn, headers.id, &event, allowance).await
     })
     .map_err(|error| {
         metrics.webhook_refused("database");
@@ -147,8 +148,7 @@ async fn reread(state: &AppState, clerk: &ClerkClient, user_id: &str, svix_id: &
         }
     };
     let allowance = state.clock_skew_allowance_ms;
-    let applied =
-        with_conn!(state.db, conn => webhooks::apply_reread(conn, &user, svix_id, allowance).await);
+    let applied = with_conn!(state.db, conn => webhook_event::apply_reread(conn, &user, svix_id, allowance).await);
     match applied {
         Ok(outcome) => {
             tracing::info!(user.id = %id, outcome = outcome.as_str(), "conflict settled by re-reading Clerk")

@@ -6,7 +6,7 @@ use super::auth::Admin;
 use super::body::{self, JSON_LIMIT};
 use super::dto::{RoleRequest, UserResponse, parse_role, parse_user_id};
 use super::{AppState, apply_role_changes};
-use crate::db::users::RoleChange;
+use crate::app::change_roles::RoleChange;
 use crate::error::{ApiError, Problem};
 
 /// Set a user's role.

@@ -9,9 +9,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Pacer;
 use super::retry::call_clerk;
+use crate::app::backfill::{self, BackfillOptions};
 use crate::clerk::{ClerkClient, ClerkUser};
 use crate::db::Db;
-use crate::db::backfill::{self, BackfillOptions, Progress};
+use crate::db::rows::Progress;
 use crate::with_conn;
 
 /// Users per page: Clerk's maximum.

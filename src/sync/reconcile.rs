@@ -8,11 +8,12 @@ use std::fmt;
 use super::Pacer;
 use super::backfill::{PAGE_SIZE, ensure_advances};
 use super::retry::call_clerk;
+use crate::app::backfill::Prefer;
+use crate::app::{reconcile, webhook_event};
 use crate::clerk::ClerkClient;
-use crate::db::backfill::Prefer;
-use crate::db::clerk_sync::SyncRow;
-use crate::db::{Db, DbError, Store as _, reconcile, webhooks};
-use crate::domain::{ClerkUserId, DEFAULT_CLOCK_SKEW_ALLOWANCE_MS, MetadataRole, Role};
+use crate::db::rows::SyncRow;
+use crate::db::{Db, DbError, Queries as _};
+use crate::domain::{ClerkUserId, DEFAULT_CLOCK_SKEW_ALLOWANCE_MS, Role};
 use crate::with_conn;
 
 /// One difference between the two sides.
@@ -82,10 +83,8 @@ pub async fn run(
             let Ok(id) = ClerkUserId::parse(user.id.as_str()) else {
                 continue;
             };
-            let clerk_role = match user.metadata_role() {
-                MetadataRole::Known(role) => role,
-                MetadataRole::Missing => Role::Student,
-                MetadataRole::Unknown => continue,
+            let Some(clerk_role) = user.metadata_role().role() else {
+                continue;
             };
             let here = with_conn!(db, conn => {
                 Ok::<_, DbError>(conn.find_user_with_sync(id.as_str()).await?)
@@ -113,7 +112,7 @@ pub async fn run(
                         // race rule (and its allowance) does not come in.
                         let allowance = DEFAULT_CLOCK_SKEW_ALLOWANCE_MS;
                         with_conn!(db, conn => {
-                            webhooks::apply_reread(conn, user, "reconcile", allowance).await
+                            webhook_event::apply_reread(conn, user, "reconcile", allowance).await
                         })?;
                     }
                 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::supervise::supervise;
-use crate::db::users::now;
-use crate::db::{Db, DbError, Dialect as _, Store as _};
+use crate::db::rows::now;
+use crate::db::{Db, DbError, Queries as _, Store as _};
 use crate::with_conn;
 
 /// Records deleted per transaction: short enough never to hold up writers.

@@ -27,11 +27,11 @@ use tokio::time::Instant;
 
 use super::Pacer;
 use super::supervise::supervise;
+use crate::app::land_push::{self, PushResult, RetryCheck};
 use crate::clerk::{ClerkClient, ClerkError, ClerkUser};
 use crate::config::PushConfig;
-use crate::db::clerk_sync::{self, PushResult, RetryCheck, SyncRow};
-use crate::db::users::now;
-use crate::db::{Db, DbError, Dialect as _, Store as _};
+use crate::db::rows::{SyncRow, now};
+use crate::db::{Db, DbError, Queries as _, Store as _};
 use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role, RoleSet, Unrecorded};
 use crate::metrics::Metrics;
 use crate::with_conn;
@@ -89,7 +89,7 @@ impl WorkerLink {
     }
 
     /// `None` while the worker goes round its loop; how long it has been
-    /// silent once that is longer than [`STALLED_AFTER`].
+    /// silent once that is longer than `STALLED_AFTER`.
     pub fn stalled_for(&self) -> Option<Duration> {
         let age = self.heartbeat.age();
         (age > STALLED_AFTER).then_some(age)
@@ -312,7 +312,7 @@ impl PushWorker {
     async fn record(&self, user_id: &ClerkUserId, version: i64, result: PushResult) {
         for attempt in 1..=RECORD_ATTEMPTS {
             let finished: Result<(), DbError> = with_conn!(self.db, conn => {
-                clerk_sync::finish_push(conn, user_id, version, result.clone()).await
+                land_push::finish_push(conn, user_id, version, result.clone()).await
             });
             match finished {
                 Ok(()) => return,
@@ -445,7 +445,7 @@ impl PushWorker {
     ) -> Result<RetryCheck, DbError> {
         let allowance = allowance_ms(self.config.clock_skew_allowance);
         with_conn!(self.db, conn => {
-            clerk_sync::check_before_retry(conn, user, row.version, &self.owner, allowance).await
+            land_push::check_before_retry(conn, user, row.version, &self.owner, allowance).await
         })
     }
 

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use clerk_role_sync::app::backfill::{BackfillOptions, Prefer};
+use clerk_role_sync::app::change_roles;
 use clerk_role_sync::clerk::ClerkClient;
 use clerk_role_sync::config::Config;
-use clerk_role_sync::db::backfill::{BackfillOptions, Prefer, Progress};
-use clerk_role_sync::db::users::{self, UserFilter};
-use clerk_role_sync::db::{Db, DbError, Store as _};
+use clerk_role_sync::db::rows::{Progress, UserFilter};
+use clerk_role_sync::db::{Db, DbError, Queries as _};
 use clerk_role_sync::domain::{ClerkUserId, Role, RoleSource};
 use clerk_role_sync::sync::{backfill, reconcile};
 use clerk_role_sync::with_conn;
@@ -124,7 +125,7 @@ both_backends! {
         for id in ids.iter().rev() {
             let user = ClerkUserId::parse(id.as_str()).expect("an id");
             let made = with_conn!(app.db, conn => {
-                users::set_role(conn, &user, Role::Student, RoleSource::Cli, Some("cli"), true).await
+                change_roles::set_role(conn, &user, Role::Student, RoleSource::Cli, Some("cli"), true).await
             });
             made.expect("created");
         }

@@ -258,7 +258,7 @@ impl World {
                 let mut states = Vec::new();
                 for user in USERS {
                     let row: Result<_, clerk_role_sync::db::DbError> = clerk_role_sync::with_conn!(self.app.db, conn => {
-                        use clerk_role_sync::db::Store as _;
+                        use clerk_role_sync::db::Queries as _;
                         Ok(conn.find_sync(user).await?)
                     });
                     states.push(format!("{user}: {:?}", row));

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use clerk_role_sync::config::Config;
-use clerk_role_sync::db::users::{self, RoleChangeRow, RoleStats, UserRow};
-use clerk_role_sync::db::{Db, DbError, Store};
+use clerk_role_sync::db::rows::{RoleChangeRow, RoleStats, UserRow};
+use clerk_role_sync::db::{Db, DbError, Queries};
 use clerk_role_sync::startup::{AppHandle, Application};
 use clerk_role_sync::with_conn;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
@@ -317,7 +317,8 @@ impl TestApp {
 
     /// The dashboard counts.
     pub async fn stats(&self) -> RoleStats {
-        let stats: Result<_, DbError> = with_conn!(self.db, conn => users::role_stats(conn).await);
+        let stats: Result<_, DbError> =
+            with_conn!(self.db, conn => Ok::<_, DbError>(conn.role_stats().await?));
         stats.expect("query role_counts")
     }
 

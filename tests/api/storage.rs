@@ -1,7 +1,8 @@
 //! The schema and the role bookkeeping, on both backends.
 
-use clerk_role_sync::db::users::{self, RoleStats, RoleUpdate, RoleUpdateError};
-use clerk_role_sync::db::{DbError, Store};
+use clerk_role_sync::app::change_roles::{self, RoleUpdate, RoleUpdateError};
+use clerk_role_sync::db::rows::RoleStats;
+use clerk_role_sync::db::{DbError, Queries};
 use clerk_role_sync::domain::{ClerkUserId, Role, RoleSource};
 use clerk_role_sync::with_conn;
 use diesel_async::SimpleAsyncConnection;
@@ -14,7 +15,8 @@ fn id(value: &str) -> ClerkUserId {
 }
 
 async fn stats(db: &clerk_role_sync::db::Db) -> RoleStats {
-    let result: Result<_, DbError> = with_conn!(db, conn => users::role_stats(conn).await);
+    let result: Result<_, DbError> =
+        with_conn!(db, conn => Ok::<_, DbError>(conn.role_stats().await?));
     result.expect("stats")
 }
 
@@ -25,7 +27,7 @@ async fn set_role(
     create: bool,
 ) -> Result<RoleUpdate, RoleUpdateError> {
     with_conn!(db, conn => {
-        users::set_role(conn, &id(user), role, RoleSource::Cli, Some("tester"), create).await
+        change_roles::set_role(conn, &id(user), role, RoleSource::Cli, Some("tester"), create).await
     })
 }
 

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use clerk_role_sync::app::change_roles::{self, RoleUpdateError};
 use clerk_role_sync::config::Config;
-use clerk_role_sync::db::users::{self, RoleUpdateError};
 use clerk_role_sync::domain::{ClerkUserId, Role, RoleSource};
 use clerk_role_sync::startup::Application;
 use clerk_role_sync::with_conn;
@@ -162,6 +162,36 @@ both_backends! {
         assert_eq!(clerk.metadata_patches("user_ada").len(), 3, "the demotion was pushed");
     }
 
+    async fn a_demotion_cancels_a_change_queued_behind_a_push_in_flight(backend) {
+        let (app, clerk, token) = setup(backend).await;
+        // The push in flight fails.
+        clerk.fail_next(1, 503);
+        let edit = demoted_behind_a_push_in_flight(&app, &clerk, &token).await;
+        assert_eq!(app.message_outcome(&edit).await.as_deref(), Some("applied"));
+
+        unclaimed(&app, "user_ada").await;
+        assert_eq!(clerk.metadata_patches("user_ada")[0].status, 503);
+        settled(&app, &clerk, &token, "user_ada", "STUDENT").await;
+        assert_eq!(clerk.metadata_patches("user_ada").len(), 1, "the cancelled promotion was never sent");
+        assert_eq!(
+            audit(&app, &token, "user_ada").await,
+            ["clerk_webhook:STUDENT", "admin_api:INSTRUCTOR", "admin_api:ADMIN", "clerk_webhook:STUDENT"]
+        );
+        assert_eq!(app.stats().await.admins, 1);
+    }
+
+    async fn a_push_in_flight_that_lands_after_the_demotion_is_clerks_newest_state(backend) {
+        let (app, clerk, token) = setup(backend).await;
+        demoted_behind_a_push_in_flight(&app, &clerk, &token).await;
+
+        // The push in flight lands after the edit: Clerk's order settles it,
+        // and nothing newer is left to send.
+        unclaimed(&app, "user_ada").await;
+        settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
+        assert_eq!(clerk.metadata_patches("user_ada").len(), 1, "the cancelled promotion was never sent");
+        assert_eq!(app.stats().await.admins, 1);
+    }
+
     async fn beyond_the_allowance_the_later_edit_wins_even_a_promotion(backend) {
         let (app, clerk, token) = setup_with(backend, &[("CLOCK_SKEW_ALLOWANCE_MS", "0")]).await;
         make_admin(&app, &clerk, &token, "user_ada").await;
@@ -193,6 +223,44 @@ async fn refused_and_recorded(app: &TestApp, clerk: &ClerkEmulator, token: &str,
             && sync["lastError"]
                 .as_str()
                 .is_some_and(|e| e.contains("429"))
+    })
+    .await;
+}
+
+/// `user_ada` made an INSTRUCTOR, a push Clerk holds for 1.5 s; meanwhile
+/// made an ADMIN (queued behind the push in flight), then demoted to
+/// STUDENT in the dashboard, within the allowance: the lower role wins over
+/// the promotion, which is not in flight. Returns the edit's message id.
+async fn demoted_behind_a_push_in_flight(
+    app: &TestApp,
+    clerk: &ClerkEmulator,
+    token: &str,
+) -> String {
+    clerk.set_delay(Duration::from_millis(1_500));
+    app.patch_role(token, "user_ada", "INSTRUCTOR").await;
+    wait_until("a push is in flight", || async {
+        clerk
+            .metadata_patches("user_ada")
+            .last()
+            .is_some_and(|patch| patch.answered.is_none())
+    })
+    .await;
+    clerk.set_delay(Duration::ZERO);
+    app.patch_role(token, "user_ada", "ADMIN").await;
+    clerk.edit_metadata("user_ada", json!({"role": "STUDENT"}));
+    let edit = only_held(clerk).await;
+    assert_eq!(clerk.release_webhook(&edit).await, 200);
+    edit
+}
+
+/// Waits until no worker holds a claim on `id`'s push row.
+async fn unclaimed(app: &TestApp, id: &str) {
+    use clerk_role_sync::db::Queries as _;
+    wait_until("the push row is unclaimed", || async {
+        let row: Result<_, clerk_role_sync::db::DbError> =
+            with_conn!(app.db, conn => Ok(conn.find_sync(id).await?));
+        row.expect("query")
+            .is_some_and(|row| row.claimed_by.is_none())
     })
     .await;
 }
@@ -285,7 +353,7 @@ async fn seed_pending(config: &Config, ids: &[String]) {
     for id in ids {
         let id = ClerkUserId::parse(id.as_str()).expect("valid");
         let done: Result<_, RoleUpdateError> = with_conn!(db, conn => {
-            users::set_role(conn, &id, Role::Instructor, RoleSource::Cli, Some("cli"), true).await
+            change_roles::set_role(conn, &id, Role::Instructor, RoleSource::Cli, Some("cli"), true).await
         });
         done.expect("seeded with a queued push");
     }
@@ -383,7 +451,7 @@ async fn shutdown_lets_a_push_in_flight_finish() {
         .await
         .expect("db");
     let row: Result<_, clerk_role_sync::db::DbError> = with_conn!(db, conn => {
-        use clerk_role_sync::db::Store as _;
+        use clerk_role_sync::db::Queries as _;
         Ok(conn.find_sync("user_slow").await?)
     });
     let row = row.expect("query").expect("a sync row");
@@ -433,8 +501,8 @@ both_backends! {
         // A change queued while the replica was down, and claimed by it
         // just before it died (`kill -9`): an hour of lease left.
         let admin = ClerkUserId::parse("user_admin").expect("an id");
-        let change = users::RoleChange { user_id: ClerkUserId::parse("user_ada").expect("an id"), role: Role::Instructor };
-        let changed = with_conn!(app.db, conn => users::change_roles(conn, &[change], &admin).await);
+        let change = change_roles::RoleChange { user_id: ClerkUserId::parse("user_ada").expect("an id"), role: Role::Instructor };
+        let changed = with_conn!(app.db, conn => change_roles::change_roles(conn, &[change], &admin).await);
         changed.expect("changed");
         leave_claim(&app, "user_ada", "replica-a", chrono::TimeDelta::hours(1)).await;
 
@@ -453,8 +521,8 @@ both_backends! {
         clerk.send_webhooks_to(&app.url("/api/webhooks/clerk"), svix::TEST_SECRET, Delivery::Immediate);
         app.stop().await;
         let admin = ClerkUserId::parse("user_admin").expect("an id");
-        let change = users::RoleChange { user_id: ClerkUserId::parse("user_ada").expect("an id"), role: Role::Instructor };
-        let changed = with_conn!(app.db, conn => users::change_roles(conn, &[change], &admin).await);
+        let change = change_roles::RoleChange { user_id: ClerkUserId::parse("user_ada").expect("an id"), role: Role::Instructor };
+        let changed = with_conn!(app.db, conn => change_roles::change_roles(conn, &[change], &admin).await);
         changed.expect("changed");
         // replica-b died holding the claim with 2 s of lease left.
         let lease = chrono::TimeDelta::seconds(2);

@@ -1,6 +1,6 @@
 //! Clerk → DB through HTTP: verification, ordering, exactly-once, refusals.
 
-use clerk_role_sync::db::users::{self, RoleUpdateError};
+use clerk_role_sync::app::change_roles::{self, RoleUpdateError};
 use clerk_role_sync::domain::{ClerkUserId, Role, RoleSource};
 use clerk_role_sync::with_conn;
 use serde_json::{Value, json};
@@ -214,7 +214,7 @@ both_backends! {
         // They were made an INSTRUCTOR here; the push to Clerk has not landed.
         let id = ClerkUserId::parse("user_held").expect("valid id");
         let changed: Result<_, RoleUpdateError> = with_conn!(app.db, conn => {
-            users::set_role(conn, &id, Role::Instructor, RoleSource::AdminApi, Some("user_admin"), false).await
+            change_roles::set_role(conn, &id, Role::Instructor, RoleSource::AdminApi, Some("user_admin"), false).await
         });
         changed.expect("role set, push queued (no worker runs without CLERK_SECRET_KEY)");
 

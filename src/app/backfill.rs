@@ -2,15 +2,11 @@
 //! one transaction together with the progress record, so an interrupted
 //! backfill resumes exactly after the last page it finished.
 
-use chrono::NaiveDateTime;
-use diesel::prelude::*;
-
-use super::schema::backfill_progress;
-use super::store::after_commit;
-use super::users::{corrupt, now};
-use super::webhooks::{Apply, Outcome, apply_clerk_user};
-use super::{DbError, Store};
+use super::audit::after_commit;
+use super::clerk_state::{Apply, Locked, Outcome, apply_locked};
 use crate::clerk::ClerkUser;
+use crate::db::rows::{Progress, corrupt, now};
+use crate::db::{DbError, Store};
 use crate::domain::{ClerkUserId, DEFAULT_CLOCK_SKEW_ALLOWANCE_MS, MetadataRole, Role, RoleSource};
 
 /// Whose role wins when Clerk and our database disagree.
@@ -44,34 +40,6 @@ impl Default for BackfillOptions {
             allowance_ms: DEFAULT_CLOCK_SKEW_ALLOWANCE_MS,
         }
     }
-}
-
-/// The progress row: where to resume and the running totals.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
-#[diesel(table_name = backfill_progress, treat_none_as_null = true)]
-pub struct Progress {
-    #[diesel(skip_insertion)]
-    pub id: i32,
-    /// The last user of the last finished page: the next page starts after it.
-    pub last_user_id: Option<String>,
-    pub pages: i64,
-    /// Users read from Clerk.
-    pub seen: i64,
-    /// Users new to our database.
-    pub created: i64,
-    /// Users already here whose profile (and maybe role) was refreshed.
-    pub updated: i64,
-    /// Users already here whose role changed.
-    pub role_changes: i64,
-    /// Pushes queued for users without a role in Clerk (`--write-defaults`).
-    pub defaults_queued: i64,
-    /// Pushes queued to keep our role (`--prefer db`).
-    pub pushes_queued: i64,
-    /// Users whose `public_metadata.role` holds a value we do not know.
-    pub unknown_roles: i64,
-    /// Users left alone: deleted here, or older than what we have.
-    pub skipped: i64,
-    pub started_at: NaiveDateTime,
 }
 
 /// Why a page was not stored.
@@ -154,27 +122,24 @@ async fn apply_user<C: Store>(
         return Ok(());
     };
     let now = now();
-    let prior = conn
-        .lock_user(id.as_str())
-        .await?
-        .filter(|row| row.deleted_at.is_none());
-    let prior_role: Option<Role> = prior
+    // One lock for all of it: the user is read, maybe queued a push, and
+    // applied under the same lock.
+    let mut locked = Locked::take(conn, &id).await?;
+    let prior_role: Option<Role> = locked
+        .row
         .as_ref()
+        .filter(|row| row.deleted_at.is_none())
         .map(|row| row.role.parse().map_err(corrupt))
         .transpose()?;
     let metadata = user.metadata_role();
-    let clerk_role = match metadata {
-        MetadataRole::Known(role) => Some(role),
-        MetadataRole::Missing => Some(Role::Student),
-        MetadataRole::Unknown => None,
-    };
     if options.prefer == Prefer::Db
         && let Some(ours) = prior_role
-        && clerk_role.is_some_and(|theirs| theirs != ours)
-        && !conn_pending(conn, &id).await?
+        && metadata.role().is_some_and(|theirs| theirs != ours)
+        && !locked.push_pending()
     {
         // Queued first, so that applying Clerk's state below keeps our role.
         conn.enqueue_push(id.as_str(), ours.as_str(), now).await?;
+        locked.sync = conn.find_sync(id.as_str()).await?;
         progress.pushes_queued += 1;
     }
     let apply = Apply {
@@ -185,7 +150,7 @@ async fn apply_user<C: Store>(
         allowance_ms: options.allowance_ms,
         claimed_by: None,
     };
-    let outcome = apply_clerk_user(conn, user, apply).await?;
+    let outcome = apply_locked(conn, user, &id, locked, apply).await?;
     match (outcome, prior_role) {
         (Outcome::Applied | Outcome::UnknownRole | Outcome::Unchanged, None) => {
             progress.created += 1;

@@ -1,22 +1,16 @@
-//! Applying Clerk's webhook events: each in one transaction together with the
-//! record of its Svix message id, so an event is applied exactly once.
+//! Applying a user's state as Clerk reports it (a webhook, a re-read, a
+//! backfill page, the worker's read before a retry) by the race rule.
 
 use chrono::NaiveDateTime;
-use diesel::prelude::*;
-use diesel::result::DatabaseErrorKind;
 
-use super::clerk_sync::SyncRow;
-use super::clerk_write::{ClerkWrite, RoleMove};
-use super::schema::{users, webhook_events};
-use super::store::{after_commit, log_role_change};
-use super::users::{NewUser, UserRow, corrupt, now};
-use super::{DbError, Store};
+use super::audit::log_role_change;
 use crate::clerk::ClerkUser;
+use crate::db::rows::{ClerkChanges, NewWebhookEvent, SyncRow, UserRow, corrupt, now};
+use crate::db::{ClerkWrite, DbError, RoleMove, Store};
 use crate::domain::{
     ClerkState, ClerkUserId, Known, PendingPush, Role, RoleSet, RoleSource, Unrecorded, Verdict,
     judge, judge_reread,
 };
-use crate::webhooks::events::ClerkEvent;
 
 /// What an event did, as recorded in `webhook_events.outcome`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -77,151 +71,6 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Insertable)]
-#[diesel(table_name = webhook_events)]
-pub struct NewWebhookEvent<'a> {
-    pub svix_id: &'a str,
-    pub event_type: &'a str,
-    pub user_id: Option<&'a str>,
-    pub outcome: &'a str,
-    pub received_at: NaiveDateTime,
-}
-
-/// The Clerk-side columns of a user, written when a Clerk state is applied.
-#[derive(Debug, AsChangeset)]
-#[diesel(table_name = users, treat_none_as_null = true)]
-pub struct ClerkChanges<'a> {
-    pub email: Option<&'a str>,
-    pub first_name: Option<&'a str>,
-    pub last_name: Option<&'a str>,
-    pub image_url: Option<&'a str>,
-    pub role: &'a str,
-    pub clerk_updated_at: Option<i64>,
-    pub clerk_role: Option<&'a str>,
-    /// Whether that state is the echo of our own push (kept when a webhook
-    /// repeats the state a push produced).
-    pub clerk_from_push: bool,
-    /// When the user signed up: Clerk's `created_at`.
-    pub created_at: NaiveDateTime,
-    pub updated_at: NaiveDateTime,
-}
-
-/// Rolls the transaction back when the message id turns out to be known.
-enum TxError {
-    Duplicate,
-    Db(DbError),
-}
-
-impl From<diesel::result::Error> for TxError {
-    fn from(error: diesel::result::Error) -> Self {
-        Self::Db(error.into())
-    }
-}
-
-impl From<DbError> for TxError {
-    fn from(error: DbError) -> Self {
-        Self::Db(error)
-    }
-}
-
-/// Applies one verified event under its Svix message id.
-///
-/// The message id is recorded last, in the same transaction: a duplicate
-/// (even one racing this call) finds the id taken and rolls back everything
-/// it did, so each message changes the database at most once.
-pub async fn apply_event<C: Store>(
-    conn: &mut C,
-    svix_id: &str,
-    event: &ClerkEvent,
-    allowance_ms: i64,
-) -> Result<Outcome, DbError> {
-    // Two messages creating the same new user at once: the loser's insert
-    // hits the primary key; run again, it then finds the user and applies
-    // its state by the ordering rules.
-    let mut attempts_left = 3;
-    loop {
-        match apply_event_once(conn, svix_id, event, allowance_ms).await {
-            Err(TxError::Db(DbError::Query(diesel::result::Error::DatabaseError(
-                DatabaseErrorKind::UniqueViolation,
-                _,
-            )))) if attempts_left > 1 => attempts_left -= 1,
-            Ok(outcome) => return Ok(outcome),
-            Err(TxError::Duplicate) => return Ok(Outcome::Duplicate),
-            Err(TxError::Db(error)) => return Err(error),
-        }
-    }
-}
-
-async fn apply_event_once<C: Store>(
-    conn: &mut C,
-    svix_id: &str,
-    event: &ClerkEvent,
-    allowance_ms: i64,
-) -> Result<Outcome, TxError> {
-    after_commit(conn.transaction(async |conn| {
-        let (outcome, user_id) = match event {
-            ClerkEvent::UserUpserted { user, .. } => {
-                // Records the message itself, with what it writes.
-                let message = Message {
-                    svix_id,
-                    event_type: event.kind(),
-                };
-                let apply = Apply {
-                    source: RoleSource::ClerkWebhook,
-                    actor: svix_id,
-                    reread: false,
-                    message: Some(message),
-                    allowance_ms,
-                    claimed_by: None,
-                };
-                return match apply_clerk_user(conn, user, apply).await? {
-                    Outcome::Duplicate => Err(TxError::Duplicate),
-                    outcome => Ok(outcome),
-                };
-            }
-            ClerkEvent::UserDeleted { id: Some(id) } => {
-                (delete_user(conn, id).await?, Some(id.as_str()))
-            }
-            ClerkEvent::UserDeleted { id: None } => (Outcome::MissingId, None),
-            ClerkEvent::Other { .. } => (Outcome::Ignored, None),
-        };
-        let recorded = conn
-            .record_webhook_event(&NewWebhookEvent {
-                svix_id,
-                event_type: event.kind(),
-                user_id,
-                outcome: outcome.as_str(),
-                received_at: now(),
-            })
-            .await?;
-        if recorded {
-            Ok(outcome)
-        } else {
-            Err(TxError::Duplicate)
-        }
-    }))
-    .await
-}
-
-/// Applies a user just read back from Clerk after a [`Outcome::Conflict`]
-/// (message `svix_id`), in its own transaction.
-pub async fn apply_reread<C: Store>(
-    conn: &mut C,
-    user: &ClerkUser,
-    svix_id: &str,
-    allowance_ms: i64,
-) -> Result<Outcome, DbError> {
-    let apply = Apply {
-        source: RoleSource::ClerkWebhook,
-        actor: svix_id,
-        reread: true,
-        message: None,
-        allowance_ms,
-        claimed_by: None,
-    };
-    after_commit(conn.transaction(async |conn| apply_clerk_user(conn, user, apply).await)).await
-}
-
 /// The Svix message a Clerk state came in.
 #[derive(Debug, Clone, Copy)]
 pub struct Message<'a> {
@@ -247,6 +96,39 @@ pub struct Apply<'a> {
     pub claimed_by: Option<&'a str>,
 }
 
+/// A user's row, locked until the transaction ends, with its outbox row as
+/// the lock's previous holder left it.
+#[derive(Debug)]
+pub struct Locked {
+    pub row: Option<UserRow>,
+    pub sync: Option<SyncRow>,
+}
+
+impl Locked {
+    /// Locks user `id` (deleted ones too); absent users lock nothing.
+    pub async fn take<C: Store>(conn: &mut C, id: &ClerkUserId) -> Result<Self, DbError> {
+        let Some(row) = conn.lock_user(id.as_str()).await? else {
+            return Ok(Self {
+                row: None,
+                sync: None,
+            });
+        };
+        // A statement of its own, after the lock: under READ COMMITTED a
+        // subquery of the locking statement would see the outbox as it was
+        // before the lock was granted, not as its holder left it.
+        let sync = conn.find_sync(id.as_str()).await?;
+        Ok(Self {
+            row: Some(row),
+            sync,
+        })
+    }
+
+    /// Whether a push of the user's role is waiting.
+    pub fn push_pending(&self) -> bool {
+        self.sync.as_ref().is_some_and(SyncRow::is_pending)
+    }
+}
+
 /// Applies a user's state as Clerk reports it (webhook, re-read or backfill)
 /// by the rules of [`judge`] ([`judge_reread`] when `apply.reread`). Must run
 /// inside a transaction.
@@ -260,6 +142,19 @@ pub async fn apply_clerk_user<C: Store>(
     user: &ClerkUser,
     apply: Apply<'_>,
 ) -> Result<Outcome, DbError> {
+    let id = ClerkUserId::parse(user.id.as_str()).map_err(corrupt)?;
+    let locked = Locked::take(conn, &id).await?;
+    apply_locked(conn, user, &id, locked, apply).await
+}
+
+/// [`apply_clerk_user`] for a user its caller has already locked.
+pub async fn apply_locked<C: Store>(
+    conn: &mut C,
+    user: &ClerkUser,
+    id: &ClerkUserId,
+    locked: Locked,
+    apply: Apply<'_>,
+) -> Result<Outcome, DbError> {
     let Apply {
         source,
         actor,
@@ -268,21 +163,17 @@ pub async fn apply_clerk_user<C: Store>(
         allowance_ms,
         claimed_by,
     } = apply;
-    let id = ClerkUserId::parse(user.id.as_str()).map_err(corrupt)?;
     let now = now();
     let mut created_at = now;
-    let (known, pending_version) = match conn.lock_user(id.as_str()).await? {
+    let (known, pending_version) = match &locked.row {
         Some(row) => {
-            // A statement of its own, after the lock: under READ COMMITTED a
-            // subquery of the locking statement would see the outbox as it
-            // was before the lock was granted, not as its holder left it.
             created_at = row.created_at;
-            let sync = conn.find_sync(id.as_str()).await?;
-            let pending = sync.as_ref().filter(|sync| sync.is_pending());
-            let mut known = known(&row, pending, now)?;
+            let sync = locked.sync.as_ref();
+            let pending = sync.filter(|sync| sync.is_pending());
+            let mut known = known(row, pending, now)?;
             if let Some(pending) = &mut known.pending
                 && claimed_by.is_some()
-                && sync.as_ref().and_then(|sync| sync.claimed_by.as_deref()) == claimed_by
+                && sync.and_then(|sync| sync.claimed_by.as_deref()) == claimed_by
             {
                 pending.in_flight = false;
             }
@@ -358,7 +249,7 @@ pub async fn apply_clerk_user<C: Store>(
     };
     let write = ClerkWrite {
         message: record(outcome),
-        id: &id,
+        id,
         changes: ClerkChanges {
             email: user.primary_email(),
             first_name: user.first_name.as_deref(),
@@ -382,7 +273,7 @@ pub async fn apply_clerk_user<C: Store>(
         return Ok(Outcome::Duplicate);
     }
     if let Some(change) = &write.role_move {
-        log_role_change(&id, change.from, change.to, source, Some(actor));
+        log_role_change(id, change.from, change.to, source, Some(actor));
     }
     Ok(outcome)
 }
@@ -425,7 +316,7 @@ pub(crate) fn known(
                     .queued_at
                     .map_or(i64::MIN, |at| at.and_utc().timestamp_millis()),
                 seen_at_commit: sync.seen_clerk_updated_at,
-                in_flight: sync.claimed_until.is_some_and(|until| until >= now),
+                in_flight: sync.in_flight(now),
                 unrecorded: Unrecorded {
                     roles: RoleSet::from_bits(sync.unrecorded_roles),
                     until: sync.unrecorded_until,
@@ -440,39 +331,4 @@ pub(crate) fn known(
         deleted: row.deleted_at.is_some(),
         pending,
     })
-}
-
-/// Tombstones a user: kept with its history, gone from lists and counts, and
-/// never brought back. A deletion that arrives before the user's creation
-/// leaves a tombstone for the creation to find.
-pub async fn delete_user<C: Store>(conn: &mut C, id: &ClerkUserId) -> Result<Outcome, DbError> {
-    let now = now();
-    match conn.lock_user(id.as_str()).await? {
-        Some(row) if row.deleted_at.is_some() => Ok(Outcome::UserDeleted),
-        Some(row) => {
-            let role: Role = row.role.parse().map_err(corrupt)?;
-            conn.tombstone_user(id.as_str(), now).await?;
-            conn.delete_sync(id.as_str()).await?;
-            conn.move_count(id, Some(role), None).await?;
-            tracing::info!(user.id = %id, "user deleted");
-            Ok(Outcome::Deleted)
-        }
-        None => {
-            conn.insert_user(&NewUser {
-                id: id.as_str(),
-                email: None,
-                first_name: None,
-                last_name: None,
-                image_url: None,
-                role: Role::Student.as_str(),
-                clerk_updated_at: None,
-                clerk_role: None,
-                created_at: now,
-                updated_at: now,
-            })
-            .await?;
-            conn.tombstone_user(id.as_str(), now).await?;
-            Ok(Outcome::Deleted)
-        }
-    }
 }

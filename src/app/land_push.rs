@@ -1,95 +1,14 @@
-//! The outbox of roles to push to Clerk (`clerk_sync`): one row per user an
-//! admin changed. A newer role overwrites an older one that has not been sent
-//! (coalescing), so Clerk always ends at the newest. After a push lands the
-//! row stays as a record (`next_attempt_at` NULL, no error) of how it went.
+//! Landing a push: what Clerk answered (or held, read before a retry)
+//! becomes the newest Clerk state seen, and the race rule decides the role.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
-use diesel::prelude::*;
+use chrono::NaiveDateTime;
 
-use super::schema::clerk_sync;
-use super::store::after_commit;
-use super::users::{corrupt, now};
-use super::webhooks::{Apply, apply_clerk_user};
-use super::{DbError, Store};
+use super::audit::{after_commit, record_change};
+use super::clerk_state::{Apply, apply_clerk_user};
 use crate::clerk::ClerkUser;
+use crate::db::rows::{SyncRow, corrupt, now};
+use crate::db::{DbError, Store};
 use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role, RoleSource, Unrecorded};
-
-/// A `clerk_sync` row as stored.
-#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
-#[diesel(table_name = clerk_sync)]
-pub struct SyncRow {
-    pub user_id: String,
-    pub desired_role: String,
-    pub version: i64,
-    pub attempts: i32,
-    pub next_attempt_at: Option<NaiveDateTime>,
-    pub last_error: Option<String>,
-    pub claimed_until: Option<NaiveDateTime>,
-    pub queued_at: Option<NaiveDateTime>,
-    pub claimed_by: Option<String>,
-    /// Clerk's `updated_at` of the newest state known at the commit.
-    pub seen_clerk_updated_at: Option<i64>,
-    /// This claim took the row over from an owner whose lease expired.
-    pub taken_over: bool,
-    /// Roles its pushes may have written to Clerk unrecorded
-    /// ([`RoleSet`](crate::domain::RoleSet) bits).
-    pub unrecorded_roles: i32,
-    /// The latest time (ms) Clerk could have applied one of them.
-    pub unrecorded_until: Option<i64>,
-}
-
-impl SyncRow {
-    /// Still to be sent. Retrying stops (`next_attempt_at` cleared) when the
-    /// push landed, or after a refusal from Clerk that a retry cannot fix.
-    pub fn is_pending(&self) -> bool {
-        self.next_attempt_at.is_some()
-    }
-}
-
-/// Where a user's role stands with Clerk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncStatus {
-    /// Clerk has the role (or there was never anything to push).
-    Synced,
-    /// A push is queued or in flight.
-    Pending,
-    /// The last push failed; see `last_error` (`next_attempt_at` says whether
-    /// it will be retried).
-    Failing,
-}
-
-/// The sync state shown with a user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncState {
-    pub status: SyncStatus,
-    pub attempts: i32,
-    pub last_error: Option<String>,
-    pub next_attempt_at: Option<DateTime<Utc>>,
-}
-
-impl SyncState {
-    pub fn of(row: Option<&SyncRow>) -> Self {
-        let Some(row) = row else {
-            return Self {
-                status: SyncStatus::Synced,
-                attempts: 0,
-                last_error: None,
-                next_attempt_at: None,
-            };
-        };
-        let status = match (&row.last_error, row.next_attempt_at) {
-            (Some(_), _) => SyncStatus::Failing,
-            (None, Some(_)) => SyncStatus::Pending,
-            (None, None) => SyncStatus::Synced,
-        };
-        Self {
-            status,
-            attempts: row.attempts,
-            last_error: row.last_error.clone(),
-            next_attempt_at: row.next_attempt_at.map(|at| at.and_utc()),
-        }
-    }
-}
 
 /// What the worker should do after a push.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,11 +79,11 @@ pub async fn check_before_retry<C: Store>(
 
 /// Records the outcome of pushing version `version` of a user's role.
 ///
-/// A landed push updates the newest Clerk state seen; if no newer role was
-/// written meanwhile the row is marked synced and the database role becomes
-/// the newest Clerk state — the push's own role, unless a dashboard edit
-/// landed in Clerk after it. If a newer role was written meanwhile, that one
-/// is now due and the lease is released for it.
+/// A landed push updates the newest Clerk state seen. Unless a newer role
+/// is still to be sent, the database role becomes the newest Clerk state:
+/// the push's own role, unless a dashboard edit landed in Clerk after it
+/// (the row is marked synced when it was this version). A newer role still
+/// to be sent is due now, and the lease is released for it.
 pub async fn finish_push<C: Store>(
     conn: &mut C,
     user_id: &ClerkUserId,
@@ -178,6 +97,10 @@ pub async fn finish_push<C: Store>(
         let row = conn.lock_user(user_id.as_str()).await?;
         let current = conn.find_sync(user_id.as_str()).await?;
         let same_version = current.as_ref().is_some_and(|c| c.version == version);
+        // A newer role still to be sent keeps the database's role; with none
+        // (this version, or a newer one a dashboard edit cancelled while
+        // this push was in flight) the newest Clerk state is the role.
+        let newer_pending = !same_version && current.as_ref().is_some_and(SyncRow::is_pending);
         match result {
             PushResult::Landed(pushed) => {
                 let Some(row) = row.filter(|r| r.deleted_at.is_none()) else {
@@ -192,7 +115,7 @@ pub async fn finish_push<C: Store>(
                 };
                 let newest = pushed.newest(stored);
                 let role: Role = row.role.parse().map_err(corrupt)?;
-                let new_role = if same_version { newest.role } else { role };
+                let new_role = if newer_pending { role } else { newest.role };
                 let from_push = newest == pushed;
                 conn.apply_push_result(
                     user_id.as_str(),
@@ -212,9 +135,12 @@ pub async fn finish_push<C: Store>(
                 conn.set_unrecorded_pushes(user_id.as_str(), Unrecorded::NONE)
                     .await?;
                 if new_role != role {
-                    // A dashboard edit landed in Clerk after our push: it wins.
+                    // Clerk's order settles it: a dashboard edit landed after
+                    // our push, or our push after a dashboard edit that
+                    // cancelled a newer change.
                     conn.move_count(user_id, Some(role), Some(new_role)).await?;
-                    conn.record_change(
+                    record_change(
+                        conn,
                         user_id,
                         Some(role),
                         new_role,

@@ -1,8 +1,9 @@
 //! Repairs for drift between our database and Clerk (`reconcile --fix`).
 
-use super::users::now;
-use super::webhooks::{Outcome, delete_user};
-use super::{DbError, Store};
+use super::clerk_state::Outcome;
+use super::webhook_event::delete_user;
+use crate::db::rows::now;
+use crate::db::{DbError, Store};
 use crate::domain::{ClerkUserId, Role};
 
 /// Tombstones a user Clerk no longer has (its `user.deleted` was lost).

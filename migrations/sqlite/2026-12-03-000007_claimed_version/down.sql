@@ -1,0 +1,1 @@
+ALTER TABLE clerk_sync DROP COLUMN claimed_version;

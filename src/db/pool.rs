@@ -1,0 +1,293 @@
+//! The connection pool of either backend, migrations, and [`with_conn!`],
+//! which hands a pooled connection of whichever backend is in use to code
+//! generic over [`Store`](super::Store).
+
+use std::time::Duration;
+
+use diesel::SqliteConnection;
+use diesel::result::ConnectionError;
+use diesel_async::pooled_connection::deadpool::{Pool as DeadPool, PoolError};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{
+    AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, SimpleAsyncConnection,
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use futures_util::FutureExt as _;
+
+use super::sqlite_runtime;
+use super::url::DatabaseUrl;
+
+/// The SQLite connection, made async by running it on tokio's blocking pool.
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection, sqlite_runtime::BlockingPool>;
+
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// How long a request waits for a pooled connection, or for a new one to be
+/// opened, before the database counts as unreachable (503).
+const POOL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long SQLite waits for another connection's write lock.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// A database failure, as the rest of the service needs to tell them apart.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection could be had: the database is down or overloaded.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A query failed.
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    /// Migrations could not be applied.
+    #[error("database migration failed: {0}")]
+    Migration(String),
+}
+
+impl From<PoolError> for DbError {
+    fn from(error: PoolError) -> Self {
+        DbError::Unavailable(error.to_string())
+    }
+}
+
+/// Which database a [`Db`] talks to: `postgres` or `sqlite`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    /// `postgres` or `sqlite`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// A pool of connections to one of the two backends.
+#[derive(Clone)]
+pub enum Pool {
+    Postgres(DeadPool<AsyncPgConnection>),
+    Sqlite(DeadPool<SqliteConn>),
+}
+
+/// The database handle the service shares between requests and workers.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    url: DatabaseUrl,
+}
+
+/// Runs `$body` with `$conn` bound to a pooled connection of whichever
+/// backend `$db` uses, and evaluates to the body's `Result<_, E>` (where
+/// `E: From<DbError>`; `?` inside the body stops the body only). The body is
+/// compiled once per backend, so it may call anything generic over
+/// [`Store`](super::Store).
+#[macro_export]
+macro_rules! with_conn {
+    ($db:expr, $conn:ident => $body:expr) => {
+        match $db.pool() {
+            $crate::db::Pool::Postgres(pool) => {
+                async {
+                    let mut pooled = pool.get().await.map_err($crate::db::DbError::from)?;
+                    let $conn = &mut *pooled;
+                    $body
+                }
+                .await
+            }
+            $crate::db::Pool::Sqlite(pool) => {
+                async {
+                    let mut pooled = pool.get().await.map_err($crate::db::DbError::from)?;
+                    let $conn = &mut *pooled;
+                    $body
+                }
+                .await
+            }
+        }
+    };
+}
+
+impl Db {
+    /// Opens a pool of at most `max_connections` (PostgreSQL) connections.
+    /// SQLite always gets one connection: it allows one writer at a time, and
+    /// a single connection turns lock waits into fair queueing in the pool.
+    pub async fn connect(url: &DatabaseUrl, max_connections: usize) -> Result<Self, DbError> {
+        // Connections are opened on the runtime that opens the pool, whoever
+        // asks for them. A connection keeps a task on the runtime it was
+        // opened on (PostgreSQL's connection driver, SQLite's blocking
+        // calls); actix-web's workers each have a runtime of their own that
+        // ends with the server, and a connection tied to one would die with
+        // it while the pool still hands it out.
+        let runtime = tokio::runtime::Handle::current();
+        let pool = match url {
+            DatabaseUrl::Postgres(conn_str) => {
+                let mut config = ManagerConfig::default();
+                config.custom_setup = Box::new(move |url| {
+                    let url = url.to_owned();
+                    on_runtime(
+                        &runtime,
+                        async move { AsyncPgConnection::establish(&url).await },
+                    )
+                });
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+                    conn_str, config,
+                );
+                Pool::Postgres(build_pool(manager, max_connections)?)
+            }
+            DatabaseUrl::Sqlite(path) => {
+                create_parent_dir(path)?;
+                let mut config = ManagerConfig::default();
+                config.custom_setup =
+                    Box::new(move |path| on_runtime(&runtime, open_sqlite(path.to_owned())));
+                let manager = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(
+                    path.to_string_lossy(),
+                    config,
+                );
+                Pool::Sqlite(build_pool(manager, 1)?)
+            }
+        };
+        let db = Self {
+            pool,
+            url: url.clone(),
+        };
+        // Fail at start-up, not on the first request, when the database is
+        // unreachable. (This also creates a new SQLite file.)
+        db.select_one().await?;
+        Ok(db)
+    }
+
+    /// The pool, for [`with_conn!`].
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Postgres(_) => Backend::Postgres,
+            Pool::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Applies the embedded migrations that have not run yet.
+    ///
+    /// On PostgreSQL an advisory lock makes replicas that start together
+    /// migrate one after another instead of racing.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        match &self.url {
+            DatabaseUrl::Postgres(conn_str) => {
+                let mut conn = AsyncPgConnection::establish(conn_str)
+                    .await
+                    .map_err(|e| DbError::Unavailable(e.to_string()))?;
+                conn.batch_execute("SELECT pg_advisory_lock(7243017)")
+                    .await?;
+                let conn = run_migrations(conn, POSTGRES_MIGRATIONS).await?;
+                let mut conn = conn;
+                conn.batch_execute("SELECT pg_advisory_unlock(7243017)")
+                    .await?;
+            }
+            DatabaseUrl::Sqlite(path) => {
+                let conn = open_sqlite(path.to_string_lossy().into_owned())
+                    .await
+                    .map_err(|e| DbError::Unavailable(e.to_string()))?;
+                run_migrations(conn, SQLITE_MIGRATIONS).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the database answers a trivial query. For SQLite it also
+    /// checks that the file is still where it was opened: a deleted file
+    /// would silently become a new, empty database on the next connection.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        if let DatabaseUrl::Sqlite(path) = &self.url
+            && !path.exists()
+        {
+            return Err(DbError::Unavailable(format!(
+                "SQLite file {} is gone",
+                path.display()
+            )));
+        }
+        self.select_one().await
+    }
+
+    async fn select_one(&self) -> Result<(), DbError> {
+        with_conn!(self, conn => {
+            conn.batch_execute("SELECT 1").await?;
+            Ok(())
+        })
+    }
+}
+
+/// Runs `connect` as a task of `runtime` and waits for it.
+fn on_runtime<C: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    connect: impl Future<Output = diesel::ConnectionResult<C>> + Send + 'static,
+) -> futures_util::future::BoxFuture<'static, diesel::ConnectionResult<C>> {
+    let task = runtime.spawn(connect);
+    async move {
+        task.await.unwrap_or_else(|error| {
+            Err(ConnectionError::BadConnection(format!(
+                "opening the connection failed: {error}"
+            )))
+        })
+    }
+    .boxed()
+}
+
+fn build_pool<M: deadpool::managed::Manager>(
+    manager: M,
+    max_size: usize,
+) -> Result<deadpool::managed::Pool<M>, DbError> {
+    deadpool::managed::Pool::builder(manager)
+        .max_size(max_size.max(1))
+        .runtime(deadpool::Runtime::Tokio1)
+        .wait_timeout(Some(POOL_TIMEOUT))
+        .create_timeout(Some(POOL_TIMEOUT))
+        .recycle_timeout(Some(POOL_TIMEOUT))
+        .build()
+        .map_err(|e| DbError::Unavailable(e.to_string()))
+}
+
+fn create_parent_dir(path: &std::path::Path) -> Result<(), DbError> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => std::fs::create_dir_all(parent)
+            .map_err(|e| DbError::Unavailable(format!("cannot create {}: {e}", parent.display()))),
+        _ => Ok(()),
+    }
+}
+
+/// Opens a SQLite connection in WAL mode (readers never block the writer)
+/// with a busy timeout and foreign keys enforced.
+async fn open_sqlite(path: String) -> diesel::ConnectionResult<SqliteConn> {
+    let mut conn = SqliteConn::establish(&path).await?;
+    // The busy timeout comes first: switching to WAL needs a lock, and
+    // without the timeout a connection opened while another process (the
+    // service, the CLI) writes would fail at once with "database is locked".
+    conn.batch_execute(&format!(
+        "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; \
+         PRAGMA journal_mode = WAL; \
+         PRAGMA synchronous = NORMAL; \
+         PRAGMA foreign_keys = ON;"
+    ))
+    .await
+    .map_err(ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
+}
+
+async fn run_migrations<C>(conn: C, migrations: EmbeddedMigrations) -> Result<C, DbError>
+where
+    C: AsyncConnection + 'static,
+    AsyncMigrationHarness<C>: MigrationHarness<C::Backend>,
+{
+    let mut harness = AsyncMigrationHarness::new(conn);
+    harness
+        .run_pending_migrations(migrations)
+        .map_err(|e| DbError::Migration(e.to_string()))?;
+    Ok(harness.into_inner())
+}

@@ -1,0 +1,318 @@
+//! The rows of the service's tables as stored, and the values written into
+//! them.
+
+use chrono::{DateTime, NaiveDateTime, SubsecRound as _, Utc};
+use diesel::prelude::*;
+
+use super::pool::DbError;
+use super::schema::{backfill_progress, clerk_sync, role_changes, users, webhook_events};
+use crate::domain::{ClerkUserId, Role};
+
+/// Counter shards per role (see the `role_counts` migration).
+pub const COUNT_SHARDS: u16 = 16;
+
+/// A `users` row as stored.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub struct UserRow {
+    pub id: String,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub image_url: Option<String>,
+    pub role: String,
+    pub clerk_updated_at: Option<i64>,
+    pub clerk_role: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub deleted_at: Option<NaiveDateTime>,
+    /// The newest Clerk state came from our own push's answer.
+    pub clerk_from_push: bool,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = users)]
+pub struct NewUser<'a> {
+    pub id: &'a str,
+    pub email: Option<&'a str>,
+    pub first_name: Option<&'a str>,
+    pub last_name: Option<&'a str>,
+    pub image_url: Option<&'a str>,
+    pub role: &'a str,
+    pub clerk_updated_at: Option<i64>,
+    pub clerk_role: Option<&'a str>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+impl<'a> NewUser<'a> {
+    /// A user known only by id and role (no profile, no Clerk state yet).
+    pub fn bare(id: &'a ClerkUserId, role: Role, now: NaiveDateTime) -> Self {
+        Self {
+            id: id.as_str(),
+            email: None,
+            first_name: None,
+            last_name: None,
+            image_url: None,
+            role: role.as_str(),
+            clerk_updated_at: None,
+            clerk_role: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+/// A `role_changes` row as stored.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = role_changes)]
+pub struct RoleChangeRow {
+    pub id: i64,
+    pub user_id: String,
+    pub old_role: Option<String>,
+    pub new_role: String,
+    pub source: String,
+    pub actor: Option<String>,
+    pub changed_at: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = role_changes)]
+pub struct NewRoleChange<'a> {
+    pub user_id: &'a str,
+    pub old_role: Option<&'a str>,
+    pub new_role: &'a str,
+    pub source: &'a str,
+    pub actor: Option<&'a str>,
+    pub changed_at: NaiveDateTime,
+}
+
+/// Which live users a page holds.
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    pub role: Option<Role>,
+    /// A `LIKE` pattern over lower-cased email and names (see [`search_pattern`]).
+    pub search_pattern: Option<String>,
+    /// Keyset cursor: the `(created_at, id)` of the last user of the previous page.
+    pub after: Option<(NaiveDateTime, String)>,
+    pub limit: i64,
+}
+
+/// A case-insensitive, literal substring pattern: `%` and `_` in the search
+/// match themselves, not anything.
+pub fn search_pattern(search: &str) -> String {
+    let mut pattern = String::with_capacity(search.len() + 2);
+    pattern.push('%');
+    for c in search.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// A user as the rest of the service sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: ClerkUserId,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub image_url: Option<String>,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = DbError;
+
+    fn try_from(row: UserRow) -> Result<Self, DbError> {
+        Ok(Self {
+            id: ClerkUserId::parse(row.id).map_err(corrupt)?,
+            email: row.email,
+            first_name: row.first_name,
+            last_name: row.last_name,
+            image_url: row.image_url,
+            role: row.role.parse().map_err(corrupt)?,
+            created_at: row.created_at.and_utc(),
+            updated_at: row.updated_at.and_utc(),
+            deleted_at: row.deleted_at.map(|at| at.and_utc()),
+        })
+    }
+}
+
+/// A stored value the constraints should have kept out.
+pub(crate) fn corrupt(error: impl std::error::Error + Send + Sync + 'static) -> DbError {
+    DbError::Query(diesel::result::Error::DeserializationError(Box::new(error)))
+}
+
+/// The current time as stored: UTC, microsecond precision on both backends.
+pub fn now() -> NaiveDateTime {
+    Utc::now().naive_utc().trunc_subsecs(6)
+}
+
+/// Live users per role.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoleStats {
+    pub students: i64,
+    pub instructors: i64,
+    pub admins: i64,
+}
+
+impl RoleStats {
+    pub fn total(&self) -> i64 {
+        self.students + self.instructors + self.admins
+    }
+}
+
+/// A `clerk_sync` row as stored.
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
+#[diesel(table_name = clerk_sync)]
+pub struct SyncRow {
+    pub user_id: String,
+    pub desired_role: String,
+    pub version: i64,
+    pub attempts: i32,
+    pub next_attempt_at: Option<NaiveDateTime>,
+    pub last_error: Option<String>,
+    pub claimed_until: Option<NaiveDateTime>,
+    pub queued_at: Option<NaiveDateTime>,
+    pub claimed_by: Option<String>,
+    /// Clerk's `updated_at` of the newest state known at the commit.
+    pub seen_clerk_updated_at: Option<i64>,
+    /// This claim took the row over from an owner whose lease expired.
+    pub taken_over: bool,
+    /// Roles its pushes may have written to Clerk unrecorded
+    /// ([`RoleSet`](crate::domain::RoleSet) bits).
+    pub unrecorded_roles: i32,
+    /// The latest time (ms) Clerk could have applied one of them.
+    pub unrecorded_until: Option<i64>,
+    /// The version the claim is sending (`None`: the current one).
+    pub claimed_version: Option<i64>,
+}
+
+impl SyncRow {
+    /// Whether a live claim is sending the current version: then Clerk's
+    /// order settles it. A newer version queued behind an older one in
+    /// flight is not in flight itself.
+    pub fn in_flight(&self, now: NaiveDateTime) -> bool {
+        self.claimed_until.is_some_and(|until| until >= now)
+            && self
+                .claimed_version
+                .is_none_or(|claimed| claimed >= self.version)
+    }
+}
+
+impl SyncRow {
+    /// Still to be sent. Retrying stops (`next_attempt_at` cleared) when the
+    /// push landed, or after a refusal from Clerk that a retry cannot fix.
+    pub fn is_pending(&self) -> bool {
+        self.next_attempt_at.is_some()
+    }
+}
+
+/// Where a user's role stands with Clerk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncStatus {
+    /// Clerk has the role (or there was never anything to push).
+    Synced,
+    /// A push is queued or in flight.
+    Pending,
+    /// The last push failed; see `last_error` (`next_attempt_at` says whether
+    /// it will be retried).
+    Failing,
+}
+
+/// The sync state shown with a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncState {
+    pub status: SyncStatus,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+impl SyncState {
+    pub fn of(row: Option<&SyncRow>) -> Self {
+        let Some(row) = row else {
+            return Self {
+                status: SyncStatus::Synced,
+                attempts: 0,
+                last_error: None,
+                next_attempt_at: None,
+            };
+        };
+        let status = match (&row.last_error, row.next_attempt_at) {
+            (Some(_), _) => SyncStatus::Failing,
+            (None, Some(_)) => SyncStatus::Pending,
+            (None, None) => SyncStatus::Synced,
+        };
+        Self {
+            status,
+            attempts: row.attempts,
+            last_error: row.last_error.clone(),
+            next_attempt_at: row.next_attempt_at.map(|at| at.and_utc()),
+        }
+    }
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = webhook_events)]
+pub struct NewWebhookEvent<'a> {
+    pub svix_id: &'a str,
+    pub event_type: &'a str,
+    pub user_id: Option<&'a str>,
+    pub outcome: &'a str,
+    pub received_at: NaiveDateTime,
+}
+
+/// The Clerk-side columns of a user, written when a Clerk state is applied.
+#[derive(Debug, AsChangeset)]
+#[diesel(table_name = users, treat_none_as_null = true)]
+pub struct ClerkChanges<'a> {
+    pub email: Option<&'a str>,
+    pub first_name: Option<&'a str>,
+    pub last_name: Option<&'a str>,
+    pub image_url: Option<&'a str>,
+    pub role: &'a str,
+    pub clerk_updated_at: Option<i64>,
+    pub clerk_role: Option<&'a str>,
+    /// Whether that state is the echo of our own push (kept when a webhook
+    /// repeats the state a push produced).
+    pub clerk_from_push: bool,
+    /// When the user signed up: Clerk's `created_at`.
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// The progress row: where to resume and the running totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = backfill_progress, treat_none_as_null = true)]
+pub struct Progress {
+    #[diesel(skip_insertion)]
+    pub id: i32,
+    /// The last user of the last finished page: the next page starts after it.
+    pub last_user_id: Option<String>,
+    pub pages: i64,
+    /// Users read from Clerk.
+    pub seen: i64,
+    /// Users new to our database.
+    pub created: i64,
+    /// Users already here whose profile (and maybe role) was refreshed.
+    pub updated: i64,
+    /// Users already here whose role changed.
+    pub role_changes: i64,
+    /// Pushes queued for users without a role in Clerk (`--write-defaults`).
+    pub defaults_queued: i64,
+    /// Pushes queued to keep our role (`--prefer db`).
+    pub pushes_queued: i64,
+    /// Users whose `public_metadata.role` holds a value we do not know.
+    pub unknown_roles: i64,
+    /// Users left alone: deleted here, or older than what we have.
+    pub skipped: i64,
+    pub started_at: NaiveDateTime,
+}
