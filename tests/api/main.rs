@@ -13,6 +13,7 @@ mod convergence;
 mod errors;
 mod hardening;
 mod health;
+mod layout;
 mod observability;
 mod openapi;
 mod push;

@@ -1,0 +1,207 @@
+//! The layers of DESIGN.md ("Structure"), read from the sources: the domain
+//! imports nothing of ours, storage only the domain, and no two files of
+//! `src/` import each other in a circle.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Every file of `src/` as its module path (`db::rows`; `""` for the crate
+/// root), with the modules of ours it names.
+fn imports() -> BTreeMap<String, BTreeSet<String>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = BTreeMap::new();
+    collect(&root, &root, &mut files);
+    let modules: BTreeSet<String> = files.keys().cloned().collect();
+    files
+        .iter()
+        .map(|(module, source)| {
+            let named = paths(source)
+                .into_iter()
+                .filter_map(|path| resolve(&modules, module, &path))
+                // The crate root only declares the modules (and hosts the
+                // exported macros, such as `with_conn!`).
+                .filter(|target| target != module && !target.is_empty())
+                .collect();
+            (module.clone(), named)
+        })
+        .collect()
+}
+
+fn collect(root: &Path, dir: &Path, files: &mut BTreeMap<String, String>) {
+    for entry in std::fs::read_dir(dir).expect("src/ is readable") {
+        let path = entry.expect("an entry").path();
+        if path.is_dir() {
+            collect(root, &path, files);
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            let relative = path.strip_prefix(root).expect("under src/");
+            let mut parts: Vec<String> = relative
+                .with_extension("")
+                .iter()
+                .map(|part| part.to_string_lossy().into_owned())
+                .collect();
+            if matches!(
+                parts.last().map(String::as_str),
+                Some("mod" | "lib" | "main")
+            ) {
+                parts.pop();
+            }
+            let source = std::fs::read_to_string(&path).expect("a source file");
+            // Unit tests may reach anywhere.
+            let source = source
+                .split("#[cfg(test)]\nmod tests")
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            files.insert(parts.join("::"), source);
+        }
+    }
+}
+
+/// The `crate::`, `super::` and `self::` paths of `source`, braces expanded
+/// one level (`super::{a, b::C}` gives `super::a` and `super::b`).
+fn paths(source: &str) -> Vec<Vec<String>> {
+    let in_path = |c: char| c.is_alphanumeric() || c == '_' || c == ':';
+    let mut found = Vec::new();
+    for (at, _) in source.match_indices("::") {
+        // The start of the path this `::` belongs to.
+        let start = source[..at]
+            .rfind(|c: char| !in_path(c))
+            .map_or(0, |i| i + 1);
+        if source[..at].ends_with(':') || source[start..at].contains("::") {
+            continue; // not the path's first `::`
+        }
+        let head = &source[start..at];
+        if !matches!(head, "crate" | "super" | "self") {
+            continue;
+        }
+        let rest = &source[start..];
+        let end = rest.find(|c: char| !in_path(c)).unwrap_or(rest.len());
+        let path = &rest[..end];
+        let parts: Vec<String> = path
+            .trim_end_matches(':')
+            .split("::")
+            .map(str::to_owned)
+            .collect();
+        if path.ends_with("::") && rest[end..].starts_with('{') {
+            let inner = &rest[end + 1..];
+            let close = inner.find('}').unwrap_or(inner.len());
+            for item in inner[..close].split(',') {
+                let item = item.trim().split("::").next().unwrap_or_default();
+                let item = item.split_whitespace().next().unwrap_or_default();
+                if !item.is_empty() && item != "self" {
+                    found.push(parts.iter().cloned().chain([item.to_owned()]).collect());
+                }
+            }
+        } else {
+            found.push(parts);
+        }
+    }
+    found
+}
+
+/// The file a path names: the longest prefix that is a module of ours.
+fn resolve(modules: &BTreeSet<String>, from: &str, path: &[String]) -> Option<String> {
+    let mut base: Vec<&str> = if from.is_empty() {
+        Vec::new()
+    } else {
+        from.split("::").collect()
+    };
+    let mut rest = path;
+    match rest.first().map(String::as_str) {
+        Some("crate") => {
+            base.clear();
+            rest = &rest[1..];
+        }
+        Some("self") => rest = &rest[1..],
+        _ => {
+            while rest.first().is_some_and(|part| part == "super") {
+                base.pop();
+                rest = &rest[1..];
+            }
+        }
+    }
+    (0..=rest.len())
+        .rev()
+        .map(|n| {
+            base.iter()
+                .copied()
+                .chain(rest[..n].iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join("::")
+        })
+        .find(|module| modules.contains(module))
+}
+
+#[test]
+fn no_two_files_of_src_import_each_other_in_a_circle() {
+    let graph = imports();
+    // Depth-first search with colours: a grey node met again closes a cycle.
+    fn visit<'a>(
+        node: &'a str,
+        graph: &'a BTreeMap<String, BTreeSet<String>>,
+        state: &mut BTreeMap<&'a str, bool>,
+        stack: &mut Vec<&'a str>,
+    ) {
+        state.insert(node, false);
+        stack.push(node);
+        for next in &graph[node] {
+            match state.get(next.as_str()) {
+                Some(false) => {
+                    let start = stack.iter().position(|n| n == next).unwrap_or(0);
+                    panic!("import cycle: {} -> {next}", stack[start..].join(" -> "));
+                }
+                Some(true) => {}
+                None => visit(next, graph, state, stack),
+            }
+        }
+        stack.pop();
+        state.insert(node, true);
+    }
+    let mut state = BTreeMap::new();
+    for node in graph.keys() {
+        if !state.contains_key(node.as_str()) {
+            visit(node, &graph, &mut state, &mut Vec::new());
+        }
+    }
+}
+
+#[test]
+fn the_domain_imports_nothing_of_ours_and_storage_only_the_domain() {
+    let graph = imports();
+    let layer = |module: &str| module.split("::").next().unwrap_or_default().to_owned();
+    for (module, named) in &graph {
+        let allowed: &[&str] = match layer(module).as_str() {
+            "domain" => &["domain"],
+            "db" => &["db", "domain"],
+            _ => continue,
+        };
+        for target in named {
+            assert!(
+                allowed.contains(&layer(target).as_str()),
+                "{module} imports {target}: only {allowed:?} are below it"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_reader_sees_through_braces_and_super() {
+    let modules: BTreeSet<String> = ["", "db", "db::rows", "domain", "app::audit"]
+        .map(str::to_owned)
+        .into();
+    let source =
+        "use super::{rows::UserRow, pool};\nuse crate::domain::Role;\nfn f() { self::g(); }";
+    let found: Vec<Option<String>> = paths(source)
+        .iter()
+        .map(|path| resolve(&modules, "db::store", path))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            Some("db::rows".to_owned()),
+            Some("db".to_owned()),
+            Some("domain".to_owned()),
+            None
+        ]
+    );
+}
