@@ -4,11 +4,11 @@
 use chrono::NaiveDateTime;
 
 use super::audit::{after_commit, record_change};
-use super::clerk_state::{Apply, apply_clerk_user};
+use super::clerk_state::{Apply, apply_clerk_user, known};
 use crate::clerk::ClerkUser;
 use crate::db::rows::{SyncRow, corrupt, now};
 use crate::db::{DbError, Store};
-use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role, RoleSource, Unrecorded};
+use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role, RoleSource, Unrecorded, cancels};
 
 /// What the worker should do after a push.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,11 +84,16 @@ pub async fn check_before_retry<C: Store>(
 /// the push's own role, unless a dashboard edit landed in Clerk after it
 /// (the row is marked synced when it was this version). A newer role still
 /// to be sent is due now, and the lease is released for it.
+///
+/// A push Clerk answered with an error wrote nothing: a Clerk state that
+/// waited as its possible echo is then judged again by the race rule, and
+/// may cancel a newer change.
 pub async fn finish_push<C: Store>(
     conn: &mut C,
     user_id: &ClerkUserId,
     version: i64,
     result: PushResult,
+    allowance_ms: i64,
 ) -> Result<(), DbError> {
     // Owned captures keep the transaction's future `Send` for spawned workers.
     let user_id = user_id.clone();
@@ -101,6 +106,7 @@ pub async fn finish_push<C: Store>(
         // (this version, or a newer one a dashboard edit cancelled while
         // this push was in flight) the newest Clerk state is the role.
         let newer_pending = !same_version && current.as_ref().is_some_and(SyncRow::is_pending);
+        let wrote_nothing = !matches!(result, PushResult::Landed(_));
         match result {
             PushResult::Landed(pushed) => {
                 let Some(row) = row.filter(|r| r.deleted_at.is_none()) else {
@@ -164,7 +170,59 @@ pub async fn finish_push<C: Store>(
                 conn.release_claim(user_id.as_str()).await?;
             }
         }
+        if wrote_nothing {
+            judge_again(conn, user_id, allowance_ms).await?;
+        }
         Ok(())
     }))
     .await
+}
+
+/// Once a push is known to have written nothing, the newest Clerk state
+/// seen is judged again against the pending push: while that push was in
+/// flight, a Clerk state with its role could have been its echo, and
+/// cancelled nothing. Must run inside the transaction holding the user.
+async fn judge_again<C: Store>(
+    conn: &mut C,
+    user_id: &ClerkUserId,
+    allowance_ms: i64,
+) -> Result<(), DbError> {
+    let Some(row) = conn.find_user(user_id.as_str()).await? else {
+        return Ok(());
+    };
+    let sync = conn.find_sync(user_id.as_str()).await?;
+    let now = now();
+    let known = known(&row, sync.as_ref().filter(|s| s.is_pending()), now)?;
+    let (Some(clerk), Some(pending), Some(sync)) = (known.clerk, known.pending, sync) else {
+        return Ok(());
+    };
+    if known.deleted
+        || known.clerk_from_push
+        || !cancels(clerk, pending, allowance_ms)
+        || !conn
+            .cancel_push(user_id.as_str(), sync.version, now, None)
+            .await?
+    {
+        return Ok(());
+    }
+    tracing::info!(
+        user.id = %user_id,
+        role = %clerk.role,
+        "a newer role from Clerk cancelled the pending push"
+    );
+    conn.update_role(user_id.as_str(), clerk.role.as_str(), now)
+        .await?;
+    conn.move_count(user_id, Some(known.role), Some(clerk.role))
+        .await?;
+    record_change(
+        conn,
+        user_id,
+        Some(known.role),
+        clerk.role,
+        RoleSource::ClerkWebhook,
+        None,
+        now,
+    )
+    .await?;
+    Ok(())
 }

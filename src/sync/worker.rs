@@ -310,9 +310,10 @@ impl PushWorker {
     /// Stores a push's result. Retried a few times: a lost result would leave
     /// the row claimed until its lease expires (and the push sent again).
     async fn record(&self, user_id: &ClerkUserId, version: i64, result: PushResult) {
+        let allowance = allowance_ms(self.config.clock_skew_allowance);
         for attempt in 1..=RECORD_ATTEMPTS {
             let finished: Result<(), DbError> = with_conn!(self.db, conn => {
-                land_push::finish_push(conn, user_id, version, result.clone()).await
+                land_push::finish_push(conn, user_id, version, result.clone(), allowance).await
             });
             match finished {
                 Ok(()) => return,

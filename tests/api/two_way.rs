@@ -166,7 +166,7 @@ both_backends! {
         let (app, clerk, token) = setup(backend).await;
         // The push in flight fails.
         clerk.fail_next(1, 503);
-        let edit = demoted_behind_a_push_in_flight(&app, &clerk, &token).await;
+        let edit = demoted_behind_a_push_in_flight(&app, &clerk, &token, "STUDENT").await;
         assert_eq!(app.message_outcome(&edit).await.as_deref(), Some("applied"));
 
         unclaimed(&app, "user_ada").await;
@@ -180,9 +180,27 @@ both_backends! {
         assert_eq!(app.stats().await.admins, 1);
     }
 
+    async fn a_demotion_to_the_role_of_a_push_that_fails_still_cancels_a_newer_change(backend) {
+        let (app, clerk, token) = setup(backend).await;
+        clerk.fail_next(1, 503);
+        let edit = demoted_behind_a_push_in_flight(&app, &clerk, &token, "INSTRUCTOR").await;
+        // While the push is in flight, the edit may be its echo.
+        assert_eq!(app.message_outcome(&edit).await.as_deref(), Some("unchanged"));
+
+        // Clerk's 503 says the push wrote nothing: the edit is the newer intent.
+        unclaimed(&app, "user_ada").await;
+        settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
+        assert_eq!(clerk.metadata_patches("user_ada").len(), 1, "the cancelled promotion was never sent");
+        assert_eq!(
+            audit(&app, &token, "user_ada").await,
+            ["clerk_webhook:STUDENT", "admin_api:INSTRUCTOR", "admin_api:ADMIN", "clerk_webhook:INSTRUCTOR"]
+        );
+        assert_eq!(app.stats().await.admins, 1);
+    }
+
     async fn a_push_in_flight_that_lands_after_the_demotion_is_clerks_newest_state(backend) {
         let (app, clerk, token) = setup(backend).await;
-        demoted_behind_a_push_in_flight(&app, &clerk, &token).await;
+        demoted_behind_a_push_in_flight(&app, &clerk, &token, "STUDENT").await;
 
         // The push in flight lands after the edit: Clerk's order settles it,
         // and nothing newer is left to send.
@@ -228,13 +246,14 @@ async fn refused_and_recorded(app: &TestApp, clerk: &ClerkEmulator, token: &str,
 }
 
 /// `user_ada` made an INSTRUCTOR, a push Clerk holds for 1.5 s; meanwhile
-/// made an ADMIN (queued behind the push in flight), then demoted to
-/// STUDENT in the dashboard, within the allowance: the lower role wins over
-/// the promotion, which is not in flight. Returns the edit's message id.
+/// made an ADMIN (queued behind the push in flight), then demoted to `role`
+/// in the dashboard, within the allowance: the lower role wins over the
+/// promotion, which is not in flight. Returns the edit's message id.
 async fn demoted_behind_a_push_in_flight(
     app: &TestApp,
     clerk: &ClerkEmulator,
     token: &str,
+    role: &str,
 ) -> String {
     clerk.set_delay(Duration::from_millis(1_500));
     app.patch_role(token, "user_ada", "INSTRUCTOR").await;
@@ -247,7 +266,7 @@ async fn demoted_behind_a_push_in_flight(
     .await;
     clerk.set_delay(Duration::ZERO);
     app.patch_role(token, "user_ada", "ADMIN").await;
-    clerk.edit_metadata("user_ada", json!({"role": "STUDENT"}));
+    clerk.edit_metadata("user_ada", json!({ "role": role }));
     let edit = only_held(clerk).await;
     assert_eq!(clerk.release_webhook(&edit).await, 200);
     edit
