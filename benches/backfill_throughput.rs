@@ -71,7 +71,8 @@ async fn run(clerk: &ClerkEmulator, backend: &str, database_url: &str, limit: &s
         .expect("valid configuration");
     let db = Db::connect(&config.database, 2).await.expect("database");
     db.migrate().await.expect("migrations");
-    let client = ClerkClient::new(&config.clerk).expect("client");
+    let client =
+        ClerkClient::new(config.clerk.connection().expect("a secret key")).expect("client");
 
     let started = Instant::now();
     let done = backfill::run(&db, &client, BackfillOptions::default(), rate, true)

@@ -209,7 +209,7 @@ async fn shutdown_signal() {
 
 /// The database (migrated) and Clerk's API, for the commands that need both.
 async fn clerk_tools(config: &Config) -> anyhow::Result<(Db, ClerkClient)> {
-    let client = ClerkClient::new(&config.clerk)
+    let client = startup::clerk_client(config)?
         .context("CLERK_SECRET_KEY is needed to read users from Clerk")?;
     let db = startup::connect(config).await?;
     db.migrate().await?;

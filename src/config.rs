@@ -17,8 +17,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use url::Url;
 
+use crate::clerk::Connection;
 pub use crate::db::DatabaseUrl;
 use crate::domain::DEFAULT_CLOCK_SKEW_ALLOWANCE_MS;
+pub use crate::secret::Secret;
 
 /// Everything the service needs to know about its surroundings.
 #[derive(Debug, Clone)]
@@ -61,6 +63,19 @@ pub struct ClerkConfig {
     pub user_agent: String,
 }
 
+impl ClerkConfig {
+    /// How to call Clerk's Backend API; `None` without `CLERK_SECRET_KEY`.
+    pub fn connection(&self) -> Option<Connection<'_>> {
+        Some(Connection {
+            api_url: &self.api_url,
+            secret_key: self.secret_key.as_ref()?,
+            api_version: &self.api_version,
+            timeout: self.push.timeout,
+            user_agent: &self.user_agent,
+        })
+    }
+}
+
 /// How the worker pushes roles to Clerk.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PushConfig {
@@ -82,27 +97,6 @@ pub struct PushConfig {
 pub enum LogFormat {
     Pretty,
     Json,
-}
-
-/// A value that must never reach a log line or an error body.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
 }
 
 /// A configuration value that cannot be used.

@@ -12,6 +12,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod secret;
 pub mod startup;
 pub mod sync;
 pub mod telemetry;

@@ -97,7 +97,7 @@ impl Application {
         tracing::info!(backend = ?db.backend(), "database ready");
 
         let webhook_verifier = webhook_verifier(&config)?;
-        let client = ClerkClient::new(&config.clerk);
+        let client = clerk_client(&config)?;
         let session_verifier = session_verifier(&config, client.clone())?;
         let metrics = Arc::new(Metrics::new());
         let openapi = openapi::document();
@@ -121,7 +121,7 @@ impl Application {
         // The worker has a Clerk client of its own: a connection the HTTP
         // side opened (for the JWKS, say) is driven by an HTTP worker's
         // runtime, and would die with it at shutdown, under a push in flight.
-        let worker = match ClerkClient::new(&config.clerk) {
+        let worker = match clerk_client(&config)? {
             Some(client) => Some(PushWorker::spawn(
                 db.clone(),
                 client,
@@ -355,6 +355,16 @@ fn session_verifier(
         issuer,
         &clerk.authorized_parties,
     )))
+}
+
+/// A client of Clerk's Backend API; `None` without `CLERK_SECRET_KEY`.
+pub fn clerk_client(config: &Config) -> anyhow::Result<Option<ClerkClient>> {
+    config
+        .clerk
+        .connection()
+        .map(ClerkClient::new)
+        .transpose()
+        .context("building the HTTP client for Clerk")
 }
 
 /// Opens the configured database with the configured pool size.

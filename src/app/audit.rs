@@ -20,10 +20,10 @@ pub async fn record_change<C: Queries>(
 ) -> QueryResult<()> {
     log_role_change(id, from, to, source, actor);
     conn.insert_role_change(&NewRoleChange {
-        user_id: id.as_str(),
-        old_role: from.map(Role::as_str),
-        new_role: to.as_str(),
-        source: source.as_str(),
+        user_id: id,
+        old_role: from,
+        new_role: to,
+        source,
         actor,
         changed_at: now,
     })

@@ -5,7 +5,7 @@
 use super::audit::after_commit;
 use super::clerk_state::{Apply, Locked, Outcome, apply_locked};
 use crate::clerk::ClerkUser;
-use crate::db::rows::{Progress, corrupt, now};
+use crate::db::rows::{Progress, now};
 use crate::db::{DbError, Store};
 use crate::domain::{ClerkUserId, DEFAULT_CLOCK_SKEW_ALLOWANCE_MS, MetadataRole, Role, RoleSource};
 
@@ -129,8 +129,7 @@ async fn apply_user<C: Store>(
         .row
         .as_ref()
         .filter(|row| row.deleted_at.is_none())
-        .map(|row| row.role.parse().map_err(corrupt))
-        .transpose()?;
+        .map(|row| row.role);
     let metadata = user.metadata_role();
     if options.prefer == Prefer::Db
         && let Some(ours) = prior_role
@@ -138,8 +137,8 @@ async fn apply_user<C: Store>(
         && !locked.push_pending()
     {
         // Queued first, so that applying Clerk's state below keeps our role.
-        conn.enqueue_push(id.as_str(), ours.as_str(), now).await?;
-        locked.sync = conn.find_sync(id.as_str()).await?;
+        conn.enqueue_push(&id, ours, now).await?;
+        locked.sync = conn.find_sync(&id).await?;
         progress.pushes_queued += 1;
     }
     let apply = Apply {
@@ -173,11 +172,11 @@ async fn apply_user<C: Store>(
         && !conn_pending(conn, &id).await?
     {
         let role = conn
-            .find_user(id.as_str())
+            .find_user(&id)
             .await?
             .map(|row| row.role)
-            .unwrap_or_else(|| Role::Student.as_str().to_owned());
-        conn.enqueue_push(id.as_str(), &role, now).await?;
+            .unwrap_or(Role::Student);
+        conn.enqueue_push(&id, role, now).await?;
         progress.defaults_queued += 1;
     }
     Ok(())
@@ -186,7 +185,7 @@ async fn apply_user<C: Store>(
 /// Whether a push of the user's role is waiting.
 async fn conn_pending<C: Store>(conn: &mut C, id: &ClerkUserId) -> Result<bool, DbError> {
     Ok(conn
-        .find_sync(id.as_str())
+        .find_sync(id)
         .await?
         .is_some_and(|sync| sync.is_pending()))
 }

@@ -2,7 +2,7 @@
 //! user, an audit row, the counters and a queued push in one transaction.
 
 use super::audit::{after_commit, record_change};
-use crate::db::rows::{COUNT_SHARDS, NewUser, SyncRow, User, UserRow, corrupt, now};
+use crate::db::rows::{COUNT_SHARDS, NewUser, SyncRow, User, UserRow, now};
 use crate::db::{DbError, Store};
 use crate::domain::{ClerkUserId, Role, RoleSource, count_deltas};
 
@@ -46,15 +46,14 @@ pub async fn set_role<C: Store>(
 ) -> Result<RoleUpdate, RoleUpdateError> {
     after_commit(conn.transaction(async |conn| {
         let now = now();
-        let from = match conn.lock_user(id.as_str()).await? {
+        let from = match conn.lock_user(id).await? {
             Some(row) if row.deleted_at.is_some() => return Err(RoleUpdateError::Deleted),
-            Some(row) if row.role == role.as_str() => {
-                return Ok(RoleUpdate::Unchanged(row.try_into()?));
+            Some(row) if row.role == role => {
+                return Ok(RoleUpdate::Unchanged(row.into()));
             }
             Some(row) => {
-                let from: Role = row.role.parse().map_err(corrupt)?;
-                conn.update_role(id.as_str(), role.as_str(), now).await?;
-                Some(from)
+                conn.update_role(id, role, now).await?;
+                Some(row.role)
             }
             None if create_missing => {
                 conn.insert_user(&NewUser::bare(id, role, now)).await?;
@@ -64,13 +63,13 @@ pub async fn set_role<C: Store>(
         };
         conn.move_count(id, from, Some(role)).await?;
         record_change(conn, id, from, role, source, actor, now).await?;
-        conn.enqueue_push(id.as_str(), role.as_str(), now).await?;
+        conn.enqueue_push(id, role, now).await?;
         let user = conn
-            .find_user(id.as_str())
+            .find_user(id)
             .await?
             .ok_or(diesel::result::Error::NotFound)?;
         Ok(RoleUpdate::Changed {
-            user: user.try_into()?,
+            user: user.into(),
             from,
         })
     }))
@@ -121,12 +120,11 @@ pub async fn change_roles<C: Store>(
         let mut current = std::collections::HashMap::new();
         for id in ids {
             let row = conn
-                .lock_user(id.as_str())
+                .lock_user(id)
                 .await?
                 .filter(|row| row.deleted_at.is_none())
                 .ok_or_else(|| AdminChangeError::NotFound(id.clone()))?;
-            let role: Role = row.role.parse().map_err(corrupt)?;
-            current.insert(id, role);
+            current.insert(id, row.role);
         }
         let demotes_an_admin = changes
             .iter()
@@ -145,8 +143,7 @@ pub async fn change_roles<C: Store>(
             if from == change.role {
                 continue;
             }
-            conn.update_role(id.as_str(), change.role.as_str(), now)
-                .await?;
+            conn.update_role(id, change.role, now).await?;
             record_change(
                 conn,
                 id,
@@ -157,15 +154,16 @@ pub async fn change_roles<C: Store>(
                 now,
             )
             .await?;
-            conn.enqueue_push(id.as_str(), change.role.as_str(), now)
-                .await?;
+            conn.enqueue_push(id, change.role, now).await?;
+            // Keyed by the role's name: counters are taken in name order.
             for (role, delta) in count_deltas(Some(from), Some(change.role)) {
-                *counters
+                counters
                     .entry((role.as_str(), id.shard(COUNT_SHARDS)))
-                    .or_insert(0) += delta;
+                    .or_insert((role, 0))
+                    .1 += delta;
             }
         }
-        for ((role, shard), delta) in counters {
+        for ((_, shard), (role, delta)) in counters {
             if delta != 0 {
                 conn.adjust_role_count(role, shard, delta).await?;
             }
@@ -176,7 +174,7 @@ pub async fn change_roles<C: Store>(
         let mut users = Vec::with_capacity(changes.len());
         for change in changes {
             let user = conn
-                .find_user_with_sync(change.user_id.as_str())
+                .find_user_with_sync(&change.user_id)
                 .await?
                 .ok_or_else(|| AdminChangeError::NotFound(change.user_id.clone()))?;
             users.push(user);

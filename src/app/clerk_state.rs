@@ -8,8 +8,8 @@ use crate::clerk::ClerkUser;
 use crate::db::rows::{ClerkChanges, NewWebhookEvent, SyncRow, UserRow, corrupt, now};
 use crate::db::{ClerkWrite, DbError, RoleMove, Store};
 use crate::domain::{
-    ClerkState, ClerkUserId, Known, PendingPush, Role, RoleSet, RoleSource, Unrecorded, Verdict,
-    judge, judge_reread,
+    ClerkState, ClerkUserId, Known, PendingPush, RoleSet, RoleSource, Unrecorded, Verdict, judge,
+    judge_reread,
 };
 
 /// What an event did, as recorded in `webhook_events.outcome`.
@@ -107,7 +107,7 @@ pub struct Locked {
 impl Locked {
     /// Locks user `id` (deleted ones too); absent users lock nothing.
     pub async fn take<C: Store>(conn: &mut C, id: &ClerkUserId) -> Result<Self, DbError> {
-        let Some(row) = conn.lock_user(id.as_str()).await? else {
+        let Some(row) = conn.lock_user(id).await? else {
             return Ok(Self {
                 row: None,
                 sync: None,
@@ -116,7 +116,7 @@ impl Locked {
         // A statement of its own, after the lock: under READ COMMITTED a
         // subquery of the locking statement would see the outbox as it was
         // before the lock was granted, not as its holder left it.
-        let sync = conn.find_sync(id.as_str()).await?;
+        let sync = conn.find_sync(id).await?;
         Ok(Self {
             row: Some(row),
             sync,
@@ -170,7 +170,7 @@ pub async fn apply_locked<C: Store>(
             created_at = row.created_at;
             let sync = locked.sync.as_ref();
             let pending = sync.filter(|sync| sync.is_pending());
-            let mut known = known(row, pending, now)?;
+            let mut known = known(row, pending, now);
             if let Some(pending) = &mut known.pending
                 && claimed_by.is_some()
                 && sync.and_then(|sync| sync.claimed_by.as_deref()) == claimed_by
@@ -198,9 +198,7 @@ pub async fn apply_locked<C: Store>(
         },
         Some(version),
     ) = (verdict, pending_version)
-        && !conn
-            .cancel_push(id.as_str(), version, now, claimed_by)
-            .await?
+        && !conn.cancel_push(id, version, now, claimed_by).await?
     {
         // A worker claimed the push meanwhile: it is in flight, and Clerk's
         // answer settles it.
@@ -255,9 +253,9 @@ pub async fn apply_locked<C: Store>(
             first_name: user.first_name.as_deref(),
             last_name: user.last_name.as_deref(),
             image_url: user.image_url.as_deref(),
-            role: role.as_str(),
+            role,
             clerk_updated_at: Some(clerk.updated_at),
-            clerk_role: Some(clerk.role.as_str()),
+            clerk_role: Some(clerk.role),
             clerk_from_push: known
                 .is_some_and(|known| known.clerk_from_push && known.clerk == Some(clerk)),
             // Sign-up order, not the order we heard of users in.
@@ -294,41 +292,29 @@ impl Outcome {
 }
 
 /// What the rules need to know of a stored user and its pending push.
-pub(crate) fn known(
-    row: &UserRow,
-    pending: Option<&SyncRow>,
-    now: NaiveDateTime,
-) -> Result<Known, DbError> {
-    let role: Role = row.role.parse().map_err(corrupt)?;
-    let clerk = match (&row.clerk_role, row.clerk_updated_at) {
-        (Some(clerk_role), Some(updated_at)) => Some(ClerkState {
-            role: clerk_role.parse().map_err(corrupt)?,
-            updated_at,
-        }),
+pub(crate) fn known(row: &UserRow, pending: Option<&SyncRow>, now: NaiveDateTime) -> Known {
+    let clerk = match (row.clerk_role, row.clerk_updated_at) {
+        (Some(role), Some(updated_at)) => Some(ClerkState { role, updated_at }),
         _ => None,
     };
-    let pending = pending
-        .map(|sync| {
-            Ok::<_, DbError>(PendingPush {
-                role: sync.desired_role.parse().map_err(corrupt)?,
-                // A row queued before commit times were kept counts as old.
-                committed_at: sync
-                    .queued_at
-                    .map_or(i64::MIN, |at| at.and_utc().timestamp_millis()),
-                seen_at_commit: sync.seen_clerk_updated_at,
-                in_flight: sync.in_flight(now),
-                unrecorded: Unrecorded {
-                    roles: RoleSet::from_bits(sync.unrecorded_roles),
-                    until: sync.unrecorded_until,
-                },
-            })
-        })
-        .transpose()?;
-    Ok(Known {
-        role,
+    let pending = pending.map(|sync| PendingPush {
+        role: sync.desired_role,
+        // A row queued before commit times were kept counts as old.
+        committed_at: sync
+            .queued_at
+            .map_or(i64::MIN, |at| at.and_utc().timestamp_millis()),
+        seen_at_commit: sync.seen_clerk_updated_at,
+        in_flight: sync.in_flight(now),
+        unrecorded: Unrecorded {
+            roles: RoleSet::from_bits(sync.unrecorded_roles),
+            until: sync.unrecorded_until,
+        },
+    });
+    Known {
+        role: row.role,
         clerk,
         clerk_from_push: row.clerk_from_push,
         deleted: row.deleted_at.is_some(),
         pending,
-    })
+    }
 }

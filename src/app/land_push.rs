@@ -6,9 +6,9 @@ use chrono::NaiveDateTime;
 use super::audit::{after_commit, record_change};
 use super::clerk_state::{Apply, apply_clerk_user, known};
 use crate::clerk::ClerkUser;
-use crate::db::rows::{SyncRow, corrupt, now};
+use crate::db::rows::{SyncRow, now};
 use crate::db::{DbError, Store};
-use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role, RoleSource, Unrecorded, cancels};
+use crate::domain::{ClerkState, ClerkUserId, MetadataRole, RoleSource, Unrecorded, cancels};
 
 /// What the worker should do after a push.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +37,7 @@ pub enum RetryCheck {
 /// edit whose webhook is late still wins over a stale retry.
 pub async fn check_before_retry<C: Store>(
     conn: &mut C,
+    user_id: &ClerkUserId,
     user: &ClerkUser,
     version: i64,
     owner: &str,
@@ -53,12 +54,12 @@ pub async fn check_before_retry<C: Store>(
     };
     after_commit(conn.transaction(async |conn| {
         apply_clerk_user(conn, user, apply).await?;
-        let sync = conn.find_sync(user.id.as_str()).await?;
+        let sync = conn.find_sync(user_id).await?;
         let check = match sync.as_ref().filter(|sync| sync.is_pending()) {
             None => RetryCheck::Cancelled,
             Some(sync) => match user.metadata_role() {
                 MetadataRole::Known(role)
-                    if sync.version == version && role.as_str() == sync.desired_role =>
+                    if sync.version == version && role == sync.desired_role =>
                 {
                     RetryCheck::AlreadyThere(ClerkState {
                         role,
@@ -70,7 +71,7 @@ pub async fn check_before_retry<C: Store>(
         };
         // Clerk was just read: whatever earlier pushes may have written is
         // older than what it holds now.
-        conn.set_unrecorded_pushes(user.id.as_str(), Unrecorded::NONE)
+        conn.set_unrecorded_pushes(user_id, Unrecorded::NONE)
             .await?;
         Ok(check)
     }))
@@ -99,8 +100,8 @@ pub async fn finish_push<C: Store>(
     let user_id = user_id.clone();
     after_commit(conn.transaction(async move |conn| {
         let user_id = &user_id;
-        let row = conn.lock_user(user_id.as_str()).await?;
-        let current = conn.find_sync(user_id.as_str()).await?;
+        let row = conn.lock_user(user_id).await?;
+        let current = conn.find_sync(user_id).await?;
         let same_version = current.as_ref().is_some_and(|c| c.version == version);
         // A newer role still to be sent keeps the database's role; with none
         // (this version, or a newer one a dashboard edit cancelled while
@@ -112,34 +113,25 @@ pub async fn finish_push<C: Store>(
                 let Some(row) = row.filter(|r| r.deleted_at.is_none()) else {
                     return Ok(());
                 };
-                let stored = match (&row.clerk_role, row.clerk_updated_at) {
-                    (Some(role), Some(at)) => Some(ClerkState {
-                        role: role.parse().map_err(corrupt)?,
-                        updated_at: at,
-                    }),
+                let stored = match (row.clerk_role, row.clerk_updated_at) {
+                    (Some(role), Some(updated_at)) => Some(ClerkState { role, updated_at }),
                     _ => None,
                 };
                 let newest = pushed.newest(stored);
-                let role: Role = row.role.parse().map_err(corrupt)?;
-                let new_role = if newer_pending { role } else { newest.role };
+                let new_role = if newer_pending { row.role } else { newest.role };
                 let from_push = newest == pushed;
-                conn.apply_push_result(
-                    user_id.as_str(),
-                    new_role.as_str(),
-                    newest,
-                    from_push,
-                    now(),
-                )
-                .await?;
+                conn.apply_push_result(user_id, new_role, newest, from_push, now())
+                    .await?;
                 if same_version {
-                    conn.mark_synced(user_id.as_str(), version).await?;
+                    conn.mark_synced(user_id, version).await?;
                 } else {
-                    conn.release_claim(user_id.as_str()).await?;
+                    conn.release_claim(user_id).await?;
                 }
                 // Clerk's answer is recorded: whatever an earlier push left
                 // unrecorded is older than it in Clerk's order.
-                conn.set_unrecorded_pushes(user_id.as_str(), Unrecorded::NONE)
+                conn.set_unrecorded_pushes(user_id, Unrecorded::NONE)
                     .await?;
+                let role = row.role;
                 if new_role != role {
                     // Clerk's order settles it: a dashboard edit landed after
                     // our push, or our push after a dashboard edit that
@@ -158,16 +150,15 @@ pub async fn finish_push<C: Store>(
                 }
             }
             PushResult::RetryAt(at, error) if same_version => {
-                conn.reschedule_push(user_id.as_str(), version, Some(at), &error)
+                conn.reschedule_push(user_id, version, Some(at), &error)
                     .await?;
             }
             PushResult::GiveUp(error) if same_version => {
-                conn.reschedule_push(user_id.as_str(), version, None, &error)
-                    .await?;
+                conn.reschedule_push(user_id, version, None, &error).await?;
             }
             // A newer role was written meanwhile: it is due now.
             PushResult::RetryAt(..) | PushResult::GiveUp(_) => {
-                conn.release_claim(user_id.as_str()).await?;
+                conn.release_claim(user_id).await?;
             }
         }
         if wrote_nothing {
@@ -187,21 +178,19 @@ async fn judge_again<C: Store>(
     user_id: &ClerkUserId,
     allowance_ms: i64,
 ) -> Result<(), DbError> {
-    let Some(row) = conn.find_user(user_id.as_str()).await? else {
+    let Some(row) = conn.find_user(user_id).await? else {
         return Ok(());
     };
-    let sync = conn.find_sync(user_id.as_str()).await?;
+    let sync = conn.find_sync(user_id).await?;
     let now = now();
-    let known = known(&row, sync.as_ref().filter(|s| s.is_pending()), now)?;
+    let known = known(&row, sync.as_ref().filter(|s| s.is_pending()), now);
     let (Some(clerk), Some(pending), Some(sync)) = (known.clerk, known.pending, sync) else {
         return Ok(());
     };
     if known.deleted
         || known.clerk_from_push
         || !cancels(clerk, pending, allowance_ms)
-        || !conn
-            .cancel_push(user_id.as_str(), sync.version, now, None)
-            .await?
+        || !conn.cancel_push(user_id, sync.version, now, None).await?
     {
         return Ok(());
     }
@@ -210,8 +199,7 @@ async fn judge_again<C: Store>(
         role = %clerk.role,
         "a newer role from Clerk cancelled the pending push"
     );
-    conn.update_role(user_id.as_str(), clerk.role.as_str(), now)
-        .await?;
+    conn.update_role(user_id, clerk.role, now).await?;
     conn.move_count(user_id, Some(known.role), Some(clerk.role))
         .await?;
     record_change(

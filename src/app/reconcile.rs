@@ -19,10 +19,10 @@ pub async fn queue_push<C: Store>(
     id: &ClerkUserId,
     role: Role,
 ) -> Result<(), DbError> {
-    Ok(conn.enqueue_push(id.as_str(), role.as_str(), now()).await?)
+    Ok(conn.enqueue_push(id, role, now()).await?)
 }
 
 /// Every live user's id and role.
-pub async fn live_users<C: Store>(conn: &mut C) -> Result<Vec<(String, String)>, DbError> {
+pub async fn live_users<C: Store>(conn: &mut C) -> Result<Vec<(ClerkUserId, Role)>, DbError> {
     Ok(conn.live_user_roles().await?)
 }

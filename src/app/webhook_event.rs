@@ -6,7 +6,7 @@ use diesel::result::DatabaseErrorKind;
 use super::audit::after_commit;
 use super::clerk_state::{Apply, Message, Outcome, apply_clerk_user};
 use crate::clerk::ClerkUser;
-use crate::db::rows::{NewUser, NewWebhookEvent, corrupt, now};
+use crate::db::rows::{NewUser, NewWebhookEvent, now};
 use crate::db::{DbError, Store};
 use crate::domain::{ClerkUserId, Role, RoleSource};
 use crate::webhooks::events::ClerkEvent;
@@ -132,20 +132,19 @@ pub async fn apply_reread<C: Store>(
 /// leaves a tombstone for the creation to find.
 pub async fn delete_user<C: Store>(conn: &mut C, id: &ClerkUserId) -> Result<Outcome, DbError> {
     let now = now();
-    match conn.lock_user(id.as_str()).await? {
+    match conn.lock_user(id).await? {
         Some(row) if row.deleted_at.is_some() => Ok(Outcome::UserDeleted),
         Some(row) => {
-            let role: Role = row.role.parse().map_err(corrupt)?;
-            conn.tombstone_user(id.as_str(), now).await?;
-            conn.delete_sync(id.as_str()).await?;
-            conn.move_count(id, Some(role), None).await?;
+            conn.tombstone_user(id, now).await?;
+            conn.delete_sync(id).await?;
+            conn.move_count(id, Some(row.role), None).await?;
             tracing::info!(user.id = %id, "user deleted");
             Ok(Outcome::Deleted)
         }
         None => {
             conn.insert_user(&NewUser::bare(id, Role::Student, now))
                 .await?;
-            conn.tombstone_user(id.as_str(), now).await?;
+            conn.tombstone_user(id, now).await?;
             Ok(Outcome::Deleted)
         }
     }

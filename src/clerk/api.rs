@@ -9,8 +9,8 @@ use serde_json::json;
 use url::Url;
 
 use super::ClerkUser;
-use crate::config::{ClerkConfig, Secret};
 use crate::domain::{ClerkUserId, Role};
+use crate::secret::Secret;
 
 /// Talks to `CLERK_API_URL` with `CLERK_SECRET_KEY`, pinned to one API version.
 #[derive(Clone)]
@@ -115,21 +115,32 @@ pub struct Jwk {
     pub e: String,
 }
 
+/// Where Clerk's Backend API is and how to call it.
+#[derive(Debug, Clone, Copy)]
+pub struct Connection<'a> {
+    pub api_url: &'a Url,
+    pub secret_key: &'a Secret,
+    /// The `Clerk-API-Version` date every request is pinned to.
+    pub api_version: &'a str,
+    /// Longest time one request may take, connecting included.
+    pub timeout: Duration,
+    pub user_agent: &'a str,
+}
+
 impl ClerkClient {
-    /// A client for the configured instance; `None` without a secret key.
-    pub fn new(config: &ClerkConfig) -> Option<Self> {
-        let secret = config.secret_key.clone()?;
+    /// A client for one instance. It fails only when no HTTP client can be
+    /// built on this machine (its TLS backend cannot start).
+    pub fn new(connection: Connection<'_>) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
-            .timeout(config.push.timeout)
-            .connect_timeout(config.push.timeout)
-            .user_agent(&config.user_agent)
-            .build()
-            .ok()?;
-        Some(Self {
+            .timeout(connection.timeout)
+            .connect_timeout(connection.timeout)
+            .user_agent(connection.user_agent)
+            .build()?;
+        Ok(Self {
             http,
-            base: config.api_url.clone(),
-            secret,
-            api_version: config.api_version.clone(),
+            base: connection.api_url.clone(),
+            secret: connection.secret_key.clone(),
+            api_version: connection.api_version.to_owned(),
         })
     }
 

@@ -10,6 +10,7 @@
 //! transactions live in `app/`.
 
 mod clerk_write;
+mod columns;
 mod pool;
 mod queries;
 pub mod rows;

@@ -36,34 +36,31 @@ diesel::define_sql_function! {
 #[async_trait::async_trait]
 pub trait Queries: AsyncConnection + Send {
     /// A user by id, deleted ones included.
-    async fn find_user(&mut self, id: &str) -> QueryResult<Option<UserRow>>;
+    async fn find_user(&mut self, id: &ClerkUserId) -> QueryResult<Option<UserRow>>;
 
     async fn insert_user(&mut self, user: &NewUser<'_>) -> QueryResult<()>;
 
     /// Sets a user's role and `updated_at`.
     async fn update_role(
         &mut self,
-        id: &str,
-        role: &str,
+        id: &ClerkUserId,
+        role: Role,
         now: chrono::NaiveDateTime,
     ) -> QueryResult<()>;
 
     async fn insert_role_change(&mut self, change: &NewRoleChange<'_>) -> QueryResult<()>;
 
     /// Adds `delta` to one shard of a role's live-user counter.
-    async fn adjust_role_count(&mut self, role: &str, shard: i16, delta: i64) -> QueryResult<()>;
+    async fn adjust_role_count(&mut self, role: Role, shard: i16, delta: i64) -> QueryResult<()>;
 
     /// Every counter shard as `(role, count)`: 48 rows, whatever the user count.
-    async fn role_count_shards(&mut self) -> QueryResult<Vec<(String, i64)>>;
+    async fn role_count_shards(&mut self) -> QueryResult<Vec<(Role, i64)>>;
 
     /// Live users per role, summed from the counter shards: a constant 48
     /// rows, whatever the number of users.
     async fn role_stats(&mut self) -> QueryResult<RoleStats> {
         let mut stats = RoleStats::default();
         for (role, count) in self.role_count_shards().await? {
-            let role: Role = role
-                .parse()
-                .map_err(|error| diesel::result::Error::DeserializationError(Box::new(error)))?;
             match role {
                 Role::Student => stats.students += count,
                 Role::Instructor => stats.instructors += count,
@@ -76,30 +73,34 @@ pub trait Queries: AsyncConnection + Send {
     /// Writes a user's Clerk-side columns (profile, Clerk state, role).
     async fn apply_clerk_changes(
         &mut self,
-        id: &str,
+        id: &ClerkUserId,
         changes: &ClerkChanges<'_>,
     ) -> QueryResult<()>;
 
     /// Marks a user deleted.
-    async fn tombstone_user(&mut self, id: &str, now: chrono::NaiveDateTime) -> QueryResult<()>;
+    async fn tombstone_user(
+        &mut self,
+        id: &ClerkUserId,
+        now: chrono::NaiveDateTime,
+    ) -> QueryResult<()>;
 
     /// Records a processed Svix message; `false` when its id was already there.
     async fn record_webhook_event(&mut self, event: &NewWebhookEvent<'_>) -> QueryResult<bool>;
 
     /// A user's outbox row, if any.
-    async fn find_sync(&mut self, user_id: &str) -> QueryResult<Option<SyncRow>>;
+    async fn find_sync(&mut self, user_id: &ClerkUserId) -> QueryResult<Option<SyncRow>>;
 
     /// Marks a user's stopped push as resolved (Clerk's newer state won).
-    async fn clear_sync_error(&mut self, user_id: &str) -> QueryResult<()>;
+    async fn clear_sync_error(&mut self, user_id: &ClerkUserId) -> QueryResult<()>;
 
     /// Removes a user's outbox row, if any.
-    async fn delete_sync(&mut self, user_id: &str) -> QueryResult<()>;
+    async fn delete_sync(&mut self, user_id: &ClerkUserId) -> QueryResult<()>;
 
     /// Up to `limit` of a user's audit rows, newest first, older than the
     /// row `before` when given.
     async fn role_history(
         &mut self,
-        user_id: &str,
+        user_id: &ClerkUserId,
         before: Option<i64>,
         limit: i64,
     ) -> QueryResult<Vec<RoleChangeRow>>;
@@ -107,7 +108,7 @@ pub trait Queries: AsyncConnection + Send {
     /// A user with its outbox row.
     async fn find_user_with_sync(
         &mut self,
-        id: &str,
+        id: &ClerkUserId,
     ) -> QueryResult<Option<(UserRow, Option<SyncRow>)>>;
 
     /// One page of live users, newest first, after `filter.after`.
@@ -120,8 +121,8 @@ pub trait Queries: AsyncConnection + Send {
     /// flight keeps its lease; the new version waits for it).
     async fn enqueue_push(
         &mut self,
-        user_id: &str,
-        role: &str,
+        user_id: &ClerkUserId,
+        role: Role,
         now: chrono::NaiveDateTime,
     ) -> QueryResult<()>;
 
@@ -129,20 +130,20 @@ pub trait Queries: AsyncConnection + Send {
     /// whether it is the push's own) and the role.
     async fn apply_push_result(
         &mut self,
-        user_id: &str,
-        role: &str,
+        user_id: &ClerkUserId,
+        role: Role,
         clerk: ClerkState,
         from_push: bool,
         now: chrono::NaiveDateTime,
     ) -> QueryResult<()>;
 
     /// Marks version `version` as landed.
-    async fn mark_synced(&mut self, user_id: &str, version: i64) -> QueryResult<()>;
+    async fn mark_synced(&mut self, user_id: &ClerkUserId, version: i64) -> QueryResult<()>;
 
     /// Schedules another try of `version` (`None`: stop retrying).
     async fn reschedule_push(
         &mut self,
-        user_id: &str,
+        user_id: &ClerkUserId,
         version: i64,
         next_attempt_at: Option<chrono::NaiveDateTime>,
         error: &str,
@@ -160,7 +161,7 @@ pub trait Queries: AsyncConnection + Send {
     ) -> QueryResult<()> {
         let shard = id.shard(COUNT_SHARDS);
         for (role, delta) in count_deltas(from, to) {
-            self.adjust_role_count(role.as_str(), shard, delta).await?;
+            self.adjust_role_count(role, shard, delta).await?;
         }
         Ok(())
     }
@@ -169,7 +170,7 @@ pub trait Queries: AsyncConnection + Send {
     async fn push_queue_stats(&mut self) -> QueryResult<(i64, Option<chrono::NaiveDateTime>)>;
 
     /// Every live user as `(id, role)`.
-    async fn live_user_roles(&mut self) -> QueryResult<Vec<(String, String)>>;
+    async fn live_user_roles(&mut self) -> QueryResult<Vec<(ClerkUserId, Role)>>;
 
     /// The unfinished backfill, if any.
     async fn load_backfill_progress(&mut self) -> QueryResult<Option<Progress>>;
@@ -181,13 +182,16 @@ pub trait Queries: AsyncConnection + Send {
     async fn delete_backfill_progress(&mut self) -> QueryResult<()>;
 
     /// Lets any worker take the row again.
-    async fn release_claim(&mut self, user_id: &str) -> QueryResult<()>;
+    async fn release_claim(&mut self, user_id: &ClerkUserId) -> QueryResult<()>;
 
     /// Sets the roles a user's pushes may have written to Clerk unrecorded:
     /// once Clerk's answer or a read of Clerk is recorded, nothing older can
     /// be the newest Clerk state, so only a push about to be sent counts.
-    async fn set_unrecorded_pushes(&mut self, user_id: &str, pushes: Unrecorded)
-    -> QueryResult<()>;
+    async fn set_unrecorded_pushes(
+        &mut self,
+        user_id: &ClerkUserId,
+        pushes: Unrecorded,
+    ) -> QueryResult<()>;
 
     /// Hands back every claim `owner` holds (at its start, and as it stops);
     /// how many there were.
@@ -198,7 +202,7 @@ pub trait Queries: AsyncConnection + Send {
     async fn renew_claims(
         &mut self,
         owner: &str,
-        user_ids: &[String],
+        user_ids: &[ClerkUserId],
         until: chrono::NaiveDateTime,
     ) -> QueryResult<usize>;
 
@@ -208,7 +212,7 @@ pub trait Queries: AsyncConnection + Send {
     /// and its answer is recorded when it comes.
     async fn cancel_push(
         &mut self,
-        user_id: &str,
+        user_id: &ClerkUserId,
         version: i64,
         now: chrono::NaiveDateTime,
         owner: Option<&str>,
@@ -233,7 +237,7 @@ macro_rules! impl_queries {
     ($($conn:ty),+) => {$(
         #[async_trait::async_trait]
         impl Queries for $conn {
-            async fn find_user(&mut self, id: &str) -> QueryResult<Option<UserRow>> {
+            async fn find_user(&mut self, id: &ClerkUserId) -> QueryResult<Option<UserRow>> {
                 users::table
                     .find(id)
                     .select(UserRow::as_select())
@@ -252,8 +256,8 @@ macro_rules! impl_queries {
 
             async fn update_role(
                 &mut self,
-                id: &str,
-                role: &str,
+                id: &ClerkUserId,
+                role: Role,
                 now: chrono::NaiveDateTime,
             ) -> QueryResult<()> {
                 diesel::update(users::table.find(id))
@@ -271,7 +275,7 @@ macro_rules! impl_queries {
                     .map(drop)
             }
 
-            async fn adjust_role_count(&mut self, role: &str, shard: i16, delta: i64) -> QueryResult<()> {
+            async fn adjust_role_count(&mut self, role: Role, shard: i16, delta: i64) -> QueryResult<()> {
                 diesel::update(role_counts::table.find((role, shard)))
                     .set(role_counts::count.eq(role_counts::count + delta))
                     .execute(self)
@@ -279,14 +283,14 @@ macro_rules! impl_queries {
                     .map(drop)
             }
 
-            async fn role_count_shards(&mut self) -> QueryResult<Vec<(String, i64)>> {
+            async fn role_count_shards(&mut self) -> QueryResult<Vec<(Role, i64)>> {
                 role_counts::table
                     .select((role_counts::role, role_counts::count))
                     .load(self)
                     .await
             }
 
-            async fn apply_clerk_changes(&mut self, id: &str, changes: &ClerkChanges<'_>) -> QueryResult<()> {
+            async fn apply_clerk_changes(&mut self, id: &ClerkUserId, changes: &ClerkChanges<'_>) -> QueryResult<()> {
                 diesel::update(users::table.find(id))
                     .set(changes)
                     .execute(self)
@@ -294,7 +298,7 @@ macro_rules! impl_queries {
                     .map(drop)
             }
 
-            async fn tombstone_user(&mut self, id: &str, now: chrono::NaiveDateTime) -> QueryResult<()> {
+            async fn tombstone_user(&mut self, id: &ClerkUserId, now: chrono::NaiveDateTime) -> QueryResult<()> {
                 diesel::update(users::table.find(id))
                     .set((users::deleted_at.eq(now), users::updated_at.eq(now)))
                     .execute(self)
@@ -311,7 +315,7 @@ macro_rules! impl_queries {
                     .map(|inserted| inserted == 1)
             }
 
-            async fn find_sync(&mut self, user_id: &str) -> QueryResult<Option<SyncRow>> {
+            async fn find_sync(&mut self, user_id: &ClerkUserId) -> QueryResult<Option<SyncRow>> {
                 clerk_sync::table
                     .find(user_id)
                     .select(SyncRow::as_select())
@@ -320,7 +324,7 @@ macro_rules! impl_queries {
                     .optional()
             }
 
-            async fn clear_sync_error(&mut self, user_id: &str) -> QueryResult<()> {
+            async fn clear_sync_error(&mut self, user_id: &ClerkUserId) -> QueryResult<()> {
                 diesel::update(
                     clerk_sync::table
                         .find(user_id)
@@ -332,14 +336,14 @@ macro_rules! impl_queries {
                 .map(drop)
             }
 
-            async fn delete_sync(&mut self, user_id: &str) -> QueryResult<()> {
+            async fn delete_sync(&mut self, user_id: &ClerkUserId) -> QueryResult<()> {
                 diesel::delete(clerk_sync::table.find(user_id))
                     .execute(self)
                     .await
                     .map(drop)
             }
 
-            async fn role_history(&mut self, user_id: &str, before: Option<i64>, limit: i64) -> QueryResult<Vec<RoleChangeRow>> {
+            async fn role_history(&mut self, user_id: &ClerkUserId, before: Option<i64>, limit: i64) -> QueryResult<Vec<RoleChangeRow>> {
                 let mut query = role_changes::table
                     .filter(role_changes::user_id.eq(user_id))
                     .order(role_changes::id.desc())
@@ -352,7 +356,7 @@ macro_rules! impl_queries {
                 query.load(self).await
             }
 
-            async fn find_user_with_sync(&mut self, id: &str) -> QueryResult<Option<(UserRow, Option<SyncRow>)>> {
+            async fn find_user_with_sync(&mut self, id: &ClerkUserId) -> QueryResult<Option<(UserRow, Option<SyncRow>)>> {
                 users::table
                     .left_join(clerk_sync::table)
                     .filter(users::id.eq(id))
@@ -371,7 +375,7 @@ macro_rules! impl_queries {
                     .limit(filter.limit)
                     .into_boxed();
                 if let Some(role) = filter.role {
-                    query = query.filter(users::role.eq(role.as_str()));
+                    query = query.filter(users::role.eq(role));
                 }
                 if let Some(pattern) = &filter.search_pattern {
                     query = query.filter(
@@ -390,7 +394,7 @@ macro_rules! impl_queries {
                 query.load(self).await
             }
 
-            async fn enqueue_push(&mut self, user_id: &str, role: &str, now: chrono::NaiveDateTime) -> QueryResult<()> {
+            async fn enqueue_push(&mut self, user_id: &ClerkUserId, role: Role, now: chrono::NaiveDateTime) -> QueryResult<()> {
                 let seen = || {
                     users::table
                         .find(user_id)
@@ -426,8 +430,8 @@ macro_rules! impl_queries {
 
             async fn apply_push_result(
                 &mut self,
-                user_id: &str,
-                role: &str,
+                user_id: &ClerkUserId,
+                role: Role,
                 clerk: ClerkState,
                 from_push: bool,
                 now: chrono::NaiveDateTime,
@@ -435,7 +439,7 @@ macro_rules! impl_queries {
                 diesel::update(users::table.find(user_id))
                     .set((
                         users::role.eq(role),
-                        users::clerk_role.eq(Some(clerk.role.as_str())),
+                        users::clerk_role.eq(Some(clerk.role)),
                         users::clerk_updated_at.eq(Some(clerk.updated_at)),
                         users::clerk_from_push.eq(from_push),
                         users::updated_at.eq(now),
@@ -445,7 +449,7 @@ macro_rules! impl_queries {
                     .map(drop)
             }
 
-            async fn mark_synced(&mut self, user_id: &str, version: i64) -> QueryResult<()> {
+            async fn mark_synced(&mut self, user_id: &ClerkUserId, version: i64) -> QueryResult<()> {
                 diesel::update(clerk_sync::table.find(user_id).filter(clerk_sync::version.eq(version)))
                     .set((
                         clerk_sync::next_attempt_at.eq(None::<chrono::NaiveDateTime>),
@@ -460,7 +464,7 @@ macro_rules! impl_queries {
 
             async fn reschedule_push(
                 &mut self,
-                user_id: &str,
+                user_id: &ClerkUserId,
                 version: i64,
                 next_attempt_at: Option<chrono::NaiveDateTime>,
                 error: &str,
@@ -485,7 +489,7 @@ macro_rules! impl_queries {
                     .await
             }
 
-            async fn live_user_roles(&mut self) -> QueryResult<Vec<(String, String)>> {
+            async fn live_user_roles(&mut self) -> QueryResult<Vec<(ClerkUserId, Role)>> {
                 users::table
                     .filter(users::deleted_at.is_null())
                     .select((users::id, users::role))
@@ -519,7 +523,7 @@ macro_rules! impl_queries {
                     .map(drop)
             }
 
-            async fn set_unrecorded_pushes(&mut self, user_id: &str, pushes: Unrecorded) -> QueryResult<()> {
+            async fn set_unrecorded_pushes(&mut self, user_id: &ClerkUserId, pushes: Unrecorded) -> QueryResult<()> {
                 diesel::update(clerk_sync::table.find(user_id))
                     .set((
                         clerk_sync::unrecorded_roles.eq(pushes.roles.bits()),
@@ -530,7 +534,7 @@ macro_rules! impl_queries {
                     .map(drop)
             }
 
-            async fn release_claim(&mut self, user_id: &str) -> QueryResult<()> {
+            async fn release_claim(&mut self, user_id: &ClerkUserId) -> QueryResult<()> {
                 diesel::update(clerk_sync::table.find(user_id))
                     .set((
                         clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
@@ -554,7 +558,7 @@ macro_rules! impl_queries {
             async fn renew_claims(
                 &mut self,
                 owner: &str,
-                user_ids: &[String],
+                user_ids: &[ClerkUserId],
                 until: chrono::NaiveDateTime,
             ) -> QueryResult<usize> {
                 diesel::update(
@@ -567,7 +571,7 @@ macro_rules! impl_queries {
                 .await
             }
 
-            async fn cancel_push(&mut self, user_id: &str, version: i64, now: chrono::NaiveDateTime, owner: Option<&str>) -> QueryResult<bool> {
+            async fn cancel_push(&mut self, user_id: &ClerkUserId, version: i64, now: chrono::NaiveDateTime, owner: Option<&str>) -> QueryResult<bool> {
                 // Placeholders in the order they first appear (SQLite binds
                 // them so); no worker's id is empty, so "" is nobody.
                 diesel::sql_query(

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 
 use super::pool::DbError;
 use super::schema::{backfill_progress, clerk_sync, role_changes, users, webhook_events};
-use crate::domain::{ClerkUserId, Role};
+use crate::domain::{ClerkUserId, Role, RoleSource};
 
 /// Counter shards per role (see the `role_counts` migration).
 pub const COUNT_SHARDS: u16 = 16;
@@ -15,14 +15,14 @@ pub const COUNT_SHARDS: u16 = 16;
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = users)]
 pub struct UserRow {
-    pub id: String,
+    pub id: ClerkUserId,
     pub email: Option<String>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub image_url: Option<String>,
-    pub role: String,
+    pub role: Role,
     pub clerk_updated_at: Option<i64>,
-    pub clerk_role: Option<String>,
+    pub clerk_role: Option<Role>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub deleted_at: Option<NaiveDateTime>,
@@ -33,14 +33,14 @@ pub struct UserRow {
 #[derive(Debug, Insertable)]
 #[diesel(table_name = users)]
 pub struct NewUser<'a> {
-    pub id: &'a str,
+    pub id: &'a ClerkUserId,
     pub email: Option<&'a str>,
     pub first_name: Option<&'a str>,
     pub last_name: Option<&'a str>,
     pub image_url: Option<&'a str>,
-    pub role: &'a str,
+    pub role: Role,
     pub clerk_updated_at: Option<i64>,
-    pub clerk_role: Option<&'a str>,
+    pub clerk_role: Option<Role>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }
@@ -49,12 +49,12 @@ impl<'a> NewUser<'a> {
     /// A user known only by id and role (no profile, no Clerk state yet).
     pub fn bare(id: &'a ClerkUserId, role: Role, now: NaiveDateTime) -> Self {
         Self {
-            id: id.as_str(),
+            id,
             email: None,
             first_name: None,
             last_name: None,
             image_url: None,
-            role: role.as_str(),
+            role,
             clerk_updated_at: None,
             clerk_role: None,
             created_at: now,
@@ -68,10 +68,10 @@ impl<'a> NewUser<'a> {
 #[diesel(table_name = role_changes)]
 pub struct RoleChangeRow {
     pub id: i64,
-    pub user_id: String,
-    pub old_role: Option<String>,
-    pub new_role: String,
-    pub source: String,
+    pub user_id: ClerkUserId,
+    pub old_role: Option<Role>,
+    pub new_role: Role,
+    pub source: RoleSource,
     pub actor: Option<String>,
     pub changed_at: NaiveDateTime,
 }
@@ -79,10 +79,10 @@ pub struct RoleChangeRow {
 #[derive(Debug, Insertable)]
 #[diesel(table_name = role_changes)]
 pub struct NewRoleChange<'a> {
-    pub user_id: &'a str,
-    pub old_role: Option<&'a str>,
-    pub new_role: &'a str,
-    pub source: &'a str,
+    pub user_id: &'a ClerkUserId,
+    pub old_role: Option<Role>,
+    pub new_role: Role,
+    pub source: RoleSource,
     pub actor: Option<&'a str>,
     pub changed_at: NaiveDateTime,
 }
@@ -127,21 +127,19 @@ pub struct User {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
-impl TryFrom<UserRow> for User {
-    type Error = DbError;
-
-    fn try_from(row: UserRow) -> Result<Self, DbError> {
-        Ok(Self {
-            id: ClerkUserId::parse(row.id).map_err(corrupt)?,
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        Self {
+            id: row.id,
             email: row.email,
             first_name: row.first_name,
             last_name: row.last_name,
             image_url: row.image_url,
-            role: row.role.parse().map_err(corrupt)?,
+            role: row.role,
             created_at: row.created_at.and_utc(),
             updated_at: row.updated_at.and_utc(),
             deleted_at: row.deleted_at.map(|at| at.and_utc()),
-        })
+        }
     }
 }
 
@@ -173,8 +171,8 @@ impl RoleStats {
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = clerk_sync)]
 pub struct SyncRow {
-    pub user_id: String,
-    pub desired_role: String,
+    pub user_id: ClerkUserId,
+    pub desired_role: Role,
     pub version: i64,
     pub attempts: i32,
     pub next_attempt_at: Option<NaiveDateTime>,
@@ -278,9 +276,9 @@ pub struct ClerkChanges<'a> {
     pub first_name: Option<&'a str>,
     pub last_name: Option<&'a str>,
     pub image_url: Option<&'a str>,
-    pub role: &'a str,
+    pub role: Role,
     pub clerk_updated_at: Option<i64>,
-    pub clerk_role: Option<&'a str>,
+    pub clerk_role: Option<Role>,
     /// Whether that state is the echo of our own push (kept when a webhook
     /// repeats the state a push produced).
     pub clerk_from_push: bool,

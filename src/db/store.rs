@@ -13,7 +13,7 @@ use super::pool::SqliteConn;
 use super::queries::Queries;
 use super::rows::{NewRoleChange, NewUser, SyncRow, UserRow};
 use super::schema::{role_counts, users};
-use crate::domain::Role;
+use crate::domain::{ClerkUserId, Role};
 
 /// Every query of the service: what differs between the backends, on top of
 /// the [`Queries`] that do not. Use-cases are generic over `C: Store`.
@@ -21,7 +21,7 @@ use crate::domain::Role;
 pub trait Store: Queries {
     /// Loads a user (deleted ones too) and holds its row until the
     /// transaction ends, so concurrent changes to one user serialize.
-    async fn lock_user(&mut self, id: &str) -> QueryResult<Option<UserRow>>;
+    async fn lock_user(&mut self, id: &ClerkUserId) -> QueryResult<Option<UserRow>>;
 
     /// Writes a decided Clerk state; `false`, having written nothing, when
     /// its message was already recorded. Must run inside a transaction.
@@ -87,7 +87,7 @@ impl Store for AsyncPgConnection {
     async fn lock_admin_count(&mut self) -> QueryResult<i64> {
         // In shard order, like every transaction that takes counter rows.
         role_counts::table
-            .filter(role_counts::role.eq(Role::Admin.as_str()))
+            .filter(role_counts::role.eq(Role::Admin))
             .order(role_counts::shard)
             .select(role_counts::count)
             .for_update()
@@ -112,7 +112,7 @@ impl Store for AsyncPgConnection {
             .await
     }
 
-    async fn lock_user(&mut self, id: &str) -> QueryResult<Option<UserRow>> {
+    async fn lock_user(&mut self, id: &ClerkUserId) -> QueryResult<Option<UserRow>> {
         users::table
             .find(id)
             .select(UserRow::as_select())
@@ -154,7 +154,7 @@ impl Store for SqliteConn {
             .await
     }
 
-    async fn lock_user(&mut self, id: &str) -> QueryResult<Option<UserRow>> {
+    async fn lock_user(&mut self, id: &ClerkUserId) -> QueryResult<Option<UserRow>> {
         // SQLite has no row locks. A write as the transaction's first statement
         // takes the database's write lock (waiting out `busy_timeout`), which
         // serializes writers across processes just as FOR UPDATE would; a read
@@ -178,7 +178,7 @@ impl Store for SqliteConn {
 
 async fn admin_count(conn: &mut SqliteConn) -> QueryResult<i64> {
     role_counts::table
-        .filter(role_counts::role.eq(Role::Admin.as_str()))
+        .filter(role_counts::role.eq(Role::Admin))
         .select(role_counts::count)
         .load::<i64>(conn)
         .await
@@ -193,7 +193,7 @@ async fn write_in_steps(conn: &mut SqliteConn, write: &ClerkWrite<'_>) -> QueryR
     {
         return Ok(false);
     }
-    let id = write.id.as_str();
+    let id = write.id;
     let changes = &write.changes;
     if write.is_new {
         conn.insert_user(&NewUser {
@@ -216,13 +216,13 @@ async fn write_in_steps(conn: &mut SqliteConn, write: &ClerkWrite<'_>) -> QueryR
         }
     }
     if let Some(role_move) = &write.role_move {
-        conn.move_count(write.id, role_move.from, Some(role_move.to))
+        conn.move_count(id, role_move.from, Some(role_move.to))
             .await?;
         conn.insert_role_change(&NewRoleChange {
             user_id: id,
-            old_role: role_move.from.map(Role::as_str),
-            new_role: role_move.to.as_str(),
-            source: role_move.source.as_str(),
+            old_role: role_move.from,
+            new_role: role_move.to,
+            source: role_move.source,
             actor: Some(role_move.actor),
             changed_at: changes.updated_at,
         })

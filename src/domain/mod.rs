@@ -1,12 +1,13 @@
 //! The vocabulary of the service (roles, Clerk user ids, role-change
 //! sources, parsed once at the edge) and the sync rules as pure functions.
-//! Knows no HTTP and no SQL.
+//! Knows no HTTP and no SQL: its values only declare that they are stored
+//! as text (`db/columns.rs` says how).
 
 mod role;
 mod sync;
 mod user_id;
 
-pub use role::{Role, RoleParseError, RoleSet, RoleSource};
+pub use role::{Role, RoleParseError, RoleSet, RoleSource, RoleSourceParseError};
 pub use sync::{
     ClerkState, DEFAULT_CLOCK_SKEW_ALLOWANCE_MS, Known, MetadataRole, PendingPush, Unrecorded,
     Verdict, cancels, count_deltas, judge, judge_reread,

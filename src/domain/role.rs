@@ -1,14 +1,30 @@
 use std::fmt;
 use std::str::FromStr;
 
+use diesel::deserialize::FromSqlRow;
+use diesel::expression::AsExpression;
+use diesel::sql_types::Text;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// A user's role on the learning platform, ordered by privilege
 /// (STUDENT < INSTRUCTOR < ADMIN).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    AsExpression,
+    FromSqlRow,
 )]
+#[diesel(sql_type = Text)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Role {
     Student,
@@ -102,7 +118,10 @@ impl RoleSet {
 }
 
 /// Where a role change came from, as recorded in the audit log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, AsExpression, FromSqlRow,
+)]
+#[diesel(sql_type = Text)]
 #[serde(rename_all = "snake_case")]
 pub enum RoleSource {
     AdminApi,
@@ -123,8 +142,13 @@ impl RoleSource {
     }
 }
 
+/// A stored audit source outside the four we write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("source must be one of admin_api, clerk_webhook, backfill, cli")]
+pub struct RoleSourceParseError;
+
 impl FromStr for RoleSource {
-    type Err = ();
+    type Err = RoleSourceParseError;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         [
@@ -135,7 +159,7 @@ impl FromStr for RoleSource {
         ]
         .into_iter()
         .find(|source| source.as_str() == value)
-        .ok_or(())
+        .ok_or(RoleSourceParseError)
     }
 }
 

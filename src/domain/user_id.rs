@@ -1,5 +1,8 @@
 use std::fmt;
 
+use diesel::deserialize::FromSqlRow;
+use diesel::expression::AsExpression;
+use diesel::sql_types::Text;
 use serde::Serialize;
 
 /// The id Clerk gives a user (`user_2NNEqL2nrIRdJ194ndJqAHwEfxC`): the
@@ -7,7 +10,10 @@ use serde::Serialize;
 ///
 /// Accepted: 1 to 128 ASCII letters, digits, `_` or `-`. Anything else cannot
 /// be a Clerk id, so it is refused before it reaches the database.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, AsExpression, FromSqlRow,
+)]
+#[diesel(sql_type = Text)]
 #[serde(transparent)]
 pub struct ClerkUserId(String);
 
@@ -54,6 +60,12 @@ impl ClerkUserId {
 impl fmt::Display for ClerkUserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl From<ClerkUserId> for String {
+    fn from(id: ClerkUserId) -> Self {
+        id.0
     }
 }
 

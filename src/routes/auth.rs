@@ -45,11 +45,11 @@ impl FromRequest for Admin {
             };
             let session = verifier.verify(&token).await.map_err(refusal)?;
             let user = with_conn!(state.db, conn => {
-                Ok::<_, DbError>(conn.find_user(session.user_id.as_str()).await?)
+                Ok::<_, DbError>(conn.find_user(&session.user_id).await?)
             })?
             .filter(|user| user.deleted_at.is_none())
             .ok_or(ApiError::Unauthorized("the token's user is not known here"))?;
-            if user.role != Role::Admin.as_str() {
+            if user.role != Role::Admin {
                 return Err(ApiError::Forbidden("this needs the ADMIN role"));
             }
             Ok(Admin {

@@ -56,10 +56,10 @@ pub enum SyncStateName {
 }
 
 impl UserResponse {
-    pub fn from_rows(user: UserRow, sync: Option<&SyncRow>) -> Result<Self, ApiError> {
-        let user = User::try_from(user)?;
+    pub fn from_rows(user: UserRow, sync: Option<&SyncRow>) -> Self {
+        let user = User::from(user);
         let sync = SyncState::of(sync);
-        Ok(Self {
+        Self {
             id: user.id.to_string(),
             email: user.email,
             first_name: user.first_name,
@@ -78,7 +78,7 @@ impl UserResponse {
                 last_error: sync.last_error,
                 next_attempt_at: sync.next_attempt_at,
             },
-        })
+        }
     }
 }
 
@@ -145,25 +145,17 @@ pub struct RoleChangeResponse {
     pub changed_at: DateTime<Utc>,
 }
 
-impl TryFrom<RoleChangeRow> for RoleChangeResponse {
-    type Error = ApiError;
-
-    fn try_from(row: RoleChangeRow) -> Result<Self, ApiError> {
-        let role = |name: &str| {
-            name.parse::<Role>()
-                .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored role {name:?}: {e}")))
-        };
-        Ok(Self {
+impl From<RoleChangeRow> for RoleChangeResponse {
+    fn from(row: RoleChangeRow) -> Self {
+        Self {
             id: row.id,
-            user_id: row.user_id,
-            old_role: row.old_role.as_deref().map(role).transpose()?,
-            new_role: role(&row.new_role)?,
-            source: row.source.parse().map_err(|()| {
-                ApiError::Internal(anyhow::anyhow!("stored source {:?}", row.source))
-            })?,
+            user_id: row.user_id.into(),
+            old_role: row.old_role,
+            new_role: row.new_role,
+            source: row.source,
             actor: row.actor,
             changed_at: row.changed_at.and_utc(),
-        })
+        }
     }
 }
 

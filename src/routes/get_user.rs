@@ -30,10 +30,10 @@ pub async fn get_user(
 ) -> Result<web::Json<UserResponse>, ApiError> {
     let id = parse_user_id(&path)?;
     let found = with_conn!(state.db, conn => {
-        Ok::<_, DbError>(conn.find_user_with_sync(id.as_str()).await?)
+        Ok::<_, DbError>(conn.find_user_with_sync(&id).await?)
     })?;
     let (user, sync) = found
         .filter(|(user, _)| user.deleted_at.is_none())
         .ok_or_else(not_found)?;
-    Ok(web::Json(UserResponse::from_rows(user, sync.as_ref())?))
+    Ok(web::Json(UserResponse::from_rows(user, sync.as_ref())))
 }

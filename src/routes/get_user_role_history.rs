@@ -59,10 +59,10 @@ pub async fn get_user_role_history(
     let limit = page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let before = decode_history_cursor(query.cursor.as_deref())?;
     let mut rows = with_conn!(state.db, conn => {
-        match conn.find_user(id.as_str()).await? {
+        match conn.find_user(&id).await? {
             Some(user) if user.deleted_at.is_none() => {
                 // One more than asked tells whether another page follows.
-                let rows = conn.role_history(id.as_str(), before, limit + 1).await?;
+                let rows = conn.role_history(&id, before, limit + 1).await?;
                 Ok::<_, DbError>(Some(rows))
             }
             _ => Ok(None),
@@ -74,9 +74,6 @@ pub async fn get_user_role_history(
     let next_cursor = more
         .then(|| rows.last().map(|row| encode_history_cursor(row.id)))
         .flatten();
-    let data = rows
-        .into_iter()
-        .map(RoleChangeResponse::try_from)
-        .collect::<Result<_, _>>()?;
+    let data = rows.into_iter().map(RoleChangeResponse::from).collect();
     Ok(web::Json(RoleHistory { data, next_cursor }))
 }

@@ -94,12 +94,12 @@ pub async fn list_users(
     let next_cursor = more
         .then(|| {
             rows.last()
-                .map(|(user, _)| encode_cursor(user.created_at, &user.id))
+                .map(|(user, _)| encode_cursor(user.created_at, user.id.as_str()))
         })
         .flatten();
     let data = rows
         .into_iter()
         .map(|(user, sync)| UserResponse::from_rows(user, sync.as_ref()))
-        .collect::<Result<_, _>>()?;
+        .collect();
     Ok(web::Json(UserPage { data, next_cursor }))
 }

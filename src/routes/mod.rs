@@ -117,9 +117,10 @@ async fn apply_role_changes(
     if let Some(worker) = &state.push_worker {
         worker.wake();
     }
-    rows.into_iter()
+    Ok(rows
+        .into_iter()
         .map(|(user, sync)| dto::UserResponse::from_rows(user, sync.as_ref()))
-        .collect()
+        .collect())
 }
 
 /// Query strings that do not parse are a 400 problem.

@@ -87,7 +87,7 @@ pub async fn run(
                 continue;
             };
             let here = with_conn!(db, conn => {
-                Ok::<_, DbError>(conn.find_user_with_sync(id.as_str()).await?)
+                Ok::<_, DbError>(conn.find_user_with_sync(&id).await?)
             })?;
             let drift = match here {
                 None => Drift::MissingHere {
@@ -95,10 +95,10 @@ pub async fn run(
                 },
                 Some((row, _)) if row.deleted_at.is_some() => continue,
                 Some((_, Some(sync))) if SyncRow::is_pending(&sync) => continue,
-                Some((row, _)) if row.role == clerk_role.as_str() => continue,
+                Some((row, _)) if row.role == clerk_role => continue,
                 Some((row, _)) => Drift::RoleDiffers {
                     user_id: user.id.clone(),
-                    ours: row.role.parse().unwrap_or(Role::Student),
+                    ours: row.role,
                     clerk: clerk_role,
                 },
             };
@@ -128,14 +128,16 @@ pub async fn run(
 
     let ours = with_conn!(db, conn => reconcile::live_users(conn).await)?;
     for (user_id, _) in ours {
-        if in_clerk.contains(&user_id) {
+        if in_clerk.contains(user_id.as_str()) {
             continue;
         }
-        if fix && let Ok(id) = ClerkUserId::parse(user_id.as_str()) {
-            with_conn!(db, conn => reconcile::tombstone(conn, &id).await)?;
+        if fix {
+            with_conn!(db, conn => reconcile::tombstone(conn, &user_id).await)?;
             report.fixed += 1;
         }
-        report.drift.push(Drift::MissingInClerk { user_id });
+        report.drift.push(Drift::MissingInClerk {
+            user_id: user_id.into(),
+        });
     }
     Ok(report)
 }

@@ -183,7 +183,7 @@ impl PushWorker {
             Err(error) => tracing::warn!(%error, "could not take back earlier claims"),
         }
         let mut in_flight = FuturesUnordered::new();
-        let mut held: HashSet<String> = HashSet::new();
+        let mut held: HashSet<ClerkUserId> = HashSet::new();
         let mut renewed_at = Instant::now();
         loop {
             self.heartbeat.beat();
@@ -194,7 +194,7 @@ impl PushWorker {
             if renewed_at.elapsed() >= RENEW_EVERY {
                 renewed_at = Instant::now();
                 if !held.is_empty() {
-                    let ids: Vec<String> = held.iter().cloned().collect();
+                    let ids: Vec<ClerkUserId> = held.iter().cloned().collect();
                     match drive(&mut in_flight, &mut held, self.renew(&ids)).await {
                         Ok(renewed) => self
                             .metrics
@@ -256,7 +256,7 @@ impl PushWorker {
         with_conn!(self.db, conn => Ok(conn.release_claims_of(&self.owner).await?))
     }
 
-    async fn renew(&self, user_ids: &[String]) -> Result<usize, DbError> {
+    async fn renew(&self, user_ids: &[ClerkUserId]) -> Result<usize, DbError> {
         let until = later(now(), LEASE);
         with_conn!(self.db, conn => Ok(conn.renew_claims(&self.owner, user_ids, until).await?))
     }
@@ -282,25 +282,14 @@ impl PushWorker {
     }
 
     /// Sends one claimed row and records what happened; returns its user id.
-    async fn push(&self, row: SyncRow) -> String {
-        let Ok(user_id) = ClerkUserId::parse(row.user_id.as_str()) else {
-            return row.user_id;
-        };
-        let (result, label) = match row.desired_role.parse::<Role>() {
-            Ok(role) => self.attempt(&user_id, role, &row).await,
-            Err(_) => (
-                Some(PushResult::GiveUp(format!(
-                    "stored role {:?} is not valid",
-                    row.desired_role
-                ))),
-                "failed",
-            ),
-        };
+    async fn push(&self, row: SyncRow) -> ClerkUserId {
+        let user_id = &row.user_id;
+        let (result, label) = self.attempt(user_id, row.desired_role, &row).await;
         if let Some(PushResult::GiveUp(error) | PushResult::RetryAt(_, error)) = &result {
             tracing::warn!(user.id = %user_id, attempts = row.attempts, error, "push to Clerk failed");
         }
         if let Some(result) = result {
-            self.record(&user_id, row.version, result).await;
+            self.record(user_id, row.version, result).await;
         }
         // Counted once recorded, so the metric never runs ahead of the table.
         self.metrics.push_attempt(label);
@@ -433,7 +422,7 @@ impl PushWorker {
         pushes: Unrecorded,
     ) -> Result<(), DbError> {
         with_conn!(self.db, conn => {
-            Ok(conn.set_unrecorded_pushes(user_id.as_str(), pushes).await?)
+            Ok(conn.set_unrecorded_pushes(user_id, pushes).await?)
         })
     }
 
@@ -446,7 +435,7 @@ impl PushWorker {
     ) -> Result<RetryCheck, DbError> {
         let allowance = allowance_ms(self.config.clock_skew_allowance);
         with_conn!(self.db, conn => {
-            land_push::check_before_retry(conn, user, row.version, &self.owner, allowance).await
+            land_push::check_before_retry(conn, &row.user_id, user, row.version, &self.owner, allowance).await
         })
     }
 
@@ -506,8 +495,8 @@ fn later_ms(earlier: Option<i64>, wait: Duration) -> i64 {
 /// connections, which `work` may be waiting for); those that finish leave
 /// `held`.
 async fn drive<T>(
-    in_flight: &mut (impl Stream<Item = String> + Unpin),
-    held: &mut HashSet<String>,
+    in_flight: &mut (impl Stream<Item = ClerkUserId> + Unpin),
+    held: &mut HashSet<ClerkUserId>,
     work: impl Future<Output = T>,
 ) -> T {
     tokio::pin!(work);

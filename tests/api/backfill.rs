@@ -14,7 +14,7 @@ use clerk_role_sync::sync::{backfill, reconcile};
 use clerk_role_sync::with_conn;
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with, test_config};
+use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with, test_config, user_id};
 use crate::support::clerk_emulator::{self, ClerkEmulator};
 use crate::support::clerk_payloads::{deleted_event, user_event};
 
@@ -71,19 +71,19 @@ fn client(clerk: &ClerkEmulator, app: &TestApp) -> ClerkClient {
             ("CLERK_SECRET_KEY", clerk_emulator::SECRET_KEY),
         ],
     );
-    ClerkClient::new(&config.clerk).expect("a client")
+    ClerkClient::new(config.clerk.connection().expect("a secret key")).expect("a client")
 }
 
 /// Everything a backfill may touch, to compare two databases.
-async fn snapshot(db: &Db) -> BTreeMap<String, (String, bool, Option<String>, usize, bool)> {
+async fn snapshot(db: &Db) -> BTreeMap<String, (Role, bool, Option<String>, usize, bool)> {
     let rows: Result<_, DbError> = with_conn!(db, conn => {
         let mut all = BTreeMap::new();
         for i in 0..USERS {
-            let user_id = id(i);
+            let user_id = user_id(&id(i));
             if let Some(user) = conn.find_user(&user_id).await? {
                 let audit = conn.role_history(&user_id, None, i64::MAX).await?.len();
                 let pending = conn.find_sync(&user_id).await?.is_some_and(|s| s.is_pending());
-                all.insert(user_id, (user.role, user.deleted_at.is_some(), user.email, audit, pending));
+                all.insert(user_id.into(), (user.role, user.deleted_at.is_some(), user.email, audit, pending));
             }
         }
         Ok(all)
@@ -140,7 +140,7 @@ both_backends! {
         let page: Result<_, DbError> = with_conn!(app.db, conn => {
             Ok(conn.list_users(&UserFilter { limit: 10, ..UserFilter::default() }).await?)
         });
-        let newest_first: Vec<String> = page.expect("a page").into_iter().map(|(user, _)| user.id).collect();
+        let newest_first: Vec<String> = page.expect("a page").into_iter().map(|(user, _)| user.id.into()).collect();
         let mut expected = ids.clone();
         expected.reverse();
         assert_eq!(newest_first, expected, "newest first means sign-up order");
@@ -167,13 +167,13 @@ both_backends! {
         assert_eq!(stats.admins, (USERS / 50) as i64);
         assert_eq!(stats.instructors, (USERS / 5) as i64);
         let snapshot = snapshot(&app.db).await;
-        assert_eq!(snapshot[&id(0)].0, "INSTRUCTOR");
+        assert_eq!(snapshot[&id(0)].0, Role::Instructor);
         assert_eq!(snapshot[&id(0)].3, 2, "creation by webhook + one backfill change");
-        assert_eq!(snapshot[&id(1)].0, "STUDENT", "an unknown value keeps the current role");
+        assert_eq!(snapshot[&id(1)].0, Role::Student, "an unknown value keeps the current role");
         assert!(snapshot[&id(DELETED_HERE)].1, "still deleted");
         assert_eq!(snapshot[&id(1999)].2.as_deref(), Some("user_01999@example.com"));
         let history = app.history(&id(0)).await;
-        assert_eq!(history[0].source, "backfill");
+        assert_eq!(history[0].source, RoleSource::Backfill);
         assert!(clerk.metadata_patches(&id(0)).is_empty(), "Clerk is only read");
     }
 
@@ -194,7 +194,7 @@ both_backends! {
         let without_role = (0..USERS).filter(|i| clerk_role(*i).is_none()).count() - 1;
         assert_eq!(done.defaults_queued, without_role as i64);
         let snapshot = snapshot(&app.db).await;
-        assert_eq!(snapshot[&id(0)].0, "STUDENT");
+        assert_eq!(snapshot[&id(0)].0, Role::Student);
         assert!(snapshot[&id(0)].4, "a push of STUDENT is pending");
         assert!(snapshot[&id(2)].4, "a default is pending");
         assert!(!snapshot[&id(10 * 7 + 1)].4, "an unknown value is not overwritten");
@@ -297,7 +297,7 @@ both_backends! {
         assert_eq!((fixed.drift.len(), fixed.remaining()), (3, 0));
         let after = reconcile::run(&app.db, &client, Prefer::Clerk, false, 200.0).await.expect("reconcile");
         assert!(after.drift.is_empty(), "{:?}", after.drift);
-        assert_eq!(app.user(&id(4)).await.expect("user").role, "ADMIN");
+        assert_eq!(app.user(&id(4)).await.expect("user").role, Role::Admin);
         assert!(app.user("user_only_here").await.expect("tombstone").deleted_at.is_some());
     }
 }

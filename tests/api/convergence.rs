@@ -259,7 +259,7 @@ impl World {
                 for user in USERS {
                     let row: Result<_, clerk_role_sync::db::DbError> = clerk_role_sync::with_conn!(self.app.db, conn => {
                         use clerk_role_sync::db::Queries as _;
-                        Ok(conn.find_sync(user).await?)
+                        Ok(conn.find_sync(&crate::helpers::user_id(user)).await?)
                     });
                     states.push(format!("{user}: {:?}", row));
                 }

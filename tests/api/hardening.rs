@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use clerk_role_sync::domain::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -161,7 +162,7 @@ both_backends! {
         }
         assert!(started.elapsed() < Duration::from_secs(20), "held for {:?}", started.elapsed());
         assert_eq!(app.processed_messages().await, 2, "only the seeding webhooks");
-        assert_eq!(app.user("user_ada").await.expect("user").role, "STUDENT");
+        assert_eq!(app.user("user_ada").await.expect("user").role, Role::Student);
     }
 
     async fn webhook_bodies_buffered_at_once_are_bounded(backend) {
@@ -238,7 +239,7 @@ both_backends! {
         for body in [json!([{"userId": "user_ada", "role": "ADMIN"}]), json!({"changes": [["user_ada", "ADMIN"]]})] {
             problem(send(Method::POST, "/api/admin/users/roles", body).await.expect("sent"), 400).await;
         }
-        assert_eq!(app.user("user_ada").await.expect("user").role, "STUDENT", "nothing changed");
+        assert_eq!(app.user("user_ada").await.expect("user").role, Role::Student, "nothing changed");
         assert_eq!(app.history("user_ada").await.len(), 1);
         assert!(clerk.metadata_patches("user_ada").is_empty());
     }
@@ -278,7 +279,7 @@ both_backends! {
         for (at, role) in [(2_000, ""), (3_000, "  ")] {
             let emptied = user_event("user.updated", "user_x", at, Some(role));
             assert_eq!(outcome(app.post_webhook(&emptied).await).await, if at == 2_000 { "applied" } else { "unchanged" });
-            assert_eq!(app.user("user_x").await.expect("user").role, "STUDENT", "{role:?}");
+            assert_eq!(app.user("user_x").await.expect("user").role, Role::Student, "{role:?}");
         }
         assert_eq!(app.stats().await.admins, 0);
     }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clerk_role_sync::config::Config;
 use clerk_role_sync::db::rows::{RoleChangeRow, RoleStats, UserRow};
 use clerk_role_sync::db::{Db, DbError, Queries};
+use clerk_role_sync::domain::ClerkUserId;
 use clerk_role_sync::startup::{AppHandle, Application};
 use clerk_role_sync::with_conn;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
@@ -165,6 +166,11 @@ pub fn test_config(test_db: &TestDb, extra: &[(&str, &str)]) -> Config {
     Config::from_lookup(|name| vars.get(name).cloned()).expect("valid test configuration")
 }
 
+/// A user id the test knows is well formed.
+pub fn user_id(value: &str) -> ClerkUserId {
+    ClerkUserId::parse(value).expect("a well-formed user id")
+}
+
 /// Starts the real service on a fresh database of `backend`.
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, &[]).await
@@ -304,14 +310,15 @@ impl TestApp {
 
     /// A user row straight from the database (deleted ones too).
     pub async fn user(&self, id: &str) -> Option<UserRow> {
-        let found: Result<_, DbError> = with_conn!(self.db, conn => Ok(conn.find_user(id).await?));
+        let found: Result<_, DbError> =
+            with_conn!(self.db, conn => Ok(conn.find_user(&user_id(id)).await?));
         found.expect("query users")
     }
 
     /// A user's audit rows, newest first.
     pub async fn history(&self, id: &str) -> Vec<RoleChangeRow> {
         let rows: Result<_, DbError> =
-            with_conn!(self.db, conn => Ok(conn.role_history(id, None, i64::MAX).await?));
+            with_conn!(self.db, conn => Ok(conn.role_history(&user_id(id), None, i64::MAX).await?));
         rows.expect("query role_changes")
     }
 

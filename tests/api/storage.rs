@@ -3,16 +3,12 @@
 use clerk_role_sync::app::change_roles::{self, RoleUpdate, RoleUpdateError};
 use clerk_role_sync::db::rows::RoleStats;
 use clerk_role_sync::db::{DbError, Queries};
-use clerk_role_sync::domain::{ClerkUserId, Role, RoleSource};
+use clerk_role_sync::domain::{Role, RoleSource};
 use clerk_role_sync::with_conn;
 use diesel_async::SimpleAsyncConnection;
 
 use crate::both_backends;
-use crate::helpers::spawn_app;
-
-fn id(value: &str) -> ClerkUserId {
-    ClerkUserId::parse(value).expect("valid id")
-}
+use crate::helpers::{spawn_app, user_id as id};
 
 async fn stats(db: &clerk_role_sync::db::Db) -> RoleStats {
     let result: Result<_, DbError> =
@@ -67,7 +63,7 @@ both_backends! {
 
         assert!(matches!(result, Err(RoleUpdateError::NotFound)));
         assert_eq!(stats(&app.db).await.total(), 0);
-        let found: Result<_, DbError> = with_conn!(app.db, conn => Ok(conn.find_user("user_ghost").await?));
+        let found: Result<_, DbError> = with_conn!(app.db, conn => Ok(conn.find_user(&id("user_ghost")).await?));
         assert!(found.expect("query").is_none());
     }
 

@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::admin_auth::seed;
 use crate::both_backends;
 use crate::helpers::{
-    Backend, TestApp, TestDb, outcome, spawn_synced_app_with, test_config, wait_until,
+    Backend, TestApp, TestDb, outcome, spawn_synced_app_with, test_config, user_id, wait_until,
 };
 use crate::support::clerk_emulator::{self, ClerkEmulator, Delivery};
 use crate::support::clerk_payloads::user_event;
@@ -277,7 +277,7 @@ async fn unclaimed(app: &TestApp, id: &str) {
     use clerk_role_sync::db::Queries as _;
     wait_until("the push row is unclaimed", || async {
         let row: Result<_, clerk_role_sync::db::DbError> =
-            with_conn!(app.db, conn => Ok(conn.find_sync(id).await?));
+            with_conn!(app.db, conn => Ok(conn.find_sync(&user_id(id)).await?));
         row.expect("query")
             .is_some_and(|row| row.claimed_by.is_none())
     })
@@ -326,7 +326,7 @@ async fn without_a_secret_key_a_dashboard_demotion_still_wins() {
         // Only the newest Clerk state may cancel: an older one is stale.
         let older = user_event("user.updated", "user_u", now - 130_000, None);
         assert_eq!(outcome(app.post_webhook(&older).await).await, "stale");
-        assert_eq!(app.user("user_u").await.expect("user").role, "ADMIN");
+        assert_eq!(app.user("user_u").await.expect("user").role, Role::Admin);
 
         // The push never leaves; the operator's demotion in Clerk still wins.
         let demotion = user_event(
@@ -471,7 +471,7 @@ async fn shutdown_lets_a_push_in_flight_finish() {
         .expect("db");
     let row: Result<_, clerk_role_sync::db::DbError> = with_conn!(db, conn => {
         use clerk_role_sync::db::Queries as _;
-        Ok(conn.find_sync("user_slow").await?)
+        Ok(conn.find_sync(&user_id("user_slow")).await?)
     });
     let row = row.expect("query").expect("a sync row");
     assert!(

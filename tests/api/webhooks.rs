@@ -19,7 +19,7 @@ async fn audit(app: &TestApp, id: &str) -> Vec<String> {
         .map(|row| {
             format!(
                 "{}->{}",
-                row.old_role.unwrap_or_else(|| "none".into()),
+                row.old_role.map_or("none", Role::as_str),
                 row.new_role
             )
         })
@@ -54,7 +54,7 @@ both_backends! {
         // Created without a role: a STUDENT.
         assert_eq!(outcome(app.post_webhook(&user_event("user.created", id, 1_000, None)).await).await, "applied");
         let user = app.user(id).await.expect("created");
-        assert_eq!(user.role, "STUDENT");
+        assert_eq!(user.role, Role::Student);
         assert_eq!(user.email.as_deref(), Some("user_2lifecycle@example.com"));
         assert_eq!(user.first_name.as_deref(), Some("Anakin"));
         assert_eq!(audit(&app, id).await, ["none->STUDENT"]);
@@ -63,10 +63,10 @@ both_backends! {
         // Promoted in the dashboard (with surrounding space and lower case).
         let promoted = user_event("user.updated", id, 2_000, Some(" admin "));
         assert_eq!(outcome(app.post_webhook_as("msg_promote", &promoted).await).await, "applied");
-        assert_eq!(app.user(id).await.expect("user").role, "ADMIN");
+        assert_eq!(app.user(id).await.expect("user").role, Role::Admin);
         assert_eq!(audit(&app, id).await, ["none->STUDENT", "STUDENT->ADMIN"]);
         let history = app.history(id).await;
-        assert_eq!(history[0].source, "clerk_webhook");
+        assert_eq!(history[0].source, RoleSource::ClerkWebhook);
         assert_eq!(history[0].actor.as_deref(), Some("msg_promote"));
         assert_eq!(counts(&app).await, (0, 0, 1));
 
@@ -77,7 +77,7 @@ both_backends! {
         // An older state arriving late changes nothing.
         let stale = user_event("user.updated", id, 1_500, Some("INSTRUCTOR"));
         assert_eq!(outcome(app.post_webhook(&stale).await).await, "stale");
-        assert_eq!(app.user(id).await.expect("user").role, "ADMIN");
+        assert_eq!(app.user(id).await.expect("user").role, Role::Admin);
         assert_eq!(counts(&app).await, (0, 0, 1));
 
         // A newer profile change without a role change writes no audit row.
@@ -114,7 +114,7 @@ both_backends! {
         let user = app.user("user_nul").await.expect("created");
         assert_eq!(user.first_name.as_deref(), Some("Anakin"));
         assert_eq!(user.email.as_deref(), Some("user_nul@example.com"));
-        assert_eq!(user.role, "INSTRUCTOR");
+        assert_eq!(user.role, Role::Instructor);
     }
 
     async fn a_deletion_that_overtakes_the_creation_still_wins(backend) {
@@ -134,13 +134,13 @@ both_backends! {
 
         let new_user = user_event("user.created", "user_odd", 1_000, Some("teacher"));
         assert_eq!(outcome(app.post_webhook_as("msg_odd1", &new_user).await).await, "unknown_role");
-        assert_eq!(app.user("user_odd").await.expect("created").role, "STUDENT");
+        assert_eq!(app.user("user_odd").await.expect("created").role, Role::Student);
         assert_eq!(app.message_outcome("msg_odd1").await.as_deref(), Some("unknown_role"));
 
         app.post_webhook(&user_event("user.updated", "user_odd", 2_000, Some("INSTRUCTOR"))).await;
         let odd = user_event("user.updated", "user_odd", 3_000, Some("superuser"));
         assert_eq!(outcome(app.post_webhook(&odd).await).await, "unknown_role");
-        assert_eq!(app.user("user_odd").await.expect("user").role, "INSTRUCTOR");
+        assert_eq!(app.user("user_odd").await.expect("user").role, Role::Instructor);
         assert_eq!(counts(&app).await, (0, 1, 0));
     }
 
@@ -166,7 +166,7 @@ both_backends! {
         }
         let documented = app.user("user_29w83sxmDNGwOuEthce5gg56FcC").await.expect("documented user");
         assert_eq!(documented.email.as_deref(), Some("example@example.org"));
-        assert_eq!(documented.role, "STUDENT");
+        assert_eq!(documented.role, Role::Student);
     }
 
     async fn concurrent_copies_of_one_message_apply_once(backend) {
@@ -204,7 +204,7 @@ both_backends! {
             assert_eq!(answer.status(), 200);
         }
         // Whatever the arrival order, the newest state (6000: ADMIN) wins.
-        assert_eq!(app.user("user_burst").await.expect("created").role, "ADMIN");
+        assert_eq!(app.user("user_burst").await.expect("created").role, Role::Admin);
         assert_eq!(counts(&app).await, (0, 0, 1));
     }
 
@@ -223,8 +223,8 @@ both_backends! {
         assert_eq!(outcome(app.post_webhook(&edit).await).await, "unchanged");
 
         let user = app.user("user_held").await.expect("user");
-        assert_eq!(user.role, "INSTRUCTOR", "the intent holds while the push is pending");
-        assert_eq!(user.clerk_role.as_deref(), Some("ADMIN"), "Clerk's newest state is kept");
+        assert_eq!(user.role, Role::Instructor, "the intent holds while the push is pending");
+        assert_eq!(user.clerk_role, Some(Role::Admin), "Clerk's newest state is kept");
         assert_eq!(user.clerk_updated_at, Some(2_000));
         assert_eq!(
             audit(&app, "user_held").await,
@@ -262,7 +262,7 @@ both_backends! {
         })
         .await;
         assert_eq!(outcome(app.post_webhook_as("msg_retry", &body).await).await, "applied");
-        assert_eq!(app.user("user_retry").await.expect("applied on retry").role, "ADMIN");
+        assert_eq!(app.user("user_retry").await.expect("applied on retry").role, Role::Admin);
         assert_eq!(counts(&app).await, (0, 0, 1));
     }
 }
