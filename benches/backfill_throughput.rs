@@ -13,13 +13,8 @@ use clerk_role_sync::clerk::ClerkClient;
 use clerk_role_sync::config::Config;
 use clerk_role_sync::db::Db;
 use clerk_role_sync::sync::backfill;
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
-
-#[expect(dead_code, reason = "the bench uses a part of the test support")]
-#[path = "../tests/support/mod.rs"]
-mod support;
-
-use support::clerk_emulator::{self, ClerkEmulator};
+use testkit::clerk_emulator::{self, ClerkEmulator};
+use testkit::test_db::{Backend, TestDb};
 
 const USERS: usize = 20_000;
 
@@ -34,29 +29,11 @@ async fn main() {
         };
         clerk.add_user(&format!("user_{i:06}"), role);
     }
-    let pg_admin = std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mut admin = AsyncPgConnection::establish(&pg_admin)
-        .await
-        .expect("PostgreSQL");
-
     for (limit, rate) in [("no limit", 1_000.0), ("100 req / 10 s", 10.0)] {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let sqlite = format!("sqlite://{}/bench.db", dir.path().display());
-        run(&clerk, "sqlite", &sqlite, limit, rate).await;
-
-        let name = format!("crs_bench_backfill_{}", std::process::id());
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create");
-        let mut url = url::Url::parse(&pg_admin).expect("a URL");
-        url.set_path(&name);
-        run(&clerk, "postgres", url.as_str(), limit, rate).await;
-        admin
-            .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-            .await
-            .expect("drop");
+        for (name, backend) in [("sqlite", Backend::Sqlite), ("postgres", Backend::Postgres)] {
+            let db = TestDb::new(backend).await;
+            run(&clerk, name, &db.url, limit, rate).await;
+        }
     }
 }
 

@@ -19,17 +19,13 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use rand::seq::IndexedRandom as _;
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::json;
-
-#[expect(dead_code, reason = "the bench uses a part of the test support")]
-#[path = "../tests/support/mod.rs"]
-mod support;
-
-use support::clerk_emulator::{self, ClerkEmulator, Delivery};
-use support::instances::Instance;
+use testkit::clerk_emulator::{self, ClerkEmulator, Delivery};
+use testkit::instances::Instance;
+use testkit::svix;
+use testkit::test_db::{Backend, TestDb};
 
 const REPLICAS: usize = 3;
 const USERS: usize = 200;
@@ -50,23 +46,8 @@ struct Change {
 
 #[tokio::main]
 async fn main() {
-    let pg_admin = std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mut admin = AsyncPgConnection::establish(&pg_admin)
-        .await
-        .expect("PostgreSQL");
-    let name = format!("crs_bench_failover_{}", std::process::id());
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create");
-    let mut url = url::Url::parse(&pg_admin).expect("a URL");
-    url.set_path(&name);
-    run(url.as_str()).await;
-    admin
-        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .await
-        .expect("drop");
+    let db = TestDb::new(Backend::Postgres).await;
+    run(&db.url).await;
 }
 
 async fn run(database_url: &str) {
@@ -81,7 +62,7 @@ async fn run(database_url: &str) {
         ("CLERK_SECRET_KEY", clerk_emulator::SECRET_KEY),
         ("CLERK_JWT_KEY", clerk_emulator::primary_public_pem()),
         ("CLERK_ISSUER", clerk_emulator::ISSUER),
-        ("CLERK_WEBHOOK_SECRET", support::svix::TEST_SECRET),
+        ("CLERK_WEBHOOK_SECRET", svix::TEST_SECRET),
         ("CLERK_PUSH_RATE", "200"),
         ("RUST_LOG", "warn"),
     ]
@@ -103,7 +84,7 @@ async fn run(database_url: &str) {
         .iter()
         .map(|r| r.url("/api/webhooks/clerk"))
         .collect();
-    clerk.send_webhooks_to_any(&endpoints, support::svix::TEST_SECRET, Delivery::Retried);
+    clerk.send_webhooks_to_any(&endpoints, svix::TEST_SECRET, Delivery::Retried);
     clerk.add_user("user_admin", Some("ADMIN"));
     let users: Vec<String> = (0..USERS).map(|i| format!("user_f{i}")).collect();
     for user in &users {

@@ -18,41 +18,20 @@ use std::time::{Duration, Instant};
 
 use clerk_role_sync::config::Config;
 use clerk_role_sync::startup::Application;
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
-
-#[expect(dead_code, reason = "the bench uses a part of the test support")]
-#[path = "../tests/support/mod.rs"]
-mod support;
-
-use support::clerk_emulator::{self, ClerkEmulator, Delivery};
+use testkit::clerk_emulator::{self, ClerkEmulator, Delivery};
+use testkit::svix;
+use testkit::test_db::{Backend, TestDb};
 
 const CHANGES: usize = 300;
 const BURST: usize = 1000;
 
 #[tokio::main]
 async fn main() {
-    let pg_admin = std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mut admin = AsyncPgConnection::establish(&pg_admin)
-        .await
-        .expect("PostgreSQL");
-    let dir = tempfile::tempdir().expect("temporary directory");
     for delay in [Duration::ZERO, Duration::from_millis(300)] {
-        let sqlite = format!(
-            "sqlite://{}/bench-{}.db",
-            dir.path().display(),
-            delay.as_millis()
-        );
-        run("sqlite", &sqlite, delay).await;
-
-        let name = format!("crs_bench_{}_{}", std::process::id(), delay.as_millis());
-        let create = format!("CREATE DATABASE {name}");
-        admin.batch_execute(&create).await.expect("create");
-        let mut url = url::Url::parse(&pg_admin).expect("a URL");
-        url.set_path(&name);
-        run("postgres", url.as_str(), delay).await;
-        let drop = format!("DROP DATABASE {name} WITH (FORCE)");
-        admin.batch_execute(&drop).await.expect("drop");
+        for (name, backend) in [("sqlite", Backend::Sqlite), ("postgres", Backend::Postgres)] {
+            let db = TestDb::new(backend).await;
+            run(name, &db.url, delay).await;
+        }
     }
 }
 
@@ -65,7 +44,7 @@ async fn run(backend: &str, database_url: &str, clerk_delay: Duration) {
         ("CLERK_API_URL", clerk_url.as_str()),
         ("CLERK_SECRET_KEY", clerk_emulator::SECRET_KEY),
         ("CLERK_ISSUER", clerk_emulator::ISSUER),
-        ("CLERK_WEBHOOK_SECRET", support::svix::TEST_SECRET),
+        ("CLERK_WEBHOOK_SECRET", svix::TEST_SECRET),
         ("CLERK_PUSH_RATE", "1000"),
         ("RUST_LOG", "warn"),
     ]);
@@ -79,7 +58,7 @@ async fn run(backend: &str, database_url: &str, clerk_delay: Duration) {
     let server = tokio::spawn(app.run_until_stopped());
     clerk.send_webhooks_to(
         &format!("{base}/api/webhooks/clerk"),
-        support::svix::TEST_SECRET,
+        svix::TEST_SECRET,
         Delivery::Immediate,
     );
 

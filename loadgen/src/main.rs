@@ -17,13 +17,6 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-#[expect(
-    dead_code,
-    reason = "the load generator signs with a part of the test signer"
-)]
-#[path = "../../tests/support/svix.rs"]
-mod svix;
-
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {

@@ -7,7 +7,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 use crate::drive::{self, drive};
-use crate::{rss, svix};
+use testkit::svix;
+
+use crate::rss;
 
 /// A captured Clerk `user.updated` body: every event is built from it.
 const TEMPLATE: &str =

@@ -3,10 +3,10 @@
 //! the service but its domain.
 //!
 //! [`Store`] holds every query: the [`Queries`] that read the same on both
-//! backends (written once, implemented for both connection types by one
-//! macro) and the few that differ. [`with_conn!`](crate::with_conn) hands
-//! a pooled connection of either backend to code that is generic over
-//! `Store`. The rows are [`rows`]; the use-cases that compose queries into
+//! backends (declared in `queries.rs`, written once in `queries/shared.rs`,
+//! which is compiled for each connection type) and the few that differ.
+//! [`with_conn!`](crate::with_conn) hands a pooled connection of either
+//! backend to code that is generic over `Store`. The rows are [`rows`]; the use-cases that compose queries into
 //! transactions live in `app/`.
 
 mod clerk_write;

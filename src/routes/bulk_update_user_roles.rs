@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, post, web};
 use super::auth::Admin;
 use super::body::{self, JSON_LIMIT};
 use super::dto::{BulkRoleRequest, UserList, parse_role};
+use super::refusals::AdminWriteRefusals;
 use super::{AppState, apply_role_changes};
 use crate::app::change_roles::RoleChange;
 use crate::domain::ClerkUserId;
@@ -26,15 +27,9 @@ pub const MAX_BULK_CHANGES: usize = 500;
     request_body = BulkRoleRequest,
     responses(
         (status = 200, description = "The users as stored now, in the order asked", body = UserList),
-        (status = 400, description = "Malformed JSON, or a body that is not a JSON object", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token, or an unknown user", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The caller is not an ADMIN", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "A user does not exist (or was deleted)", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The body did not arrive within the body deadline", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "It would leave no admin", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An entry has a bad role or user id, a user appears twice, or there are no or too many changes", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        AdminWriteRefusals,
     )
 )]
 #[post("/api/admin/users/roles")]

@@ -4,7 +4,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Datelike as _, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::db::rows::{RoleChangeRow, RoleStats, SyncRow, SyncState, SyncStatus, User, UserRow};
 use crate::domain::{ClerkUserId, Role, RoleSource};
@@ -201,6 +201,26 @@ pub fn parse_role(value: &str) -> Result<Role, ApiError> {
 /// A user id from a path: anything that cannot be a Clerk id is no user here.
 pub fn parse_user_id(value: &str) -> Result<ClerkUserId, ApiError> {
     ClerkUserId::parse(value).map_err(|_| not_found())
+}
+
+/// The `{userId}` of `/api/admin/users/{userId}…`, extracted and documented
+/// once for every route under it.
+#[derive(Deserialize, IntoParams)]
+#[into_params(names("userId"), parameter_in = Path)]
+pub struct UserIdPath(
+    /// Clerk user id
+    #[param(
+        pattern = "^[A-Za-z0-9_-]{1,128}$",
+        example = "user_2NNEqL2nrIRdJ194ndJqAHwEfxC"
+    )]
+    String,
+);
+
+impl UserIdPath {
+    /// The id, or 404 for anything that cannot be a Clerk id.
+    pub fn user_id(&self) -> Result<ClerkUserId, ApiError> {
+        parse_user_id(&self.0)
+    }
 }
 
 pub fn not_found() -> ApiError {

@@ -5,8 +5,9 @@ use actix_web::{get, web};
 use super::AppState;
 use super::auth::Admin;
 use super::dto::RoleStatsResponse;
+use super::refusals::AdminReadRefusals;
 use crate::db::Queries as _;
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::with_conn;
 
 /// Count live users per role.
@@ -18,9 +19,7 @@ use crate::with_conn;
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The counts", body = RoleStatsResponse),
-        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The caller is not an ADMIN", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        AdminReadRefusals,
     )
 )]
 #[get("/api/admin/stats")]

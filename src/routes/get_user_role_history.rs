@@ -7,10 +7,11 @@ use utoipa::IntoParams;
 use super::AppState;
 use super::auth::Admin;
 use super::dto::{
-    RoleChangeResponse, RoleHistory, decode_history_cursor, encode_history_cursor, not_found,
-    page_limit, parse_user_id,
+    RoleChangeResponse, RoleHistory, UserIdPath, decode_history_cursor, encode_history_cursor,
+    not_found, page_limit,
 };
 use super::list_users::{DEFAULT_LIMIT, MAX_LIMIT};
+use super::refusals::{AdminReadRefusals, MalformedQuery, UserNotFound};
 use crate::db::{DbError, Queries as _};
 use crate::error::{ApiError, Problem};
 use crate::with_conn;
@@ -35,27 +36,25 @@ pub struct HistoryQuery {
     tag = "admin",
     security(("bearer" = [])),
     params(
-        ("userId" = String, Path, description = "Clerk user id", pattern = "^[A-Za-z0-9_-]{1,128}$", example = "user_2NNEqL2nrIRdJ194ndJqAHwEfxC"),
+        UserIdPath,
         HistoryQuery,
     ),
     responses(
         (status = 200, description = "A page of audit rows, newest first", body = RoleHistory),
-        (status = 400, description = "Malformed query or cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The caller is not an ADMIN", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user (or deleted)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A limit outside 1..=100", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        AdminReadRefusals,
+        UserNotFound,
+        MalformedQuery,
     )
 )]
 #[get("/api/admin/users/{userId}/role-history")]
 pub async fn get_user_role_history(
     _admin: Admin,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    path: web::Path<UserIdPath>,
     query: web::Query<HistoryQuery>,
 ) -> Result<web::Json<RoleHistory>, ApiError> {
-    let id = parse_user_id(&path)?;
+    let id = path.user_id()?;
     let limit = page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let before = decode_history_cursor(query.cursor.as_deref())?;
     let mut rows = with_conn!(state.db, conn => {

@@ -7,6 +7,7 @@ use utoipa::IntoParams;
 use super::AppState;
 use super::auth::Admin;
 use super::dto::{UserPage, UserResponse, decode_cursor, encode_cursor, page_limit, parse_role};
+use super::refusals::{AdminReadRefusals, MalformedQuery};
 use crate::db::Queries as _;
 use crate::db::rows::{UserFilter, search_pattern};
 use crate::domain::Role;
@@ -46,11 +47,9 @@ pub struct ListQuery {
     params(ListQuery),
     responses(
         (status = 200, description = "One page of users", body = UserPage),
-        (status = 400, description = "Malformed query or cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The caller is not an ADMIN", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A role outside the three, a limit outside 1..=100, or a search over 200 characters or with a NUL character", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        AdminReadRefusals,
+        MalformedQuery,
     )
 )]
 #[get("/api/admin/users")]

@@ -14,6 +14,7 @@ mod health;
 mod list_users;
 pub mod observe;
 mod receive_clerk_webhook;
+mod refusals;
 mod update_user_role;
 
 use std::sync::Arc;

@@ -15,8 +15,8 @@ use clerk_role_sync::with_conn;
 
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with, test_config, user_id};
-use crate::support::clerk_emulator::{self, ClerkEmulator};
-use crate::support::clerk_payloads::{deleted_event, user_event};
+use testkit::clerk_emulator::{self, ClerkEmulator};
+use testkit::clerk_payloads::{deleted_event, user_event};
 
 const USERS: usize = 2_000;
 
@@ -97,207 +97,333 @@ async fn backfill(app: &TestApp, clerk: &ClerkEmulator, options: BackfillOptions
         .expect("backfill")
 }
 
-both_backends! {
-    async fn a_user_list_that_does_not_advance_stops_the_backfill(backend) {
-        let clerk = ClerkEmulator::start().await;
-        for i in 0..501 {
-            clerk.add_user(&format!("user_p{i:03}"), None);
-        }
-        clerk.set_ignore_cursor(true);
-        let app = spawn_app_with(backend, &[]).await;
+both_backends!(
+    a_user_list_that_does_not_advance_stops_the_backfill,
+    created_at_is_when_the_user_signed_up_in_clerk,
+    backfill_takes_clerk_roles_in_and_respects_tombstones,
+    backfill_can_prefer_our_roles_and_write_defaults,
+    a_dry_run_writes_nothing_and_counts_the_same,
+    an_interrupted_backfill_resumes_to_the_same_end,
+    a_rate_limit_midway_is_waited_out,
+    reconcile_reports_exactly_the_planted_drift_and_fixes_it
+);
 
-        let stopped = backfill::run(&app.db, &client(&clerk, &app), BackfillOptions::default(), 200.0, false).await;
-
-        let error = stopped.expect_err("a repeating page is an error, not a loop").to_string();
-        assert!(error.contains("did not advance"), "{error}");
-        let lists = clerk.requests().iter().filter(|r| r.path == "/v1/users").count();
-        assert_eq!(lists, 2, "stopped at the first repeat");
+async fn a_user_list_that_does_not_advance_stops_the_backfill(backend: Backend) {
+    let clerk = ClerkEmulator::start().await;
+    for i in 0..501 {
+        clerk.add_user(&format!("user_p{i:03}"), None);
     }
+    clerk.set_ignore_cursor(true);
+    let app = spawn_app_with(backend, &[]).await;
 
-    async fn created_at_is_when_the_user_signed_up_in_clerk(backend) {
-        let clerk = ClerkEmulator::start().await;
-        let ids: Vec<String> = (0..4).map(|i| format!("user_s{i}")).collect();
-        for id in &ids {
-            clerk.add_user(id, None);
-        }
-        let app = spawn_app_with(backend, &[]).await;
-        // We heard of them in the opposite order (the CLI made them here first).
-        for id in ids.iter().rev() {
-            let user = ClerkUserId::parse(id.as_str()).expect("an id");
-            let made = with_conn!(app.db, conn => {
-                change_roles::set_role(conn, &user, Role::Student, RoleSource::Cli, Some("cli"), true).await
-            });
-            made.expect("created");
-        }
+    let stopped = backfill::run(
+        &app.db,
+        &client(&clerk, &app),
+        BackfillOptions::default(),
+        200.0,
+        false,
+    )
+    .await;
 
-        backfill(&app, &clerk, BackfillOptions::default()).await;
+    let error = stopped
+        .expect_err("a repeating page is an error, not a loop")
+        .to_string();
+    assert!(error.contains("did not advance"), "{error}");
+    let lists = clerk
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/users")
+        .count();
+    assert_eq!(lists, 2, "stopped at the first repeat");
+}
 
-        for id in &ids {
-            let signed_up = clerk.user(id).expect("in Clerk")["created_at"].as_i64().expect("ms");
-            let here = app.user(id).await.expect("here").created_at.and_utc().timestamp_millis();
-            assert_eq!(here, signed_up, "{id}");
-        }
-        let page: Result<_, DbError> = with_conn!(app.db, conn => {
-            Ok(conn.list_users(&UserFilter { limit: 10, ..UserFilter::default() }).await?)
+async fn created_at_is_when_the_user_signed_up_in_clerk(backend: Backend) {
+    let clerk = ClerkEmulator::start().await;
+    let ids: Vec<String> = (0..4).map(|i| format!("user_s{i}")).collect();
+    for id in &ids {
+        clerk.add_user(id, None);
+    }
+    let app = spawn_app_with(backend, &[]).await;
+    // We heard of them in the opposite order (the CLI made them here first).
+    for id in ids.iter().rev() {
+        let user = ClerkUserId::parse(id.as_str()).expect("an id");
+        let made = with_conn!(app.db, conn => {
+            change_roles::set_role(conn, &user, Role::Student, RoleSource::Cli, Some("cli"), true).await
         });
-        let newest_first: Vec<String> = page.expect("a page").into_iter().map(|(user, _)| user.id.into()).collect();
-        let mut expected = ids.clone();
-        expected.reverse();
-        assert_eq!(newest_first, expected, "newest first means sign-up order");
+        made.expect("created");
     }
 
-    async fn backfill_takes_clerk_roles_in_and_respects_tombstones(backend) {
-        let clerk = clerk_with_users().await;
-        let app = app_with_history(backend).await;
+    backfill(&app, &clerk, BackfillOptions::default()).await;
 
-        let done = backfill(&app, &clerk, BackfillOptions::default()).await;
-
-        assert_eq!(done.seen, USERS as i64);
-        assert_eq!(done.pages, 4);
-        assert_eq!(done.created, (USERS - ALREADY_HERE) as i64);
-        assert_eq!(done.updated, (ALREADY_HERE - 1) as i64);
-        assert_eq!(done.skipped, 1, "the user deleted here");
-        // Among users 0..20 still here, the INSTRUCTORs in Clerk (0, 5, 10, 15)
-        // and the ADMIN (2) changed.
-        assert_eq!(done.role_changes, 5);
-        assert_eq!(done.unknown_roles, (USERS / 10) as i64);
-        assert_eq!(done.defaults_queued, 0);
-        let stats = app.stats().await;
-        assert_eq!(stats.total(), (USERS - 1) as i64);
-        assert_eq!(stats.admins, (USERS / 50) as i64);
-        assert_eq!(stats.instructors, (USERS / 5) as i64);
-        let snapshot = snapshot(&app.db).await;
-        assert_eq!(snapshot[&id(0)].0, Role::Instructor);
-        assert_eq!(snapshot[&id(0)].3, 2, "creation by webhook + one backfill change");
-        assert_eq!(snapshot[&id(1)].0, Role::Student, "an unknown value keeps the current role");
-        assert!(snapshot[&id(DELETED_HERE)].1, "still deleted");
-        assert_eq!(snapshot[&id(1999)].2.as_deref(), Some("user_01999@example.com"));
-        let history = app.history(&id(0)).await;
-        assert_eq!(history[0].source, RoleSource::Backfill);
-        assert!(clerk.metadata_patches(&id(0)).is_empty(), "Clerk is only read");
+    for id in &ids {
+        let signed_up = clerk.user(id).expect("in Clerk")["created_at"]
+            .as_i64()
+            .expect("ms");
+        let here = app
+            .user(id)
+            .await
+            .expect("here")
+            .created_at
+            .and_utc()
+            .timestamp_millis();
+        assert_eq!(here, signed_up, "{id}");
     }
+    let page: Result<_, DbError> = with_conn!(app.db, conn => {
+        Ok(conn.list_users(&UserFilter { limit: 10, ..UserFilter::default() }).await?)
+    });
+    let newest_first: Vec<String> = page
+        .expect("a page")
+        .into_iter()
+        .map(|(user, _)| user.id.into())
+        .collect();
+    let mut expected = ids.clone();
+    expected.reverse();
+    assert_eq!(newest_first, expected, "newest first means sign-up order");
+}
 
-    async fn backfill_can_prefer_our_roles_and_write_defaults(backend) {
-        let clerk = clerk_with_users().await;
-        let app = app_with_history(backend).await;
+async fn backfill_takes_clerk_roles_in_and_respects_tombstones(backend: Backend) {
+    let clerk = clerk_with_users().await;
+    let app = app_with_history(backend).await;
 
-        let done = backfill(&app, &clerk, BackfillOptions {
+    let done = backfill(&app, &clerk, BackfillOptions::default()).await;
+
+    assert_eq!(done.seen, USERS as i64);
+    assert_eq!(done.pages, 4);
+    assert_eq!(done.created, (USERS - ALREADY_HERE) as i64);
+    assert_eq!(done.updated, (ALREADY_HERE - 1) as i64);
+    assert_eq!(done.skipped, 1, "the user deleted here");
+    // Among users 0..20 still here, the INSTRUCTORs in Clerk (0, 5, 10, 15)
+    // and the ADMIN (2) changed.
+    assert_eq!(done.role_changes, 5);
+    assert_eq!(done.unknown_roles, (USERS / 10) as i64);
+    assert_eq!(done.defaults_queued, 0);
+    let stats = app.stats().await;
+    assert_eq!(stats.total(), (USERS - 1) as i64);
+    assert_eq!(stats.admins, (USERS / 50) as i64);
+    assert_eq!(stats.instructors, (USERS / 5) as i64);
+    let snapshot = snapshot(&app.db).await;
+    assert_eq!(snapshot[&id(0)].0, Role::Instructor);
+    assert_eq!(
+        snapshot[&id(0)].3,
+        2,
+        "creation by webhook + one backfill change"
+    );
+    assert_eq!(
+        snapshot[&id(1)].0,
+        Role::Student,
+        "an unknown value keeps the current role"
+    );
+    assert!(snapshot[&id(DELETED_HERE)].1, "still deleted");
+    assert_eq!(
+        snapshot[&id(1999)].2.as_deref(),
+        Some("user_01999@example.com")
+    );
+    let history = app.history(&id(0)).await;
+    assert_eq!(history[0].source, RoleSource::Backfill);
+    assert!(
+        clerk.metadata_patches(&id(0)).is_empty(),
+        "Clerk is only read"
+    );
+}
+
+async fn backfill_can_prefer_our_roles_and_write_defaults(backend: Backend) {
+    let clerk = clerk_with_users().await;
+    let app = app_with_history(backend).await;
+
+    let done = backfill(
+        &app,
+        &clerk,
+        BackfillOptions {
             prefer: Prefer::Db,
             write_defaults: true,
             ..BackfillOptions::default()
+        },
+    )
+    .await;
+
+    assert_eq!(done.role_changes, 0, "our roles are kept");
+    assert_eq!(done.pushes_queued, 5, "and queued for Clerk");
+    // Users without a role in Clerk, less the one deleted here.
+    let without_role = (0..USERS).filter(|i| clerk_role(*i).is_none()).count() - 1;
+    assert_eq!(done.defaults_queued, without_role as i64);
+    let snapshot = snapshot(&app.db).await;
+    assert_eq!(snapshot[&id(0)].0, Role::Student);
+    assert!(snapshot[&id(0)].4, "a push of STUDENT is pending");
+    assert!(snapshot[&id(2)].4, "a default is pending");
+    assert!(
+        !snapshot[&id(10 * 7 + 1)].4,
+        "an unknown value is not overwritten"
+    );
+}
+
+async fn a_dry_run_writes_nothing_and_counts_the_same(backend: Backend) {
+    let clerk = clerk_with_users().await;
+    let app = app_with_history(backend).await;
+    let before = snapshot(&app.db).await;
+
+    let dry = backfill(
+        &app,
+        &clerk,
+        BackfillOptions {
+            dry_run: true,
+            ..BackfillOptions::default()
+        },
+    )
+    .await;
+
+    assert_eq!(snapshot(&app.db).await, before);
+    let real = backfill(&app, &clerk, BackfillOptions::default()).await;
+    assert_eq!(
+        (
+            dry.created,
+            dry.updated,
+            dry.role_changes,
+            dry.unknown_roles,
+            dry.skipped
+        ),
+        (
+            real.created,
+            real.updated,
+            real.role_changes,
+            real.unknown_roles,
+            real.skipped
+        )
+    );
+}
+
+async fn an_interrupted_backfill_resumes_to_the_same_end(backend: Backend) {
+    let clerk = clerk_with_users().await;
+    let whole = app_with_history(backend).await;
+    backfill(&whole, &clerk, BackfillOptions::default()).await;
+    let interrupted = app_with_history(backend).await;
+    let client = client(&clerk, &interrupted);
+
+    // Stop it (as a crash would) once two pages are stored.
+    let run = backfill::run(
+        &interrupted.db,
+        &client,
+        BackfillOptions::default(),
+        200.0,
+        false,
+    );
+    let two_pages = async {
+        crate::helpers::wait_until("two pages are stored", || async {
+            let progress: Result<_, DbError> =
+                with_conn!(interrupted.db, conn => Ok(conn.load_backfill_progress().await?));
+            progress.expect("progress").is_some_and(|p| p.pages >= 2)
         })
         .await;
-
-        assert_eq!(done.role_changes, 0, "our roles are kept");
-        assert_eq!(done.pushes_queued, 5, "and queued for Clerk");
-        // Users without a role in Clerk, less the one deleted here.
-        let without_role = (0..USERS).filter(|i| clerk_role(*i).is_none()).count() - 1;
-        assert_eq!(done.defaults_queued, without_role as i64);
-        let snapshot = snapshot(&app.db).await;
-        assert_eq!(snapshot[&id(0)].0, Role::Student);
-        assert!(snapshot[&id(0)].4, "a push of STUDENT is pending");
-        assert!(snapshot[&id(2)].4, "a default is pending");
-        assert!(!snapshot[&id(10 * 7 + 1)].4, "an unknown value is not overwritten");
+    };
+    tokio::select! {
+        finished = run => panic!("the backfill finished before it was interrupted: {finished:?}"),
+        () = two_pages => {}
     }
+    let resumed = backfill(&interrupted, &clerk, BackfillOptions::default()).await;
 
-    async fn a_dry_run_writes_nothing_and_counts_the_same(backend) {
-        let clerk = clerk_with_users().await;
-        let app = app_with_history(backend).await;
-        let before = snapshot(&app.db).await;
+    assert_eq!(
+        resumed.seen, USERS as i64,
+        "totals carry over the interruption"
+    );
+    assert_eq!(snapshot(&interrupted.db).await, snapshot(&whole.db).await);
+    assert_eq!(interrupted.stats().await, whole.stats().await);
+}
 
-        let dry = backfill(&app, &clerk, BackfillOptions { dry_run: true, ..BackfillOptions::default() }).await;
+async fn a_rate_limit_midway_is_waited_out(backend: Backend) {
+    let clerk = clerk_with_users().await;
+    let app = app_with_history(backend).await;
+    let client = client(&clerk, &app);
 
-        assert_eq!(snapshot(&app.db).await, before);
-        let real = backfill(&app, &clerk, BackfillOptions::default()).await;
-        assert_eq!(
-            (dry.created, dry.updated, dry.role_changes, dry.unknown_roles, dry.skipped),
-            (real.created, real.updated, real.role_changes, real.unknown_roles, real.skipped)
-        );
+    let run = backfill::run(&app.db, &client, BackfillOptions::default(), 200.0, false);
+    let limit_after_first_page = async {
+        crate::helpers::wait_until("a page is stored", || async {
+            clerk
+                .requests()
+                .iter()
+                .filter(|r| r.path == "/v1/users")
+                .count()
+                >= 1
+        })
+        .await;
+        clerk.rate_limit_next(1, 1);
+    };
+    let (done, ()) = tokio::join!(run, limit_after_first_page);
+
+    assert_eq!(done.expect("survived the 429").seen, USERS as i64);
+    let statuses: Vec<u16> = clerk
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/users")
+        .map(|r| r.status)
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let last_429 = clerk
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 429)
+        .map(|r| r.at)
+        .next_back()
+        .expect("a 429");
+    let next = clerk
+        .requests()
+        .into_iter()
+        .find(|r| r.at > last_429)
+        .expect("a retry");
+    assert!(
+        next.at - last_429 >= std::time::Duration::from_secs(1),
+        "Retry-After honoured"
+    );
+}
+
+async fn reconcile_reports_exactly_the_planted_drift_and_fixes_it(backend: Backend) {
+    let clerk = ClerkEmulator::start().await;
+    for i in 0..30 {
+        clerk.add_user(&id(i), clerk_role(i));
     }
+    let app = spawn_app(backend).await;
+    let client = client(&clerk, &app);
+    backfill::run(&app.db, &client, BackfillOptions::default(), 200.0, false)
+        .await
+        .expect("backfill");
+    let clean = reconcile::run(&app.db, &client, Prefer::Clerk, false, 200.0)
+        .await
+        .expect("reconcile");
+    assert!(clean.drift.is_empty(), "{:?}", clean.drift);
 
-    async fn an_interrupted_backfill_resumes_to_the_same_end(backend) {
-        let clerk = clerk_with_users().await;
-        let whole = app_with_history(backend).await;
-        backfill(&whole, &clerk, BackfillOptions::default()).await;
-        let interrupted = app_with_history(backend).await;
-        let client = client(&clerk, &interrupted);
+    // Drift that lost webhooks leave behind.
+    clerk.edit_metadata(&id(4), serde_json::json!({"role": "ADMIN"}));
+    clerk.add_user("user_newcomer", None);
+    let only_here = user_event("user.created", "user_only_here", 1, None);
+    assert_eq!(app.post_webhook(&only_here).await.status(), 200);
 
-        // Stop it (as a crash would) once two pages are stored.
-        let run = backfill::run(&interrupted.db, &client, BackfillOptions::default(), 200.0, false);
-        let two_pages = async {
-            crate::helpers::wait_until("two pages are stored", || async {
-                let progress: Result<_, DbError> =
-                    with_conn!(interrupted.db, conn => Ok(conn.load_backfill_progress().await?));
-                progress.expect("progress").is_some_and(|p| p.pages >= 2)
-            })
-            .await;
-        };
-        tokio::select! {
-            finished = run => panic!("the backfill finished before it was interrupted: {finished:?}"),
-            () = two_pages => {}
-        }
-        let resumed = backfill(&interrupted, &clerk, BackfillOptions::default()).await;
-
-        assert_eq!(resumed.seen, USERS as i64, "totals carry over the interruption");
-        assert_eq!(snapshot(&interrupted.db).await, snapshot(&whole.db).await);
-        assert_eq!(interrupted.stats().await, whole.stats().await);
-    }
-
-    async fn a_rate_limit_midway_is_waited_out(backend) {
-        let clerk = clerk_with_users().await;
-        let app = app_with_history(backend).await;
-        let client = client(&clerk, &app);
-
-        let run = backfill::run(&app.db, &client, BackfillOptions::default(), 200.0, false);
-        let limit_after_first_page = async {
-            crate::helpers::wait_until("a page is stored", || async {
-                clerk.requests().iter().filter(|r| r.path == "/v1/users").count() >= 1
-            })
-            .await;
-            clerk.rate_limit_next(1, 1);
-        };
-        let (done, ()) = tokio::join!(run, limit_after_first_page);
-
-        assert_eq!(done.expect("survived the 429").seen, USERS as i64);
-        let statuses: Vec<u16> = clerk.requests().iter().filter(|r| r.path == "/v1/users").map(|r| r.status).collect();
-        assert!(statuses.contains(&429), "{statuses:?}");
-        let last_429 = clerk.requests().into_iter().filter(|r| r.status == 429).map(|r| r.at).next_back().expect("a 429");
-        let next = clerk.requests().into_iter().find(|r| r.at > last_429).expect("a retry");
-        assert!(next.at - last_429 >= std::time::Duration::from_secs(1), "Retry-After honoured");
-    }
-
-    async fn reconcile_reports_exactly_the_planted_drift_and_fixes_it(backend) {
-        let clerk = ClerkEmulator::start().await;
-        for i in 0..30 {
-            clerk.add_user(&id(i), clerk_role(i));
-        }
-        let app = spawn_app(backend).await;
-        let client = client(&clerk, &app);
-        backfill::run(&app.db, &client, BackfillOptions::default(), 200.0, false).await.expect("backfill");
-        let clean = reconcile::run(&app.db, &client, Prefer::Clerk, false, 200.0).await.expect("reconcile");
-        assert!(clean.drift.is_empty(), "{:?}", clean.drift);
-
-        // Drift that lost webhooks leave behind.
-        clerk.edit_metadata(&id(4), serde_json::json!({"role": "ADMIN"}));
-        clerk.add_user("user_newcomer", None);
-        let only_here = user_event("user.created", "user_only_here", 1, None);
-        assert_eq!(app.post_webhook(&only_here).await.status(), 200);
-
-        let report = reconcile::run(&app.db, &client, Prefer::Clerk, false, 200.0).await.expect("reconcile");
-        let mut found: Vec<String> = report.drift.iter().map(ToString::to_string).collect();
-        found.sort();
-        assert_eq!(found, [
+    let report = reconcile::run(&app.db, &client, Prefer::Clerk, false, 200.0)
+        .await
+        .expect("reconcile");
+    let mut found: Vec<String> = report.drift.iter().map(ToString::to_string).collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
             "user_00004: role here STUDENT, in Clerk ADMIN",
             "user_newcomer: in Clerk, not here",
             "user_only_here: here, not in Clerk",
-        ]);
-        assert_eq!(report.remaining(), 3);
+        ]
+    );
+    assert_eq!(report.remaining(), 3);
 
-        let fixed = reconcile::run(&app.db, &client, Prefer::Clerk, true, 200.0).await.expect("reconcile --fix");
-        assert_eq!((fixed.drift.len(), fixed.remaining()), (3, 0));
-        let after = reconcile::run(&app.db, &client, Prefer::Clerk, false, 200.0).await.expect("reconcile");
-        assert!(after.drift.is_empty(), "{:?}", after.drift);
-        assert_eq!(app.user(&id(4)).await.expect("user").role, Role::Admin);
-        assert!(app.user("user_only_here").await.expect("tombstone").deleted_at.is_some());
-    }
+    let fixed = reconcile::run(&app.db, &client, Prefer::Clerk, true, 200.0)
+        .await
+        .expect("reconcile --fix");
+    assert_eq!((fixed.drift.len(), fixed.remaining()), (3, 0));
+    let after = reconcile::run(&app.db, &client, Prefer::Clerk, false, 200.0)
+        .await
+        .expect("reconcile");
+    assert!(after.drift.is_empty(), "{:?}", after.drift);
+    assert_eq!(app.user(&id(4)).await.expect("user").role, Role::Admin);
+    assert!(
+        app.user("user_only_here")
+            .await
+            .expect("tombstone")
+            .deleted_at
+            .is_some()
+    );
 }

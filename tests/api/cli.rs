@@ -4,7 +4,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::helpers::{Backend, TestDb};
-use crate::support::clerk_emulator::{ClerkEmulator, SECRET_KEY};
+use testkit::clerk_emulator::{ClerkEmulator, SECRET_KEY};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clerk-role-sync");
 

@@ -29,8 +29,8 @@ use serde_json::{Value, json};
 
 use crate::admin_auth::seed as seed_users;
 use crate::helpers::{Backend, TestApp, spawn_synced_app_with};
-use crate::support::clerk_emulator::{ClerkEmulator, Delivery, RecordedRequest};
-use crate::support::svix;
+use testkit::clerk_emulator::{ClerkEmulator, Delivery, RecordedRequest};
+use testkit::svix;
 
 const USERS: [&str; 4] = ["user_c0", "user_c1", "user_c2", "user_c3"];
 const ROLES: [&str; 3] = ["STUDENT", "INSTRUCTOR", "ADMIN"];

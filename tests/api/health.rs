@@ -1,83 +1,109 @@
 use crate::both_backends;
 use crate::helpers::{Backend, problem, spawn_app};
 
-both_backends! {
-    async fn healthz_answers_ok(backend) {
-        let app = spawn_app(backend).await;
+both_backends!(
+    healthz_answers_ok,
+    readyz_names_the_backend_when_the_database_answers,
+    readyz_is_503_when_the_database_is_gone,
+    swagger_ui_is_served_from_the_service_itself,
+    openapi_document_is_served_as_json
+);
 
-        let response = app.get("/healthz").await;
+async fn healthz_answers_ok(backend: Backend) {
+    let app = spawn_app(backend).await;
 
-        assert_eq!(response.status(), 200);
-        let body: serde_json::Value = response.json().await.expect("json");
-        assert_eq!(body["status"], "ok");
-    }
+    let response = app.get("/healthz").await;
 
-    async fn readyz_names_the_backend_when_the_database_answers(backend) {
-        let app = spawn_app(backend).await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "ok");
+}
 
-        let response = app.get("/readyz").await;
+async fn readyz_names_the_backend_when_the_database_answers(backend: Backend) {
+    let app = spawn_app(backend).await;
 
-        assert_eq!(response.status(), 200);
-        let body: serde_json::Value = response.json().await.expect("json");
-        assert_eq!(body["status"], "ready");
-        let expected = match backend {
-            Backend::Postgres => "postgres",
-            Backend::Sqlite => "sqlite",
-        };
-        assert_eq!(body["database"], expected);
-    }
+    let response = app.get("/readyz").await;
 
-    async fn readyz_is_503_when_the_database_is_gone(backend) {
-        let app = spawn_app(backend).await;
-        assert_eq!(app.get("/readyz").await.status(), 200);
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "ready");
+    let expected = match backend {
+        Backend::Postgres => "postgres",
+        Backend::Sqlite => "sqlite",
+    };
+    assert_eq!(body["database"], expected);
+}
 
-        match backend {
-            Backend::Postgres => app.test_db.drop_database(),
-            Backend::Sqlite => {
-                let path = app.test_db.sqlite_path().expect("sqlite path");
-                std::fs::remove_file(&path).expect("remove the database file");
-            }
+async fn readyz_is_503_when_the_database_is_gone(backend: Backend) {
+    let app = spawn_app(backend).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    match backend {
+        Backend::Postgres => app.test_db.drop_database(),
+        Backend::Sqlite => {
+            let path = app.test_db.sqlite_path().expect("sqlite path");
+            std::fs::remove_file(&path).expect("remove the database file");
         }
-
-        let body = problem(app.get("/readyz").await, 503).await;
-        assert!(
-            !body["detail"].as_str().unwrap_or_default().contains("crs_test"),
-            "no internals in the detail: {body}"
-        );
-        // Liveness does not depend on the database.
-        assert_eq!(app.get("/healthz").await.status(), 200);
     }
 
-    async fn swagger_ui_is_served_from_the_service_itself(backend) {
-        let app = spawn_app(backend).await;
+    let body = problem(app.get("/readyz").await, 503).await;
+    assert!(
+        !body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("crs_test"),
+        "no internals in the detail: {body}"
+    );
+    // Liveness does not depend on the database.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
 
-        let redirect = app.get("/swagger-ui").await;
-        assert_eq!(redirect.status(), 308);
-        assert_eq!(redirect.headers()["location"], "/swagger-ui/");
+async fn swagger_ui_is_served_from_the_service_itself(backend: Backend) {
+    let app = spawn_app(backend).await;
 
-        let page = app.get("/swagger-ui/").await;
-        assert_eq!(page.status(), 200);
-        let html = page.text().await.expect("html");
-        assert!(html.contains("swagger-ui-bundle.js"), "{html}");
+    let redirect = app.get("/swagger-ui").await;
+    assert_eq!(redirect.status(), 308);
+    assert_eq!(redirect.headers()["location"], "/swagger-ui/");
 
-        for asset in ["swagger-ui-bundle.js", "swagger-ui.css", "swagger-initializer.js"] {
-            let response = app.get(&format!("/swagger-ui/{asset}")).await;
-            assert_eq!(response.status(), 200, "{asset}");
-            assert!(response.bytes().await.expect("body").len() > 100, "{asset}");
-        }
-        let initializer = app.get("/swagger-ui/swagger-initializer.js").await.text().await.expect("js");
-        assert!(initializer.contains("/api-docs/openapi.json"), "{initializer}");
+    let page = app.get("/swagger-ui/").await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    assert!(html.contains("swagger-ui-bundle.js"), "{html}");
+
+    for asset in [
+        "swagger-ui-bundle.js",
+        "swagger-ui.css",
+        "swagger-initializer.js",
+    ] {
+        let response = app.get(&format!("/swagger-ui/{asset}")).await;
+        assert_eq!(response.status(), 200, "{asset}");
+        assert!(response.bytes().await.expect("body").len() > 100, "{asset}");
     }
+    let initializer = app
+        .get("/swagger-ui/swagger-initializer.js")
+        .await
+        .text()
+        .await
+        .expect("js");
+    assert!(
+        initializer.contains("/api-docs/openapi.json"),
+        "{initializer}"
+    );
+}
 
-    async fn openapi_document_is_served_as_json(backend) {
-        let app = spawn_app(backend).await;
+async fn openapi_document_is_served_as_json(backend: Backend) {
+    let app = spawn_app(backend).await;
 
-        let response = app.get("/api-docs/openapi.json").await;
+    let response = app.get("/api-docs/openapi.json").await;
 
-        assert_eq!(response.status(), 200);
-        let document: serde_json::Value = response.json().await.expect("json");
-        assert!(document["openapi"].as_str().unwrap_or_default().starts_with("3.1"));
-        assert!(document["paths"]["/healthz"].is_object());
-        assert!(document["paths"]["/readyz"].is_object());
-    }
+    assert_eq!(response.status(), 200);
+    let document: serde_json::Value = response.json().await.expect("json");
+    assert!(
+        document["openapi"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("3.1")
+    );
+    assert!(document["paths"]["/healthz"].is_object());
+    assert!(document["paths"]["/readyz"].is_object());
 }

@@ -6,10 +6,9 @@ mod helpers;
 mod admin_auth;
 mod admin_roles;
 mod backfill;
-
-mod clerk_emulator;
 mod cli;
 mod convergence;
+mod emulator_fidelity;
 mod errors;
 mod hardening;
 mod health;
@@ -21,6 +20,3 @@ mod replicas;
 mod storage;
 mod two_way;
 mod webhooks;
-
-#[path = "../support/mod.rs"]
-mod support;

@@ -25,10 +25,11 @@ use rand::seq::IndexedRandom as _;
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::json;
 
+use crate::both_backends;
 use crate::helpers::{Backend, TestDb};
-use crate::support::clerk_emulator::{self, ClerkEmulator, Delivery, RecordedRequest};
-use crate::support::instances::Instance;
-use crate::support::svix;
+use testkit::clerk_emulator::{self, ClerkEmulator, Delivery, RecordedRequest};
+use testkit::instances::Instance;
+use testkit::svix;
 
 const REPLICAS: usize = 3;
 /// Users only admins change, and users only the dashboard changes.
@@ -536,81 +537,81 @@ async fn replicas_that_die_strand_no_push() {
     }
 }
 
-crate::both_backends! {
-    async fn the_echo_of_a_push_nobody_recorded_cancels_no_newer_change(backend) {
-        let test_db = TestDb::new(backend).await;
-        let clerk = ClerkEmulator::start().await;
-        let log_dir = tempfile::tempdir().expect("a log folder");
-        // However long the restart takes, the echo lands within the
-        // allowance of the newer change, where the lower role would win.
-        let env = replica_env(&test_db, &clerk, &[("CLOCK_SKEW_ALLOWANCE_MS", "30000")]);
-        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_clerk-role-sync"));
-        let client = reqwest::Client::new();
-        let mut replica = Instance::new(binary, "replica-a", &env, log_dir.path());
-        replica.start(&client).await;
-        let webhooks = replica.url("/api/webhooks/clerk");
-        clerk.send_webhooks_to(&webhooks, svix::TEST_SECRET, Delivery::Held);
-        clerk.add_user("user_admin", Some("ADMIN"));
-        clerk.add_user("user_u", None);
-        assert_eq!(clerk.release_all_webhooks(false).await, [200, 200]);
-        let token = clerk.mint_token("user_admin");
-        let user_url = replica.url("/api/admin/users/user_u");
-        let patch = |role: &'static str| {
-            client
-                .patch(&user_url)
-                .bearer_auth(&token)
-                .json(&json!({ "role": role }))
-                .send()
-        };
+both_backends!(the_echo_of_a_push_nobody_recorded_cancels_no_newer_change);
 
-        // Clerk applies the push at once but answers only much later: the
-        // replica dies (SIGKILL) in between, and nobody records the answer.
-        clerk.set_answer_delay(Duration::from_secs(60));
-        assert_eq!(patch("INSTRUCTOR").await.expect("sent").status(), 200);
-        crate::helpers::wait_until("Clerk applied the push", || async {
-            clerk.role("user_u").as_deref() == Some("INSTRUCTOR")
-        })
-        .await;
-        replica.kill();
-        clerk.set_answer_delay(Duration::ZERO);
+async fn the_echo_of_a_push_nobody_recorded_cancels_no_newer_change(backend: Backend) {
+    let test_db = TestDb::new(backend).await;
+    let clerk = ClerkEmulator::start().await;
+    let log_dir = tempfile::tempdir().expect("a log folder");
+    // However long the restart takes, the echo lands within the
+    // allowance of the newer change, where the lower role would win.
+    let env = replica_env(&test_db, &clerk, &[("CLOCK_SKEW_ALLOWANCE_MS", "30000")]);
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_clerk-role-sync"));
+    let client = reqwest::Client::new();
+    let mut replica = Instance::new(binary, "replica-a", &env, log_dir.path());
+    replica.start(&client).await;
+    let webhooks = replica.url("/api/webhooks/clerk");
+    clerk.send_webhooks_to(&webhooks, svix::TEST_SECRET, Delivery::Held);
+    clerk.add_user("user_admin", Some("ADMIN"));
+    clerk.add_user("user_u", None);
+    assert_eq!(clerk.release_all_webhooks(false).await, [200, 200]);
+    let token = clerk.mint_token("user_admin");
+    let user_url = replica.url("/api/admin/users/user_u");
+    let patch = |role: &'static str| {
+        client
+            .patch(&user_url)
+            .bearer_auth(&token)
+            .json(&json!({ "role": role }))
+            .send()
+    };
 
-        // Back under the same name; a newer change while Clerk fails.
-        clerk.fail_next(10_000, 503);
-        replica.start(&client).await;
-        assert_eq!(patch("ADMIN").await.expect("sent").status(), 200);
+    // Clerk applies the push at once but answers only much later: the
+    // replica dies (SIGKILL) in between, and nobody records the answer.
+    clerk.set_answer_delay(Duration::from_secs(60));
+    assert_eq!(patch("INSTRUCTOR").await.expect("sent").status(), 200);
+    crate::helpers::wait_until("Clerk applied the push", || async {
+        clerk.role("user_u").as_deref() == Some("INSTRUCTOR")
+    })
+    .await;
+    replica.kill();
+    clerk.set_answer_delay(Duration::ZERO);
 
-        // The push's echo arrives: INSTRUCTOR, within the allowance and
-        // lower than ADMIN, so as a dashboard edit it would win. It may be
-        // our own push's, so it cancels nothing.
-        let echo = clerk
-            .held_webhooks()
-            .into_iter()
-            .find(|held| held.user_id == "user_u" && held.kind == "user.updated")
-            .expect("the echo is held");
-        assert_eq!(clerk.release_webhook(&echo.svix_id).await, 200);
-        let get = |url: String| async {
-            let response = client.get(url).bearer_auth(&token).send().await;
-            let json = response.expect("sent").json::<serde_json::Value>().await;
-            json.expect("json")
-        };
-        let user = get(user_url.clone()).await;
-        assert_eq!(user["role"], "ADMIN", "{user}");
-        assert_ne!(user["sync"]["state"], "synced", "{user}");
+    // Back under the same name; a newer change while Clerk fails.
+    clerk.fail_next(10_000, 503);
+    replica.start(&client).await;
+    assert_eq!(patch("ADMIN").await.expect("sent").status(), 200);
 
-        // Clerk recovers: the newer change reaches it.
-        clerk.clear_faults();
-        crate::helpers::wait_until("Clerk has the newer change", || async {
-            clerk.role("user_u").as_deref() == Some("ADMIN")
-        })
-        .await;
-        let history = get(format!("{user_url}/role-history")).await;
-        let roles: Vec<&str> = history["data"]
-            .as_array()
-            .expect("rows")
-            .iter()
-            .filter_map(|row| row["newRole"].as_str())
-            .collect();
-        assert_eq!(roles, ["ADMIN", "INSTRUCTOR", "STUDENT"], "{history}");
-        replica.stop().await;
-    }
+    // The push's echo arrives: INSTRUCTOR, within the allowance and
+    // lower than ADMIN, so as a dashboard edit it would win. It may be
+    // our own push's, so it cancels nothing.
+    let echo = clerk
+        .held_webhooks()
+        .into_iter()
+        .find(|held| held.user_id == "user_u" && held.kind == "user.updated")
+        .expect("the echo is held");
+    assert_eq!(clerk.release_webhook(&echo.svix_id).await, 200);
+    let get = |url: String| async {
+        let response = client.get(url).bearer_auth(&token).send().await;
+        let json = response.expect("sent").json::<serde_json::Value>().await;
+        json.expect("json")
+    };
+    let user = get(user_url.clone()).await;
+    assert_eq!(user["role"], "ADMIN", "{user}");
+    assert_ne!(user["sync"]["state"], "synced", "{user}");
+
+    // Clerk recovers: the newer change reaches it.
+    clerk.clear_faults();
+    crate::helpers::wait_until("Clerk has the newer change", || async {
+        clerk.role("user_u").as_deref() == Some("ADMIN")
+    })
+    .await;
+    let history = get(format!("{user_url}/role-history")).await;
+    let roles: Vec<&str> = history["data"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|row| row["newRole"].as_str())
+        .collect();
+    assert_eq!(roles, ["ADMIN", "INSTRUCTOR", "STUDENT"], "{history}");
+    replica.stop().await;
 }

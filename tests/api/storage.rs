@@ -8,7 +8,7 @@ use clerk_role_sync::with_conn;
 use diesel_async::SimpleAsyncConnection;
 
 use crate::both_backends;
-use crate::helpers::{spawn_app, user_id as id};
+use crate::helpers::{Backend, spawn_app, user_id as id};
 
 async fn stats(db: &clerk_role_sync::db::Db) -> RoleStats {
     let result: Result<_, DbError> =
@@ -31,77 +31,111 @@ async fn execute(db: &clerk_role_sync::db::Db, sql: &str) -> Result<(), DbError>
     with_conn!(db, conn => conn.batch_execute(sql).await.map_err(DbError::from))
 }
 
-both_backends! {
-    async fn role_changes_move_counts_and_write_audit_rows(backend) {
-        let app = spawn_app(backend).await;
-        assert_eq!(stats(&app.db).await, RoleStats::default());
+both_backends!(
+    role_changes_move_counts_and_write_audit_rows,
+    unknown_users_are_not_created_unless_asked,
+    the_schema_refuses_roles_outside_the_three,
+    a_svix_id_is_stored_once,
+    migrations_are_idempotent
+);
 
-        let created = set_role(&app.db, "user_a", Role::Admin, true).await.expect("created");
-        assert!(matches!(created, RoleUpdate::Changed { from: None, .. }));
-        set_role(&app.db, "user_b", Role::Student, true).await.expect("created");
-        let changed = set_role(&app.db, "user_b", Role::Instructor, false).await.expect("changed");
-        assert!(matches!(changed, RoleUpdate::Changed { from: Some(Role::Student), .. }));
-        let same = set_role(&app.db, "user_b", Role::Instructor, false).await.expect("no-op");
-        assert!(matches!(same, RoleUpdate::Unchanged(_)));
+async fn role_changes_move_counts_and_write_audit_rows(backend: Backend) {
+    let app = spawn_app(backend).await;
+    assert_eq!(stats(&app.db).await, RoleStats::default());
 
-        let counts = stats(&app.db).await;
-        assert_eq!((counts.admins, counts.instructors, counts.students), (1, 1, 0));
-        assert_eq!(counts.total(), 2);
-        let audit_rows: Result<i64, DbError> = with_conn!(app.db, conn => {
-            use clerk_role_sync::db::schema::role_changes::dsl::*;
-            use diesel::prelude::*;
-            use diesel_async::RunQueryDsl;
-            Ok(role_changes.count().get_result(conn).await?)
-        });
-        assert_eq!(audit_rows.expect("count"), 3, "two creations and one change; the no-op writes nothing");
-    }
+    let created = set_role(&app.db, "user_a", Role::Admin, true)
+        .await
+        .expect("created");
+    assert!(matches!(created, RoleUpdate::Changed { from: None, .. }));
+    set_role(&app.db, "user_b", Role::Student, true)
+        .await
+        .expect("created");
+    let changed = set_role(&app.db, "user_b", Role::Instructor, false)
+        .await
+        .expect("changed");
+    assert!(matches!(
+        changed,
+        RoleUpdate::Changed {
+            from: Some(Role::Student),
+            ..
+        }
+    ));
+    let same = set_role(&app.db, "user_b", Role::Instructor, false)
+        .await
+        .expect("no-op");
+    assert!(matches!(same, RoleUpdate::Unchanged(_)));
 
-    async fn unknown_users_are_not_created_unless_asked(backend) {
-        let app = spawn_app(backend).await;
+    let counts = stats(&app.db).await;
+    assert_eq!(
+        (counts.admins, counts.instructors, counts.students),
+        (1, 1, 0)
+    );
+    assert_eq!(counts.total(), 2);
+    let audit_rows: Result<i64, DbError> = with_conn!(app.db, conn => {
+        use clerk_role_sync::db::schema::role_changes::dsl::*;
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        Ok(role_changes.count().get_result(conn).await?)
+    });
+    assert_eq!(
+        audit_rows.expect("count"),
+        3,
+        "two creations and one change; the no-op writes nothing"
+    );
+}
 
-        let result = set_role(&app.db, "user_ghost", Role::Admin, false).await;
+async fn unknown_users_are_not_created_unless_asked(backend: Backend) {
+    let app = spawn_app(backend).await;
 
-        assert!(matches!(result, Err(RoleUpdateError::NotFound)));
-        assert_eq!(stats(&app.db).await.total(), 0);
-        let found: Result<_, DbError> = with_conn!(app.db, conn => Ok(conn.find_user(&id("user_ghost")).await?));
-        assert!(found.expect("query").is_none());
-    }
+    let result = set_role(&app.db, "user_ghost", Role::Admin, false).await;
 
-    async fn the_schema_refuses_roles_outside_the_three(backend) {
-        let app = spawn_app(backend).await;
+    assert!(matches!(result, Err(RoleUpdateError::NotFound)));
+    assert_eq!(stats(&app.db).await.total(), 0);
+    let found: Result<_, DbError> =
+        with_conn!(app.db, conn => Ok(conn.find_user(&id("user_ghost")).await?));
+    assert!(found.expect("query").is_none());
+}
 
-        let bad_role = execute(
-            &app.db,
-            "INSERT INTO users (id, role, created_at, updated_at) \
-             VALUES ('user_x', 'SUPERUSER', '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
-        )
-        .await;
-        assert!(bad_role.is_err(), "a CHECK constraint limits roles");
+async fn the_schema_refuses_roles_outside_the_three(backend: Backend) {
+    let app = spawn_app(backend).await;
 
-        let bad_source = execute(
-            &app.db,
-            "INSERT INTO users (id, role, created_at, updated_at) \
-             VALUES ('user_y', 'ADMIN', '2026-01-01 00:00:00', '2026-01-01 00:00:00'); \
-             INSERT INTO role_changes (user_id, new_role, source, changed_at) \
-             VALUES ('user_y', 'ADMIN', 'telepathy', '2026-01-01 00:00:00')",
-        )
-        .await;
-        assert!(bad_source.is_err(), "a CHECK constraint limits sources");
-    }
+    let bad_role = execute(
+        &app.db,
+        "INSERT INTO users (id, role, created_at, updated_at) \
+         VALUES ('user_x', 'SUPERUSER', '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+    )
+    .await;
+    assert!(bad_role.is_err(), "a CHECK constraint limits roles");
 
-    async fn a_svix_id_is_stored_once(backend) {
-        let app = spawn_app(backend).await;
-        let insert = "INSERT INTO webhook_events (svix_id, event_type, outcome, received_at) \
-                      VALUES ('msg_1', 'user.created', 'applied', '2026-01-01 00:00:00')";
+    let bad_source = execute(
+        &app.db,
+        "INSERT INTO users (id, role, created_at, updated_at) \
+         VALUES ('user_y', 'ADMIN', '2026-01-01 00:00:00', '2026-01-01 00:00:00'); \
+         INSERT INTO role_changes (user_id, new_role, source, changed_at) \
+         VALUES ('user_y', 'ADMIN', 'telepathy', '2026-01-01 00:00:00')",
+    )
+    .await;
+    assert!(bad_source.is_err(), "a CHECK constraint limits sources");
+}
 
-        execute(&app.db, insert).await.expect("first insert");
-        assert!(execute(&app.db, insert).await.is_err(), "the svix id is unique");
-    }
+async fn a_svix_id_is_stored_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let insert = "INSERT INTO webhook_events (svix_id, event_type, outcome, received_at) \
+                  VALUES ('msg_1', 'user.created', 'applied', '2026-01-01 00:00:00')";
 
-    async fn migrations_are_idempotent(backend) {
-        let app = spawn_app(backend).await;
+    execute(&app.db, insert).await.expect("first insert");
+    assert!(
+        execute(&app.db, insert).await.is_err(),
+        "the svix id is unique"
+    );
+}
 
-        app.db.migrate().await.expect("a second run applies nothing and succeeds");
-        assert_eq!(stats(&app.db).await.total(), 0);
-    }
+async fn migrations_are_idempotent(backend: Backend) {
+    let app = spawn_app(backend).await;
+
+    app.db
+        .migrate()
+        .await
+        .expect("a second run applies nothing and succeeds");
+    assert_eq!(stats(&app.db).await.total(), 0);
 }

@@ -15,9 +15,9 @@ use crate::both_backends;
 use crate::helpers::{
     Backend, TestApp, TestDb, outcome, spawn_synced_app_with, test_config, user_id, wait_until,
 };
-use crate::support::clerk_emulator::{self, ClerkEmulator, Delivery};
-use crate::support::clerk_payloads::user_event;
-use crate::support::svix;
+use testkit::clerk_emulator::{self, ClerkEmulator, Delivery};
+use testkit::clerk_payloads::user_event;
+use testkit::svix;
 
 async fn setup(backend: Backend) -> (TestApp, ClerkEmulator, String) {
     setup_with(backend, &[]).await
@@ -53,178 +53,280 @@ async fn settled(app: &TestApp, clerk: &ClerkEmulator, token: &str, id: &str, ro
     .await;
 }
 
-both_backends! {
-    async fn quick_changes_with_late_reordered_echoes_end_at_the_last_intent(backend) {
-        let (app, clerk, token) = setup(backend).await;
+both_backends!(
+    quick_changes_with_late_reordered_echoes_end_at_the_last_intent,
+    a_dashboard_edit_after_the_push_wins_in_any_arrival_order,
+    a_dashboard_demotion_during_a_rate_limited_push_wins,
+    a_retry_reads_clerk_first_so_a_late_webhook_cannot_lose,
+    within_the_allowance_a_racing_promotion_never_undoes_a_demotion,
+    a_demotion_cancels_a_change_queued_behind_a_push_in_flight,
+    a_demotion_to_the_role_of_a_push_that_fails_still_cancels_a_newer_change,
+    a_push_in_flight_that_lands_after_the_demotion_is_clerks_newest_state,
+    beyond_the_allowance_the_later_edit_wins_even_a_promotion
+);
 
-        assert_eq!(app.patch_role(&token, "user_ada", "ADMIN").await.status(), 200);
-        assert_eq!(app.patch_role(&token, "user_ada", "INSTRUCTOR").await.status(), 200);
-        settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
-        let pushes = clerk.metadata_patches("user_ada").len();
-        assert!((1..=2).contains(&pushes), "{pushes} pushes (coalesced or not)");
+async fn quick_changes_with_late_reordered_echoes_end_at_the_last_intent(backend: Backend) {
+    let (app, clerk, token) = setup(backend).await;
 
-        // The echoes of our own pushes arrive late, newest first, one twice.
-        let held = clerk.held_webhooks();
-        assert_eq!(held.len(), pushes);
-        let statuses = clerk.release_all_webhooks(true).await;
-        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-        assert_eq!(clerk.redeliver(&held[0].svix_id).await, 200);
+    assert_eq!(
+        app.patch_role(&token, "user_ada", "ADMIN").await.status(),
+        200
+    );
+    assert_eq!(
+        app.patch_role(&token, "user_ada", "INSTRUCTOR")
+            .await
+            .status(),
+        200
+    );
+    settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
+    let pushes = clerk.metadata_patches("user_ada").len();
+    assert!(
+        (1..=2).contains(&pushes),
+        "{pushes} pushes (coalesced or not)"
+    );
 
-        settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
-        assert_eq!(
-            audit(&app, &token, "user_ada").await,
-            ["clerk_webhook:STUDENT", "admin_api:ADMIN", "admin_api:INSTRUCTOR"],
-            "echoes write nothing"
-        );
-        assert_eq!(clerk.metadata_patches("user_ada").len(), pushes, "no ping-pong");
-        assert!(clerk.held_webhooks().is_empty(), "no new change in Clerk");
-    }
+    // The echoes of our own pushes arrive late, newest first, one twice.
+    let held = clerk.held_webhooks();
+    assert_eq!(held.len(), pushes);
+    let statuses = clerk.release_all_webhooks(true).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(clerk.redeliver(&held[0].svix_id).await, 200);
 
-    async fn a_dashboard_edit_after_the_push_wins_in_any_arrival_order(backend) {
-        let (app, clerk, token) = setup(backend).await;
-        app.patch_role(&token, "user_ada", "ADMIN").await;
-        settled(&app, &clerk, &token, "user_ada", "ADMIN").await;
+    settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
+    assert_eq!(
+        audit(&app, &token, "user_ada").await,
+        [
+            "clerk_webhook:STUDENT",
+            "admin_api:ADMIN",
+            "admin_api:INSTRUCTOR"
+        ],
+        "echoes write nothing"
+    );
+    assert_eq!(
+        clerk.metadata_patches("user_ada").len(),
+        pushes,
+        "no ping-pong"
+    );
+    assert!(clerk.held_webhooks().is_empty(), "no new change in Clerk");
+}
 
-        clerk.edit_metadata("user_ada", json!({"role": "INSTRUCTOR"}));
-        // The edit's webhook first, our push's echo (older) after it.
-        let held = clerk.held_webhooks();
-        assert_eq!(held.len(), 2);
-        assert_eq!(clerk.release_webhook(&held[1].svix_id).await, 200);
-        assert_eq!(clerk.release_webhook(&held[0].svix_id).await, 200);
+async fn a_dashboard_edit_after_the_push_wins_in_any_arrival_order(backend: Backend) {
+    let (app, clerk, token) = setup(backend).await;
+    app.patch_role(&token, "user_ada", "ADMIN").await;
+    settled(&app, &clerk, &token, "user_ada", "ADMIN").await;
 
-        settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
-        assert_eq!(
-            audit(&app, &token, "user_ada").await,
-            ["clerk_webhook:STUDENT", "admin_api:ADMIN", "clerk_webhook:INSTRUCTOR"]
-        );
-        assert_eq!(clerk.metadata_patches("user_ada").len(), 1, "the edit is not pushed back");
-    }
+    clerk.edit_metadata("user_ada", json!({"role": "INSTRUCTOR"}));
+    // The edit's webhook first, our push's echo (older) after it.
+    let held = clerk.held_webhooks();
+    assert_eq!(held.len(), 2);
+    assert_eq!(clerk.release_webhook(&held[1].svix_id).await, 200);
+    assert_eq!(clerk.release_webhook(&held[0].svix_id).await, 200);
 
-    async fn a_dashboard_demotion_during_a_rate_limited_push_wins(backend) {
-        let (app, clerk, token) = setup(backend).await;
-        clerk.rate_limit_next(1, 4);
+    settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
+    assert_eq!(
+        audit(&app, &token, "user_ada").await,
+        [
+            "clerk_webhook:STUDENT",
+            "admin_api:ADMIN",
+            "clerk_webhook:INSTRUCTOR"
+        ]
+    );
+    assert_eq!(
+        clerk.metadata_patches("user_ada").len(),
+        1,
+        "the edit is not pushed back"
+    );
+}
 
-        app.patch_role(&token, "user_ada", "ADMIN").await;
-        refused_and_recorded(&app, &clerk, &token, "user_ada").await;
-        clerk.edit_metadata("user_ada", json!({"role": "STUDENT"}));
-        let edit = only_held(&clerk).await;
-        assert_eq!(clerk.release_webhook(&edit).await, 200);
+async fn a_dashboard_demotion_during_a_rate_limited_push_wins(backend: Backend) {
+    let (app, clerk, token) = setup(backend).await;
+    clerk.rate_limit_next(1, 4);
 
-        assert_eq!(app.message_outcome(&edit).await.as_deref(), Some("applied"));
-        let user = app.api_user(&token, "user_ada").await;
-        assert_eq!(user["role"], "STUDENT", "no admin access left");
-        assert_eq!(user["sync"]["state"], "synced", "the stale push is cancelled: {user}");
-        assert_eq!(user["sync"]["nextAttemptAt"], serde_json::Value::Null, "and never retried");
-        assert_eq!(clerk.role("user_ada").as_deref(), Some("STUDENT"));
-        assert_eq!(
-            audit(&app, &token, "user_ada").await,
-            ["clerk_webhook:STUDENT", "admin_api:ADMIN", "clerk_webhook:STUDENT"]
-        );
-        assert_eq!(app.stats().await.admins, 1);
-    }
+    app.patch_role(&token, "user_ada", "ADMIN").await;
+    refused_and_recorded(&app, &clerk, &token, "user_ada").await;
+    clerk.edit_metadata("user_ada", json!({"role": "STUDENT"}));
+    let edit = only_held(&clerk).await;
+    assert_eq!(clerk.release_webhook(&edit).await, 200);
 
-    async fn a_retry_reads_clerk_first_so_a_late_webhook_cannot_lose(backend) {
-        let (app, clerk, token) = setup(backend).await;
-        clerk.rate_limit_next(1, 1);
+    assert_eq!(app.message_outcome(&edit).await.as_deref(), Some("applied"));
+    let user = app.api_user(&token, "user_ada").await;
+    assert_eq!(user["role"], "STUDENT", "no admin access left");
+    assert_eq!(
+        user["sync"]["state"], "synced",
+        "the stale push is cancelled: {user}"
+    );
+    assert_eq!(
+        user["sync"]["nextAttemptAt"],
+        serde_json::Value::Null,
+        "and never retried"
+    );
+    assert_eq!(clerk.role("user_ada").as_deref(), Some("STUDENT"));
+    assert_eq!(
+        audit(&app, &token, "user_ada").await,
+        [
+            "clerk_webhook:STUDENT",
+            "admin_api:ADMIN",
+            "clerk_webhook:STUDENT"
+        ]
+    );
+    assert_eq!(app.stats().await.admins, 1);
+}
 
-        app.patch_role(&token, "user_ada", "ADMIN").await;
-        refused_and_recorded(&app, &clerk, &token, "user_ada").await;
-        // The demotion's webhook is late: it is still held when the retry is due.
-        clerk.edit_metadata("user_ada", json!({"role": "INSTRUCTOR"}));
+async fn a_retry_reads_clerk_first_so_a_late_webhook_cannot_lose(backend: Backend) {
+    let (app, clerk, token) = setup(backend).await;
+    clerk.rate_limit_next(1, 1);
 
-        settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
-        assert_eq!(clerk.metadata_patches("user_ada").len(), 1, "the stale retry was never sent");
-        assert!(clerk.requests().iter().any(|r| r.method == "GET" && r.path == "/v1/users/user_ada"));
-        assert_eq!(
-            audit(&app, &token, "user_ada").await,
-            ["clerk_webhook:STUDENT", "admin_api:ADMIN", "clerk_webhook:INSTRUCTOR"]
-        );
-        let late = only_held(&clerk).await;
-        assert_eq!(clerk.release_webhook(&late).await, 200);
-        assert_eq!(app.message_outcome(&late).await.as_deref(), Some("unchanged"));
-        assert_eq!(audit(&app, &token, "user_ada").await.len(), 3);
-    }
+    app.patch_role(&token, "user_ada", "ADMIN").await;
+    refused_and_recorded(&app, &clerk, &token, "user_ada").await;
+    // The demotion's webhook is late: it is still held when the retry is due.
+    clerk.edit_metadata("user_ada", json!({"role": "INSTRUCTOR"}));
 
-    async fn within_the_allowance_a_racing_promotion_never_undoes_a_demotion(backend) {
-        let (app, clerk, token) = setup(backend).await;
-        make_admin(&app, &clerk, &token, "user_ada").await;
-        clerk.rate_limit_next(1, 1);
+    settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
+    assert_eq!(
+        clerk.metadata_patches("user_ada").len(),
+        1,
+        "the stale retry was never sent"
+    );
+    assert!(
+        clerk
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path == "/v1/users/user_ada")
+    );
+    assert_eq!(
+        audit(&app, &token, "user_ada").await,
+        [
+            "clerk_webhook:STUDENT",
+            "admin_api:ADMIN",
+            "clerk_webhook:INSTRUCTOR"
+        ]
+    );
+    let late = only_held(&clerk).await;
+    assert_eq!(clerk.release_webhook(&late).await, 200);
+    assert_eq!(
+        app.message_outcome(&late).await.as_deref(),
+        Some("unchanged")
+    );
+    assert_eq!(audit(&app, &token, "user_ada").await.len(), 3);
+}
 
-        app.patch_role(&token, "user_ada", "STUDENT").await;
-        refused_and_recorded(&app, &clerk, &token, "user_ada").await;
-        clerk.edit_metadata("user_ada", json!({"role": "INSTRUCTOR"}));
-        let edit = only_held(&clerk).await;
-        assert_eq!(clerk.release_webhook(&edit).await, 200);
-        assert_eq!(app.message_outcome(&edit).await.as_deref(), Some("unchanged"));
-        assert_eq!(app.api_user(&token, "user_ada").await["role"], "STUDENT");
+async fn within_the_allowance_a_racing_promotion_never_undoes_a_demotion(backend: Backend) {
+    let (app, clerk, token) = setup(backend).await;
+    make_admin(&app, &clerk, &token, "user_ada").await;
+    clerk.rate_limit_next(1, 1);
 
-        settled(&app, &clerk, &token, "user_ada", "STUDENT").await;
-        assert_eq!(clerk.metadata_patches("user_ada").len(), 3, "the demotion was pushed");
-    }
+    app.patch_role(&token, "user_ada", "STUDENT").await;
+    refused_and_recorded(&app, &clerk, &token, "user_ada").await;
+    clerk.edit_metadata("user_ada", json!({"role": "INSTRUCTOR"}));
+    let edit = only_held(&clerk).await;
+    assert_eq!(clerk.release_webhook(&edit).await, 200);
+    assert_eq!(
+        app.message_outcome(&edit).await.as_deref(),
+        Some("unchanged")
+    );
+    assert_eq!(app.api_user(&token, "user_ada").await["role"], "STUDENT");
 
-    async fn a_demotion_cancels_a_change_queued_behind_a_push_in_flight(backend) {
-        let (app, clerk, token) = setup(backend).await;
-        // The push in flight fails.
-        clerk.fail_next(1, 503);
-        let edit = demoted_behind_a_push_in_flight(&app, &clerk, &token, "STUDENT").await;
-        assert_eq!(app.message_outcome(&edit).await.as_deref(), Some("applied"));
+    settled(&app, &clerk, &token, "user_ada", "STUDENT").await;
+    assert_eq!(
+        clerk.metadata_patches("user_ada").len(),
+        3,
+        "the demotion was pushed"
+    );
+}
 
-        unclaimed(&app, "user_ada").await;
-        assert_eq!(clerk.metadata_patches("user_ada")[0].status, 503);
-        settled(&app, &clerk, &token, "user_ada", "STUDENT").await;
-        assert_eq!(clerk.metadata_patches("user_ada").len(), 1, "the cancelled promotion was never sent");
-        assert_eq!(
-            audit(&app, &token, "user_ada").await,
-            ["clerk_webhook:STUDENT", "admin_api:INSTRUCTOR", "admin_api:ADMIN", "clerk_webhook:STUDENT"]
-        );
-        assert_eq!(app.stats().await.admins, 1);
-    }
+async fn a_demotion_cancels_a_change_queued_behind_a_push_in_flight(backend: Backend) {
+    let (app, clerk, token) = setup(backend).await;
+    // The push in flight fails.
+    clerk.fail_next(1, 503);
+    let edit = demoted_behind_a_push_in_flight(&app, &clerk, &token, "STUDENT").await;
+    assert_eq!(app.message_outcome(&edit).await.as_deref(), Some("applied"));
 
-    async fn a_demotion_to_the_role_of_a_push_that_fails_still_cancels_a_newer_change(backend) {
-        let (app, clerk, token) = setup(backend).await;
-        clerk.fail_next(1, 503);
-        let edit = demoted_behind_a_push_in_flight(&app, &clerk, &token, "INSTRUCTOR").await;
-        // While the push is in flight, the edit may be its echo.
-        assert_eq!(app.message_outcome(&edit).await.as_deref(), Some("unchanged"));
+    unclaimed(&app, "user_ada").await;
+    assert_eq!(clerk.metadata_patches("user_ada")[0].status, 503);
+    settled(&app, &clerk, &token, "user_ada", "STUDENT").await;
+    assert_eq!(
+        clerk.metadata_patches("user_ada").len(),
+        1,
+        "the cancelled promotion was never sent"
+    );
+    assert_eq!(
+        audit(&app, &token, "user_ada").await,
+        [
+            "clerk_webhook:STUDENT",
+            "admin_api:INSTRUCTOR",
+            "admin_api:ADMIN",
+            "clerk_webhook:STUDENT"
+        ]
+    );
+    assert_eq!(app.stats().await.admins, 1);
+}
 
-        // Clerk's 503 says the push wrote nothing: the edit is the newer intent.
-        unclaimed(&app, "user_ada").await;
-        settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
-        assert_eq!(clerk.metadata_patches("user_ada").len(), 1, "the cancelled promotion was never sent");
-        assert_eq!(
-            audit(&app, &token, "user_ada").await,
-            ["clerk_webhook:STUDENT", "admin_api:INSTRUCTOR", "admin_api:ADMIN", "clerk_webhook:INSTRUCTOR"]
-        );
-        assert_eq!(app.stats().await.admins, 1);
-    }
+async fn a_demotion_to_the_role_of_a_push_that_fails_still_cancels_a_newer_change(
+    backend: Backend,
+) {
+    let (app, clerk, token) = setup(backend).await;
+    clerk.fail_next(1, 503);
+    let edit = demoted_behind_a_push_in_flight(&app, &clerk, &token, "INSTRUCTOR").await;
+    // While the push is in flight, the edit may be its echo.
+    assert_eq!(
+        app.message_outcome(&edit).await.as_deref(),
+        Some("unchanged")
+    );
 
-    async fn a_push_in_flight_that_lands_after_the_demotion_is_clerks_newest_state(backend) {
-        let (app, clerk, token) = setup(backend).await;
-        demoted_behind_a_push_in_flight(&app, &clerk, &token, "STUDENT").await;
+    // Clerk's 503 says the push wrote nothing: the edit is the newer intent.
+    unclaimed(&app, "user_ada").await;
+    settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
+    assert_eq!(
+        clerk.metadata_patches("user_ada").len(),
+        1,
+        "the cancelled promotion was never sent"
+    );
+    assert_eq!(
+        audit(&app, &token, "user_ada").await,
+        [
+            "clerk_webhook:STUDENT",
+            "admin_api:INSTRUCTOR",
+            "admin_api:ADMIN",
+            "clerk_webhook:INSTRUCTOR"
+        ]
+    );
+    assert_eq!(app.stats().await.admins, 1);
+}
 
-        // The push in flight lands after the edit: Clerk's order settles it,
-        // and nothing newer is left to send.
-        unclaimed(&app, "user_ada").await;
-        settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
-        assert_eq!(clerk.metadata_patches("user_ada").len(), 1, "the cancelled promotion was never sent");
-        assert_eq!(app.stats().await.admins, 1);
-    }
+async fn a_push_in_flight_that_lands_after_the_demotion_is_clerks_newest_state(backend: Backend) {
+    let (app, clerk, token) = setup(backend).await;
+    demoted_behind_a_push_in_flight(&app, &clerk, &token, "STUDENT").await;
 
-    async fn beyond_the_allowance_the_later_edit_wins_even_a_promotion(backend) {
-        let (app, clerk, token) = setup_with(backend, &[("CLOCK_SKEW_ALLOWANCE_MS", "0")]).await;
-        make_admin(&app, &clerk, &token, "user_ada").await;
-        clerk.rate_limit_next(1, 1);
+    // The push in flight lands after the edit: Clerk's order settles it,
+    // and nothing newer is left to send.
+    unclaimed(&app, "user_ada").await;
+    settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
+    assert_eq!(
+        clerk.metadata_patches("user_ada").len(),
+        1,
+        "the cancelled promotion was never sent"
+    );
+    assert_eq!(app.stats().await.admins, 1);
+}
 
-        app.patch_role(&token, "user_ada", "STUDENT").await;
-        refused_and_recorded(&app, &clerk, &token, "user_ada").await;
-        clerk.edit_metadata("user_ada", json!({"role": "INSTRUCTOR"}));
-        let edit = only_held(&clerk).await;
-        assert_eq!(clerk.release_webhook(&edit).await, 200);
+async fn beyond_the_allowance_the_later_edit_wins_even_a_promotion(backend: Backend) {
+    let (app, clerk, token) = setup_with(backend, &[("CLOCK_SKEW_ALLOWANCE_MS", "0")]).await;
+    make_admin(&app, &clerk, &token, "user_ada").await;
+    clerk.rate_limit_next(1, 1);
 
-        assert_eq!(app.message_outcome(&edit).await.as_deref(), Some("applied"));
-        settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
-        assert_eq!(clerk.metadata_patches("user_ada").len(), 2, "the older demotion was never sent");
-    }
+    app.patch_role(&token, "user_ada", "STUDENT").await;
+    refused_and_recorded(&app, &clerk, &token, "user_ada").await;
+    clerk.edit_metadata("user_ada", json!({"role": "INSTRUCTOR"}));
+    let edit = only_held(&clerk).await;
+    assert_eq!(clerk.release_webhook(&edit).await, 200);
+
+    assert_eq!(app.message_outcome(&edit).await.as_deref(), Some("applied"));
+    settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
+    assert_eq!(
+        clerk.metadata_patches("user_ada").len(),
+        2,
+        "the older demotion was never sent"
+    );
 }
 
 /// Waits until Clerk answered the last push for `id` with 429 and the
@@ -512,89 +614,153 @@ async fn metric(app: &TestApp, name: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-both_backends! {
-    async fn a_restarted_replica_takes_its_old_claims_back_at_once(backend) {
-        let (mut app, clerk, token) = setup_with(backend, &[("REPLICA_ID", "replica-a")]).await;
-        clerk.send_webhooks_to(&app.url("/api/webhooks/clerk"), svix::TEST_SECRET, Delivery::Immediate);
-        app.stop().await;
-        // A change queued while the replica was down, and claimed by it
-        // just before it died (`kill -9`): an hour of lease left.
-        let admin = ClerkUserId::parse("user_admin").expect("an id");
-        let change = change_roles::RoleChange { user_id: ClerkUserId::parse("user_ada").expect("an id"), role: Role::Instructor };
-        let changed = with_conn!(app.db, conn => change_roles::change_roles(conn, &[change], &admin).await);
-        changed.expect("changed");
-        leave_claim(&app, "user_ada", "replica-a", chrono::TimeDelta::hours(1)).await;
+both_backends!(
+    a_restarted_replica_takes_its_old_claims_back_at_once,
+    another_replicas_claim_is_taken_over_when_its_lease_expires,
+    a_newer_change_waits_only_for_the_push_in_flight
+);
 
-        let restarted = std::time::Instant::now();
-        app.start().await;
+async fn a_restarted_replica_takes_its_old_claims_back_at_once(backend: Backend) {
+    let (mut app, clerk, token) = setup_with(backend, &[("REPLICA_ID", "replica-a")]).await;
+    clerk.send_webhooks_to(
+        &app.url("/api/webhooks/clerk"),
+        svix::TEST_SECRET,
+        Delivery::Immediate,
+    );
+    app.stop().await;
+    // A change queued while the replica was down, and claimed by it
+    // just before it died (`kill -9`): an hour of lease left.
+    let admin = ClerkUserId::parse("user_admin").expect("an id");
+    let change = change_roles::RoleChange {
+        user_id: ClerkUserId::parse("user_ada").expect("an id"),
+        role: Role::Instructor,
+    };
+    let changed =
+        with_conn!(app.db, conn => change_roles::change_roles(conn, &[change], &admin).await);
+    changed.expect("changed");
+    leave_claim(&app, "user_ada", "replica-a", chrono::TimeDelta::hours(1)).await;
 
-        settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
-        assert!(restarted.elapsed() < Duration::from_secs(5), "taken back after {:?}", restarted.elapsed());
-        assert_eq!(clerk.metadata_patches("user_ada").len(), 1);
-        assert_eq!(metric(&app, "clerk_role_sync_push_claims_taken_back_total").await, 1.0);
-        assert_eq!(metric(&app, "clerk_role_sync_push_leases_expired_total").await, 0.0);
-    }
+    let restarted = std::time::Instant::now();
+    app.start().await;
 
-    async fn another_replicas_claim_is_taken_over_when_its_lease_expires(backend) {
-        let (mut app, clerk, token) = setup_with(backend, &[("REPLICA_ID", "replica-a")]).await;
-        clerk.send_webhooks_to(&app.url("/api/webhooks/clerk"), svix::TEST_SECRET, Delivery::Immediate);
-        app.stop().await;
-        let admin = ClerkUserId::parse("user_admin").expect("an id");
-        let change = change_roles::RoleChange { user_id: ClerkUserId::parse("user_ada").expect("an id"), role: Role::Instructor };
-        let changed = with_conn!(app.db, conn => change_roles::change_roles(conn, &[change], &admin).await);
-        changed.expect("changed");
-        // replica-b died holding the claim with 2 s of lease left.
-        let lease = chrono::TimeDelta::seconds(2);
-        let expires = std::time::Instant::now() + Duration::from_secs(2);
-        leave_claim(&app, "user_ada", "replica-b", lease).await;
-
-        app.start().await;
-
-        settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
-        let push = &clerk.metadata_patches("user_ada")[0];
-        assert!(push.at + Duration::from_millis(100) >= expires, "a live claim of another replica was taken");
-        assert!(push.at < expires + Duration::from_secs(3), "taken over late");
-        assert_eq!(metric(&app, "clerk_role_sync_push_leases_expired_total").await, 1.0);
-    }
-
-    async fn a_newer_change_waits_only_for_the_push_in_flight(backend) {
-        let (app, clerk, token) = setup(backend).await;
-        clerk.set_delay(Duration::from_millis(600));
-
-        app.patch_role(&token, "user_ada", "INSTRUCTOR").await;
-        wait_until("the first push is in flight", || async {
-            clerk.metadata_patches("user_ada").iter().any(|p| p.status == 0)
-        })
-        .await;
-        app.patch_role(&token, "user_ada", "ADMIN").await;
-        wait_until("the newer role reaches Clerk", || async { clerk.role("user_ada").as_deref() == Some("ADMIN") }).await;
-
-        let pushes = clerk.metadata_patches("user_ada");
-        assert_eq!(pushes.len(), 2);
-        let first_answered = pushes[0].answered.expect("answered");
-        let waited = pushes[1].at.saturating_duration_since(first_answered);
-        assert!(waited < Duration::from_millis(500), "the newer push waited {waited:?} after the one in flight");
-        clerk.set_delay(Duration::ZERO);
-        clerk.release_all_webhooks(false).await;
-        settled(&app, &clerk, &token, "user_ada", "ADMIN").await;
-    }
+    settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
+    assert!(
+        restarted.elapsed() < Duration::from_secs(5),
+        "taken back after {:?}",
+        restarted.elapsed()
+    );
+    assert_eq!(clerk.metadata_patches("user_ada").len(), 1);
+    assert_eq!(
+        metric(&app, "clerk_role_sync_push_claims_taken_back_total").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&app, "clerk_role_sync_push_leases_expired_total").await,
+        0.0
+    );
 }
 
-both_backends! {
-    async fn two_roles_for_one_instant_are_settled_by_asking_clerk(backend) {
-        let (app, clerk, token) = setup(backend).await;
-        let in_clerk = clerk.add_user("user_c", Some("INSTRUCTOR"));
-        let at = in_clerk["updated_at"].as_i64().expect("updated_at");
-        // We were told, wrongly, that at that instant the user had no role…
-        let wrong = crate::support::clerk_payloads::user_event("user.created", "user_c", at, None);
-        assert_eq!(crate::helpers::outcome(app.post_webhook(&wrong).await).await, "applied");
-        assert_eq!(app.api_user(&token, "user_c").await["role"], "STUDENT");
+async fn another_replicas_claim_is_taken_over_when_its_lease_expires(backend: Backend) {
+    let (mut app, clerk, token) = setup_with(backend, &[("REPLICA_ID", "replica-a")]).await;
+    clerk.send_webhooks_to(
+        &app.url("/api/webhooks/clerk"),
+        svix::TEST_SECRET,
+        Delivery::Immediate,
+    );
+    app.stop().await;
+    let admin = ClerkUserId::parse("user_admin").expect("an id");
+    let change = change_roles::RoleChange {
+        user_id: ClerkUserId::parse("user_ada").expect("an id"),
+        role: Role::Instructor,
+    };
+    let changed =
+        with_conn!(app.db, conn => change_roles::change_roles(conn, &[change], &admin).await);
+    changed.expect("changed");
+    // replica-b died holding the claim with 2 s of lease left.
+    let lease = chrono::TimeDelta::seconds(2);
+    let expires = std::time::Instant::now() + Duration::from_secs(2);
+    leave_claim(&app, "user_ada", "replica-b", lease).await;
 
-        // …and now that it was an INSTRUCTOR: one of the two is wrong.
-        let right = crate::support::clerk_payloads::user_event("user.updated", "user_c", at, Some("INSTRUCTOR"));
-        assert_eq!(crate::helpers::outcome(app.post_webhook(&right).await).await, "conflict");
+    app.start().await;
 
-        assert_eq!(app.api_user(&token, "user_c").await["role"], "INSTRUCTOR", "Clerk's answer settles it");
-        assert!(clerk.requests().iter().any(|r| r.method == "GET" && r.path == "/v1/users/user_c"));
-    }
+    settled(&app, &clerk, &token, "user_ada", "INSTRUCTOR").await;
+    let push = &clerk.metadata_patches("user_ada")[0];
+    assert!(
+        push.at + Duration::from_millis(100) >= expires,
+        "a live claim of another replica was taken"
+    );
+    assert!(
+        push.at < expires + Duration::from_secs(3),
+        "taken over late"
+    );
+    assert_eq!(
+        metric(&app, "clerk_role_sync_push_leases_expired_total").await,
+        1.0
+    );
+}
+
+async fn a_newer_change_waits_only_for_the_push_in_flight(backend: Backend) {
+    let (app, clerk, token) = setup(backend).await;
+    clerk.set_delay(Duration::from_millis(600));
+
+    app.patch_role(&token, "user_ada", "INSTRUCTOR").await;
+    wait_until("the first push is in flight", || async {
+        clerk
+            .metadata_patches("user_ada")
+            .iter()
+            .any(|p| p.status == 0)
+    })
+    .await;
+    app.patch_role(&token, "user_ada", "ADMIN").await;
+    wait_until("the newer role reaches Clerk", || async {
+        clerk.role("user_ada").as_deref() == Some("ADMIN")
+    })
+    .await;
+
+    let pushes = clerk.metadata_patches("user_ada");
+    assert_eq!(pushes.len(), 2);
+    let first_answered = pushes[0].answered.expect("answered");
+    let waited = pushes[1].at.saturating_duration_since(first_answered);
+    assert!(
+        waited < Duration::from_millis(500),
+        "the newer push waited {waited:?} after the one in flight"
+    );
+    clerk.set_delay(Duration::ZERO);
+    clerk.release_all_webhooks(false).await;
+    settled(&app, &clerk, &token, "user_ada", "ADMIN").await;
+}
+
+both_backends!(two_roles_for_one_instant_are_settled_by_asking_clerk);
+
+async fn two_roles_for_one_instant_are_settled_by_asking_clerk(backend: Backend) {
+    let (app, clerk, token) = setup(backend).await;
+    let in_clerk = clerk.add_user("user_c", Some("INSTRUCTOR"));
+    let at = in_clerk["updated_at"].as_i64().expect("updated_at");
+    // We were told, wrongly, that at that instant the user had no role…
+    let wrong = testkit::clerk_payloads::user_event("user.created", "user_c", at, None);
+    assert_eq!(
+        crate::helpers::outcome(app.post_webhook(&wrong).await).await,
+        "applied"
+    );
+    assert_eq!(app.api_user(&token, "user_c").await["role"], "STUDENT");
+
+    // …and now that it was an INSTRUCTOR: one of the two is wrong.
+    let right =
+        testkit::clerk_payloads::user_event("user.updated", "user_c", at, Some("INSTRUCTOR"));
+    assert_eq!(
+        crate::helpers::outcome(app.post_webhook(&right).await).await,
+        "conflict"
+    );
+
+    assert_eq!(
+        app.api_user(&token, "user_c").await["role"],
+        "INSTRUCTOR",
+        "Clerk's answer settles it"
+    );
+    assert!(
+        clerk
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path == "/v1/users/user_c")
+    );
 }

@@ -21,7 +21,7 @@ use rand::Rng as _;
 use rand::distr::Alphanumeric;
 use serde_json::{Map, Value, json};
 
-use crate::support::svix;
+use crate::svix;
 
 /// The Backend API secret key the emulator accepts.
 pub const SECRET_KEY: &str = "sk_test_emulator";
@@ -34,11 +34,11 @@ pub const PRIMARY_KID: &str = "ins_test_primary";
 /// The `kid` of the rotated signing key (served after `publish_rotated_key`).
 pub const ROTATED_KID: &str = "ins_test_rotated";
 
-const PRIMARY_PRIVATE_PEM: &str = include_str!("keys/primary.key.pem");
-const PRIMARY_PUBLIC_PEM: &str = include_str!("keys/primary.pub.pem");
-const PRIMARY_JWK_N: &str = include_str!("keys/primary.jwk.n");
-const ROTATED_PRIVATE_PEM: &str = include_str!("keys/rotated.key.pem");
-const ROTATED_JWK_N: &str = include_str!("keys/rotated.jwk.n");
+const PRIMARY_PRIVATE_PEM: &str = include_str!("../keys/primary.key.pem");
+const PRIMARY_PUBLIC_PEM: &str = include_str!("../keys/primary.pub.pem");
+const PRIMARY_JWK_N: &str = include_str!("../keys/primary.jwk.n");
+const ROTATED_PRIVATE_PEM: &str = include_str!("../keys/rotated.key.pem");
+const ROTATED_JWK_N: &str = include_str!("../keys/rotated.jwk.n");
 const JWK_E: &str = "AQAB";
 
 const DEFAULT_PAGE_LIMIT: usize = 10;

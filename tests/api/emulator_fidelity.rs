@@ -11,12 +11,12 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use crate::support::clerk_emulator::{
+use testkit::clerk_emulator::{
     AUTHORIZED_PARTY, ClerkEmulator, Delivery, ISSUER, PRIMARY_KID, ROTATED_KID, SECRET_KEY,
     SigningKey, primary_public_pem,
 };
-use crate::support::clerk_payloads::fixture_bodies;
-use crate::support::svix::{self, TEST_SECRET};
+use testkit::clerk_payloads::fixture_bodies;
+use testkit::svix::{self, TEST_SECRET};
 
 const API_VERSION: &str = "2026-05-12";
 

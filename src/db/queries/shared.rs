@@ -1,0 +1,459 @@
+//! The body of [`Queries`]: one implementation, compiled once for each
+//! backend's connection type (`postgres.rs` and `sqlite.rs` name it `Conn`),
+//! so the queries are written once and read like any other code.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use super::super::{Queries, concat_name_ws, lower};
+use super::Conn;
+use crate::db::rows::{
+    ClerkChanges, NewRoleChange, NewUser, NewWebhookEvent, Progress, RoleChangeRow, SyncRow,
+    UserFilter, UserRow,
+};
+use crate::db::schema::{
+    backfill_progress, clerk_sync, role_changes, role_counts, users, webhook_events,
+};
+use crate::domain::{ClerkState, ClerkUserId, Role, Unrecorded};
+
+#[async_trait::async_trait]
+impl Queries for Conn {
+    async fn find_user(&mut self, id: &ClerkUserId) -> QueryResult<Option<UserRow>> {
+        users::table
+            .find(id)
+            .select(UserRow::as_select())
+            .first(self)
+            .await
+            .optional()
+    }
+
+    async fn insert_user(&mut self, user: &NewUser<'_>) -> QueryResult<()> {
+        diesel::insert_into(users::table)
+            .values(user)
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
+    async fn update_role(
+        &mut self,
+        id: &ClerkUserId,
+        role: Role,
+        now: chrono::NaiveDateTime,
+    ) -> QueryResult<()> {
+        diesel::update(users::table.find(id))
+            .set((users::role.eq(role), users::updated_at.eq(now)))
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
+    async fn insert_role_change(&mut self, change: &NewRoleChange<'_>) -> QueryResult<()> {
+        diesel::insert_into(role_changes::table)
+            .values(change)
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
+    async fn adjust_role_count(&mut self, role: Role, shard: i16, delta: i64) -> QueryResult<()> {
+        diesel::update(role_counts::table.find((role, shard)))
+            .set(role_counts::count.eq(role_counts::count + delta))
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
+    async fn role_count_shards(&mut self) -> QueryResult<Vec<(Role, i64)>> {
+        role_counts::table
+            .select((role_counts::role, role_counts::count))
+            .load(self)
+            .await
+    }
+
+    async fn apply_clerk_changes(
+        &mut self,
+        id: &ClerkUserId,
+        changes: &ClerkChanges<'_>,
+    ) -> QueryResult<()> {
+        diesel::update(users::table.find(id))
+            .set(changes)
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
+    async fn tombstone_user(
+        &mut self,
+        id: &ClerkUserId,
+        now: chrono::NaiveDateTime,
+    ) -> QueryResult<()> {
+        diesel::update(users::table.find(id))
+            .set((users::deleted_at.eq(now), users::updated_at.eq(now)))
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
+    async fn record_webhook_event(&mut self, event: &NewWebhookEvent<'_>) -> QueryResult<bool> {
+        diesel::insert_into(webhook_events::table)
+            .values(event)
+            .on_conflict_do_nothing()
+            .execute(self)
+            .await
+            .map(|inserted| inserted == 1)
+    }
+
+    async fn find_sync(&mut self, user_id: &ClerkUserId) -> QueryResult<Option<SyncRow>> {
+        clerk_sync::table
+            .find(user_id)
+            .select(SyncRow::as_select())
+            .first(self)
+            .await
+            .optional()
+    }
+
+    async fn clear_sync_error(&mut self, user_id: &ClerkUserId) -> QueryResult<()> {
+        diesel::update(
+            clerk_sync::table
+                .find(user_id)
+                .filter(clerk_sync::next_attempt_at.is_null()),
+        )
+        .set(clerk_sync::last_error.eq(None::<String>))
+        .execute(self)
+        .await
+        .map(drop)
+    }
+
+    async fn delete_sync(&mut self, user_id: &ClerkUserId) -> QueryResult<()> {
+        diesel::delete(clerk_sync::table.find(user_id))
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
+    async fn role_history(
+        &mut self,
+        user_id: &ClerkUserId,
+        before: Option<i64>,
+        limit: i64,
+    ) -> QueryResult<Vec<RoleChangeRow>> {
+        let mut query = role_changes::table
+            .filter(role_changes::user_id.eq(user_id))
+            .order(role_changes::id.desc())
+            .select(RoleChangeRow::as_select())
+            .limit(limit)
+            .into_boxed();
+        if let Some(before) = before {
+            query = query.filter(role_changes::id.lt(before));
+        }
+        query.load(self).await
+    }
+
+    async fn find_user_with_sync(
+        &mut self,
+        id: &ClerkUserId,
+    ) -> QueryResult<Option<(UserRow, Option<SyncRow>)>> {
+        users::table
+            .left_join(clerk_sync::table)
+            .filter(users::id.eq(id))
+            .select((UserRow::as_select(), Option::<SyncRow>::as_select()))
+            .first(self)
+            .await
+            .optional()
+    }
+
+    async fn list_users(
+        &mut self,
+        filter: &UserFilter,
+    ) -> QueryResult<Vec<(UserRow, Option<SyncRow>)>> {
+        let mut query = users::table
+            .left_join(clerk_sync::table)
+            .filter(users::deleted_at.is_null())
+            .select((UserRow::as_select(), Option::<SyncRow>::as_select()))
+            .order((users::created_at.desc(), users::id.desc()))
+            .limit(filter.limit)
+            .into_boxed();
+        if let Some(role) = filter.role {
+            query = query.filter(users::role.eq(role));
+        }
+        if let Some(pattern) = &filter.search_pattern {
+            query = query.filter(
+                lower(users::email)
+                    .like(pattern)
+                    .escape('\\')
+                    .or(lower(users::first_name).like(pattern).escape('\\'))
+                    .or(lower(users::last_name).like(pattern).escape('\\'))
+                    .or(
+                        lower(concat_name_ws(" ", users::first_name, users::last_name))
+                            .like(pattern)
+                            .escape('\\'),
+                    ),
+            );
+        }
+        if let Some((created_at, id)) = &filter.after {
+            query = query.filter(
+                users::created_at.lt(*created_at).or(users::created_at
+                    .eq(*created_at)
+                    .and(users::id.lt(id.as_str()))),
+            );
+        }
+        query.load(self).await
+    }
+
+    async fn enqueue_push(
+        &mut self,
+        user_id: &ClerkUserId,
+        role: Role,
+        now: chrono::NaiveDateTime,
+    ) -> QueryResult<()> {
+        let seen = || {
+            users::table
+                .find(user_id)
+                .select(users::clerk_updated_at)
+                .single_value()
+                .assume_not_null()
+        };
+        diesel::insert_into(clerk_sync::table)
+            .values((
+                clerk_sync::user_id.eq(user_id),
+                clerk_sync::desired_role.eq(role),
+                clerk_sync::version.eq(1_i64),
+                clerk_sync::attempts.eq(0),
+                clerk_sync::next_attempt_at.eq(Some(now)),
+                clerk_sync::queued_at.eq(Some(now)),
+                clerk_sync::seen_clerk_updated_at.eq(seen().nullable()),
+            ))
+            .on_conflict(clerk_sync::user_id)
+            .do_update()
+            .set((
+                clerk_sync::desired_role.eq(role),
+                clerk_sync::version.eq(clerk_sync::version + 1_i64),
+                clerk_sync::attempts.eq(0),
+                clerk_sync::next_attempt_at.eq(Some(now)),
+                clerk_sync::last_error.eq(None::<String>),
+                clerk_sync::queued_at.eq(Some(now)),
+                clerk_sync::seen_clerk_updated_at.eq(seen().nullable()),
+            ))
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
+    async fn apply_push_result(
+        &mut self,
+        user_id: &ClerkUserId,
+        role: Role,
+        clerk: ClerkState,
+        from_push: bool,
+        now: chrono::NaiveDateTime,
+    ) -> QueryResult<()> {
+        diesel::update(users::table.find(user_id))
+            .set((
+                users::role.eq(role),
+                users::clerk_role.eq(Some(clerk.role)),
+                users::clerk_updated_at.eq(Some(clerk.updated_at)),
+                users::clerk_from_push.eq(from_push),
+                users::updated_at.eq(now),
+            ))
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
+    async fn mark_synced(&mut self, user_id: &ClerkUserId, version: i64) -> QueryResult<()> {
+        diesel::update(
+            clerk_sync::table
+                .find(user_id)
+                .filter(clerk_sync::version.eq(version)),
+        )
+        .set((
+            clerk_sync::next_attempt_at.eq(None::<chrono::NaiveDateTime>),
+            clerk_sync::last_error.eq(None::<String>),
+            clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
+            clerk_sync::claimed_by.eq(None::<String>),
+        ))
+        .execute(self)
+        .await
+        .map(drop)
+    }
+
+    async fn reschedule_push(
+        &mut self,
+        user_id: &ClerkUserId,
+        version: i64,
+        next_attempt_at: Option<chrono::NaiveDateTime>,
+        error: &str,
+    ) -> QueryResult<()> {
+        diesel::update(
+            clerk_sync::table
+                .find(user_id)
+                .filter(clerk_sync::version.eq(version)),
+        )
+        .set((
+            clerk_sync::next_attempt_at.eq(next_attempt_at),
+            clerk_sync::last_error.eq(Some(error)),
+            clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
+            clerk_sync::claimed_by.eq(None::<String>),
+        ))
+        .execute(self)
+        .await
+        .map(drop)
+    }
+
+    async fn push_queue_stats(&mut self) -> QueryResult<(i64, Option<chrono::NaiveDateTime>)> {
+        clerk_sync::table
+            .filter(clerk_sync::next_attempt_at.is_not_null())
+            .select((
+                diesel::dsl::count_star(),
+                diesel::dsl::min(clerk_sync::queued_at),
+            ))
+            .first(self)
+            .await
+    }
+
+    async fn live_user_roles(&mut self) -> QueryResult<Vec<(ClerkUserId, Role)>> {
+        users::table
+            .filter(users::deleted_at.is_null())
+            .select((users::id, users::role))
+            .load(self)
+            .await
+    }
+
+    async fn load_backfill_progress(&mut self) -> QueryResult<Option<Progress>> {
+        backfill_progress::table
+            .select(Progress::as_select())
+            .first(self)
+            .await
+            .optional()
+    }
+
+    async fn save_backfill_progress(&mut self, progress: &Progress) -> QueryResult<()> {
+        diesel::insert_into(backfill_progress::table)
+            .values((backfill_progress::id.eq(1), progress))
+            .on_conflict(backfill_progress::id)
+            .do_update()
+            .set(progress)
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
+    async fn delete_backfill_progress(&mut self) -> QueryResult<()> {
+        diesel::delete(backfill_progress::table)
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
+    async fn set_unrecorded_pushes(
+        &mut self,
+        user_id: &ClerkUserId,
+        pushes: Unrecorded,
+    ) -> QueryResult<()> {
+        diesel::update(clerk_sync::table.find(user_id))
+            .set((
+                clerk_sync::unrecorded_roles.eq(pushes.roles.bits()),
+                clerk_sync::unrecorded_until.eq(pushes.until),
+            ))
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
+    async fn release_claim(&mut self, user_id: &ClerkUserId) -> QueryResult<()> {
+        diesel::update(clerk_sync::table.find(user_id))
+            .set((
+                clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
+                clerk_sync::claimed_by.eq(None::<String>),
+            ))
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
+    async fn release_claims_of(&mut self, owner: &str) -> QueryResult<usize> {
+        diesel::update(clerk_sync::table.filter(clerk_sync::claimed_by.eq(owner)))
+            .set((
+                clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
+                clerk_sync::claimed_by.eq(None::<String>),
+            ))
+            .execute(self)
+            .await
+    }
+
+    async fn renew_claims(
+        &mut self,
+        owner: &str,
+        user_ids: &[ClerkUserId],
+        until: chrono::NaiveDateTime,
+    ) -> QueryResult<usize> {
+        diesel::update(
+            clerk_sync::table
+                .filter(clerk_sync::user_id.eq_any(user_ids))
+                .filter(clerk_sync::claimed_by.eq(owner)),
+        )
+        .set(clerk_sync::claimed_until.eq(Some(until)))
+        .execute(self)
+        .await
+    }
+
+    async fn cancel_push(
+        &mut self,
+        user_id: &ClerkUserId,
+        version: i64,
+        now: chrono::NaiveDateTime,
+        owner: Option<&str>,
+    ) -> QueryResult<bool> {
+        // Placeholders in the order they first appear (SQLite binds
+        // them so); no worker's id is empty, so "" is nobody.
+        diesel::sql_query(
+            "UPDATE clerk_sync SET next_attempt_at = NULL, last_error = NULL, \
+                 claimed_by = CASE WHEN claimed_until >= $1 AND claimed_version < $2 \
+                     AND claimed_by <> $3 THEN claimed_by END, \
+                 claimed_until = CASE WHEN claimed_until >= $1 AND claimed_version < $2 \
+                     AND claimed_by <> $3 THEN claimed_until END \
+             WHERE user_id = $4 AND version = $2 AND next_attempt_at IS NOT NULL \
+                 AND (claimed_until IS NULL OR claimed_until < $1 OR claimed_by = $3 \
+                     OR claimed_version < $2)",
+        )
+        .bind::<diesel::sql_types::Timestamp, _>(now)
+        .bind::<diesel::sql_types::BigInt, _>(version)
+        .bind::<diesel::sql_types::Text, _>(owner.unwrap_or_default())
+        .bind::<diesel::sql_types::Text, _>(user_id)
+        .execute(self)
+        .await
+        .map(|cancelled| cancelled == 1)
+    }
+
+    async fn prune_webhook_events(
+        &mut self,
+        cutoff: chrono::NaiveDateTime,
+        batch: i64,
+    ) -> QueryResult<usize> {
+        diesel::sql_query(
+            "DELETE FROM webhook_events WHERE svix_id IN \
+             (SELECT svix_id FROM webhook_events WHERE received_at < $1 LIMIT $2)",
+        )
+        .bind::<diesel::sql_types::Timestamp, _>(cutoff)
+        .bind::<diesel::sql_types::BigInt, _>(batch)
+        .execute(self)
+        .await
+    }
+
+    async fn next_push_due(
+        &mut self,
+        now: chrono::NaiveDateTime,
+    ) -> QueryResult<Option<chrono::NaiveDateTime>> {
+        clerk_sync::table
+            .filter(clerk_sync::next_attempt_at.is_not_null())
+            .filter(
+                clerk_sync::claimed_until
+                    .is_null()
+                    .or(clerk_sync::claimed_until.lt(now)),
+            )
+            .select(diesel::dsl::min(clerk_sync::next_attempt_at))
+            .first(self)
+            .await
+    }
+}
