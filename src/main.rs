@@ -1,3 +1,5 @@
+//! The `clerk-role-sync` binary: the command line of [`clerk_role_sync::cli`].
+
 use std::process::ExitCode;
 
 #[tokio::main]

@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 
 use super::audit::log_role_change;
 use crate::clerk::ClerkUser;
-use crate::db::rows::{ClerkChanges, NewWebhookEvent, SyncRow, UserRow, corrupt, now};
+use crate::db::rows::{ClerkChanges, NewWebhookEvent, SyncRow, UserRow, now};
 use crate::db::{ClerkWrite, DbError, RoleMove, Store};
 use crate::domain::{
     ClerkState, ClerkUserId, Known, PendingPush, RoleSet, RoleSource, Unrecorded, Verdict, judge,
@@ -139,12 +139,12 @@ impl Locked {
 /// its outbox row, then one write (four when it cancels a pending push).
 pub async fn apply_clerk_user<C: Store>(
     conn: &mut C,
+    id: &ClerkUserId,
     user: &ClerkUser,
     apply: Apply<'_>,
 ) -> Result<Outcome, DbError> {
-    let id = ClerkUserId::parse(user.id.as_str()).map_err(corrupt)?;
-    let locked = Locked::take(conn, &id).await?;
-    apply_locked(conn, user, &id, locked, apply).await
+    let locked = Locked::take(conn, id).await?;
+    apply_locked(conn, user, id, locked, apply).await
 }
 
 /// [`apply_clerk_user`] for a user its caller has already locked.

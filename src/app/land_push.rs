@@ -53,7 +53,7 @@ pub async fn check_before_retry<C: Store>(
         claimed_by: Some(owner),
     };
     after_commit(conn.transaction(async |conn| {
-        apply_clerk_user(conn, user, apply).await?;
+        apply_clerk_user(conn, user_id, user, apply).await?;
         let sync = conn.find_sync(user_id).await?;
         let check = match sync.as_ref().filter(|sync| sync.is_pending()) {
             None => RetryCheck::Cancelled,

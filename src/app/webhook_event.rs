@@ -65,7 +65,7 @@ async fn apply_event_once<C: Store>(
 ) -> Result<Outcome, TxError> {
     after_commit(conn.transaction(async |conn| {
         let (outcome, user_id) = match event {
-            ClerkEvent::UserUpserted { user, .. } => {
+            ClerkEvent::UserUpserted { id, user, .. } => {
                 // Records the message itself, with what it writes.
                 let message = Message {
                     svix_id,
@@ -79,7 +79,7 @@ async fn apply_event_once<C: Store>(
                     allowance_ms,
                     claimed_by: None,
                 };
-                return match apply_clerk_user(conn, user, apply).await? {
+                return match apply_clerk_user(conn, id, user, apply).await? {
                     Outcome::Duplicate => Err(TxError::Duplicate),
                     outcome => Ok(outcome),
                 };
@@ -112,6 +112,7 @@ async fn apply_event_once<C: Store>(
 /// (message `svix_id`), in its own transaction.
 pub async fn apply_reread<C: Store>(
     conn: &mut C,
+    id: &ClerkUserId,
     user: &ClerkUser,
     svix_id: &str,
     allowance_ms: i64,
@@ -124,7 +125,7 @@ pub async fn apply_reread<C: Store>(
         allowance_ms,
         claimed_by: None,
     };
-    after_commit(conn.transaction(async |conn| apply_clerk_user(conn, user, apply).await)).await
+    after_commit(conn.transaction(async |conn| apply_clerk_user(conn, id, user, apply).await)).await
 }
 
 /// Tombstones a user: kept with its history, gone from lists and counts, and

@@ -158,14 +158,14 @@ impl ClerkClient {
             .http
             .patch(url)
             .json(&json!({ "public_metadata": { "role": role.as_str() } }));
-        self.send(request).await
+        about(id, self.send(request).await?)
     }
 
     /// A user as Clerk has it now; `None` when Clerk does not know it.
     pub async fn get_user(&self, id: &ClerkUserId) -> Result<Option<ClerkUser>, ClerkError> {
         let url = self.url(&format!("v1/users/{id}"))?;
         match self.send(self.http.get(url)).await {
-            Ok(user) => Ok(Some(user)),
+            Ok(user) => about(id, user).map(Some),
             Err(ClerkError::Refused { status: 404, .. }) => Ok(None),
             Err(error) => Err(error),
         }
@@ -243,6 +243,19 @@ impl ClerkClient {
     }
 }
 
+/// `user`, when it is the user `id` that was asked for: an answer about
+/// anyone else is malformed, never applied to `id`.
+fn about(id: &ClerkUserId, user: ClerkUser) -> Result<ClerkUser, ClerkError> {
+    if user.id == id.as_str() {
+        Ok(user)
+    } else {
+        Err(ClerkError::Malformed(format!(
+            "asked for user {id}, Clerk answered about {}",
+            user.id
+        )))
+    }
+}
+
 /// A transport failure, described without the URL (which is ours, but long).
 fn transport_error(error: &reqwest::Error) -> String {
     if error.is_timeout() {
@@ -300,6 +313,26 @@ mod tests {
             serde_json::from_value(serde_json::json!({"errors": [{"code": "x", "message": "y"}]}))
                 .expect("an error body");
         assert_eq!(bare.describe().as_deref(), Some("x: y"));
+    }
+
+    #[test]
+    fn an_answer_about_another_user_is_malformed_and_never_applied() {
+        let asked = ClerkUserId::parse("user_asked").expect("an id");
+        let answer = |id: &str| -> ClerkUser {
+            serde_json::from_value(serde_json::json!({"id": id, "updated_at": 1})).expect("a user")
+        };
+        assert_eq!(
+            about(&asked, answer("user_asked"))
+                .expect("the same user")
+                .id,
+            "user_asked"
+        );
+        let error = about(&asked, answer("user_other")).expect_err("another user");
+        assert!(matches!(error, ClerkError::Malformed(_)), "{error:?}");
+        assert!(
+            error.may_have_applied(),
+            "a push whose answer is unreadable is judged again"
+        );
     }
 
     #[test]

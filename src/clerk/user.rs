@@ -1,3 +1,7 @@
+//! [`ClerkUser`]: a user as Clerk sends it, read leniently (the id stays
+//! Clerk's text: one malformed id in a page of users must not fail the page;
+//! each caller parses it where it enters our vocabulary).
+
 use serde::Deserialize;
 use serde_json::Value;
 

@@ -4,7 +4,6 @@
 use chrono::{DateTime, NaiveDateTime, SubsecRound as _, Utc};
 use diesel::prelude::*;
 
-use super::pool::DbError;
 use super::schema::{backfill_progress, clerk_sync, role_changes, users, webhook_events};
 use crate::domain::{ClerkUserId, Role, RoleSource};
 
@@ -141,11 +140,6 @@ impl From<UserRow> for User {
             deleted_at: row.deleted_at.map(|at| at.and_utc()),
         }
     }
-}
-
-/// A stored value the constraints should have kept out.
-pub(crate) fn corrupt(error: impl std::error::Error + Send + Sync + 'static) -> DbError {
-    DbError::Query(diesel::result::Error::DeserializationError(Box::new(error)))
 }
 
 /// The current time as stored: UTC, microsecond precision on both backends.

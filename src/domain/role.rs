@@ -1,3 +1,6 @@
+//! [`Role`], the set of roles a push may have left in Clerk ([`RoleSet`]),
+//! and where a role change came from ([`RoleSource`]).
+
 use std::fmt;
 use std::str::FromStr;
 

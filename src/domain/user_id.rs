@@ -1,3 +1,5 @@
+//! [`ClerkUserId`]: the one user id type, checked once where an id enters.
+
 use std::fmt;
 
 use diesel::deserialize::FromSqlRow;

@@ -118,9 +118,9 @@ pub async fn receive_clerk_webhook(
 
     metrics.webhook(event.kind(), outcome);
     if outcome == Outcome::Conflict
-        && let (ClerkEvent::UserUpserted { user, .. }, Some(clerk)) = (&event, &state.clerk)
+        && let (ClerkEvent::UserUpserted { id, .. }, Some(clerk)) = (&event, &state.clerk)
     {
-        reread(&state, clerk, &user.id, headers.id).await;
+        reread(&state, clerk, id, headers.id).await;
     }
 
     tracing::info!(
@@ -135,11 +135,8 @@ pub async fn receive_clerk_webhook(
 /// Settles a conflict by asking Clerk for the user's current state. Best
 /// effort: the message is already recorded, and a failure here leaves the
 /// user as it was (reconcile repairs what remains).
-async fn reread(state: &AppState, clerk: &ClerkClient, user_id: &str, svix_id: &str) {
-    let Ok(id) = ClerkUserId::parse(user_id) else {
-        return;
-    };
-    let user = match clerk.get_user(&id).await {
+async fn reread(state: &AppState, clerk: &ClerkClient, id: &ClerkUserId, svix_id: &str) {
+    let user = match clerk.get_user(id).await {
         Ok(Some(user)) => user,
         Ok(None) => return,
         Err(error) => {
@@ -148,7 +145,7 @@ async fn reread(state: &AppState, clerk: &ClerkClient, user_id: &str, svix_id: &
         }
     };
     let allowance = state.clock_skew_allowance_ms;
-    let applied = with_conn!(state.db, conn => webhook_event::apply_reread(conn, &user, svix_id, allowance).await);
+    let applied = with_conn!(state.db, conn => webhook_event::apply_reread(conn, id, &user, svix_id, allowance).await);
     match applied {
         Ok(outcome) => {
             tracing::info!(user.id = %id, outcome = outcome.as_str(), "conflict settled by re-reading Clerk")

@@ -112,7 +112,7 @@ pub async fn run(
                         // race rule (and its allowance) does not come in.
                         let allowance = DEFAULT_CLOCK_SKEW_ALLOWANCE_MS;
                         with_conn!(db, conn => {
-                            webhook_event::apply_reread(conn, user, "reconcile", allowance).await
+                            webhook_event::apply_reread(conn, &id, user, "reconcile", allowance).await
                         })?;
                     }
                 }

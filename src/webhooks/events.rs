@@ -9,8 +9,13 @@ use crate::domain::ClerkUserId;
 /// The events we act on; everything else is recorded and acknowledged.
 #[derive(Debug, Clone)]
 pub enum ClerkEvent {
-    /// `user.created` or `user.updated`: the user's full, current state.
-    UserUpserted { kind: EventKind, user: ClerkUser },
+    /// `user.created` or `user.updated`: the user's full, current state,
+    /// and its id, parsed.
+    UserUpserted {
+        kind: EventKind,
+        id: ClerkUserId,
+        user: Box<ClerkUser>,
+    },
     /// `user.deleted`; Clerk documents `data.id`, but it may be missing.
     UserDeleted { id: Option<ClerkUserId> },
     /// Any other type (sessions, organizations, …).
@@ -77,8 +82,12 @@ pub fn parse(body: &[u8]) -> Result<ClerkEvent, EventError> {
     let upserted = |kind: EventKind, name: &'static str| {
         let user: ClerkUser = serde_json::from_str(envelope.data.get())
             .map_err(|source| EventError::User { kind: name, source })?;
-        ClerkUserId::parse(user.id.as_str()).map_err(|_| EventError::UserId)?;
-        Ok(ClerkEvent::UserUpserted { kind, user })
+        let id = ClerkUserId::parse(user.id.as_str()).map_err(|_| EventError::UserId)?;
+        Ok(ClerkEvent::UserUpserted {
+            kind,
+            id,
+            user: Box::new(user),
+        })
     };
     match envelope.kind.as_str() {
         "user.created" => upserted(EventKind::Created, "user.created"),
@@ -146,7 +155,7 @@ mod tests {
     fn minimal_envelopes_parse() {
         let body = br#"{"type":"user.updated","data":{"id":"user_1","updated_at":5,
             "public_metadata":{"role":"admin"},"first_name":null,"last_name":null}}"#;
-        let ClerkEvent::UserUpserted { user, kind } = parse(body).expect("parses") else {
+        let ClerkEvent::UserUpserted { user, kind, .. } = parse(body).expect("parses") else {
             panic!("an upsert");
         };
         assert_eq!(kind, EventKind::Updated);

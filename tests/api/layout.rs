@@ -174,6 +174,9 @@ fn the_lower_layers_import_only_what_is_below_them() {
             "domain" | "secret" => &[],
             "db" => &["domain"],
             "clerk" => &["domain", "secret"],
+            "webhooks" => &["domain", "secret", "clerk"],
+            // The use-cases: storage and what Clerk sends, never an edge.
+            "app" => &["domain", "secret", "db", "clerk", "webhooks"],
             _ => continue,
         };
         for target in named.iter().filter(|target| layer(target) != layer(module)) {
