@@ -229,5 +229,6 @@ pub trait Queries: AsyncConnection + Send {
     ) -> QueryResult<Option<chrono::NaiveDateTime>>;
 }
 
+// The implementation, `queries/shared.rs`, compiled once per connection type.
 mod postgres;
 mod sqlite;

@@ -5,8 +5,8 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::super::{Queries, concat_name_ws, lower};
 use super::Conn;
+use crate::db::queries::{Queries, concat_name_ws, lower};
 use crate::db::rows::{
     ClerkChanges, NewRoleChange, NewUser, NewWebhookEvent, Progress, RoleChangeRow, SyncRow,
     UserFilter, UserRow,
