@@ -4,14 +4,13 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 # Dependencies first, in their own layer. Everything the workspace's
-# manifests name is copied as it is (the load generator, the test kit, the
-# benches and the tests are small and seldom change), so that cargo can load
-# the workspace from what is copied; only the service's own sources are
-# stand-ins here, and this layer is rebuilt when a manifest, the lock file,
-# loadgen/, testkit/, benches/ or tests/ change.
+# manifests name is copied as it is (the load generator, the benches and
+# the tests with their test kit are small and seldom change), so that cargo
+# can load the workspace from what is copied; only the service's own sources
+# are stand-ins here, and this layer is rebuilt when a manifest, the lock
+# file, loadgen/, benches/ or tests/ change.
 COPY Cargo.toml Cargo.lock ./
 COPY loadgen loadgen
-COPY testkit testkit
 COPY benches benches
 COPY tests tests
 RUN mkdir -p src \

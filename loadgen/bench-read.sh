@@ -14,7 +14,7 @@ REQUESTS=${REQUESTS:-2000}
 PG=${PG:-postgres://postgres@127.0.0.1:5432}
 PORT=${PORT:-18301}
 export CLERK_WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
-key=testkit/keys/primary.key.pem
+key=tests/testkit/keys/primary.key.pem
 
 # shellcheck source=loadgen/bench-common.sh
 source loadgen/bench-common.sh
@@ -45,7 +45,7 @@ for backend in postgres sqlite; do
     for users in 1000 1000000; do
         "$loadgen" seed --database-url "$url" --users $((users - seeded)) >&2
         seeded=$users
-        start "$url" CLERK_JWT_KEY="$(cat testkit/keys/primary.pub.pem)"
+        start "$url" CLERK_JWT_KEY="$(cat tests/testkit/keys/primary.pub.pem)"
         measure "$backend" "$users" stats /api/admin/stats
         measure "$backend" "$users" "page" "/api/admin/users?limit=50"
         measure "$backend" "$users" "role page" "/api/admin/users?limit=50&role=INSTRUCTOR"

@@ -46,7 +46,7 @@ fn without(mut claims: Value, key: &str) -> Value {
 fn token_with_kid(kid: &str, claims: &Value) -> String {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(kid.to_owned());
-    let key = EncodingKey::from_rsa_pem(include_bytes!("../../testkit/keys/primary.key.pem"))
+    let key = EncodingKey::from_rsa_pem(include_bytes!("../testkit/keys/primary.key.pem"))
         .expect("test key");
     jsonwebtoken::encode(&header, claims, &key).expect("signed")
 }

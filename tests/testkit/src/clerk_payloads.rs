@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 fn fixture(name: &str) -> Value {
     let path = format!(
-        "{}/../tests/fixtures/clerk-webhooks/{name}",
+        "{}/../fixtures/clerk-webhooks/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
