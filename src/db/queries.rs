@@ -227,6 +227,33 @@ pub trait Queries: AsyncConnection + Send {
         &mut self,
         now: chrono::NaiveDateTime,
     ) -> QueryResult<Option<chrono::NaiveDateTime>>;
+
+    /// Takes up to `limit` due, unclaimed pushes for `owner` until
+    /// `lease_until`, counting an attempt for each. On PostgreSQL rows that
+    /// another replica is claiming at the same moment are skipped, not waited
+    /// for (each backend's `CLAIM_LOCK`).
+    async fn claim_due_pushes(
+        &mut self,
+        owner: &str,
+        now: chrono::NaiveDateTime,
+        lease_until: chrono::NaiveDateTime,
+        limit: i64,
+    ) -> QueryResult<Vec<SyncRow>>;
+}
+
+/// The claim, written for both backends; each backend adds its `CLAIM_LOCK`.
+/// Placeholders are numbered in the order they appear, which is how SQLite
+/// binds them.
+fn claim_sql(locking: &str) -> String {
+    format!(
+        "UPDATE clerk_sync SET claimed_until = $1, claimed_by = $2, attempts = attempts + 1, \
+             taken_over = (claimed_by IS NOT NULL), claimed_version = version \
+         WHERE user_id IN ( \
+             SELECT user_id FROM clerk_sync \
+             WHERE next_attempt_at <= $3 AND (claimed_until IS NULL OR claimed_until < $3) \
+             ORDER BY next_attempt_at LIMIT $4 {locking}) \
+         RETURNING user_id, desired_role, version, attempts, next_attempt_at, last_error, claimed_until, queued_at, claimed_by, seen_clerk_updated_at, taken_over, unrecorded_roles, unrecorded_until, claimed_version"
+    )
 }
 
 // The implementation, `queries/shared.rs`, compiled once per connection type.

@@ -1,17 +1,16 @@
 //! [`Store`]: every query of the service, for either backend's connection:
 //! the [`Queries`] that read the same on both, and here, the one place where
-//! PostgreSQL and SQLite need different SQL (row locks, the claim of due
-//! pushes, the one-statement write of a Clerk state).
+//! PostgreSQL and SQLite need different statements (row locks, the counter
+//! lock, the maintenance lock, the one-statement write of a Clerk state).
 
-use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text, Timestamp};
+use diesel::sql_types::BigInt;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::clerk_write::{ClerkWrite, OneStatement};
 use super::pool::SqliteConn;
 use super::queries::Queries;
-use super::rows::{NewRoleChange, NewUser, SyncRow, UserRow};
+use super::rows::{NewRoleChange, NewUser, UserRow};
 use super::schema::{role_counts, users};
 use crate::domain::{ClerkUserId, Role};
 
@@ -29,39 +28,13 @@ pub trait Store: Queries {
 
     /// Live admins, holding the admin counters until the transaction ends so
     /// that two concurrent demotions cannot both remove "the other" admin.
-    /// Take it after the user rows (see `users::change_roles`).
+    /// Take it after the user rows (see `app::change_roles`).
     async fn lock_admin_count(&mut self) -> QueryResult<i64>;
 
     /// Takes the maintenance lock until the transaction ends; `false` when
     /// another replica holds it (PostgreSQL). SQLite's write lock already
     /// lets one writer at a time through.
     async fn try_lock_maintenance(&mut self) -> QueryResult<bool>;
-
-    /// Takes up to `limit` due, unclaimed pushes for `owner` until
-    /// `lease_until`, counting an attempt for each. On PostgreSQL rows that
-    /// another replica is claiming at the same moment are skipped, not waited for.
-    async fn claim_due_pushes(
-        &mut self,
-        owner: &str,
-        now: NaiveDateTime,
-        lease_until: NaiveDateTime,
-        limit: i64,
-    ) -> QueryResult<Vec<SyncRow>>;
-}
-
-/// The claim, written for both backends; PostgreSQL adds the row locks.
-/// Placeholders are numbered in the order they appear, which is how SQLite
-/// binds them.
-fn claim_sql(locking: &str) -> String {
-    format!(
-        "UPDATE clerk_sync SET claimed_until = $1, claimed_by = $2, attempts = attempts + 1, \
-             taken_over = (claimed_by IS NOT NULL), claimed_version = version \
-         WHERE user_id IN ( \
-             SELECT user_id FROM clerk_sync \
-             WHERE next_attempt_at <= $3 AND (claimed_until IS NULL OR claimed_until < $3) \
-             ORDER BY next_attempt_at LIMIT $4 {locking}) \
-         RETURNING user_id, desired_role, version, attempts, next_attempt_at, last_error, claimed_until, queued_at, claimed_by, seen_clerk_updated_at, taken_over, unrecorded_roles, unrecorded_until, claimed_version"
-    )
 }
 
 /// The advisory lock key of maintenance rounds (see `Db::migrate` for the
@@ -96,22 +69,6 @@ impl Store for AsyncPgConnection {
             .map(|shards| shards.into_iter().sum())
     }
 
-    async fn claim_due_pushes(
-        &mut self,
-        owner: &str,
-        now: NaiveDateTime,
-        lease_until: NaiveDateTime,
-        limit: i64,
-    ) -> QueryResult<Vec<SyncRow>> {
-        diesel::sql_query(claim_sql("FOR UPDATE SKIP LOCKED"))
-            .bind::<Timestamp, _>(lease_until)
-            .bind::<Text, _>(owner)
-            .bind::<Timestamp, _>(now)
-            .bind::<BigInt, _>(limit)
-            .load(self)
-            .await
-    }
-
     async fn lock_user(&mut self, id: &ClerkUserId) -> QueryResult<Option<UserRow>> {
         users::table
             .find(id)
@@ -136,22 +93,6 @@ impl Store for SqliteConn {
     async fn lock_admin_count(&mut self) -> QueryResult<i64> {
         // The write lock taken by `lock_user` already serializes writers.
         admin_count(self).await
-    }
-
-    async fn claim_due_pushes(
-        &mut self,
-        owner: &str,
-        now: NaiveDateTime,
-        lease_until: NaiveDateTime,
-        limit: i64,
-    ) -> QueryResult<Vec<SyncRow>> {
-        diesel::sql_query(claim_sql(""))
-            .bind::<Timestamp, _>(lease_until)
-            .bind::<Text, _>(owner)
-            .bind::<Timestamp, _>(now)
-            .bind::<BigInt, _>(limit)
-            .load(self)
-            .await
     }
 
     async fn lock_user(&mut self, id: &ClerkUserId) -> QueryResult<Option<UserRow>> {

@@ -198,11 +198,6 @@ pub fn parse_role(value: &str) -> Result<Role, ApiError> {
     })
 }
 
-/// A user id from a path: anything that cannot be a Clerk id is no user here.
-pub fn parse_user_id(value: &str) -> Result<ClerkUserId, ApiError> {
-    ClerkUserId::parse(value).map_err(|_| not_found())
-}
-
 /// The `{userId}` of `/api/admin/users/{userId}…`, extracted and documented
 /// once for every route under it.
 #[derive(Deserialize, IntoParams)]
@@ -217,9 +212,9 @@ pub struct UserIdPath(
 );
 
 impl UserIdPath {
-    /// The id, or 404 for anything that cannot be a Clerk id.
+    /// The id; anything that cannot be a Clerk id is no user here (404).
     pub fn user_id(&self) -> Result<ClerkUserId, ApiError> {
-        parse_user_id(&self.0)
+        ClerkUserId::parse(self.0.as_str()).map_err(|_| not_found())
     }
 }
 

@@ -31,7 +31,7 @@ use crate::app::land_push::{self, PushResult, RetryCheck};
 use crate::clerk::{ClerkClient, ClerkError, ClerkUser};
 use crate::config::PushConfig;
 use crate::db::rows::{SyncRow, now};
-use crate::db::{Db, DbError, Queries as _, Store as _};
+use crate::db::{Db, DbError, Queries as _};
 use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role, RoleSet, Unrecorded};
 use crate::metrics::Metrics;
 use crate::with_conn;

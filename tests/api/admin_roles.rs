@@ -1,6 +1,7 @@
 //! The admin API: role changes (single and bulk), lists, history and stats,
 //! and every refusal leaving everything as it was.
 
+use clerk_role_sync::domain::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -55,7 +56,8 @@ both_backends!(
     bad_requests_change_nothing,
     bulk_changes_are_all_or_nothing,
     lists_page_filter_and_search_literally,
-    deleted_users_leave_lists_counts_and_lookups
+    deleted_users_leave_lists_counts_and_lookups,
+    ids_clerk_never_issues_name_no_user_on_any_user_path
 );
 
 async fn concurrent_changes_and_demotions_all_succeed(backend: Backend) {
@@ -526,5 +528,39 @@ fn problem_head(response: reqwest::Response, status: u16) {
             .get("content-type")
             .and_then(|v| v.to_str().ok()),
         Some("application/problem+json")
+    );
+}
+
+async fn ids_clerk_never_issues_name_no_user_on_any_user_path(backend: Backend) {
+    let (app, _clerk, token) = admin_setup(backend).await;
+    let before = app.stats().await;
+    let too_long = "u".repeat(129);
+    // Percent-encoded as a frontend would send them: a space, a slash that
+    // decodes inside the segment, a character outside ASCII, one too many.
+    for id in [
+        "user%20ada",
+        "user%2Fada",
+        "user_%E7%94%A8",
+        too_long.as_str(),
+    ] {
+        for path in [
+            format!("/api/admin/users/{id}"),
+            format!("/api/admin/users/{id}/role-history"),
+        ] {
+            let response = app
+                .authed(Method::GET, &path, &token)
+                .send()
+                .await
+                .expect("sent");
+            let body = problem(response, 404).await;
+            assert_eq!(body["detail"], "no such user", "{path}");
+        }
+        problem(app.patch_role(&token, id, "ADMIN").await, 404).await;
+    }
+    assert_eq!(app.stats().await, before, "nothing changed");
+    assert!(
+        app.user("user_ada")
+            .await
+            .is_some_and(|user| user.role == Role::Student)
     );
 }

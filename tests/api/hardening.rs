@@ -57,6 +57,21 @@ async fn trickle(address: SocketAddr, head: String) -> (String, bool) {
     (answer, closed)
 }
 
+/// `count` webhooks trickling their bodies in at once, each its own message.
+fn slow_webhooks(
+    address: SocketAddr,
+    count: usize,
+) -> Vec<tokio::task::JoinHandle<(String, bool)>> {
+    (0..count)
+        .map(|i| {
+            tokio::spawn(trickle(
+                address,
+                slow_webhook_head(&format!("msg_slow_{i}")),
+            ))
+        })
+        .collect()
+}
+
 fn slow_webhook_head(id: &str) -> String {
     format!(
         "POST /api/webhooks/clerk HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
@@ -188,14 +203,7 @@ async fn a_body_that_trickles_in_is_cut_off_with_408(backend: Backend) {
     let started = Instant::now();
 
     let address = socket(&app);
-    let webhooks: Vec<_> = (0..3)
-        .map(|i| {
-            tokio::spawn(trickle(
-                address,
-                slow_webhook_head(&format!("msg_slow_{i}")),
-            ))
-        })
-        .collect();
+    let webhooks = slow_webhooks(address, 3);
     let patch = tokio::spawn(trickle(
         address,
         format!(
@@ -232,14 +240,7 @@ async fn webhook_bodies_buffered_at_once_are_bounded(backend: Backend) {
     assert_eq!(probe_webhook(&app).await.status(), 401);
 
     let address = socket(&app);
-    let slow: Vec<_> = (0..64)
-        .map(|i| {
-            tokio::spawn(trickle(
-                address,
-                slow_webhook_head(&format!("msg_hold_{i}")),
-            ))
-        })
-        .collect();
+    let slow = slow_webhooks(address, 64);
     wait_until("every buffer is taken", || async {
         probe_webhook(&app).await.status() == 503
     })

@@ -614,6 +614,25 @@ async fn metric(app: &TestApp, name: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Stops the service and queues an admin's change of `user_ada` to
+/// INSTRUCTOR while it is down, as another replica would.
+async fn queue_while_stopped(app: &mut TestApp, clerk: &ClerkEmulator) {
+    clerk.send_webhooks_to(
+        &app.url("/api/webhooks/clerk"),
+        svix::TEST_SECRET,
+        Delivery::Immediate,
+    );
+    app.stop().await;
+    let change = change_roles::RoleChange {
+        user_id: user_id("user_ada"),
+        role: Role::Instructor,
+    };
+    let admin = user_id("user_admin");
+    let changed =
+        with_conn!(app.db, conn => change_roles::change_roles(conn, &[change], &admin).await);
+    changed.expect("changed");
+}
+
 both_backends!(
     a_restarted_replica_takes_its_old_claims_back_at_once,
     another_replicas_claim_is_taken_over_when_its_lease_expires,
@@ -622,22 +641,9 @@ both_backends!(
 
 async fn a_restarted_replica_takes_its_old_claims_back_at_once(backend: Backend) {
     let (mut app, clerk, token) = setup_with(backend, &[("REPLICA_ID", "replica-a")]).await;
-    clerk.send_webhooks_to(
-        &app.url("/api/webhooks/clerk"),
-        svix::TEST_SECRET,
-        Delivery::Immediate,
-    );
-    app.stop().await;
-    // A change queued while the replica was down, and claimed by it
-    // just before it died (`kill -9`): an hour of lease left.
-    let admin = ClerkUserId::parse("user_admin").expect("an id");
-    let change = change_roles::RoleChange {
-        user_id: ClerkUserId::parse("user_ada").expect("an id"),
-        role: Role::Instructor,
-    };
-    let changed =
-        with_conn!(app.db, conn => change_roles::change_roles(conn, &[change], &admin).await);
-    changed.expect("changed");
+    queue_while_stopped(&mut app, &clerk).await;
+    // Claimed by the replica just before it died (`kill -9`): an hour of
+    // lease left.
     leave_claim(&app, "user_ada", "replica-a", chrono::TimeDelta::hours(1)).await;
 
     let restarted = std::time::Instant::now();
@@ -662,20 +668,7 @@ async fn a_restarted_replica_takes_its_old_claims_back_at_once(backend: Backend)
 
 async fn another_replicas_claim_is_taken_over_when_its_lease_expires(backend: Backend) {
     let (mut app, clerk, token) = setup_with(backend, &[("REPLICA_ID", "replica-a")]).await;
-    clerk.send_webhooks_to(
-        &app.url("/api/webhooks/clerk"),
-        svix::TEST_SECRET,
-        Delivery::Immediate,
-    );
-    app.stop().await;
-    let admin = ClerkUserId::parse("user_admin").expect("an id");
-    let change = change_roles::RoleChange {
-        user_id: ClerkUserId::parse("user_ada").expect("an id"),
-        role: Role::Instructor,
-    };
-    let changed =
-        with_conn!(app.db, conn => change_roles::change_roles(conn, &[change], &admin).await);
-    changed.expect("changed");
+    queue_while_stopped(&mut app, &clerk).await;
     // replica-b died holding the claim with 2 s of lease left.
     let lease = chrono::TimeDelta::seconds(2);
     let expires = std::time::Instant::now() + Duration::from_secs(2);

@@ -1,12 +1,13 @@
 //! The body of [`Queries`]: one implementation, compiled once for each
-//! backend's connection type (`postgres.rs` and `sqlite.rs` name it `Conn`),
-//! so the queries are written once and read like any other code.
+//! backend's connection type (`postgres.rs` and `sqlite.rs` name it `Conn`,
+//! and give the claim's lock clause, `CLAIM_LOCK`), so the queries are
+//! written once and read like any other code.
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::Conn;
-use crate::db::queries::{Queries, concat_name_ws, lower};
+use super::{CLAIM_LOCK, Conn};
+use crate::db::queries::{Queries, claim_sql, concat_name_ws, lower};
 use crate::db::rows::{
     ClerkChanges, NewRoleChange, NewUser, NewWebhookEvent, Progress, RoleChangeRow, SyncRow,
     UserFilter, UserRow,
@@ -439,6 +440,23 @@ impl Queries for Conn {
         .bind::<diesel::sql_types::BigInt, _>(batch)
         .execute(self)
         .await
+    }
+
+    async fn claim_due_pushes(
+        &mut self,
+        owner: &str,
+        now: chrono::NaiveDateTime,
+        lease_until: chrono::NaiveDateTime,
+        limit: i64,
+    ) -> QueryResult<Vec<SyncRow>> {
+        use diesel::sql_types::{BigInt, Text, Timestamp};
+        diesel::sql_query(claim_sql(CLAIM_LOCK))
+            .bind::<Timestamp, _>(lease_until)
+            .bind::<Text, _>(owner)
+            .bind::<Timestamp, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(self)
+            .await
     }
 
     async fn next_push_due(
