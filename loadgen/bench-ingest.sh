@@ -8,6 +8,8 @@
 #
 #   loadgen/bench-ingest.sh            # from the repository root
 #   RUNS=3 EVENTS=10000 loadgen/bench-ingest.sh
+#   CONCURRENCY=1 EVENTS=3000 loadgen/bench-ingest.sh      # one sender
+#   SERVICE=/path/to/old/clerk-role-sync loadgen/bench-ingest.sh   # another build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,13 +18,15 @@ EVENTS=${EVENTS:-20000}
 SECONDS_PER_PGBENCH=${SECONDS_PER_PGBENCH:-10}
 PG=${PG:-postgres://postgres@127.0.0.1:5432}
 PORT=${PORT:-18300}
+CONCURRENCY=${CONCURRENCY:-32}
 export CLERK_WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 
 # shellcheck source=loadgen/bench-common.sh
 source loadgen/bench-common.sh
+service=${SERVICE:-$service}
 
 ingest() {
-    "$loadgen" webhooks --url "http://127.0.0.1:$PORT" --events "$EVENTS" --service-pid "$pid" | tee -a "$work/$1.out" >&2
+    "$loadgen" webhooks --url "http://127.0.0.1:$PORT" --events "$EVENTS" --concurrency "$CONCURRENCY" --service-pid "$pid" | tee -a "$work/$1.out" >&2
 }
 
 for backend in postgres sqlite; do
@@ -39,7 +43,7 @@ for backend in postgres sqlite; do
         echo "== $backend: run $run" >&2
         ingest "$backend"
         if [ "$backend" = postgres ]; then
-            pgbench -h 127.0.0.1 -U postgres -n -M prepared -c 32 -j 2 -T "$SECONDS_PER_PGBENCH" \
+            pgbench -h 127.0.0.1 -U postgres -n -M prepared -c "$CONCURRENCY" -j "$((CONCURRENCY < 2 ? 1 : 2))" -T "$SECONDS_PER_PGBENCH" \
                 -f loadgen/pgbench/ingest.sql bench_ingest 2>&1 | tee -a "$work/pgbench.out" | grep -E '^(tps|latency average)' >&2
         fi
     done

@@ -10,6 +10,10 @@
 //! | `clerk_role_sync_push_lease_renewals_total` | claims whose lease this replica renewed while their push was in flight |
 //! | `clerk_role_sync_push_leases_expired_total` | claims this replica took over from an owner whose lease had expired (a replica that died) |
 //! | `clerk_role_sync_push_claims_taken_back_total` | claims left by an earlier run of this replica, taken back at its start |
+//! | `clerk_role_sync_ingest_batch_size` | webhook events applied per transaction (a histogram) |
+//! | `clerk_role_sync_ingest_batch_seconds` | how long applying one batch took, commit included (a histogram) |
+//! | `clerk_role_sync_ingest_queued` | webhook events waiting for the ingest writer |
+//! | `clerk_role_sync_ingest_writer_restarts_total` | the ingest writer ended or panicked and was started again |
 //! | `clerk_role_sync_outbox_pending` | pushes queued or retrying, in the shared database: the same on every replica (aggregate with `max`) |
 //! | `clerk_role_sync_outbox_oldest_pending_seconds` | age of the oldest queued push, likewise shared (`max`) |
 //! | `clerk_role_sync_build_info` | `version`, `backend`: always 1 |
@@ -25,8 +29,8 @@
 
 use actix_web::http::{Method, StatusCode};
 use prometheus::{
-    Encoder as _, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder as _, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::app::Outcome;
@@ -66,6 +70,10 @@ pub struct Metrics {
     pub push_claims_taken_back: IntCounter,
     pub push_pending: IntGauge,
     pub push_oldest_pending: Gauge,
+    ingest_batch_size: Histogram,
+    ingest_batch_seconds: Histogram,
+    pub ingest_queued: IntGauge,
+    pub ingest_writer_restarts: IntCounter,
     build_info: IntGaugeVec,
     http_requests: HistogramVec,
 }
@@ -133,6 +141,34 @@ impl Metrics {
                 "Age of the oldest queued role push (the shared database's: the same on every replica)",
             )
             .expect("valid metric"),
+            ingest_batch_size: Histogram::with_opts(
+                HistogramOpts::new(
+                    "clerk_role_sync_ingest_batch_size",
+                    "Webhook events applied per transaction by the ingest writer",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            )
+            .expect("valid metric"),
+            ingest_batch_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "clerk_role_sync_ingest_batch_seconds",
+                    "How long applying one batch of webhook events took, commit included",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
+            )
+            .expect("valid metric"),
+            ingest_queued: IntGauge::new(
+                "clerk_role_sync_ingest_queued",
+                "Webhook events waiting for the ingest writer",
+            )
+            .expect("valid metric"),
+            ingest_writer_restarts: IntCounter::new(
+                "clerk_role_sync_ingest_writer_restarts_total",
+                "Times the ingest writer ended or panicked and was started again",
+            )
+            .expect("valid metric"),
             http_requests: HistogramVec::new(
                 HistogramOpts::new(
                     "clerk_role_sync_http_request_duration_seconds",
@@ -162,6 +198,10 @@ impl Metrics {
             Box::new(metrics.push_claims_taken_back.clone()),
             Box::new(metrics.push_pending.clone()),
             Box::new(metrics.push_oldest_pending.clone()),
+            Box::new(metrics.ingest_batch_size.clone()),
+            Box::new(metrics.ingest_batch_seconds.clone()),
+            Box::new(metrics.ingest_queued.clone()),
+            Box::new(metrics.ingest_writer_restarts.clone()),
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.build_info.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
@@ -212,6 +252,12 @@ impl Metrics {
         self.webhooks
             .with_label_values(&[kind, outcome.as_str()])
             .inc();
+    }
+
+    /// Notes a batch of `events` webhook events applied in `seconds`.
+    pub fn ingest_batch(&self, events: usize, seconds: f64) {
+        self.ingest_batch_size.observe(events as f64);
+        self.ingest_batch_seconds.observe(seconds);
     }
 
     /// Counts a refused webhook; `reason` is one of [`REFUSAL_REASONS`].

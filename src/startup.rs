@@ -28,6 +28,7 @@ use crate::routes::head::head_as_get;
 use crate::routes::headers::security_headers;
 use crate::routes::observe::observe;
 use crate::routes::{self, AppState};
+use crate::sync::ingest::{Ingest, IngestHandle};
 use crate::sync::{PushWorker, WorkerHandle, allowance_ms, retention};
 use crate::webhooks::svix::Verifier;
 
@@ -46,7 +47,9 @@ const HEADERS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an idle keep-alive connection stays open.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// Webhook bodies (up to 1 MiB each) buffered at once: with the body
-/// deadline, what bounds the memory hostile senders can make us hold.
+/// deadline, what bounds the memory hostile senders can make us hold. A
+/// request keeps its permit until its event is applied, so this also bounds
+/// the events waiting for the ingest writer.
 const MAX_WEBHOOK_BODIES: usize = 64;
 
 /// A bound, ready-to-run service.
@@ -56,6 +59,7 @@ pub struct Application {
     server: Server,
     metrics_server: Option<Server>,
     worker: Option<WorkerHandle>,
+    ingest: IngestHandle,
     background: watch::Sender<bool>,
     retention: JoinHandle<()>,
 }
@@ -143,6 +147,8 @@ impl Application {
             stop,
         ));
 
+        let allowance = allowance_ms(config.clerk.push.clock_skew_allowance);
+        let (ingest, ingest_handle) = Ingest::spawn(db.clone(), allowance, metrics.clone());
         let state = web::Data::new(AppState {
             db,
             webhook_verifier,
@@ -152,7 +158,8 @@ impl Application {
             push_worker: worker.as_ref().map(WorkerHandle::link),
             body_timeout: config.body_timeout,
             webhook_bodies: Semaphore::new(MAX_WEBHOOK_BODIES),
-            clock_skew_allowance_ms: allowance_ms(config.clerk.push.clock_skew_allowance),
+            ingest,
+            clock_skew_allowance_ms: allowance,
             metrics_on_main_port: metrics_listener.is_none(),
         });
         let origins = config.cors_allowed_origins.clone();
@@ -231,6 +238,7 @@ impl Application {
             server,
             metrics_server,
             worker,
+            ingest: ingest_handle,
             background,
             retention,
         })
@@ -257,8 +265,9 @@ impl Application {
     }
 
     /// Serves until the servers are stopped through [`handle`](Self::handle),
-    /// then stops the push worker (letting pushes in flight finish and
-    /// handing back its claims) and the housekeeping.
+    /// then stops the ingest writer (once what is queued is applied), the
+    /// push worker (letting pushes in flight finish and handing back its
+    /// claims) and the housekeeping.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let metrics_server = self.metrics_server;
         let metrics_served = async move {
@@ -268,6 +277,7 @@ impl Application {
             }
         };
         let (served, metrics_served) = tokio::join!(self.server, metrics_served);
+        self.ingest.shutdown().await;
         if let Some(worker) = self.worker {
             worker.shutdown().await;
         }

@@ -20,11 +20,11 @@ pub async fn record_change<C: Queries>(
 ) -> QueryResult<()> {
     log_role_change(id, from, to, source, actor);
     conn.insert_role_change(&NewRoleChange {
-        user_id: id,
+        user_id: id.clone(),
         old_role: from,
         new_role: to,
         source,
-        actor,
+        actor: actor.map(str::to_owned),
         changed_at: now,
     })
     .await

@@ -3,7 +3,7 @@
 //! backfill resumes exactly after the last page it finished.
 
 use super::audit::after_commit;
-use super::clerk_state::{Apply, Locked, Outcome, apply_locked};
+use super::clerk_state::{Apply, LockedUsers, Outcome};
 use crate::clerk::ClerkUser;
 use crate::db::rows::{Progress, now};
 use crate::db::{DbError, Store};
@@ -81,8 +81,9 @@ pub async fn forget<C: Store>(conn: &mut C) -> Result<(), DbError> {
 /// Applies one page of Clerk users by the webhook rules (role from the
 /// metadata, STUDENT when missing, tombstones respected, older states
 /// skipped), with audit rows of source `backfill` for real changes, and
-/// records the progress in the same transaction. In a dry run everything is
-/// rolled back and only the totals are kept.
+/// records the progress in the same transaction. The page's users are
+/// locked together, in id order, like a batch of webhooks. In a dry run
+/// everything is rolled back and only the totals are kept.
 pub async fn apply_page<C: Store>(
     conn: &mut C,
     users: &[ClerkUser],
@@ -91,8 +92,29 @@ pub async fn apply_page<C: Store>(
 ) -> Result<Progress, DbError> {
     let result = after_commit(conn.transaction(async |conn| {
         let mut next = progress.clone();
-        for user in users {
-            apply_user(conn, user, options, &mut next).await?;
+        next.seen += users.len() as i64;
+        // In id order, the order outbox rows are taken in too.
+        let mut page: Vec<(ClerkUserId, &ClerkUser)> = users
+            .iter()
+            .filter_map(|user| Some((ClerkUserId::parse(user.id.as_str()).ok()?, user)))
+            .collect();
+        page.sort_by(|a, b| a.0.cmp(&b.0));
+        next.skipped += (users.len() - page.len()) as i64;
+        let mut locked = LockedUsers::take(conn, page.iter().map(|(id, _)| id), &[]).await?;
+        let mut defaults = Vec::new();
+        for (id, user) in &page {
+            if apply_user(conn, &mut locked, id, user, options, &mut next).await? {
+                defaults.push(id);
+            }
+        }
+        locked.write(conn).await?;
+        // Once the users are written: a queued push notes the Clerk state
+        // its user holds.
+        for id in defaults {
+            if let Some(row) = conn.find_user(id).await? {
+                conn.enqueue_push(id, row.role, now()).await?;
+                next.defaults_queued += 1;
+            }
         }
         next.pages += 1;
         next.last_user_id = users.last().map(|user| user.id.clone());
@@ -110,46 +132,39 @@ pub async fn apply_page<C: Store>(
     }
 }
 
+/// Applies one user of a page; whether a push of its (default) role is to
+/// be queued (`--write-defaults`: Clerk holds no role for it).
 async fn apply_user<C: Store>(
     conn: &mut C,
+    locked: &mut LockedUsers,
+    id: &ClerkUserId,
     user: &ClerkUser,
     options: BackfillOptions,
     progress: &mut Progress,
-) -> Result<(), DbError> {
-    progress.seen += 1;
-    let Ok(id) = ClerkUserId::parse(user.id.as_str()) else {
-        progress.skipped += 1;
-        return Ok(());
-    };
-    let now = now();
-    // One lock for all of it: the user is read, maybe queued a push, and
-    // applied under the same lock.
-    let mut locked = Locked::take(conn, &id).await?;
+) -> Result<bool, DbError> {
     let prior_role: Option<Role> = locked
-        .row
-        .as_ref()
+        .row(id)
         .filter(|row| row.deleted_at.is_none())
         .map(|row| row.role);
     let metadata = user.metadata_role();
     if options.prefer == Prefer::Db
         && let Some(ours) = prior_role
         && metadata.role().is_some_and(|theirs| theirs != ours)
-        && !locked.push_pending()
+        && !locked.push_pending(id)
     {
         // Queued first, so that applying Clerk's state below keeps our role.
-        conn.enqueue_push(&id, ours, now).await?;
-        locked.sync = conn.find_sync(&id).await?;
+        conn.enqueue_push(id, ours, now()).await?;
+        locked.reread_sync(conn, id).await?;
         progress.pushes_queued += 1;
     }
     let apply = Apply {
         source: RoleSource::Backfill,
         actor: "backfill",
         reread: false,
-        message: None,
         allowance_ms: options.allowance_ms,
         claimed_by: None,
     };
-    let outcome = apply_locked(conn, user, &id, locked, apply).await?;
+    let outcome = locked.apply_state(conn, id, user, apply, None).await?;
     match (outcome, prior_role) {
         (Outcome::Applied | Outcome::UnknownRole | Outcome::Unchanged, None) => {
             progress.created += 1;
@@ -161,31 +176,11 @@ async fn apply_user<C: Store>(
         (Outcome::Unchanged | Outcome::UnknownRole, Some(_)) => progress.updated += 1,
         _ => {
             progress.skipped += 1;
-            return Ok(());
+            return Ok(false);
         }
     }
     if outcome == Outcome::UnknownRole {
         progress.unknown_roles += 1;
     }
-    if options.write_defaults
-        && metadata == MetadataRole::Missing
-        && !conn_pending(conn, &id).await?
-    {
-        let role = conn
-            .find_user(&id)
-            .await?
-            .map(|row| row.role)
-            .unwrap_or(Role::Student);
-        conn.enqueue_push(&id, role, now).await?;
-        progress.defaults_queued += 1;
-    }
-    Ok(())
-}
-
-/// Whether a push of the user's role is waiting.
-async fn conn_pending<C: Store>(conn: &mut C, id: &ClerkUserId) -> Result<bool, DbError> {
-    Ok(conn
-        .find_sync(id)
-        .await?
-        .is_some_and(|sync| sync.is_pending()))
+    Ok(options.write_defaults && metadata == MetadataRole::Missing && !locked.push_pending(id))
 }

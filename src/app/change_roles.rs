@@ -4,7 +4,7 @@
 use super::audit::{after_commit, record_change};
 use crate::db::rows::{COUNT_SHARDS, NewUser, SyncRow, User, UserRow, now};
 use crate::db::{DbError, Store};
-use crate::domain::{ClerkUserId, Role, RoleSource, count_deltas};
+use crate::domain::{ClerkUserId, CountDeltas, Role, RoleSource};
 
 /// What a role change did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,8 +134,12 @@ pub async fn change_roles<C: Store>(
             conn.lock_admin_count().await?;
         }
         let now = now();
-        let mut counters = std::collections::BTreeMap::new();
-        for change in changes {
+        let mut counts = CountDeltas::default();
+        // In id order, like the user rows: the outbox rows are taken in the
+        // same order by every transaction.
+        let mut in_order: Vec<&RoleChange> = changes.iter().collect();
+        in_order.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        for change in in_order {
             let id = &change.user_id;
             let Some(&from) = current.get(id) else {
                 continue;
@@ -155,18 +159,10 @@ pub async fn change_roles<C: Store>(
             )
             .await?;
             conn.enqueue_push(id, change.role, now).await?;
-            // Keyed by the role's name: counters are taken in name order.
-            for (role, delta) in count_deltas(Some(from), Some(change.role)) {
-                counters
-                    .entry((role.as_str(), id.shard(COUNT_SHARDS)))
-                    .or_insert((role, 0))
-                    .1 += delta;
-            }
+            counts.add(id.shard(COUNT_SHARDS), Some(from), Some(change.role));
         }
-        for ((_, shard), (role, delta)) in counters {
-            if delta != 0 {
-                conn.adjust_role_count(role, shard, delta).await?;
-            }
+        for (role, shard, delta) in counts.in_lock_order() {
+            conn.adjust_role_count(role, shard, delta).await?;
         }
         if demotes_an_admin && conn.role_stats().await?.admins == 0 {
             return Err(AdminChangeError::LastAdmin);

@@ -1,15 +1,18 @@
-//! Applying a user's state as Clerk reports it (a webhook, a re-read, a
-//! backfill page, the worker's read before a retry) by the race rule.
+//! Applying users' states as Clerk reports them (webhooks, a re-read, a
+//! backfill page, the worker's read before a retry, a reconcile repair) by
+//! the race rule, many users in one transaction ([`LockedUsers`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::NaiveDateTime;
 
 use super::audit::log_role_change;
 use crate::clerk::ClerkUser;
-use crate::db::rows::{ClerkChanges, NewWebhookEvent, SyncRow, UserRow, now};
-use crate::db::{ClerkWrite, DbError, RoleMove, Store};
+use crate::db::rows::{COUNT_SHARDS, NewRoleChange, NewWebhookEvent, SyncRow, UserRow, now};
+use crate::db::{DbError, StatesWrite, Store};
 use crate::domain::{
-    ClerkState, ClerkUserId, Known, PendingPush, RoleSet, RoleSource, Unrecorded, Verdict, judge,
-    judge_reread,
+    ClerkState, ClerkUserId, CountDeltas, Known, PendingPush, Role, RoleSet, RoleSource,
+    Unrecorded, Verdict, judge, judge_reread,
 };
 
 /// What an event did, as recorded in `webhook_events.outcome`.
@@ -87,8 +90,6 @@ pub struct Apply<'a> {
     pub actor: &'a str,
     /// A re-read after a conflict ([`judge_reread`]).
     pub reread: bool,
-    /// The message it came in, recorded with what it does.
-    pub message: Option<Message<'a>>,
     /// The clock-skew allowance of the race rule.
     pub allowance_ms: i64,
     /// The push worker applying what it read from Clerk before a retry: its
@@ -96,199 +97,411 @@ pub struct Apply<'a> {
     pub claimed_by: Option<&'a str>,
 }
 
-/// A user's row, locked until the transaction ends, with its outbox row as
-/// the lock's previous holder left it.
+/// One locked user, as the states applied so far left it.
 #[derive(Debug)]
-pub struct Locked {
-    pub row: Option<UserRow>,
-    pub sync: Option<SyncRow>,
+struct Entry {
+    /// `None` while the user does not exist here.
+    row: Option<UserRow>,
+    sync: Option<SyncRow>,
+    /// The user existed when it was locked (it is updated, not inserted).
+    stored: bool,
+    /// Changed since it was locked.
+    dirty: bool,
+    /// Its push, refused by Clerk for good, is superseded by Clerk's state.
+    clear_sync_error: bool,
 }
 
-impl Locked {
-    /// Locks user `id` (deleted ones too); absent users lock nothing.
-    pub async fn take<C: Store>(conn: &mut C, id: &ClerkUserId) -> Result<Self, DbError> {
-        let Some(row) = conn.lock_user(id).await? else {
-            return Ok(Self {
-                row: None,
-                sync: None,
-            });
-        };
-        // A statement of its own, after the lock: under READ COMMITTED a
-        // subquery of the locking statement would see the outbox as it was
-        // before the lock was granted, not as its holder left it.
-        let sync = conn.find_sync(id).await?;
-        Ok(Self {
-            row: Some(row),
-            sync,
-        })
-    }
-
-    /// Whether a push of the user's role is waiting.
-    pub fn push_pending(&self) -> bool {
-        self.sync.as_ref().is_some_and(SyncRow::is_pending)
-    }
-}
-
-/// Applies a user's state as Clerk reports it (webhook, re-read or backfill)
-/// by the rules of [`judge`] ([`judge_reread`] when `apply.reread`). Must run
-/// inside a transaction.
+/// Users locked together until their transaction ends, and what applying
+/// Clerk's states to them writes once they are all judged.
 ///
-/// With a `message`, the message is recorded together with what it does, and
-/// [`Outcome::Duplicate`] says that it was recorded before and nothing was
-/// written. On PostgreSQL all of it is three statements: the user's row lock,
-/// its outbox row, then one write (four when it cancels a pending push).
-pub async fn apply_clerk_user<C: Store>(
-    conn: &mut C,
-    id: &ClerkUserId,
-    user: &ClerkUser,
-    apply: Apply<'_>,
-) -> Result<Outcome, DbError> {
-    let locked = Locked::take(conn, id).await?;
-    apply_locked(conn, user, id, locked, apply).await
+/// [`take`](Self::take) locks the users (in id order, as every transaction
+/// takes user rows) and reads their outbox rows as the locks' previous
+/// holders left them. Each state is then judged by the race rule against the
+/// user as the states before it left it, so a batch decides exactly what the
+/// same states applied one by one would. [`write`](Self::write) writes it
+/// all at the end, a few set-based statements whatever the number of users.
+#[derive(Debug)]
+pub struct LockedUsers {
+    users: BTreeMap<ClerkUserId, Entry>,
+    recorded: HashSet<String>,
+    audits: Vec<NewRoleChange>,
+    counts: CountDeltas,
+    messages: Vec<NewWebhookEvent>,
 }
 
-/// [`apply_clerk_user`] for a user its caller has already locked.
-pub async fn apply_locked<C: Store>(
-    conn: &mut C,
-    user: &ClerkUser,
-    id: &ClerkUserId,
-    locked: Locked,
-    apply: Apply<'_>,
-) -> Result<Outcome, DbError> {
-    let Apply {
-        source,
-        actor,
-        reread,
-        message,
-        allowance_ms,
-        claimed_by,
-    } = apply;
-    let now = now();
-    let mut created_at = now;
-    let (known, pending_version) = match &locked.row {
-        Some(row) => {
-            created_at = row.created_at;
-            let sync = locked.sync.as_ref();
-            let pending = sync.filter(|sync| sync.is_pending());
-            let mut known = known(row, pending, now);
-            if let Some(pending) = &mut known.pending
-                && claimed_by.is_some()
-                && sync.and_then(|sync| sync.claimed_by.as_deref()) == claimed_by
-            {
-                pending.in_flight = false;
+impl LockedUsers {
+    /// Locks users `ids` (deleted ones too; absent users lock nothing) and
+    /// notes which of the Svix `messages` are already recorded.
+    pub async fn take<C: Store>(
+        conn: &mut C,
+        ids: impl IntoIterator<Item = &ClerkUserId>,
+        messages: &[&str],
+    ) -> Result<Self, DbError> {
+        let ids: BTreeSet<&ClerkUserId> = ids.into_iter().collect();
+        let ids: Vec<ClerkUserId> = ids.into_iter().cloned().collect();
+        let locked = conn.lock_users(&ids, messages).await?;
+        let mut syncs: HashMap<ClerkUserId, SyncRow> = locked
+            .syncs
+            .into_iter()
+            .map(|sync| (sync.user_id.clone(), sync))
+            .collect();
+        let mut users: BTreeMap<ClerkUserId, Entry> = ids
+            .into_iter()
+            .map(|id| {
+                let entry = Entry {
+                    row: None,
+                    sync: None,
+                    stored: false,
+                    dirty: false,
+                    clear_sync_error: false,
+                };
+                (id, entry)
+            })
+            .collect();
+        for row in locked.users {
+            let sync = syncs.remove(&row.id);
+            if let Some(entry) = users.get_mut(&row.id) {
+                entry.sync = sync;
+                entry.row = Some(row);
+                entry.stored = true;
             }
-            (Some(known), pending.map(|sync| sync.version))
         }
-        None => (None, None),
-    };
-    let record = |outcome: Outcome| {
-        message.map(|message| NewWebhookEvent {
-            svix_id: message.svix_id,
-            event_type: message.event_type,
-            user_id: Some(user.id.as_str()),
-            outcome: outcome.as_str(),
-            received_at: now,
+        Ok(Self {
+            users,
+            recorded: locked.recorded.into_iter().collect(),
+            audits: Vec::new(),
+            counts: CountDeltas::default(),
+            messages: Vec::new(),
         })
-    };
-    let rule = if reread { judge_reread } else { judge };
-    let mut verdict = rule(known, user.metadata_role(), user.updated_at, allowance_ms);
-    if let (
-        Verdict::Apply {
-            cancels_push: true, ..
-        },
-        Some(version),
-    ) = (verdict, pending_version)
-        && !conn.cancel_push(id, version, now, claimed_by).await?
-    {
-        // A worker claimed the push meanwhile: it is in flight, and Clerk's
-        // answer settles it.
-        let known = known.map(Known::with_push_in_flight);
-        verdict = rule(known, user.metadata_role(), user.updated_at, allowance_ms);
     }
-    let (clerk, role, unknown_role, cancelled) = match verdict {
-        Verdict::Apply {
-            clerk,
-            role,
-            unknown_role,
-            cancels_push,
-        } => (clerk, role, unknown_role, cancels_push),
-        Verdict::Stale => return Outcome::Stale.record_only(conn, record).await,
-        Verdict::Deleted => return Outcome::UserDeleted.record_only(conn, record).await,
-        Verdict::Conflict => {
-            tracing::warn!(user.id = %id, "Clerk sent two roles for one instant; re-read needed");
-            return Outcome::Conflict.record_only(conn, record).await;
+
+    /// Whether Svix message `svix_id` was recorded before the users were
+    /// locked.
+    pub fn was_recorded(&self, svix_id: &str) -> bool {
+        self.recorded.contains(svix_id)
+    }
+
+    /// User `id` as the states applied so far left it (`None`: absent).
+    pub fn row(&self, id: &ClerkUserId) -> Option<&UserRow> {
+        self.entry(id).row.as_ref()
+    }
+
+    /// Whether a push of user `id`'s role is waiting.
+    pub fn push_pending(&self, id: &ClerkUserId) -> bool {
+        self.entry(id)
+            .sync
+            .as_ref()
+            .is_some_and(SyncRow::is_pending)
+    }
+
+    /// Reads user `id`'s outbox row again, after its caller changed it.
+    pub async fn reread_sync<C: Store>(
+        &mut self,
+        conn: &mut C,
+        id: &ClerkUserId,
+    ) -> Result<(), DbError> {
+        self.entry_mut(id).sync = conn.find_sync(id).await?;
+        Ok(())
+    }
+
+    fn entry(&self, id: &ClerkUserId) -> &Entry {
+        self.users
+            .get(id)
+            .expect("a user is locked before it is applied")
+    }
+
+    fn entry_mut(&mut self, id: &ClerkUserId) -> &mut Entry {
+        self.users
+            .get_mut(id)
+            .expect("a user is locked before it is applied")
+    }
+
+    /// Applies user `id`'s state as Clerk reports it by the rules of
+    /// [`judge`] ([`judge_reread`] when `apply.reread`). With a `message`,
+    /// the message is recorded with the outcome when the users are written.
+    ///
+    /// A state that cancels a pending push cancels it at once (unless a
+    /// worker has claimed it meanwhile: then Clerk's answer settles it).
+    pub async fn apply_state<C: Store>(
+        &mut self,
+        conn: &mut C,
+        id: &ClerkUserId,
+        user: &ClerkUser,
+        apply: Apply<'_>,
+        message: Option<Message<'_>>,
+    ) -> Result<Outcome, DbError> {
+        let now = now();
+        let outcome = self.judge_and_apply(conn, id, user, apply, now).await?;
+        self.note(message, Some(id), outcome, now);
+        Ok(outcome)
+    }
+
+    async fn judge_and_apply<C: Store>(
+        &mut self,
+        conn: &mut C,
+        id: &ClerkUserId,
+        user: &ClerkUser,
+        apply: Apply<'_>,
+        now: NaiveDateTime,
+    ) -> Result<Outcome, DbError> {
+        let Apply {
+            source,
+            actor,
+            reread,
+            allowance_ms,
+            claimed_by,
+        } = apply;
+        let entry = self.entry_mut(id);
+        let (known, pending_version) = match &entry.row {
+            Some(row) => {
+                let sync = entry.sync.as_ref();
+                let pending = sync.filter(|sync| sync.is_pending());
+                let mut known = known(row, pending, now);
+                if let Some(pending) = &mut known.pending
+                    && claimed_by.is_some()
+                    && sync.and_then(|sync| sync.claimed_by.as_deref()) == claimed_by
+                {
+                    pending.in_flight = false;
+                }
+                (Some(known), pending.map(|sync| sync.version))
+            }
+            None => (None, None),
+        };
+        let rule = if reread { judge_reread } else { judge };
+        let metadata = user.metadata_role();
+        let mut verdict = rule(known, metadata, user.updated_at, allowance_ms);
+        if let (
+            Verdict::Apply {
+                cancels_push: true, ..
+            },
+            Some(version),
+        ) = (verdict, pending_version)
+        {
+            if conn.cancel_push(id, version, now, claimed_by).await? {
+                entry.sync = conn.find_sync(id).await?;
+            } else {
+                // A worker claimed the push meanwhile: it is in flight, and
+                // Clerk's answer settles it.
+                let known = known.map(Known::with_push_in_flight);
+                verdict = rule(known, metadata, user.updated_at, allowance_ms);
+            }
         }
-    };
-    if unknown_role {
-        tracing::warn!(
-            user.id = %id,
-            kept = %role,
-            "public_metadata.role holds an unknown value; keeping the current role"
-        );
-    }
-    if cancelled {
-        tracing::info!(
-            user.id = %id,
-            role = %role,
-            "a newer role from Clerk cancelled the pending push"
-        );
-    }
-    let from = known.map(|known| known.role);
-    let role_move = (from != Some(role)).then_some(RoleMove {
-        from,
-        to: role,
-        source,
-        actor,
-    });
-    let outcome = match (unknown_role, &role_move) {
-        (true, _) => Outcome::UnknownRole,
-        (false, Some(_)) => Outcome::Applied,
-        (false, None) => Outcome::Unchanged,
-    };
-    let write = ClerkWrite {
-        message: record(outcome),
-        id,
-        changes: ClerkChanges {
-            email: user.primary_email(),
-            first_name: user.first_name.as_deref(),
-            last_name: user.last_name.as_deref(),
-            image_url: user.image_url.as_deref(),
+        let (clerk, role, unknown_role, cancelled) = match verdict {
+            Verdict::Apply {
+                clerk,
+                role,
+                unknown_role,
+                cancels_push,
+            } => (clerk, role, unknown_role, cancels_push),
+            Verdict::Stale => return Ok(Outcome::Stale),
+            Verdict::Deleted => return Ok(Outcome::UserDeleted),
+            Verdict::Conflict => {
+                tracing::warn!(user.id = %id, "Clerk sent two roles for one instant; re-read needed");
+                return Ok(Outcome::Conflict);
+            }
+        };
+        if unknown_role {
+            tracing::warn!(
+                user.id = %id,
+                kept = %role,
+                "public_metadata.role holds an unknown value; keeping the current role"
+            );
+        }
+        if cancelled {
+            tracing::info!(
+                user.id = %id,
+                role = %role,
+                "a newer role from Clerk cancelled the pending push"
+            );
+        }
+        let from = known.map(|known| known.role);
+        // A push that Clerk refused for good is superseded by Clerk's state.
+        if let Some(sync) = &mut entry.sync
+            && !sync.is_pending()
+            && sync.last_error.take().is_some()
+        {
+            entry.clear_sync_error = true;
+        }
+        entry.row = Some(UserRow {
+            id: id.clone(),
+            email: user.primary_email().map(str::to_owned),
+            first_name: user.first_name.clone(),
+            last_name: user.last_name.clone(),
+            image_url: user.image_url.clone(),
             role,
             clerk_updated_at: Some(clerk.updated_at),
             clerk_role: Some(clerk.role),
             clerk_from_push: known
                 .is_some_and(|known| known.clerk_from_push && known.clerk == Some(clerk)),
             // Sign-up order, not the order we heard of users in.
-            created_at: user.created_at().unwrap_or(created_at),
+            created_at: user
+                .created_at()
+                .or(entry.row.as_ref().map(|row| row.created_at))
+                .unwrap_or(now),
             updated_at: now,
-        },
-        is_new: known.is_none(),
-        // A push that Clerk refused for good is superseded by Clerk's state.
-        clear_sync_error: known.is_some_and(|known| known.pending.is_none()),
-        role_move,
-    };
-    if !conn.write_clerk_state(&write).await? {
-        return Ok(Outcome::Duplicate);
+            deleted_at: None,
+        });
+        entry.dirty = true;
+        if from != Some(role) {
+            self.move_role(id, from, role, source, actor, now);
+        }
+        Ok(match (unknown_role, from != Some(role)) {
+            (true, _) => Outcome::UnknownRole,
+            (false, true) => Outcome::Applied,
+            (false, false) => Outcome::Unchanged,
+        })
     }
-    if let Some(change) = &write.role_move {
-        log_role_change(id, change.from, change.to, source, Some(actor));
-    }
-    Ok(outcome)
-}
 
-impl Outcome {
-    /// For a state that changes nothing: records its message, if any, with
-    /// this outcome.
-    async fn record_only<'a, C: Store>(
-        self,
+    /// Applies user `id`'s deletion in Clerk: a tombstone, kept with its
+    /// history, gone from lists and counts, never brought back. A deletion
+    /// that arrives before the user's creation leaves a tombstone for the
+    /// creation to find. Its outbox row goes at once (in id order, like
+    /// every outbox row this transaction touches).
+    pub async fn delete<C: Store>(
+        &mut self,
         conn: &mut C,
-        record: impl Fn(Outcome) -> Option<NewWebhookEvent<'a>>,
+        id: &ClerkUserId,
+        message: Option<Message<'_>>,
     ) -> Result<Outcome, DbError> {
-        match record(self) {
-            Some(message) if !conn.record_webhook_event(&message).await? => Ok(Outcome::Duplicate),
-            _ => Ok(self),
+        let now = now();
+        let entry = self
+            .users
+            .get_mut(id)
+            .expect("a user is locked before it is applied");
+        let outcome = match &mut entry.row {
+            Some(row) if row.deleted_at.is_some() => Outcome::UserDeleted,
+            Some(row) => {
+                row.deleted_at = Some(now);
+                row.updated_at = now;
+                let role = row.role;
+                entry.dirty = true;
+                entry.sync = None;
+                entry.clear_sync_error = false;
+                conn.delete_sync(id).await?;
+                self.counts.add(id.shard(COUNT_SHARDS), Some(role), None);
+                tracing::info!(user.id = %id, "user deleted");
+                Outcome::Deleted
+            }
+            None => {
+                entry.row = Some(UserRow {
+                    id: id.clone(),
+                    email: None,
+                    first_name: None,
+                    last_name: None,
+                    image_url: None,
+                    role: Role::Student,
+                    clerk_updated_at: None,
+                    clerk_role: None,
+                    clerk_from_push: false,
+                    created_at: now,
+                    updated_at: now,
+                    deleted_at: Some(now),
+                });
+                entry.dirty = true;
+                Outcome::Deleted
+            }
+        };
+        self.note(message, Some(id), outcome, now);
+        Ok(outcome)
+    }
+
+    /// Records a message about no user we keep (another event type, a
+    /// deletion without an id) with its outcome.
+    pub fn record(&mut self, message: Message<'_>, outcome: Outcome) {
+        self.note(Some(message), None, outcome, now());
+    }
+
+    fn note(
+        &mut self,
+        message: Option<Message<'_>>,
+        id: Option<&ClerkUserId>,
+        outcome: Outcome,
+        now: NaiveDateTime,
+    ) {
+        if let Some(message) = message {
+            self.messages.push(NewWebhookEvent {
+                svix_id: message.svix_id.to_owned(),
+                event_type: message.event_type.to_owned(),
+                user_id: id.cloned(),
+                outcome: outcome.as_str(),
+                received_at: now,
+            });
         }
     }
+
+    /// An audit row, the counter move and the log line of one role change.
+    fn move_role(
+        &mut self,
+        id: &ClerkUserId,
+        from: Option<Role>,
+        to: Role,
+        source: RoleSource,
+        actor: &str,
+        now: NaiveDateTime,
+    ) {
+        self.audits.push(NewRoleChange {
+            user_id: id.clone(),
+            old_role: from,
+            new_role: to,
+            source,
+            actor: Some(actor.to_owned()),
+            changed_at: now,
+        });
+        self.counts.add(id.shard(COUNT_SHARDS), from, Some(to));
+        log_role_change(id, from, to, source, Some(actor));
+    }
+
+    /// How many messages [`write`](Self::write) will record.
+    pub fn messages(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Writes everything applied; how many of the messages were recorded
+    /// (fewer than [`messages`](Self::messages): another transaction
+    /// recorded one since the users were locked).
+    pub async fn write<C: Store>(self, conn: &mut C) -> Result<usize, DbError> {
+        let Self {
+            users,
+            audits,
+            counts,
+            mut messages,
+            ..
+        } = self;
+        let mut write = StatesWrite {
+            audits,
+            counts,
+            ..StatesWrite::default()
+        };
+        for (id, entry) in users {
+            match (entry.row, entry.dirty, entry.stored) {
+                (Some(row), true, true) => write.updated.push(row),
+                (Some(row), true, false) => write.created.push(row),
+                _ => {}
+            }
+            if entry.clear_sync_error {
+                write.cleared_sync_errors.push(id);
+            }
+        }
+        // In one order, so two transactions recording the same messages
+        // wait on each other without a cycle.
+        messages.sort_unstable_by(|a, b| a.svix_id.cmp(&b.svix_id));
+        write.messages = messages;
+        Ok(conn.write_states(write).await?)
+    }
+}
+
+/// Applies one user's state as Clerk reports it (a re-read, the worker's
+/// read before a retry), inside its caller's transaction.
+pub async fn apply_clerk_user<C: Store>(
+    conn: &mut C,
+    id: &ClerkUserId,
+    user: &ClerkUser,
+    apply: Apply<'_>,
+) -> Result<Outcome, DbError> {
+    let mut users = LockedUsers::take(conn, [id], &[]).await?;
+    let outcome = users.apply_state(conn, id, user, apply, None).await?;
+    users.write(conn).await?;
+    Ok(outcome)
 }
 
 /// What the rules need to know of a stored user and its pending push.

@@ -48,7 +48,6 @@ pub async fn check_before_retry<C: Store>(
         actor: "clerk",
         // Clerk's answer settles what that instant held.
         reread: true,
-        message: None,
         allowance_ms,
         claimed_by: Some(owner),
     };

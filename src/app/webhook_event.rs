@@ -1,111 +1,230 @@
-//! One verified webhook event, applied in one transaction together with the
-//! record of its Svix message id, so an event is applied exactly once.
+//! Verified webhook events, applied many at once: a batch is one
+//! transaction, each Svix message is applied once (recorded with what it
+//! did), and each user's events apply in Clerk's order.
+
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use diesel::result::DatabaseErrorKind;
 
 use super::audit::after_commit;
-use super::clerk_state::{Apply, Message, Outcome, apply_clerk_user};
+use super::clerk_state::{Apply, LockedUsers, Message, Outcome, apply_clerk_user};
 use crate::clerk::ClerkUser;
-use crate::db::rows::{NewUser, NewWebhookEvent, now};
 use crate::db::{DbError, Store};
-use crate::domain::{ClerkUserId, Role, RoleSource};
+use crate::domain::{ClerkUserId, RoleSource};
 use crate::webhooks::events::ClerkEvent;
 
-/// Rolls the transaction back when the message id turns out to be known.
-enum TxError {
-    Duplicate,
+/// A verified, parsed event under its Svix message id.
+#[derive(Debug)]
+pub struct Received {
+    pub svix_id: String,
+    pub event: ClerkEvent,
+}
+
+/// Why an event was not stored (Svix delivers it again).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct NotStored(Arc<str>);
+
+impl From<&str> for NotStored {
+    fn from(reason: &str) -> Self {
+        Self(reason.into())
+    }
+}
+
+impl From<&DbError> for NotStored {
+    fn from(error: &DbError) -> Self {
+        Self(error.to_string().into())
+    }
+}
+
+/// Rolls a batch back.
+enum BatchError {
+    /// Another transaction recorded one of its messages after the batch
+    /// found it unrecorded: run again, the batch finds it recorded.
+    Raced,
     Db(DbError),
 }
 
-impl From<diesel::result::Error> for TxError {
+impl From<diesel::result::Error> for BatchError {
     fn from(error: diesel::result::Error) -> Self {
         Self::Db(error.into())
     }
 }
 
-impl From<DbError> for TxError {
+impl From<DbError> for BatchError {
     fn from(error: DbError) -> Self {
         Self::Db(error)
     }
 }
 
-/// Applies one verified event under its Svix message id.
+/// Applies `events` (in the order they were received) and answers each.
 ///
-/// The message id is recorded last, in the same transaction: a duplicate
-/// (even one racing this call) finds the id taken and rolls back everything
-/// it did, so each message changes the database at most once.
-pub async fn apply_event<C: Store>(
+/// All of them in one transaction when it commits. When it fails, the
+/// events are applied again one by one, each in its own transaction, so that
+/// one event the database refuses fails alone; when the database is
+/// unreachable, every event fails at once. `written` is called once the
+/// batch is written, before its commit: the next batch may start then.
+pub async fn apply_events<C: Store>(
     conn: &mut C,
-    svix_id: &str,
-    event: &ClerkEvent,
+    events: &[Received],
     allowance_ms: i64,
-) -> Result<Outcome, DbError> {
-    // Two messages creating the same new user at once: the loser's insert
-    // hits the primary key; run again, it then finds the user and applies
-    // its state by the ordering rules.
+    written: &mut (dyn FnMut() + Send),
+) -> Vec<Result<Outcome, NotStored>> {
+    let error = match apply_batch(conn, events, allowance_ms, written).await {
+        Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
+        Err(error) => error,
+    };
+    if events.len() == 1 || is_unreachable(&error) {
+        let error = NotStored::from(&error);
+        return events.iter().map(|_| Err(error.clone())).collect();
+    }
+    tracing::warn!(
+        %error,
+        events = events.len(),
+        "a batch of webhook events failed; applying them one by one"
+    );
+    let mut answers = Vec::with_capacity(events.len());
+    for event in events {
+        let answer = apply_batch(conn, std::slice::from_ref(event), allowance_ms, written).await;
+        answers.push(match answer {
+            Ok(outcomes) => Ok(outcomes[0]),
+            Err(error) => Err(NotStored::from(&error)),
+        });
+    }
+    answers
+}
+
+/// Whether a failure says nothing about the events: the database (or the
+/// connection to it) is gone.
+fn is_unreachable(error: &DbError) -> bool {
+    use diesel::result::Error::DatabaseError;
+    matches!(
+        error,
+        DbError::Unavailable(_)
+            | DbError::Query(DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _
+            ))
+    )
+}
+
+/// [`apply_once`], run again when it lost a race: a message recorded by
+/// another replica meanwhile, or two transactions creating the same new user
+/// (the loser's insert hits the primary key; run again, it finds the user
+/// and applies its state by the ordering rules).
+async fn apply_batch<C: Store>(
+    conn: &mut C,
+    events: &[Received],
+    allowance_ms: i64,
+    written: &mut (dyn FnMut() + Send),
+) -> Result<Vec<Outcome>, DbError> {
     let mut attempts_left = 3;
     loop {
-        match apply_event_once(conn, svix_id, event, allowance_ms).await {
-            Err(TxError::Db(DbError::Query(diesel::result::Error::DatabaseError(
-                DatabaseErrorKind::UniqueViolation,
-                _,
-            )))) if attempts_left > 1 => attempts_left -= 1,
-            Ok(outcome) => return Ok(outcome),
-            Err(TxError::Duplicate) => return Ok(Outcome::Duplicate),
-            Err(TxError::Db(error)) => return Err(error),
+        attempts_left -= 1;
+        match apply_once(conn, events, allowance_ms, written).await {
+            Ok(outcomes) => return Ok(outcomes),
+            Err(BatchError::Raced) if attempts_left > 0 => {}
+            Err(BatchError::Db(error)) if attempts_left > 0 && is_unique_violation(&error) => {}
+            Err(BatchError::Raced) => {
+                return Err(DbError::Unavailable(
+                    "other transactions kept recording the same messages".into(),
+                ));
+            }
+            Err(BatchError::Db(error)) => return Err(error),
         }
     }
 }
 
-async fn apply_event_once<C: Store>(
+fn is_unique_violation(error: &DbError) -> bool {
+    matches!(
+        error,
+        DbError::Query(diesel::result::Error::DatabaseError(
+            DatabaseErrorKind::UniqueViolation,
+            _
+        ))
+    )
+}
+
+/// Applies `events` in one transaction, together with the records of their
+/// Svix message ids, and answers each in the order given.
+///
+/// The users are locked in id order, and each user's events applied in
+/// Clerk's order (by `updated_at`, a deletion after every state; the order
+/// received breaks ties), so a batch ends exactly where those events applied
+/// one by one in that order would. A message id seen before (recorded, or
+/// earlier in the batch) is a duplicate and changes nothing.
+async fn apply_once<C: Store>(
     conn: &mut C,
-    svix_id: &str,
-    event: &ClerkEvent,
+    events: &[Received],
     allowance_ms: i64,
-) -> Result<Outcome, TxError> {
+    written: &mut (dyn FnMut() + Send),
+) -> Result<Vec<Outcome>, BatchError> {
     after_commit(conn.transaction(async |conn| {
-        let (outcome, user_id) = match event {
-            ClerkEvent::UserUpserted { id, user, .. } => {
-                // Records the message itself, with what it writes.
-                let message = Message {
-                    svix_id,
-                    event_type: event.kind(),
-                };
-                let apply = Apply {
-                    source: RoleSource::ClerkWebhook,
-                    actor: svix_id,
-                    reread: false,
-                    message: Some(message),
-                    allowance_ms,
-                    claimed_by: None,
-                };
-                return match apply_clerk_user(conn, id, user, apply).await? {
-                    Outcome::Duplicate => Err(TxError::Duplicate),
-                    outcome => Ok(outcome),
-                };
+        let mut outcomes = vec![Outcome::Duplicate; events.len()];
+        let mut first_seen = HashSet::new();
+        let mut order: Vec<usize> = (0..events.len())
+            .filter(|&i| first_seen.insert(events[i].svix_id.as_str()))
+            .collect();
+        order.sort_by(|&a, &b| order_key(&events[a].event).cmp(&order_key(&events[b].event)));
+        let svix_ids: Vec<&str> = order.iter().map(|&i| events[i].svix_id.as_str()).collect();
+        let ids = events
+            .iter()
+            .filter_map(|received| received.event.user_id());
+        let mut users = LockedUsers::take(conn, ids, &svix_ids).await?;
+        for i in order {
+            let Received { svix_id, event } = &events[i];
+            if users.was_recorded(svix_id) {
+                continue;
             }
-            ClerkEvent::UserDeleted { id: Some(id) } => {
-                (delete_user(conn, id).await?, Some(id.as_str()))
-            }
-            ClerkEvent::UserDeleted { id: None } => (Outcome::MissingId, None),
-            ClerkEvent::Other { .. } => (Outcome::Ignored, None),
-        };
-        let recorded = conn
-            .record_webhook_event(&NewWebhookEvent {
+            let message = Message {
                 svix_id,
                 event_type: event.kind(),
-                user_id,
-                outcome: outcome.as_str(),
-                received_at: now(),
-            })
-            .await?;
-        if recorded {
-            Ok(outcome)
-        } else {
-            Err(TxError::Duplicate)
+            };
+            outcomes[i] = match event {
+                ClerkEvent::UserUpserted { id, user, .. } => {
+                    let apply = Apply {
+                        source: RoleSource::ClerkWebhook,
+                        actor: svix_id,
+                        reread: false,
+                        allowance_ms,
+                        claimed_by: None,
+                    };
+                    users
+                        .apply_state(conn, id, user, apply, Some(message))
+                        .await?
+                }
+                ClerkEvent::UserDeleted { id: Some(id) } => {
+                    users.delete(conn, id, Some(message)).await?
+                }
+                ClerkEvent::UserDeleted { id: None } => {
+                    users.record(message, Outcome::MissingId);
+                    Outcome::MissingId
+                }
+                ClerkEvent::Other { .. } => {
+                    users.record(message, Outcome::Ignored);
+                    Outcome::Ignored
+                }
+            };
         }
+        let to_record = users.messages();
+        if users.write(conn).await? < to_record {
+            return Err(BatchError::Raced);
+        }
+        written();
+        Ok(outcomes)
     }))
     .await
+}
+
+/// Where an event falls in a batch: events about no user first, then by
+/// user id, then in Clerk's order for that user.
+fn order_key(event: &ClerkEvent) -> (Option<&ClerkUserId>, bool, i64) {
+    match event {
+        ClerkEvent::UserUpserted { id, user, .. } => (Some(id), false, user.updated_at),
+        ClerkEvent::UserDeleted { id } => (id.as_ref(), true, 0),
+        ClerkEvent::Other { .. } => (None, false, 0),
+    }
 }
 
 /// Applies a user just read back from Clerk after a [`Outcome::Conflict`]
@@ -121,32 +240,20 @@ pub async fn apply_reread<C: Store>(
         source: RoleSource::ClerkWebhook,
         actor: svix_id,
         reread: true,
-        message: None,
         allowance_ms,
         claimed_by: None,
     };
     after_commit(conn.transaction(async |conn| apply_clerk_user(conn, id, user, apply).await)).await
 }
 
-/// Tombstones a user: kept with its history, gone from lists and counts, and
-/// never brought back. A deletion that arrives before the user's creation
-/// leaves a tombstone for the creation to find.
+/// Tombstones a user, in its own transaction (see [`LockedUsers::delete`]).
 pub async fn delete_user<C: Store>(conn: &mut C, id: &ClerkUserId) -> Result<Outcome, DbError> {
-    let now = now();
-    match conn.lock_user(id).await? {
-        Some(row) if row.deleted_at.is_some() => Ok(Outcome::UserDeleted),
-        Some(row) => {
-            conn.tombstone_user(id, now).await?;
-            conn.delete_sync(id).await?;
-            conn.move_count(id, Some(row.role), None).await?;
-            tracing::info!(user.id = %id, "user deleted");
-            Ok(Outcome::Deleted)
-        }
-        None => {
-            conn.insert_user(&NewUser::bare(id, Role::Student, now))
-                .await?;
-            conn.tombstone_user(id, now).await?;
-            Ok(Outcome::Deleted)
-        }
-    }
+    let id = id.clone();
+    conn.transaction(async move |conn| {
+        let mut users = LockedUsers::take(conn, [&id], &[]).await?;
+        let outcome = users.delete(conn, &id, None).await?;
+        users.write(conn).await?;
+        Ok(outcome)
+    })
+    .await
 }

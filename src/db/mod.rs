@@ -19,8 +19,8 @@ mod sqlite_runtime;
 mod store;
 mod url;
 
-pub use clerk_write::{ClerkWrite, RoleMove};
+pub use clerk_write::StatesWrite;
 pub use pool::{Backend, Db, DbError, Pool, SqliteConn};
 pub use queries::Queries;
-pub use store::Store;
+pub use store::{LockedRows, Store};
 pub use url::DatabaseUrl;

@@ -4,8 +4,8 @@ use diesel::prelude::*;
 use diesel_async::AsyncConnection;
 
 use super::rows::{
-    COUNT_SHARDS, ClerkChanges, NewRoleChange, NewUser, NewWebhookEvent, Progress, RoleChangeRow,
-    RoleStats, SyncRow, UserFilter, UserRow,
+    COUNT_SHARDS, NewRoleChange, NewUser, Progress, RoleChangeRow, RoleStats, SyncRow, UserFilter,
+    UserRow,
 };
 use crate::domain::{ClerkState, ClerkUserId, Role, Unrecorded, count_deltas};
 
@@ -44,7 +44,7 @@ pub trait Queries: AsyncConnection + Send {
         now: chrono::NaiveDateTime,
     ) -> QueryResult<()>;
 
-    async fn insert_role_change(&mut self, change: &NewRoleChange<'_>) -> QueryResult<()>;
+    async fn insert_role_change(&mut self, change: &NewRoleChange) -> QueryResult<()>;
 
     /// Adds `delta` to one shard of a role's live-user counter.
     async fn adjust_role_count(&mut self, role: Role, shard: i16, delta: i64) -> QueryResult<()>;
@@ -66,28 +66,8 @@ pub trait Queries: AsyncConnection + Send {
         Ok(stats)
     }
 
-    /// Writes a user's Clerk-side columns (profile, Clerk state, role).
-    async fn apply_clerk_changes(
-        &mut self,
-        id: &ClerkUserId,
-        changes: &ClerkChanges<'_>,
-    ) -> QueryResult<()>;
-
-    /// Marks a user deleted.
-    async fn tombstone_user(
-        &mut self,
-        id: &ClerkUserId,
-        now: chrono::NaiveDateTime,
-    ) -> QueryResult<()>;
-
-    /// Records a processed Svix message; `false` when its id was already there.
-    async fn record_webhook_event(&mut self, event: &NewWebhookEvent<'_>) -> QueryResult<bool>;
-
     /// A user's outbox row, if any.
     async fn find_sync(&mut self, user_id: &ClerkUserId) -> QueryResult<Option<SyncRow>>;
-
-    /// Marks a user's stopped push as resolved (Clerk's newer state won).
-    async fn clear_sync_error(&mut self, user_id: &ClerkUserId) -> QueryResult<()>;
 
     /// Removes a user's outbox row, if any.
     async fn delete_sync(&mut self, user_id: &ClerkUserId) -> QueryResult<()>;

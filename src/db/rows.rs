@@ -10,9 +10,10 @@ use crate::domain::{ClerkUserId, Role, RoleSource};
 /// Counter shards per role (see the `role_counts` migration).
 pub const COUNT_SHARDS: u16 = 16;
 
-/// A `users` row as stored.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = users)]
+/// A `users` row as stored, and as written whole when a Clerk state is
+/// applied (the id is never changed).
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = users, treat_none_as_null = true)]
 pub struct UserRow {
     pub id: ClerkUserId,
     pub email: Option<String>,
@@ -75,14 +76,15 @@ pub struct RoleChangeRow {
     pub changed_at: NaiveDateTime,
 }
 
-#[derive(Debug, Insertable)]
+/// An audit row to append.
+#[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = role_changes)]
-pub struct NewRoleChange<'a> {
-    pub user_id: &'a ClerkUserId,
+pub struct NewRoleChange {
+    pub user_id: ClerkUserId,
     pub old_role: Option<Role>,
     pub new_role: Role,
     pub source: RoleSource,
-    pub actor: Option<&'a str>,
+    pub actor: Option<String>,
     pub changed_at: NaiveDateTime,
 }
 
@@ -252,33 +254,15 @@ impl SyncState {
     }
 }
 
-#[derive(Debug, Insertable)]
+/// A processed Svix message to record.
+#[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = webhook_events)]
-pub struct NewWebhookEvent<'a> {
-    pub svix_id: &'a str,
-    pub event_type: &'a str,
-    pub user_id: Option<&'a str>,
-    pub outcome: &'a str,
+pub struct NewWebhookEvent {
+    pub svix_id: String,
+    pub event_type: String,
+    pub user_id: Option<ClerkUserId>,
+    pub outcome: &'static str,
     pub received_at: NaiveDateTime,
-}
-
-/// The Clerk-side columns of a user, written when a Clerk state is applied.
-#[derive(Debug, AsChangeset)]
-#[diesel(table_name = users, treat_none_as_null = true)]
-pub struct ClerkChanges<'a> {
-    pub email: Option<&'a str>,
-    pub first_name: Option<&'a str>,
-    pub last_name: Option<&'a str>,
-    pub image_url: Option<&'a str>,
-    pub role: Role,
-    pub clerk_updated_at: Option<i64>,
-    pub clerk_role: Option<Role>,
-    /// Whether that state is the echo of our own push (kept when a webhook
-    /// repeats the state a push produced).
-    pub clerk_from_push: bool,
-    /// When the user signed up: Clerk's `created_at`.
-    pub created_at: NaiveDateTime,
-    pub updated_at: NaiveDateTime,
 }
 
 /// The progress row: where to resume and the running totals.

@@ -1,18 +1,31 @@
 //! [`Store`]: every query of the service, for either backend's connection:
 //! the [`Queries`] that read the same on both, and here, the one place where
 //! PostgreSQL and SQLite need different statements (row locks, the counter
-//! lock, the maintenance lock, the one-statement write of a Clerk state).
+//! lock, the maintenance lock, the set-based write of applied Clerk states).
 
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use futures_util::future::{try_join3, try_join4};
 
-use super::clerk_write::{ClerkWrite, OneStatement};
+use super::clerk_write::{StatesWrite, pg};
 use super::pool::SqliteConn;
 use super::queries::Queries;
-use super::rows::{NewRoleChange, NewUser, UserRow};
-use super::schema::{role_counts, users};
+use super::rows::{SyncRow, UserRow};
+use super::schema::{clerk_sync, role_counts, users, webhook_events};
 use crate::domain::{ClerkUserId, Role};
+
+/// Users locked for a transaction, with what was read once the locks were
+/// held.
+#[derive(Debug, Default)]
+pub struct LockedRows {
+    /// The users that exist (deleted ones too), by id.
+    pub users: Vec<UserRow>,
+    /// Their outbox rows, as the locks' previous holders left them.
+    pub syncs: Vec<SyncRow>,
+    /// The Svix message ids asked about that are already recorded.
+    pub recorded: Vec<String>,
+}
 
 /// Every query of the service: what differs between the backends, on top of
 /// the [`Queries`] that do not. Use-cases are generic over `C: Store`.
@@ -22,9 +35,20 @@ pub trait Store: Queries {
     /// transaction ends, so concurrent changes to one user serialize.
     async fn lock_user(&mut self, id: &ClerkUserId) -> QueryResult<Option<UserRow>>;
 
-    /// Writes a decided Clerk state; `false`, having written nothing, when
-    /// its message was already recorded. Must run inside a transaction.
-    async fn write_clerk_state(&mut self, write: &ClerkWrite<'_>) -> QueryResult<bool>;
+    /// Locks users `ids` (sorted: the order every transaction takes user
+    /// rows in) until the transaction ends, then reads their outbox rows and
+    /// which of the Svix `messages` are already recorded. Absent users lock
+    /// nothing.
+    async fn lock_users(
+        &mut self,
+        ids: &[ClerkUserId],
+        messages: &[&str],
+    ) -> QueryResult<LockedRows>;
+
+    /// Writes applied Clerk states; how many of its messages were recorded
+    /// (fewer than given: another transaction recorded one meanwhile). Must
+    /// run inside the transaction that locked the users.
+    async fn write_states(&mut self, write: StatesWrite) -> QueryResult<usize>;
 
     /// Live admins, holding the admin counters until the transaction ends so
     /// that two concurrent demotions cannot both remove "the other" admin.
@@ -35,6 +59,15 @@ pub trait Store: Queries {
     /// another replica holds it (PostgreSQL). SQLite's write lock already
     /// lets one writer at a time through.
     async fn try_lock_maintenance(&mut self) -> QueryResult<bool>;
+}
+
+diesel::define_sql_function! {
+    /// PostgreSQL's `set_config(name, value, is_local)`.
+    fn set_config(
+        name: diesel::sql_types::Text,
+        value: diesel::sql_types::Text,
+        is_local: diesel::sql_types::Bool,
+    ) -> diesel::sql_types::Text;
 }
 
 /// The advisory lock key of maintenance rounds (see `Db::migrate` for the
@@ -79,8 +112,108 @@ impl Store for AsyncPgConnection {
             .optional()
     }
 
-    async fn write_clerk_state(&mut self, write: &ClerkWrite<'_>) -> QueryResult<bool> {
-        OneStatement::new(write).get_result(self).await
+    async fn lock_users(
+        &mut self,
+        ids: &[ClerkUserId],
+        messages: &[&str],
+    ) -> QueryResult<LockedRows> {
+        // Pipelined: sent together, run by the server one after another in
+        // the order they are polled (`try_join` polls in order). The reads
+        // are statements of their own, after the lock: under READ COMMITTED
+        // a statement sees what was committed when it started, so a read
+        // inside the locking statement would miss what the lock's previous
+        // holder wrote.
+        let conn: &AsyncPgConnection = self;
+        // Until the transaction ends, each statement is planned for the
+        // arrays it is given. A plan cached while the tables were small (a
+        // fresh database, no ANALYZE yet) would read them whole: a scan that
+        // grows with the tables, however few users a batch holds.
+        let custom_plans = diesel::select(set_config("plan_cache_mode", "force_custom_plan", true))
+            .execute(&mut &*conn);
+        let users = async {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            users::table
+                .filter(users::id.eq_any(ids))
+                .order(users::id)
+                .select(UserRow::as_select())
+                .for_update()
+                .load(&mut &*conn)
+                .await
+        };
+        let syncs = async {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            clerk_sync::table
+                .filter(clerk_sync::user_id.eq_any(ids))
+                .select(SyncRow::as_select())
+                .load(&mut &*conn)
+                .await
+        };
+        let recorded = async {
+            if messages.is_empty() {
+                return Ok(Vec::new());
+            }
+            webhook_events::table
+                .filter(webhook_events::svix_id.eq_any(messages))
+                .select(webhook_events::svix_id)
+                .load(&mut &*conn)
+                .await
+        };
+        let (_, users, syncs, recorded) = try_join4(custom_plans, users, syncs, recorded).await?;
+        Ok(LockedRows {
+            users,
+            syncs,
+            recorded,
+        })
+    }
+
+    async fn write_states(&mut self, write: StatesWrite) -> QueryResult<usize> {
+        let statements = pg::Statements::of(&write);
+        let cleared: Vec<&str> = write
+            .cleared_sync_errors
+            .iter()
+            .map(|id| id.as_str())
+            .collect();
+        // Pipelined: sent together, run by the server one after another in
+        // the order they are polled here, which is the lock order (users,
+        // outbox rows, counters by role and shard, then messages).
+        let conn: &AsyncPgConnection = self;
+        let counts = statements.counts.as_ref();
+        // The statements that look rows up by the batch's arrays are planned
+        // for them (see `lock_users`); the others are planned once, as
+        // usual, from here on.
+        let lookups = try_join3(
+            run(statements.update_users.map(|q| q.execute(&mut &*conn))),
+            run((!cleared.is_empty()).then(|| {
+                diesel::update(
+                    clerk_sync::table
+                        .filter(clerk_sync::user_id.eq_any(&cleared))
+                        .filter(clerk_sync::next_attempt_at.is_null()),
+                )
+                .set(clerk_sync::last_error.eq(None::<String>))
+                .execute(&mut &*conn)
+            })),
+            diesel::select(set_config("plan_cache_mode", "auto", true)).execute(&mut &*conn),
+        );
+        let appends = try_join4(
+            run(statements.insert_users.map(|q| q.execute(&mut &*conn))),
+            run(statements.insert_audits.map(|q| q.execute(&mut &*conn))),
+            run(counts.map(|c| c.lock().execute(&mut &*conn))),
+            run(counts.map(|c| c.apply().execute(&mut &*conn))),
+        );
+        let messages = async {
+            match statements.record_messages {
+                Some(q) => q.execute(&mut &*conn).await,
+                None => Ok(0),
+            }
+        };
+        // `try_join` polls its futures in order, so each statement is sent
+        // after the ones before it.
+        let (_, _, recorded) = try_join3(lookups, appends, messages).await?;
+        Ok(recorded)
     }
 }
 
@@ -112,8 +245,108 @@ impl Store for SqliteConn {
             .optional()
     }
 
-    async fn write_clerk_state(&mut self, write: &ClerkWrite<'_>) -> QueryResult<bool> {
-        write_in_steps(self, write).await
+    async fn lock_users(
+        &mut self,
+        ids: &[ClerkUserId],
+        messages: &[&str],
+    ) -> QueryResult<LockedRows> {
+        let ids = ids.to_vec();
+        let messages: Vec<String> = messages.iter().map(|&id| id.to_owned()).collect();
+        // One call on the connection's thread for all of it.
+        self.spawn_blocking(move |conn| sqlite::lock_users(conn, &ids, &messages))
+            .await
+    }
+
+    async fn write_states(&mut self, write: StatesWrite) -> QueryResult<usize> {
+        self.spawn_blocking(move |conn| sqlite::write_states(conn, &write))
+            .await
+    }
+}
+
+/// The batch statements of SQLite, run on the connection's own thread: one
+/// hand-over for a whole batch rather than one per statement. SQLite is
+/// in-process, so each statement is cheap; each is prepared once and reused.
+mod sqlite {
+    use diesel::prelude::*;
+    use diesel::{RunQueryDsl, SqliteConnection};
+
+    use super::LockedRows;
+    use crate::db::clerk_write::StatesWrite;
+    use crate::db::rows::{SyncRow, UserRow};
+    use crate::db::schema::{clerk_sync, role_changes, role_counts, users, webhook_events};
+    use crate::domain::ClerkUserId;
+
+    pub fn lock_users(
+        conn: &mut SqliteConnection,
+        ids: &[ClerkUserId],
+        messages: &[String],
+    ) -> QueryResult<LockedRows> {
+        // A write first takes the database's write lock (see `lock_user`),
+        // even when it matches no row.
+        diesel::update(users::table.filter(users::id.eq_any(ids)))
+            .set(users::id.eq(users::id))
+            .execute(conn)?;
+        Ok(LockedRows {
+            users: users::table
+                .filter(users::id.eq_any(ids))
+                .order(users::id)
+                .select(UserRow::as_select())
+                .load(conn)?,
+            syncs: clerk_sync::table
+                .filter(clerk_sync::user_id.eq_any(ids))
+                .select(SyncRow::as_select())
+                .load(conn)?,
+            recorded: webhook_events::table
+                .filter(webhook_events::svix_id.eq_any(messages))
+                .select(webhook_events::svix_id)
+                .load(conn)?,
+        })
+    }
+
+    pub fn write_states(conn: &mut SqliteConnection, write: &StatesWrite) -> QueryResult<usize> {
+        for row in &write.created {
+            diesel::insert_into(users::table)
+                .values(row)
+                .execute(conn)?;
+        }
+        for row in &write.updated {
+            diesel::update(users::table.find(&row.id))
+                .set(row)
+                .execute(conn)?;
+        }
+        diesel::update(
+            clerk_sync::table
+                .filter(clerk_sync::user_id.eq_any(&write.cleared_sync_errors))
+                .filter(clerk_sync::next_attempt_at.is_null()),
+        )
+        .set(clerk_sync::last_error.eq(None::<String>))
+        .execute(conn)?;
+        for audit in &write.audits {
+            diesel::insert_into(role_changes::table)
+                .values(audit)
+                .execute(conn)?;
+        }
+        for (role, shard, delta) in write.counts.in_lock_order() {
+            diesel::update(role_counts::table.find((role, shard)))
+                .set(role_counts::count.eq(role_counts::count + delta))
+                .execute(conn)?;
+        }
+        let mut recorded = 0;
+        for message in &write.messages {
+            recorded += diesel::insert_into(webhook_events::table)
+                .values(message)
+                .on_conflict_do_nothing()
+                .execute(conn)?;
+        }
+        Ok(recorded)
+    }
+}
+
+/// Runs a statement that has rows to write, if there is one.
+async fn run(statement: Option<impl Future<Output = QueryResult<usize>>>) -> QueryResult<()> {
+    match statement {
+        Some(statement) => statement.await.map(drop),
+        None => Ok(()),
     }
 }
 
@@ -124,50 +357,4 @@ async fn admin_count(conn: &mut SqliteConn) -> QueryResult<i64> {
         .load::<i64>(conn)
         .await
         .map(|shards| shards.into_iter().sum())
-}
-
-/// Writes `write` one statement at a time; `false` (having written nothing)
-/// when its message was already recorded. Must run inside a transaction.
-async fn write_in_steps(conn: &mut SqliteConn, write: &ClerkWrite<'_>) -> QueryResult<bool> {
-    if let Some(message) = &write.message
-        && !conn.record_webhook_event(message).await?
-    {
-        return Ok(false);
-    }
-    let id = write.id;
-    let changes = &write.changes;
-    if write.is_new {
-        conn.insert_user(&NewUser {
-            id,
-            email: changes.email,
-            first_name: changes.first_name,
-            last_name: changes.last_name,
-            image_url: changes.image_url,
-            role: changes.role,
-            clerk_updated_at: changes.clerk_updated_at,
-            clerk_role: changes.clerk_role,
-            created_at: changes.created_at,
-            updated_at: changes.updated_at,
-        })
-        .await?;
-    } else {
-        conn.apply_clerk_changes(id, changes).await?;
-        if write.clear_sync_error {
-            conn.clear_sync_error(id).await?;
-        }
-    }
-    if let Some(role_move) = &write.role_move {
-        conn.move_count(id, role_move.from, Some(role_move.to))
-            .await?;
-        conn.insert_role_change(&NewRoleChange {
-            user_id: id,
-            old_role: role_move.from,
-            new_role: role_move.to,
-            source: role_move.source,
-            actor: Some(role_move.actor),
-            changed_at: changes.updated_at,
-        })
-        .await?;
-    }
-    Ok(true)
 }

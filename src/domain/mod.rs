@@ -9,7 +9,7 @@ mod user_id;
 
 pub use role::{Role, RoleParseError, RoleSet, RoleSource, RoleSourceParseError};
 pub use sync::{
-    ClerkState, DEFAULT_CLOCK_SKEW_ALLOWANCE_MS, Known, MetadataRole, PendingPush, Unrecorded,
-    Verdict, cancels, count_deltas, judge, judge_reread,
+    ClerkState, CountDeltas, DEFAULT_CLOCK_SKEW_ALLOWANCE_MS, Known, MetadataRole, PendingPush,
+    Unrecorded, Verdict, cancels, count_deltas, judge, judge_reread,
 };
 pub use user_id::{ClerkUserId, UserIdError};

@@ -10,6 +10,8 @@
 //! settles it) and the database takes Clerk's role. Otherwise the state is
 //! remembered and the push goes on.
 
+use std::collections::BTreeMap;
+
 use super::{Role, RoleSet};
 
 /// How far Clerk's clock and ours may drift apart before the race rule
@@ -260,6 +262,31 @@ pub fn count_deltas(from: Option<Role>, to: Option<Role>) -> Vec<(Role, i64)> {
         .collect();
     deltas.sort_by_key(|(role, _)| role.as_str());
     deltas
+}
+
+/// The role counter moves of one transaction, summed per counter row (a
+/// role's `shard`) and taken in the one order every transaction takes
+/// counter rows in: by role name, then shard. Moves that cancel out touch
+/// no row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CountDeltas(BTreeMap<(&'static str, i16), (Role, i64)>);
+
+impl CountDeltas {
+    /// Counts a user of counter shard `shard` moving from one role to
+    /// another (`None`: the user appears or disappears).
+    pub fn add(&mut self, shard: i16, from: Option<Role>, to: Option<Role>) {
+        for (role, delta) in count_deltas(from, to) {
+            self.0.entry((role.as_str(), shard)).or_insert((role, 0)).1 += delta;
+        }
+    }
+
+    /// `(role, shard, delta)` in lock order, without the rows that net zero.
+    pub fn in_lock_order(&self) -> impl Iterator<Item = (Role, i16, i64)> + '_ {
+        self.0
+            .iter()
+            .filter(|(_, (_, delta))| *delta != 0)
+            .map(|((_, shard), (role, delta))| (*role, *shard, *delta))
+    }
 }
 
 #[cfg(test)]
@@ -649,6 +676,33 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn count_moves_sum_per_row_in_lock_order() {
+        use Role::*;
+        let mut deltas = CountDeltas::default();
+        deltas.add(7, None, Some(Student));
+        deltas.add(2, Some(Student), Some(Admin));
+        deltas.add(7, Some(Student), Some(Instructor));
+        deltas.add(2, Some(Admin), Some(Student));
+        deltas.add(0, Some(Instructor), None);
+        assert_eq!(
+            deltas.in_lock_order().collect::<Vec<_>>(),
+            // ADMIN/2 and STUDENT/2 net zero; STUDENT/7 nets +1 -1 = 0.
+            vec![(Instructor, 0, -1), (Instructor, 7, 1)]
+        );
+        deltas.add(3, None, Some(Student));
+        deltas.add(3, None, Some(Admin));
+        assert_eq!(
+            deltas.in_lock_order().collect::<Vec<_>>(),
+            vec![
+                (Admin, 3, 1),
+                (Instructor, 0, -1),
+                (Instructor, 7, 1),
+                (Student, 3, 1)
+            ]
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ use crate::db::Db;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::sync::WorkerLink;
+use crate::sync::ingest::Ingest;
 use crate::webhooks::svix::Verifier;
 use crate::with_conn;
 
@@ -54,8 +55,11 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Longest time a request body may take to arrive.
     pub body_timeout: Duration,
-    /// Webhook bodies that may be buffered at once.
+    /// Webhook bodies that may be buffered at once (and so events that may
+    /// wait for the ingest writer).
     pub webhook_bodies: Semaphore,
+    /// The ingest writer, which applies verified webhook events in batches.
+    pub ingest: Ingest,
     /// The race rule's clock-skew allowance, in milliseconds.
     pub clock_skew_allowance_ms: i64,
     /// `/metrics` is served on the main port (no `METRICS_BIND_ADDR`).

@@ -106,15 +106,16 @@ pub async fn receive_clerk_webhook(
         metrics.webhook_refused("malformed_body");
         ApiError::BadRequest(error.to_string())
     })?;
-    let allowance = state.clock_skew_allowance_ms;
-    let outcome = with_conn!(state.db, conn => {
-        webhook_event::apply_event(conn, headers.id, &event, allowance).await
-    })
-    .map_err(|error| {
-        metrics.webhook_refused("database");
-        tracing::error!(svix.id = headers.id, %error, "webhook not stored; Svix will retry");
-        ApiError::Unavailable("the event could not be stored; retry later".into())
-    })?;
+    // Applied with the next batch; answered once that batch has committed.
+    let (event, outcome) = state
+        .ingest
+        .apply(headers.id, event)
+        .await
+        .map_err(|error| {
+            metrics.webhook_refused("database");
+            tracing::error!(svix.id = headers.id, %error, "webhook not stored; Svix will retry");
+            ApiError::Unavailable("the event could not be stored; retry later".into())
+        })?;
 
     metrics.webhook(event.kind(), outcome);
     if outcome == Outcome::Conflict

@@ -1,8 +1,10 @@
-//! Keeping both sides equal: the worker that drains the `clerk_sync` outbox
+//! Keeping both sides equal: the writer that applies webhook events in
+//! batches (Clerk → DB), the worker that drains the `clerk_sync` outbox
 //! (DB → Clerk), the backfill and reconcile commands, and the housekeeping
 //! that goes with them (pruning processed webhook records).
 
 pub mod backfill;
+pub mod ingest;
 mod pacer;
 pub mod reconcile;
 pub mod retention;

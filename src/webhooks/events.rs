@@ -29,6 +29,15 @@ pub enum EventKind {
 }
 
 impl ClerkEvent {
+    /// The user the event is about, if it names one.
+    pub fn user_id(&self) -> Option<&ClerkUserId> {
+        match self {
+            Self::UserUpserted { id, .. } => Some(id),
+            Self::UserDeleted { id } => id.as_ref(),
+            Self::Other { .. } => None,
+        }
+    }
+
     /// The event's `type` as Clerk sent it.
     pub fn kind(&self) -> &str {
         match self {
@@ -105,8 +114,10 @@ pub fn parse(body: &[u8]) -> Result<ClerkEvent, EventError> {
                 .map_err(|_| EventError::UserId)?;
             Ok(ClerkEvent::UserDeleted { id })
         }
+        // Recorded as sent, but for NUL characters, which PostgreSQL's text
+        // cannot hold: one would fail the message's record forever.
         _ => Ok(ClerkEvent::Other {
-            kind: envelope.kind,
+            kind: envelope.kind.replace('\0', ""),
         }),
     }
 }
@@ -168,6 +179,13 @@ mod tests {
             parse(br#"{"type":"session.created","data":{"id":"sess_1"}}"#),
             Ok(ClerkEvent::Other { .. })
         ));
+    }
+
+    #[test]
+    fn other_types_lose_their_nul_characters() {
+        let event = parse(br#"{"type":"session.\u0000created","data":{}}"#).expect("parses");
+        assert_eq!(event.kind(), "session.created");
+        assert_eq!(event.user_id(), None);
     }
 
     #[test]

@@ -9,12 +9,9 @@ use diesel_async::RunQueryDsl;
 use super::{CLAIM_LOCK, Conn};
 use crate::db::queries::{Queries, claim_sql, concat_name_ws, lower};
 use crate::db::rows::{
-    ClerkChanges, NewRoleChange, NewUser, NewWebhookEvent, Progress, RoleChangeRow, SyncRow,
-    UserFilter, UserRow,
+    NewRoleChange, NewUser, Progress, RoleChangeRow, SyncRow, UserFilter, UserRow,
 };
-use crate::db::schema::{
-    backfill_progress, clerk_sync, role_changes, role_counts, users, webhook_events,
-};
+use crate::db::schema::{backfill_progress, clerk_sync, role_changes, role_counts, users};
 use crate::domain::{ClerkState, ClerkUserId, Role, Unrecorded};
 
 #[async_trait::async_trait]
@@ -49,7 +46,7 @@ impl Queries for Conn {
             .map(drop)
     }
 
-    async fn insert_role_change(&mut self, change: &NewRoleChange<'_>) -> QueryResult<()> {
+    async fn insert_role_change(&mut self, change: &NewRoleChange) -> QueryResult<()> {
         diesel::insert_into(role_changes::table)
             .values(change)
             .execute(self)
@@ -72,39 +69,6 @@ impl Queries for Conn {
             .await
     }
 
-    async fn apply_clerk_changes(
-        &mut self,
-        id: &ClerkUserId,
-        changes: &ClerkChanges<'_>,
-    ) -> QueryResult<()> {
-        diesel::update(users::table.find(id))
-            .set(changes)
-            .execute(self)
-            .await
-            .map(drop)
-    }
-
-    async fn tombstone_user(
-        &mut self,
-        id: &ClerkUserId,
-        now: chrono::NaiveDateTime,
-    ) -> QueryResult<()> {
-        diesel::update(users::table.find(id))
-            .set((users::deleted_at.eq(now), users::updated_at.eq(now)))
-            .execute(self)
-            .await
-            .map(drop)
-    }
-
-    async fn record_webhook_event(&mut self, event: &NewWebhookEvent<'_>) -> QueryResult<bool> {
-        diesel::insert_into(webhook_events::table)
-            .values(event)
-            .on_conflict_do_nothing()
-            .execute(self)
-            .await
-            .map(|inserted| inserted == 1)
-    }
-
     async fn find_sync(&mut self, user_id: &ClerkUserId) -> QueryResult<Option<SyncRow>> {
         clerk_sync::table
             .find(user_id)
@@ -112,18 +76,6 @@ impl Queries for Conn {
             .first(self)
             .await
             .optional()
-    }
-
-    async fn clear_sync_error(&mut self, user_id: &ClerkUserId) -> QueryResult<()> {
-        diesel::update(
-            clerk_sync::table
-                .find(user_id)
-                .filter(clerk_sync::next_attempt_at.is_null()),
-        )
-        .set(clerk_sync::last_error.eq(None::<String>))
-        .execute(self)
-        .await
-        .map(drop)
     }
 
     async fn delete_sync(&mut self, user_id: &ClerkUserId) -> QueryResult<()> {
@@ -389,14 +341,21 @@ impl Queries for Conn {
         user_ids: &[ClerkUserId],
         until: chrono::NaiveDateTime,
     ) -> QueryResult<usize> {
-        diesel::update(
-            clerk_sync::table
-                .filter(clerk_sync::user_id.eq_any(user_ids))
-                .filter(clerk_sync::claimed_by.eq(owner)),
-        )
-        .set(clerk_sync::claimed_until.eq(Some(until)))
-        .execute(self)
-        .await
+        // One row per statement: a statement holding some outbox rows while
+        // it waits for another could close a cycle with a transaction that
+        // takes them in id order.
+        let mut renewed = 0;
+        for user_id in user_ids {
+            renewed += diesel::update(
+                clerk_sync::table
+                    .find(user_id)
+                    .filter(clerk_sync::claimed_by.eq(owner)),
+            )
+            .set(clerk_sync::claimed_until.eq(Some(until)))
+            .execute(self)
+            .await?;
+        }
+        Ok(renewed)
     }
 
     async fn cancel_push(

@@ -1,0 +1,240 @@
+//! The ingest writers: webhook ingest by group commit.
+//!
+//! Each webhook request, once its event is verified and parsed, hands the
+//! event to this replica's writers and waits. A writer takes whatever is
+//! queued (up to [`MAX_BATCH`] events), applies it in one transaction
+//! (`app::webhook_event`) and answers each request once that transaction
+//! has committed. Nothing waits for a batch to fill: a lone event is applied
+//! at once, and events arriving meanwhile make the next batch.
+//!
+//! On PostgreSQL two writers take turns, so that one batch is being judged
+//! while the other waits for its commit, and a writer keeps its connection
+//! for as long as batches keep coming. SQLite has one writer, which gives
+//! the one connection back after each batch: nothing else waits behind it
+//! for longer than one batch.
+//!
+//! The queue needs no bound of its own: each queued event is a request
+//! holding one of the webhook's body permits (`startup`), which bound how
+//! many wait at once. The writers are supervised like the push worker.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus::IntGauge;
+use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::supervise::supervise;
+use crate::app::Outcome;
+use crate::app::webhook_event::{self, NotStored, Received};
+use crate::db::{Backend, Db, DbError, Store};
+use crate::metrics::Metrics;
+use crate::webhooks::events::ClerkEvent;
+use crate::with_conn;
+
+/// The most events one transaction applies.
+pub const MAX_BATCH: usize = 256;
+
+/// An event waiting for the writer, and where its answer goes (with the
+/// event handed back).
+struct Job {
+    received: Received,
+    answer: oneshot::Sender<(ClerkEvent, Result<Outcome, NotStored>)>,
+}
+
+/// Hands events to the writer.
+#[derive(Clone)]
+pub struct Ingest {
+    jobs: mpsc::Sender<Job>,
+    /// Events sent and not yet taken by the writer.
+    queued: IntGauge,
+}
+
+/// Stops the writers.
+pub struct IngestHandle {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Ingest {
+    /// Starts the writers, supervised, on the current runtime.
+    pub fn spawn(db: Db, allowance_ms: i64, metrics: Arc<Metrics>) -> (Ingest, IngestHandle) {
+        let (jobs, queue) = mpsc::channel(MAX_BATCH);
+        // Shared by the writers, and by a writer's runs: one that panicked
+        // leaves the queue to the next.
+        let queue = Arc::new(Mutex::new(queue));
+        let (stop, stopped) = watch::channel(false);
+        let queued = metrics.ingest_queued.clone();
+        let writers = match db.backend() {
+            Backend::Postgres => 2,
+            Backend::Sqlite => 1,
+        };
+        let writer = Writer {
+            db,
+            allowance_ms,
+            metrics,
+        };
+        let tasks = (0..writers)
+            .map(|_| {
+                let (writer, queue) = (writer.clone(), queue.clone());
+                let metrics = writer.metrics.clone();
+                tokio::spawn(supervise(
+                    "ingest writer",
+                    move |stop| {
+                        let (writer, queue) = (writer.clone(), queue.clone());
+                        async move { writer.run(&queue, stop).await }
+                    },
+                    stopped.clone(),
+                    move || metrics.ingest_writer_restarts.inc(),
+                ))
+            })
+            .collect();
+        (Ingest { jobs, queued }, IngestHandle { stop, tasks })
+    }
+
+    /// Applies `event` (Svix message `svix_id`) with the next batch; answers
+    /// once that batch has committed, handing the event back.
+    pub async fn apply(
+        &self,
+        svix_id: &str,
+        event: ClerkEvent,
+    ) -> Result<(ClerkEvent, Outcome), NotStored> {
+        let stopped = || NotStored::from("the ingest writer is not running");
+        let (answer, answered) = oneshot::channel();
+        let job = Job {
+            received: Received {
+                svix_id: svix_id.to_owned(),
+                event,
+            },
+            answer,
+        };
+        self.queued.inc();
+        if self.jobs.send(job).await.is_err() {
+            self.queued.dec();
+            return Err(stopped());
+        }
+        let (event, outcome) = answered.await.map_err(|_| stopped())?;
+        outcome.map(|outcome| (event, outcome))
+    }
+}
+
+impl IngestHandle {
+    /// Applies what is still queued, then stops the writers. Call it once
+    /// the HTTP server has stopped: no request is left to queue more.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Writer {
+    db: Db,
+    allowance_ms: i64,
+    metrics: Arc<Metrics>,
+}
+
+/// A writer's turn: while it holds the queue, it takes a batch and writes
+/// it; it hands the queue on before its commit.
+type Turn<'a> = MutexGuard<'a, mpsc::Receiver<Job>>;
+
+impl Writer {
+    async fn run(&self, queue: &Mutex<mpsc::Receiver<Job>>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let mut turn = queue.lock().await;
+            let first = tokio::select! {
+                biased;
+                job = turn.recv() => job,
+                // Told to stop: what is queued is still applied.
+                _ = stop.wait_for(|stop| *stop) => turn.try_recv().ok(),
+            };
+            let Some(first) = first else {
+                return;
+            };
+            let batch = self.take_batch(&mut turn, first);
+            self.apply_while_busy(queue, turn, batch).await;
+        }
+    }
+
+    /// `first` and whatever else is queued, up to [`MAX_BATCH`] events.
+    fn take_batch(&self, queue: &mut mpsc::Receiver<Job>, first: Job) -> Vec<Job> {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        self.metrics.ingest_queued.sub(batch.len() as i64);
+        batch
+    }
+
+    /// Applies `batch` (taken in `turn`), then the batches queued meanwhile,
+    /// on one connection while there are any. On SQLite, whose one
+    /// connection the rest of the service shares, the connection goes back
+    /// after each batch.
+    async fn apply_while_busy<'q>(
+        &self,
+        queue: &'q Mutex<mpsc::Receiver<Job>>,
+        turn: Turn<'q>,
+        batch: Vec<Job>,
+    ) {
+        let keep_connection = self.db.backend() == Backend::Postgres;
+        let mut turn = Some(turn);
+        let mut batch = Some(batch);
+        let served: Result<(), DbError> = with_conn!(self.db, conn => {
+            while let Some(jobs) = batch.take() {
+                let all_stored = self.apply(conn, jobs, &mut || drop(turn.take())).await;
+                drop(turn.take());
+                // A failed batch may have broken the connection: the pool
+                // checks it before handing it out again.
+                if !keep_connection || !all_stored {
+                    break;
+                }
+                // The next turn, once the other writer has written its
+                // batch: what queued meanwhile, if anything.
+                let mut next = queue.lock().await;
+                let Ok(first) = next.try_recv() else {
+                    break;
+                };
+                batch = Some(self.take_batch(&mut next, first));
+                turn = Some(next);
+            }
+            Ok(())
+        });
+        if let (Err(error), Some(jobs)) = (served, batch) {
+            let error = NotStored::from(&error);
+            for job in jobs {
+                let _ = job.answer.send((job.received.event, Err(error.clone())));
+            }
+        }
+    }
+
+    /// Applies one batch and answers each of its requests; whether every
+    /// event was stored.
+    async fn apply<C: Store>(
+        &self,
+        conn: &mut C,
+        batch: Vec<Job>,
+        written: &mut (dyn FnMut() + Send),
+    ) -> bool {
+        let started = Instant::now();
+        let (received, answers): (Vec<Received>, Vec<_>) = batch
+            .into_iter()
+            .map(|job| (job.received, job.answer))
+            .unzip();
+        let outcomes =
+            webhook_event::apply_events(conn, &received, self.allowance_ms, written).await;
+        self.metrics
+            .ingest_batch(received.len(), started.elapsed().as_secs_f64());
+        let all_stored = outcomes.iter().all(Result::is_ok);
+        for ((received, answer), outcome) in received.into_iter().zip(answers).zip(outcomes) {
+            // A request that gave up waiting (its client left) needs no
+            // answer: its event is applied all the same.
+            let _ = answer.send((received.event, outcome));
+        }
+        all_stored
+    }
+}
