@@ -12,7 +12,7 @@
 //! | `clerk_role_sync_push_claims_taken_back_total` | claims left by an earlier run of this replica, taken back at its start |
 //! | `clerk_role_sync_ingest_batch_size` | webhook events applied per transaction (a histogram) |
 //! | `clerk_role_sync_ingest_batch_seconds` | how long applying one batch took, commit included (a histogram) |
-//! | `clerk_role_sync_ingest_queued` | webhook events waiting for the ingest writer |
+//! | `clerk_role_sync_ingest_pending` | webhook events waiting for their transaction: queued for an ingest writer, or in the batch it is applying |
 //! | `clerk_role_sync_ingest_writer_restarts_total` | the ingest writer ended or panicked and was started again |
 //! | `clerk_role_sync_outbox_pending` | pushes queued or retrying, in the shared database: the same on every replica (aggregate with `max`) |
 //! | `clerk_role_sync_outbox_oldest_pending_seconds` | age of the oldest queued push, likewise shared (`max`) |
@@ -72,7 +72,7 @@ pub struct Metrics {
     pub push_oldest_pending: Gauge,
     ingest_batch_size: Histogram,
     ingest_batch_seconds: Histogram,
-    pub ingest_queued: IntGauge,
+    pub ingest_pending: IntGauge,
     pub ingest_writer_restarts: IntCounter,
     build_info: IntGaugeVec,
     http_requests: HistogramVec,
@@ -159,9 +159,9 @@ impl Metrics {
                 ]),
             )
             .expect("valid metric"),
-            ingest_queued: IntGauge::new(
-                "clerk_role_sync_ingest_queued",
-                "Webhook events waiting for the ingest writer",
+            ingest_pending: IntGauge::new(
+                "clerk_role_sync_ingest_pending",
+                "Webhook events waiting for their transaction: queued, or in a batch being applied",
             )
             .expect("valid metric"),
             ingest_writer_restarts: IntCounter::new(
@@ -200,7 +200,7 @@ impl Metrics {
             Box::new(metrics.push_oldest_pending.clone()),
             Box::new(metrics.ingest_batch_size.clone()),
             Box::new(metrics.ingest_batch_seconds.clone()),
-            Box::new(metrics.ingest_queued.clone()),
+            Box::new(metrics.ingest_pending.clone()),
             Box::new(metrics.ingest_writer_restarts.clone()),
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.build_info.clone()),

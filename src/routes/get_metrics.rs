@@ -1,5 +1,7 @@
 //! `GET /metrics`: Prometheus metrics.
 
+use std::time::Duration;
+
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use chrono::Utc;
 
@@ -7,6 +9,9 @@ use super::AppState;
 use crate::db::{DbError, Queries as _};
 use crate::error::{ApiError, Problem};
 use crate::with_conn;
+
+/// How long a scrape waits for the database's queue figures.
+const QUEUE_STATS_WAIT: Duration = Duration::from_millis(500);
 
 /// Marks the app that serves only `/metrics` (on `METRICS_BIND_ADDR`).
 pub struct MetricsListener;
@@ -33,10 +38,13 @@ pub async fn get_metrics(
         return Err(ApiError::NotFound("no resource at this path".into()));
     }
     let now = Utc::now().naive_utc();
-    // The queue gauges are read fresh; without a database they keep their last values.
-    let queue: Result<_, DbError> =
-        with_conn!(state.db, conn => Ok(conn.push_queue_stats().await?));
-    if let Ok((pending, oldest)) = queue {
+    // The queue gauges are read fresh; without a database (or while it is
+    // slow to answer) they keep their last values, and the scrape is served.
+    let queue: Result<Result<_, DbError>, _> = tokio::time::timeout(QUEUE_STATS_WAIT, async {
+        with_conn!(state.db, conn => Ok(conn.push_queue_stats().await?))
+    })
+    .await;
+    if let Ok(Ok((pending, oldest))) = queue {
         state.metrics.push_pending.set(pending);
         let age = oldest.map_or(0.0, |at| (now - at).as_seconds_f64().max(0.0));
         state.metrics.push_oldest_pending.set(age);

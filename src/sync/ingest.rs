@@ -46,8 +46,24 @@ struct Job {
 #[derive(Clone)]
 pub struct Ingest {
     jobs: mpsc::Sender<Job>,
-    /// Events sent and not yet taken by the writer.
-    queued: IntGauge,
+    /// Events handed over and not yet answered.
+    pending: IntGauge,
+}
+
+/// One event handed over and not yet answered (or given up on).
+struct Pending(IntGauge);
+
+impl Pending {
+    fn count(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Stops the writers.
@@ -64,7 +80,7 @@ impl Ingest {
         // leaves the queue to the next.
         let queue = Arc::new(Mutex::new(queue));
         let (stop, stopped) = watch::channel(false);
-        let queued = metrics.ingest_queued.clone();
+        let pending = metrics.ingest_pending.clone();
         let writers = match db.backend() {
             Backend::Postgres => 2,
             Backend::Sqlite => 1,
@@ -89,7 +105,7 @@ impl Ingest {
                 ))
             })
             .collect();
-        (Ingest { jobs, queued }, IngestHandle { stop, tasks })
+        (Ingest { jobs, pending }, IngestHandle { stop, tasks })
     }
 
     /// Applies `event` (Svix message `svix_id`) with the next batch; answers
@@ -108,11 +124,8 @@ impl Ingest {
             },
             answer,
         };
-        self.queued.inc();
-        if self.jobs.send(job).await.is_err() {
-            self.queued.dec();
-            return Err(stopped());
-        }
+        let _pending = Pending::count(&self.pending);
+        self.jobs.send(job).await.map_err(|_| stopped())?;
         let (event, outcome) = answered.await.map_err(|_| stopped())?;
         outcome.map(|outcome| (event, outcome))
     }
@@ -153,13 +166,13 @@ impl Writer {
             let Some(first) = first else {
                 return;
             };
-            let batch = self.take_batch(&mut turn, first);
+            let batch = Self::take_batch(&mut turn, first);
             self.apply_while_busy(queue, turn, batch).await;
         }
     }
 
     /// `first` and whatever else is queued, up to [`MAX_BATCH`] events.
-    fn take_batch(&self, queue: &mut mpsc::Receiver<Job>, first: Job) -> Vec<Job> {
+    fn take_batch(queue: &mut mpsc::Receiver<Job>, first: Job) -> Vec<Job> {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -167,7 +180,6 @@ impl Writer {
                 Err(_) => break,
             }
         }
-        self.metrics.ingest_queued.sub(batch.len() as i64);
         batch
     }
 
@@ -199,7 +211,7 @@ impl Writer {
                 let Ok(first) = next.try_recv() else {
                     break;
                 };
-                batch = Some(self.take_batch(&mut next, first));
+                batch = Some(Self::take_batch(&mut next, first));
                 turn = Some(next);
             }
             Ok(())

@@ -274,6 +274,106 @@ pub async fn spawn_synced_app_with(
     (app, clerk)
 }
 
+/// Asserts that every role's counter equals a recount of its live users.
+pub async fn assert_counters_match_a_recount(db: &Db) {
+    #[derive(diesel::QueryableByName)]
+    struct RoleCount {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        role: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        counted: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        recounted: i64,
+    }
+    use diesel_async::RunQueryDsl as _;
+    let counts: Result<Vec<RoleCount>, DbError> = with_conn!(db, conn => {
+        Ok(diesel::sql_query(
+            "SELECT c.role, \
+             CAST((SELECT sum(count) FROM role_counts WHERE role = c.role) AS BIGINT) AS counted, \
+             (SELECT count(*) FROM users WHERE role = c.role AND deleted_at IS NULL) AS recounted \
+             FROM (SELECT DISTINCT role FROM role_counts) AS c",
+        )
+        .load(conn)
+        .await?)
+    });
+    for count in counts.expect("counts") {
+        assert_eq!(
+            count.counted, count.recounted,
+            "{}: counters equal a recount",
+            count.role
+        );
+    }
+}
+
+/// The deadlocks PostgreSQL has detected in the current database.
+pub async fn deadlocks(db: &Db) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    use diesel_async::RunQueryDsl as _;
+    let deadlocks: Result<Count, DbError> = with_conn!(db, conn => {
+        Ok(diesel::sql_query(
+            "SELECT deadlocks AS n FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .get_result(conn)
+        .await?)
+    });
+    deadlocks.expect("deadlocks").n
+}
+
+/// A transaction of the test's own that keeps the service's writes to the
+/// role counters waiting (on PostgreSQL a lock on `role_counts`, taken after
+/// a batch has written its users; on SQLite the database's write lock, which
+/// every write takes first) until it is released.
+pub struct HeldWrites {
+    release: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HeldWrites {
+    /// Takes the lock on a connection of `db` (hold it for less than
+    /// SQLite's busy timeout, 5 s, or the writes it holds fail).
+    pub async fn take(db: &Db) -> Self {
+        let (locked, on_locked) = tokio::sync::oneshot::channel();
+        let (release, on_release) = tokio::sync::oneshot::channel::<()>();
+        let begin = match db.backend() {
+            clerk_role_sync::db::Backend::Postgres => {
+                "BEGIN; LOCK TABLE role_counts IN EXCLUSIVE MODE"
+            }
+            clerk_role_sync::db::Backend::Sqlite => "BEGIN IMMEDIATE",
+        };
+        let db = db.clone();
+        let task = tokio::spawn(async move {
+            let held: Result<(), DbError> = with_conn!(db, conn => {
+                conn.batch_execute(begin).await?;
+                let _ = locked.send(());
+                let _ = on_release.await;
+                conn.batch_execute("COMMIT").await?;
+                Ok(())
+            });
+            held.expect("the held transaction commits");
+        });
+        on_locked.await.expect("the lock is taken");
+        Self { release, task }
+    }
+
+    /// Lets the waiting writes through.
+    pub async fn release(self) {
+        let _ = self.release.send(());
+        self.task.await.expect("the held transaction ends");
+    }
+}
+
+/// The value of one sample in a Prometheus text page (`name` with its
+/// labels, as printed), or 0 when absent.
+pub fn metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Polls `check` every 20 ms until it holds; fails the test after 20 s.
 pub async fn wait_until<F, Fut>(what: &str, mut check: F)
 where

@@ -12,6 +12,7 @@ mod emulator_fidelity;
 mod errors;
 mod hardening;
 mod health;
+mod ingest;
 mod layout;
 mod observability;
 mod openapi;

@@ -74,16 +74,6 @@ struct Count {
 }
 
 #[derive(QueryableByName)]
-struct RoleCount {
-    #[diesel(sql_type = Text)]
-    role: String,
-    #[diesel(sql_type = BigInt)]
-    counted: i64,
-    #[diesel(sql_type = BigInt)]
-    recounted: i64,
-}
-
-#[derive(QueryableByName)]
 struct UserRole {
     #[diesel(sql_type = Text)]
     id: String,
@@ -355,32 +345,9 @@ impl Cluster {
             self.check_no_duplicate_push(user);
         }
 
-        let counts: Result<Vec<RoleCount>, DbError> = with_conn!(self.db, conn => {
-            Ok(diesel::sql_query(
-                "SELECT c.role, \
-                 (SELECT sum(count) FROM role_counts WHERE role = c.role)::bigint AS counted, \
-                 (SELECT count(*) FROM users WHERE role = c.role AND deleted_at IS NULL) AS recounted \
-                 FROM (SELECT DISTINCT role FROM role_counts) AS c",
-            )
-            .load(conn)
-            .await?)
-        });
-        for count in counts.expect("counts") {
-            assert_eq!(
-                count.counted, count.recounted,
-                "{}: counters equal a recount",
-                count.role
-            );
-        }
-        let deadlocks: Result<Count, DbError> = with_conn!(self.db, conn => {
-            Ok(diesel::sql_query(
-                "SELECT deadlocks AS n FROM pg_stat_database WHERE datname = current_database()",
-            )
-            .get_result(conn)
-            .await?)
-        });
+        crate::helpers::assert_counters_match_a_recount(&self.db).await;
         assert_eq!(
-            deadlocks.expect("deadlocks").n,
+            crate::helpers::deadlocks(&self.db).await,
             0,
             "PostgreSQL saw a deadlock"
         );

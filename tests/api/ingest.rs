@@ -1,0 +1,634 @@
+//! Webhook ingest by group commit: a batch applies each message once and
+//! each user's events in Clerk's order, one event the database refuses fails
+//! alone, events that queue while the writer waits are applied together,
+//! batches never deadlock with admin changes and backfill pages, and a crash
+//! mid-batch loses nothing acknowledged and half-applies nothing.
+
+use std::time::Duration;
+
+use clerk_role_sync::app::Outcome;
+use clerk_role_sync::app::backfill::{self, BackfillOptions};
+use clerk_role_sync::app::webhook_event::{Received, apply_events};
+use clerk_role_sync::clerk::ClerkUser;
+use clerk_role_sync::config::DatabaseUrl;
+use clerk_role_sync::db::schema::webhook_events;
+use clerk_role_sync::db::{Db, DbError, Queries as _};
+use clerk_role_sync::domain::ClerkUserId;
+use clerk_role_sync::domain::Role;
+use clerk_role_sync::webhooks::events;
+use clerk_role_sync::with_conn;
+use rand::SeedableRng as _;
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom as _, SliceRandom as _};
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::{
+    Backend, HeldWrites, TestApp, TestDb, assert_counters_match_a_recount, deadlocks, metric,
+    outcome, spawn_app, spawn_synced_app, wait_until,
+};
+use testkit::clerk_payloads::{deleted_event, user_event};
+use testkit::instances::Instance;
+use testkit::svix;
+
+both_backends!(
+    a_message_twice_in_one_batch_is_applied_once,
+    a_users_events_in_one_batch_apply_in_clerks_order,
+    a_poison_event_fails_alone_and_its_batch_lands,
+    events_that_queue_while_the_writer_waits_are_applied_together,
+    a_refused_event_among_queued_ones_is_the_only_503,
+    batches_admin_changes_and_backfill_pages_never_deadlock,
+    a_crash_mid_batch_loses_nothing_acknowledged_and_half_applies_nothing
+);
+
+/// A verified event under `svix_id`, parsed as the webhook parses it.
+fn received(svix_id: &str, body: &Value) -> Received {
+    let bytes = serde_json::to_vec(body).expect("serializable");
+    Received {
+        svix_id: svix_id.to_owned(),
+        event: events::parse(&bytes).expect("a Clerk event"),
+    }
+}
+
+/// Applies `events` as one batch, straight through the use-case; each
+/// answer as its outcome, or `not stored`.
+async fn apply_batch(app: &TestApp, events: &[Received]) -> Vec<&'static str> {
+    let answers: Result<_, DbError> = with_conn!(app.db, conn => {
+        Ok(apply_events(conn, events, 2_000, &mut || {}).await)
+    });
+    answers
+        .expect("a connection")
+        .into_iter()
+        .map(|answer| answer.map_or("not stored", Outcome::as_str))
+        .collect()
+}
+
+/// A user's audit rows, oldest first, as `old->new`.
+async fn audit(app: &TestApp, id: &str) -> Vec<String> {
+    let mut rows: Vec<String> = app
+        .history(id)
+        .await
+        .into_iter()
+        .map(|row| {
+            let from = row.old_role.map_or("none", Role::as_str);
+            format!("{from}->{}", row.new_role)
+        })
+        .collect();
+    rows.reverse();
+    rows
+}
+
+/// Makes the database refuse every write of user `id`, as it would a row it
+/// cannot store.
+async fn refuse_user(app: &TestApp, backend: Backend, id: &str) {
+    app.execute(&match backend {
+        Backend::Postgres => format!(
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN \
+             IF NEW.id = '{id}' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; \
+             END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON users \
+             FOR EACH ROW EXECUTE FUNCTION refuse();"
+        ),
+        Backend::Sqlite => format!(
+            "CREATE TRIGGER refuse BEFORE INSERT ON users WHEN NEW.id = '{id}' \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;"
+        ),
+    })
+    .await;
+}
+
+async fn a_message_twice_in_one_batch_is_applied_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let twice = user_event("user.created", "user_twice", 1_000, Some("INSTRUCTOR"));
+    let other = user_event("user.created", "user_other", 1_000, None);
+
+    let answers = apply_batch(
+        &app,
+        &[
+            received("msg_twice", &twice),
+            received("msg_twice", &twice),
+            received("msg_other", &other),
+            received("msg_twice", &twice),
+        ],
+    )
+    .await;
+
+    assert_eq!(answers, ["applied", "duplicate", "applied", "duplicate"]);
+    assert_eq!(app.processed_messages().await, 2);
+    assert_eq!(audit(&app, "user_twice").await, ["none->INSTRUCTOR"]);
+    let stats = app.stats().await;
+    assert_eq!((stats.students, stats.instructors, stats.admins), (1, 1, 0));
+    // In a later batch, both are known.
+    let again = apply_batch(
+        &app,
+        &[received("msg_other", &other), received("msg_twice", &twice)],
+    )
+    .await;
+    assert_eq!(again, ["duplicate", "duplicate"]);
+    assert_eq!(app.processed_messages().await, 2);
+    assert_counters_match_a_recount(&app.db).await;
+}
+
+async fn a_users_events_in_one_batch_apply_in_clerks_order(backend: Backend) {
+    let app = spawn_app(backend).await;
+
+    // Received newest first; a deletion before the creation it follows.
+    let answers = apply_batch(
+        &app,
+        &[
+            received(
+                "msg_3",
+                &user_event("user.updated", "user_x", 3_000, Some("ADMIN")),
+            ),
+            received("msg_1", &user_event("user.created", "user_x", 1_000, None)),
+            received(
+                "msg_2",
+                &user_event("user.updated", "user_x", 2_000, Some("INSTRUCTOR")),
+            ),
+            received("msg_gone", &deleted_event("user_y")),
+            received(
+                "msg_born",
+                &user_event("user.created", "user_y", 1_000, Some("ADMIN")),
+            ),
+        ],
+    )
+    .await;
+
+    // As Clerk made them: each state applied, the deletion last.
+    assert_eq!(
+        answers,
+        ["applied", "applied", "applied", "deleted", "applied"]
+    );
+    let x = app.user("user_x").await.expect("created");
+    assert_eq!((x.role, x.clerk_updated_at), (Role::Admin, Some(3_000)));
+    assert_eq!(
+        audit(&app, "user_x").await,
+        ["none->STUDENT", "STUDENT->INSTRUCTOR", "INSTRUCTOR->ADMIN"]
+    );
+    let y = app.user("user_y").await.expect("a tombstone");
+    assert!(y.deleted_at.is_some());
+    assert_eq!(audit(&app, "user_y").await, ["none->ADMIN"]);
+    let stats = app.stats().await;
+    assert_eq!((stats.students, stats.instructors, stats.admins), (0, 0, 1));
+
+    // An older state in a later batch changes nothing; the tombstone stays.
+    let later = apply_batch(
+        &app,
+        &[
+            received(
+                "msg_old",
+                &user_event("user.updated", "user_x", 2_500, Some("STUDENT")),
+            ),
+            received(
+                "msg_back",
+                &user_event("user.updated", "user_y", 5_000, Some("STUDENT")),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(later, ["stale", "user_deleted"]);
+    assert_eq!(app.user("user_x").await.expect("kept").role, Role::Admin);
+    assert_counters_match_a_recount(&app.db).await;
+}
+
+async fn a_poison_event_fails_alone_and_its_batch_lands(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let seeded = apply_batch(
+        &app,
+        &[received(
+            "msg_seed",
+            &user_event("user.created", "user_kept", 1_000, None),
+        )],
+    )
+    .await;
+    assert_eq!(seeded, ["applied"]);
+    refuse_user(&app, backend, "user_poison").await;
+    let poison = user_event("user.created", "user_poison", 1_000, Some("ADMIN"));
+
+    let answers = apply_batch(
+        &app,
+        &[
+            received(
+                "msg_good",
+                &user_event("user.created", "user_good", 1_000, Some("INSTRUCTOR")),
+            ),
+            received("msg_poison", &poison),
+            received(
+                "msg_other",
+                &json!({"type": "session.created", "data": {"id": "sess_1"}}),
+            ),
+            received(
+                "msg_promote",
+                &user_event("user.updated", "user_kept", 2_000, Some("ADMIN")),
+            ),
+        ],
+    )
+    .await;
+
+    assert_eq!(answers, ["applied", "not stored", "ignored", "applied"]);
+    assert!(app.user("user_poison").await.is_none());
+    assert_eq!(
+        app.message_outcome("msg_poison").await,
+        None,
+        "unrecorded: Svix's retry applies it"
+    );
+    assert_eq!(app.processed_messages().await, 4);
+    assert_eq!(
+        app.user("user_good").await.expect("landed").role,
+        Role::Instructor
+    );
+    assert_eq!(
+        app.user("user_kept").await.expect("landed").role,
+        Role::Admin
+    );
+    assert_counters_match_a_recount(&app.db).await;
+
+    // Once the database takes it, the retry applies it.
+    app.execute(match backend {
+        Backend::Postgres => "DROP TRIGGER refuse ON users",
+        Backend::Sqlite => "DROP TRIGGER refuse",
+    })
+    .await;
+    let retried = apply_batch(&app, &[received("msg_poison", &poison)]).await;
+    assert_eq!(retried, ["applied"]);
+    assert_counters_match_a_recount(&app.db).await;
+}
+
+/// The service's `/metrics` page.
+async fn metrics(app: &TestApp) -> String {
+    app.get("/metrics").await.text().await.expect("a page")
+}
+
+/// Posts each `(svix id, body)` at once, each signed now; returns the
+/// requests in flight, in order.
+fn post_all(
+    app: &TestApp,
+    messages: &[(String, Value)],
+) -> Vec<tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>> {
+    messages
+        .iter()
+        .map(|(id, body)| {
+            let (client, url) = (app.client.clone(), app.url("/api/webhooks/clerk"));
+            let (id, body) = (id.clone(), serde_json::to_vec(body).expect("JSON"));
+            tokio::spawn(async move {
+                let timestamp = svix::now();
+                let signature = svix::sign(svix::TEST_SECRET, &id, timestamp, &body);
+                client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("svix-id", &id)
+                    .header("svix-timestamp", timestamp.to_string())
+                    .header("svix-signature", signature)
+                    .body(body)
+                    .send()
+                    .await
+            })
+        })
+        .collect()
+}
+
+/// Holds the writer, posts `messages` at once, waits until every one of
+/// them waits for its transaction, releases the writer and returns the
+/// answers, in order, with how many batches and events the writers applied
+/// meanwhile.
+async fn post_while_held(
+    app: &TestApp,
+    messages: &[(String, Value)],
+) -> (Vec<reqwest::Response>, f64, f64) {
+    let before = metrics(app).await;
+    let held = HeldWrites::take(&app.db).await;
+    let sent = post_all(app, messages);
+    let waiting = messages.len() as f64;
+    wait_until("every event waits for its transaction", || async {
+        metric(&metrics(app).await, "clerk_role_sync_ingest_pending") == waiting
+    })
+    .await;
+    held.release().await;
+    let mut answers = Vec::new();
+    for request in sent {
+        answers.push(request.await.expect("joined").expect("answered"));
+    }
+    let after = metrics(app).await;
+    let grew = |name| metric(&after, name) - metric(&before, name);
+    (
+        answers,
+        grew("clerk_role_sync_ingest_batch_size_count"),
+        grew("clerk_role_sync_ingest_batch_size_sum"),
+    )
+}
+
+async fn events_that_queue_while_the_writer_waits_are_applied_together(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut messages: Vec<(String, Value)> = (0..12)
+        .map(|i| {
+            let id = format!("user_q{i:02}");
+            (
+                format!("msg_q{i:02}"),
+                user_event("user.created", &id, 1_000, None),
+            )
+        })
+        .collect();
+    // The same message twice, and one user's two states newest first.
+    messages.push(messages[3].clone());
+    messages.push((
+        "msg_z2".into(),
+        user_event("user.updated", "user_z", 2_000, Some("ADMIN")),
+    ));
+    messages.push((
+        "msg_z1".into(),
+        user_event("user.created", "user_z", 1_000, Some("INSTRUCTOR")),
+    ));
+
+    let (answers, batches, applied) = post_while_held(&app, &messages).await;
+
+    // The first batch waited behind the held lock; everything that arrived
+    // meanwhile made one more batch.
+    assert!(
+        (1.0..=2.0).contains(&batches),
+        "{batches} batches for {} events",
+        messages.len()
+    );
+    assert_eq!(applied, messages.len() as f64);
+    let mut outcomes = Vec::new();
+    for answer in answers {
+        outcomes.push(outcome(answer).await);
+    }
+    let duplicates = [&outcomes[3], &outcomes[12]];
+    assert!(
+        duplicates.contains(&&"applied".to_owned())
+            && duplicates.contains(&&"duplicate".to_owned()),
+        "{outcomes:?}"
+    );
+    assert_eq!(app.processed_messages().await, 14);
+    // However the two states were split between batches, the newest wins
+    // and the audit tells how it got there.
+    let z = app.user("user_z").await.expect("created");
+    assert_eq!((z.role, z.clerk_updated_at), (Role::Admin, Some(2_000)));
+    let z_audit = audit(&app, "user_z").await;
+    assert!(
+        z_audit == ["none->INSTRUCTOR", "INSTRUCTOR->ADMIN"] || z_audit == ["none->ADMIN"],
+        "{z_audit:?}"
+    );
+    let stats = app.stats().await;
+    assert_eq!(
+        (stats.students, stats.instructors, stats.admins),
+        (12, 0, 1)
+    );
+    assert_counters_match_a_recount(&app.db).await;
+}
+
+async fn a_refused_event_among_queued_ones_is_the_only_503(backend: Backend) {
+    let app = spawn_app(backend).await;
+    refuse_user(&app, backend, "user_poison").await;
+    let messages: Vec<(String, Value)> = ["user_a", "user_poison", "user_b", "user_c"]
+        .into_iter()
+        .map(|id| {
+            (
+                format!("msg_{id}"),
+                user_event("user.created", id, 1_000, None),
+            )
+        })
+        .collect();
+
+    let (answers, _, _) = post_while_held(&app, &messages).await;
+
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status().as_u16()).collect();
+    assert_eq!(statuses, [200, 503, 200, 200]);
+    for id in ["user_a", "user_b", "user_c"] {
+        assert!(app.user(id).await.is_some(), "{id} landed");
+    }
+    assert!(app.user("user_poison").await.is_none());
+    assert_eq!(app.processed_messages().await, 3);
+    assert_counters_match_a_recount(&app.db).await;
+}
+
+const ROLES: [&str; 3] = ["STUDENT", "INSTRUCTOR", "ADMIN"];
+
+async fn batches_admin_changes_and_backfill_pages_never_deadlock(backend: Backend) {
+    let (app, clerk) = spawn_synced_app(backend).await;
+    let users: Vec<String> = (0..30).map(|i| format!("user_d{i:02}")).collect();
+    clerk.add_user("user_boss", Some("ADMIN"));
+    for (i, id) in users.iter().enumerate() {
+        clerk.add_user(id, Some(ROLES[i % 3]));
+    }
+    clerk.wait_for_deliveries().await;
+    let token = clerk.mint_token("user_boss");
+    let deadlocks_before = match backend {
+        Backend::Postgres => deadlocks(&app.db).await,
+        Backend::Sqlite => 0,
+    };
+    // Clerk time for the events sent here, later than any state so far.
+    let clock = std::sync::atomic::AtomicI64::new(chrono::Utc::now().timestamp_millis() + 60_000);
+    let tick = || clock.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+
+    // Webhooks: many senders, so that the writers apply them in batches.
+    let webhooks = async {
+        let mut statuses = Vec::new();
+        for round in 0..6_u64 {
+            let mut rng = StdRng::seed_from_u64(round);
+            let messages: Vec<(String, Value)> = (0..32)
+                .map(|i| {
+                    let id = users.choose(&mut rng).expect("users");
+                    let role = ROLES.choose(&mut rng).copied();
+                    (
+                        format!("msg_r{round}_{i}"),
+                        user_event("user.updated", id, tick(), role),
+                    )
+                })
+                .collect();
+            for request in post_all(&app, &messages) {
+                statuses.push(request.await.expect("joined").expect("answered").status());
+            }
+        }
+        statuses
+    };
+    // Admins: bulk changes of users in random order, demotions included.
+    let admin = async {
+        let mut statuses = Vec::new();
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..12 {
+            let mut chosen: Vec<&String> = users.choose_multiple(&mut rng, 8).collect();
+            chosen.shuffle(&mut rng);
+            let changes: Vec<Value> = chosen
+                .iter()
+                .map(|id| json!({"userId": id, "role": ROLES.choose(&mut rng)}))
+                .collect();
+            let response = app
+                .authed(reqwest::Method::POST, "/api/admin/users/roles", &token)
+                .json(&json!({ "changes": changes }))
+                .send()
+                .await
+                .expect("answered");
+            statuses.push(response.status());
+        }
+        statuses
+    };
+    // A backfill: pages in Clerk's order (newest first), not by id.
+    let pages = async {
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut results = Vec::new();
+        for _ in 0..8 {
+            let mut page: Vec<ClerkUser> = users
+                .choose_multiple(&mut rng, 12)
+                .map(|id| {
+                    let role = ROLES.choose(&mut rng).copied();
+                    let event = user_event("user.updated", id, tick(), role);
+                    serde_json::from_value(event["data"].clone()).expect("a Clerk user")
+                })
+                .collect();
+            page.sort_by(|a, b| b.id.cmp(&a.id));
+            results.push(apply_page(&app.db, &page).await);
+        }
+        results
+    };
+    let (webhooks, admin, pages) = tokio::join!(webhooks, admin, pages);
+
+    assert!(webhooks.iter().all(|s| *s == 200), "{webhooks:?}");
+    assert!(admin.iter().all(|s| *s == 200), "{admin:?}");
+    for result in pages {
+        result.expect("every backfill page is stored");
+    }
+    if backend == Backend::Postgres {
+        assert_eq!(deadlocks(&app.db).await, deadlocks_before, "a deadlock");
+    }
+    assert_counters_match_a_recount(&app.db).await;
+}
+
+/// One backfill page, as `backfill` applies it.
+async fn apply_page(db: &Db, page: &[ClerkUser]) -> Result<(), DbError> {
+    with_conn!(db, conn => {
+        let progress = backfill::resume_or_start(conn).await?;
+        backfill::apply_page(conn, page, BackfillOptions::default(), &progress).await?;
+        Ok(())
+    })
+}
+
+async fn a_crash_mid_batch_loses_nothing_acknowledged_and_half_applies_nothing(backend: Backend) {
+    let test_db = TestDb::new(backend).await;
+    let log_dir = tempfile::tempdir().expect("a log folder");
+    let env: Vec<(String, String)> = [
+        ("DATABASE_URL", test_db.url.as_str()),
+        ("CLERK_WEBHOOK_SECRET", svix::TEST_SECRET),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_clerk-role-sync"));
+    let client = reqwest::Client::new();
+    let mut service = Instance::new(binary, "crash", &env, log_dir.path());
+    service.start(&client).await;
+    let url = DatabaseUrl::parse(&test_db.url).expect("a database URL");
+    let db = Db::connect(&url, 2).await.expect("a connection");
+    let event = |i: usize| {
+        let id = format!("user_c{i:03}");
+        let role = ROLES[i % 3];
+        (
+            format!("msg_c{i:03}"),
+            user_event("user.created", &id, 1_000, Some(role)),
+        )
+    };
+    // The same port across the restart.
+    let webhook_url = service.url("/api/webhooks/clerk");
+    let metrics_url = service.url("/metrics");
+    let send = |messages: Vec<(String, Value)>| {
+        let (client, url) = (client.clone(), webhook_url.clone());
+        messages
+            .into_iter()
+            .map(move |(id, body)| {
+                let (client, url) = (client.clone(), url.clone());
+                tokio::spawn(async move {
+                    let body = serde_json::to_vec(&body).expect("JSON");
+                    let timestamp = svix::now();
+                    let signature = svix::sign(svix::TEST_SECRET, &id, timestamp, &body);
+                    client
+                        .post(url)
+                        .header("content-type", "application/json")
+                        .header("svix-id", &id)
+                        .header("svix-timestamp", timestamp.to_string())
+                        .header("svix-signature", signature)
+                        .body(body)
+                        .timeout(Duration::from_secs(30))
+                        .send()
+                        .await
+                        .map(|response| response.status().as_u16())
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // Acknowledged before the crash.
+    for request in send((0..60).map(event).collect()) {
+        assert_eq!(request.await.expect("joined").expect("answered"), 200);
+    }
+    // A batch cut off mid-way: its users and audit rows written (PostgreSQL)
+    // or its write lock awaited (SQLite), its commit never reached.
+    let held = HeldWrites::take(&db).await;
+    let cut_off = send((60..80).map(event).collect());
+    wait_until("the batch waits for its commit", || async {
+        let page = client.get(&metrics_url).send().await;
+        let page = page.expect("scraped").text().await.expect("a page");
+        metric(&page, "clerk_role_sync_ingest_pending") == 20.0
+    })
+    .await;
+    service.kill();
+    held.release().await;
+    for request in cut_off {
+        assert!(
+            request.await.expect("joined").is_err(),
+            "no answer from a killed service"
+        );
+    }
+
+    for i in 0..80 {
+        let (svix_id, _) = event(i);
+        let id = format!("user_c{i:03}");
+        let stored = (
+            find_user(&db, &id).await,
+            message_recorded(&db, &svix_id).await,
+        );
+        if i < 60 {
+            assert_eq!(stored, (true, true), "{id} was acknowledged");
+        } else {
+            assert_eq!(stored, (false, false), "{id} was never acknowledged");
+        }
+    }
+    assert_counters_match_a_recount(&db).await;
+
+    // Svix delivers again whatever it was not told: the cut-off batch
+    // lands, the rest are duplicates.
+    // (Fewer at once than the webhook bodies buffered at once.)
+    service.start(&client).await;
+    let mut outcomes = Vec::new();
+    for chunk in [0..40, 40..80] {
+        for request in send(chunk.map(event).collect()) {
+            outcomes.push(request.await.expect("joined").expect("answered"));
+        }
+    }
+    assert!(outcomes.iter().all(|status| *status == 200), "{outcomes:?}");
+    for i in 0..80 {
+        assert!(find_user(&db, &format!("user_c{i:03}")).await);
+    }
+    assert_counters_match_a_recount(&db).await;
+    service.stop().await;
+}
+
+/// Whether user `id` exists (deleted or not).
+async fn find_user(db: &Db, id: &str) -> bool {
+    let id = ClerkUserId::parse(id).expect("a user id");
+    let found: Result<_, DbError> = with_conn!(db, conn => Ok(conn.find_user(&id).await?));
+    found.expect("query users").is_some()
+}
+
+/// Whether Svix message `svix_id` is recorded as processed.
+async fn message_recorded(db: &Db, svix_id: &str) -> bool {
+    use diesel::{ExpressionMethods as _, QueryDsl as _};
+    use diesel_async::RunQueryDsl as _;
+    let count: Result<i64, DbError> = with_conn!(db, conn => {
+        Ok(webhook_events::table
+            .filter(webhook_events::svix_id.eq(svix_id))
+            .count()
+            .get_result(conn)
+            .await?)
+    });
+    count.expect("query webhook_events") == 1
+}
