@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use clerk_role_sync::config::Config;
 use clerk_role_sync::db::rows::{RoleChangeRow, RoleStats, UserRow};
 use clerk_role_sync::db::{Db, DbError, Queries};
-use clerk_role_sync::domain::ClerkUserId;
+use clerk_role_sync::domain::{ClerkUserId, Role};
 use clerk_role_sync::startup::{AppHandle, Application};
 use clerk_role_sync::with_conn;
 use diesel_async::SimpleAsyncConnection;
@@ -154,18 +154,9 @@ impl TestApp {
 
     /// Posts `body` to the webhook as message `id`, signed now.
     pub async fn post_webhook_as(&self, id: &str, body: &Value) -> reqwest::Response {
-        let body = serde_json::to_vec(body).expect("serializable");
-        let timestamp = svix::now();
-        let signature = svix::sign(svix::TEST_SECRET, id, timestamp, &body);
-        self.post_raw_webhook(
-            &[
-                ("svix-id", id.to_owned()),
-                ("svix-timestamp", timestamp.to_string()),
-                ("svix-signature", signature),
-            ],
-            body,
-        )
-        .await
+        post_signed(&self.client, &self.url("/api/webhooks/clerk"), id, body)
+            .await
+            .expect("request sent")
     }
 
     /// Posts exactly these headers and bytes to the webhook.
@@ -190,6 +181,21 @@ impl TestApp {
         let found: Result<_, DbError> =
             with_conn!(self.db, conn => Ok(conn.find_user(&user_id(id)).await?));
         found.expect("query users")
+    }
+
+    /// A user's role changes in the audit log, oldest first, as `old->new`.
+    pub async fn audit_trail(&self, id: &str) -> Vec<String> {
+        let mut rows: Vec<String> = self
+            .history(id)
+            .await
+            .into_iter()
+            .map(|row| {
+                let from = row.old_role.map_or("none", Role::as_str);
+                format!("{from}->{}", row.new_role)
+            })
+            .collect();
+        rows.reverse();
+        rows
     }
 
     /// A user's audit rows, newest first.
@@ -239,6 +245,28 @@ impl TestApp {
         });
         outcome.expect("query webhook_events")
     }
+}
+
+/// Posts `body` to webhook endpoint `url` as message `id`, signed now with
+/// the test secret.
+pub async fn post_signed(
+    client: &reqwest::Client,
+    url: &str,
+    id: &str,
+    body: &Value,
+) -> reqwest::Result<reqwest::Response> {
+    let body = serde_json::to_vec(body).expect("serializable");
+    let timestamp = svix::now();
+    let signature = svix::sign(svix::TEST_SECRET, id, timestamp, &body);
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("svix-id", id)
+        .header("svix-timestamp", timestamp.to_string())
+        .header("svix-signature", signature)
+        .body(body)
+        .send()
+        .await
 }
 
 /// Starts the Clerk emulator and the service wired to it: pushes go to the
@@ -401,6 +429,15 @@ impl TestApp {
         self.client
             .request(method, self.url(path))
             .bearer_auth(token)
+    }
+
+    /// `POST /api/admin/users/roles` with `{"changes": changes}`.
+    pub async fn post_role_changes(&self, token: &str, changes: Value) -> reqwest::Response {
+        self.authed(reqwest::Method::POST, "/api/admin/users/roles", token)
+            .json(&serde_json::json!({ "changes": changes }))
+            .send()
+            .await
+            .expect("request sent")
     }
 
     /// `PATCH /api/admin/users/{id}` with `{"role": role}`.

@@ -4,8 +4,6 @@
 //! batches never deadlock with admin changes and backfill pages, and a crash
 //! mid-batch loses nothing acknowledged and half-applies nothing.
 
-use std::time::Duration;
-
 use clerk_role_sync::app::Outcome;
 use clerk_role_sync::app::backfill::{self, BackfillOptions};
 use clerk_role_sync::app::webhook_event::{Received, apply_events};
@@ -25,7 +23,7 @@ use serde_json::{Value, json};
 use crate::both_backends;
 use crate::helpers::{
     Backend, HeldWrites, TestApp, TestDb, assert_counters_match_a_recount, deadlocks, metric,
-    outcome, spawn_app, spawn_synced_app, wait_until,
+    outcome, post_signed, spawn_app, spawn_synced_app, wait_until,
 };
 use testkit::clerk_payloads::{deleted_event, user_event};
 use testkit::instances::Instance;
@@ -61,21 +59,6 @@ async fn apply_batch(app: &TestApp, events: &[Received]) -> Vec<&'static str> {
         .into_iter()
         .map(|answer| answer.map_or("not stored", Outcome::as_str))
         .collect()
-}
-
-/// A user's audit rows, oldest first, as `old->new`.
-async fn audit(app: &TestApp, id: &str) -> Vec<String> {
-    let mut rows: Vec<String> = app
-        .history(id)
-        .await
-        .into_iter()
-        .map(|row| {
-            let from = row.old_role.map_or("none", Role::as_str);
-            format!("{from}->{}", row.new_role)
-        })
-        .collect();
-    rows.reverse();
-    rows
 }
 
 /// Makes the database refuse every write of user `id`, as it would a row it
@@ -115,7 +98,7 @@ async fn a_message_twice_in_one_batch_is_applied_once(backend: Backend) {
 
     assert_eq!(answers, ["applied", "duplicate", "applied", "duplicate"]);
     assert_eq!(app.processed_messages().await, 2);
-    assert_eq!(audit(&app, "user_twice").await, ["none->INSTRUCTOR"]);
+    assert_eq!(app.audit_trail("user_twice").await, ["none->INSTRUCTOR"]);
     let stats = app.stats().await;
     assert_eq!((stats.students, stats.instructors, stats.admins), (1, 1, 0));
     // In a later batch, both are known.
@@ -162,12 +145,12 @@ async fn a_users_events_in_one_batch_apply_in_clerks_order(backend: Backend) {
     let x = app.user("user_x").await.expect("created");
     assert_eq!((x.role, x.clerk_updated_at), (Role::Admin, Some(3_000)));
     assert_eq!(
-        audit(&app, "user_x").await,
+        app.audit_trail("user_x").await,
         ["none->STUDENT", "STUDENT->INSTRUCTOR", "INSTRUCTOR->ADMIN"]
     );
     let y = app.user("user_y").await.expect("a tombstone");
     assert!(y.deleted_at.is_some());
-    assert_eq!(audit(&app, "user_y").await, ["none->ADMIN"]);
+    assert_eq!(app.audit_trail("user_y").await, ["none->ADMIN"]);
     let stats = app.stats().await;
     assert_eq!((stats.students, stats.instructors, stats.admins), (0, 0, 1));
 
@@ -259,30 +242,19 @@ async fn metrics(app: &TestApp) -> String {
     app.get("/metrics").await.text().await.expect("a page")
 }
 
-/// Posts each `(svix id, body)` at once, each signed now; returns the
-/// requests in flight, in order.
+/// Posts each `(svix id, body)` to webhook endpoint `url` at once, each
+/// signed now; returns the requests in flight, in order.
 fn post_all(
-    app: &TestApp,
+    client: &reqwest::Client,
+    url: &str,
     messages: &[(String, Value)],
 ) -> Vec<tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>> {
     messages
         .iter()
         .map(|(id, body)| {
-            let (client, url) = (app.client.clone(), app.url("/api/webhooks/clerk"));
-            let (id, body) = (id.clone(), serde_json::to_vec(body).expect("JSON"));
-            tokio::spawn(async move {
-                let timestamp = svix::now();
-                let signature = svix::sign(svix::TEST_SECRET, &id, timestamp, &body);
-                client
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .header("svix-id", &id)
-                    .header("svix-timestamp", timestamp.to_string())
-                    .header("svix-signature", signature)
-                    .body(body)
-                    .send()
-                    .await
-            })
+            let (client, url) = (client.clone(), url.to_owned());
+            let (id, body) = (id.clone(), body.clone());
+            tokio::spawn(async move { post_signed(&client, &url, &id, &body).await })
         })
         .collect()
 }
@@ -297,7 +269,7 @@ async fn post_while_held(
 ) -> (Vec<reqwest::Response>, f64, f64) {
     let before = metrics(app).await;
     let held = HeldWrites::take(&app.db).await;
-    let sent = post_all(app, messages);
+    let sent = post_all(&app.client, &app.url("/api/webhooks/clerk"), messages);
     let waiting = messages.len() as f64;
     wait_until("every event waits for its transaction", || async {
         metric(&metrics(app).await, "clerk_role_sync_ingest_pending") == waiting
@@ -364,7 +336,7 @@ async fn events_that_queue_while_the_writer_waits_are_applied_together(backend: 
     // and the audit tells how it got there.
     let z = app.user("user_z").await.expect("created");
     assert_eq!((z.role, z.clerk_updated_at), (Role::Admin, Some(2_000)));
-    let z_audit = audit(&app, "user_z").await;
+    let z_audit = app.audit_trail("user_z").await;
     assert!(
         z_audit == ["none->INSTRUCTOR", "INSTRUCTOR->ADMIN"] || z_audit == ["none->ADMIN"],
         "{z_audit:?}"
@@ -436,7 +408,7 @@ async fn batches_admin_changes_and_backfill_pages_never_deadlock(backend: Backen
                     )
                 })
                 .collect();
-            for request in post_all(&app, &messages) {
+            for request in post_all(&app.client, &app.url("/api/webhooks/clerk"), &messages) {
                 statuses.push(request.await.expect("joined").expect("answered").status());
             }
         }
@@ -453,12 +425,7 @@ async fn batches_admin_changes_and_backfill_pages_never_deadlock(backend: Backen
                 .iter()
                 .map(|id| json!({"userId": id, "role": ROLES.choose(&mut rng)}))
                 .collect();
-            let response = app
-                .authed(reqwest::Method::POST, "/api/admin/users/roles", &token)
-                .json(&json!({ "changes": changes }))
-                .send()
-                .await
-                .expect("answered");
+            let response = app.post_role_changes(&token, Value::from(changes)).await;
             statuses.push(response.status());
         }
         statuses
@@ -531,39 +498,24 @@ async fn a_crash_mid_batch_loses_nothing_acknowledged_and_half_applies_nothing(b
     let webhook_url = service.url("/api/webhooks/clerk");
     let metrics_url = service.url("/metrics");
     let send = |messages: Vec<(String, Value)>| {
-        let (client, url) = (client.clone(), webhook_url.clone());
-        messages
-            .into_iter()
-            .map(move |(id, body)| {
-                let (client, url) = (client.clone(), url.clone());
-                tokio::spawn(async move {
-                    let body = serde_json::to_vec(&body).expect("JSON");
-                    let timestamp = svix::now();
-                    let signature = svix::sign(svix::TEST_SECRET, &id, timestamp, &body);
-                    client
-                        .post(url)
-                        .header("content-type", "application/json")
-                        .header("svix-id", &id)
-                        .header("svix-timestamp", timestamp.to_string())
-                        .header("svix-signature", signature)
-                        .body(body)
-                        .timeout(Duration::from_secs(30))
-                        .send()
-                        .await
-                        .map(|response| response.status().as_u16())
-                })
-            })
-            .collect::<Vec<_>>()
+        let requests = post_all(&client, &webhook_url, &messages);
+        async move {
+            let mut statuses = Vec::new();
+            for request in requests {
+                let answer = request.await.expect("joined");
+                statuses.push(answer.map(|response| response.status().as_u16()));
+            }
+            statuses
+        }
     };
-
     // Acknowledged before the crash.
-    for request in send((0..60).map(event).collect()) {
-        assert_eq!(request.await.expect("joined").expect("answered"), 200);
+    for status in send((0..60).map(event).collect()).await {
+        assert_eq!(status.expect("answered"), 200);
     }
     // A batch cut off mid-way: its users and audit rows written (PostgreSQL)
     // or its write lock awaited (SQLite), its commit never reached.
     let held = HeldWrites::take(&db).await;
-    let cut_off = send((60..80).map(event).collect());
+    let cut_off = tokio::spawn(send((60..80).map(event).collect()));
     wait_until("the batch waits for its commit", || async {
         let page = client.get(&metrics_url).send().await;
         let page = page.expect("scraped").text().await.expect("a page");
@@ -572,11 +524,8 @@ async fn a_crash_mid_batch_loses_nothing_acknowledged_and_half_applies_nothing(b
     .await;
     service.kill();
     held.release().await;
-    for request in cut_off {
-        assert!(
-            request.await.expect("joined").is_err(),
-            "no answer from a killed service"
-        );
+    for answer in cut_off.await.expect("joined") {
+        assert!(answer.is_err(), "no answer from a killed service");
     }
 
     for i in 0..80 {
@@ -600,8 +549,8 @@ async fn a_crash_mid_batch_loses_nothing_acknowledged_and_half_applies_nothing(b
     service.start(&client).await;
     let mut outcomes = Vec::new();
     for chunk in [0..40, 40..80] {
-        for request in send(chunk.map(event).collect()) {
-            outcomes.push(request.await.expect("joined").expect("answered"));
+        for status in send(chunk.map(event).collect()).await {
+            outcomes.push(status.expect("answered"));
         }
     }
     assert!(outcomes.iter().all(|status| *status == 200), "{outcomes:?}");

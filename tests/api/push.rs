@@ -224,12 +224,7 @@ async fn the_push_rate_is_capped(backend: Backend) {
         .map(|id| json!({"userId": id, "role": "INSTRUCTOR"}))
         .collect();
 
-    let response = app
-        .authed(reqwest::Method::POST, "/api/admin/users/roles", &token)
-        .json(&json!({ "changes": changes }))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.post_role_changes(&token, Value::from(changes)).await;
     assert_eq!(response.status(), 200);
 
     wait_until("all pushed", || async {
@@ -381,14 +376,14 @@ async fn a_rate_limit_slows_every_push_not_just_one(backend: Backend) {
     clerk.rate_limit_next(1, 2);
 
     let response = app
-        .authed(reqwest::Method::POST, "/api/admin/users/roles", &token)
-        .json(&json!({"changes": [
-            {"userId": "user_a", "role": "INSTRUCTOR"},
-            {"userId": "user_b", "role": "INSTRUCTOR"},
-        ]}))
-        .send()
-        .await
-        .expect("sent");
+        .post_role_changes(
+            &token,
+            json!([
+                {"userId": "user_a", "role": "INSTRUCTOR"},
+                {"userId": "user_b", "role": "INSTRUCTOR"},
+            ]),
+        )
+        .await;
     assert_eq!(response.status(), 200);
 
     wait_until("both pushed", || async {

@@ -10,24 +10,6 @@ use crate::helpers::{Backend, TestApp, outcome, problem, spawn_app, spawn_app_wi
 use testkit::clerk_payloads::{deleted_event, fixture_bodies, user_event};
 use testkit::svix::{self, OTHER_SECRET, TEST_SECRET};
 
-/// Roles in the audit log, oldest first, as `old->new`.
-async fn audit(app: &TestApp, id: &str) -> Vec<String> {
-    let mut rows: Vec<String> = app
-        .history(id)
-        .await
-        .into_iter()
-        .map(|row| {
-            format!(
-                "{}->{}",
-                row.old_role.map_or("none", Role::as_str),
-                row.new_role
-            )
-        })
-        .collect();
-    rows.reverse();
-    rows
-}
-
 async fn counts(app: &TestApp) -> (i64, i64, i64) {
     let stats = app.stats().await;
     (stats.students, stats.instructors, stats.admins)
@@ -76,7 +58,7 @@ async fn a_user_lifecycle_is_applied_in_order_and_exactly_once(backend: Backend)
     assert_eq!(user.role, Role::Student);
     assert_eq!(user.email.as_deref(), Some("user_2lifecycle@example.com"));
     assert_eq!(user.first_name.as_deref(), Some("Anakin"));
-    assert_eq!(audit(&app, id).await, ["none->STUDENT"]);
+    assert_eq!(app.audit_trail(id).await, ["none->STUDENT"]);
     assert_eq!(counts(&app).await, (1, 0, 0));
 
     // Promoted in the dashboard (with surrounding space and lower case).
@@ -86,7 +68,10 @@ async fn a_user_lifecycle_is_applied_in_order_and_exactly_once(backend: Backend)
         "applied"
     );
     assert_eq!(app.user(id).await.expect("user").role, Role::Admin);
-    assert_eq!(audit(&app, id).await, ["none->STUDENT", "STUDENT->ADMIN"]);
+    assert_eq!(
+        app.audit_trail(id).await,
+        ["none->STUDENT", "STUDENT->ADMIN"]
+    );
     let history = app.history(id).await;
     assert_eq!(history[0].source, RoleSource::ClerkWebhook);
     assert_eq!(history[0].actor.as_deref(), Some("msg_promote"));
@@ -97,7 +82,7 @@ async fn a_user_lifecycle_is_applied_in_order_and_exactly_once(backend: Backend)
         outcome(app.post_webhook_as("msg_promote", &promoted).await).await,
         "duplicate"
     );
-    assert_eq!(audit(&app, id).await.len(), 2);
+    assert_eq!(app.audit_trail(id).await.len(), 2);
 
     // An older state arriving late changes nothing.
     let stale = user_event("user.updated", id, 1_500, Some("INSTRUCTOR"));
@@ -113,7 +98,7 @@ async fn a_user_lifecycle_is_applied_in_order_and_exactly_once(backend: Backend)
         app.user(id).await.expect("user").first_name.as_deref(),
         Some("Darth")
     );
-    assert_eq!(audit(&app, id).await.len(), 2);
+    assert_eq!(app.audit_trail(id).await.len(), 2);
 
     // Deleted: a tombstone, gone from the counts.
     assert_eq!(
@@ -132,7 +117,7 @@ async fn a_user_lifecycle_is_applied_in_order_and_exactly_once(backend: Backend)
     );
     assert!(app.user(id).await.expect("user").deleted_at.is_some());
     assert_eq!(counts(&app).await, (0, 0, 0));
-    assert_eq!(audit(&app, id).await.len(), 2);
+    assert_eq!(app.audit_trail(id).await.len(), 2);
     assert_eq!(
         app.processed_messages().await,
         6,
@@ -173,7 +158,7 @@ async fn a_deletion_that_overtakes_the_creation_still_wins(backend: Backend) {
             .is_some()
     );
     assert_eq!(counts(&app).await, (0, 0, 0));
-    assert!(audit(&app, "user_early").await.is_empty());
+    assert!(app.audit_trail("user_early").await.is_empty());
 }
 
 async fn unknown_roles_keep_the_current_role_and_are_recorded(backend: Backend) {
@@ -267,7 +252,7 @@ async fn concurrent_copies_of_one_message_apply_once(backend: Backend) {
         outcomes[1..].iter().all(|o| o == "duplicate"),
         "{outcomes:?}"
     );
-    assert_eq!(audit(&app, "user_race").await, ["none->INSTRUCTOR"]);
+    assert_eq!(app.audit_trail("user_race").await, ["none->INSTRUCTOR"]);
     assert_eq!(counts(&app).await, (0, 1, 0));
 }
 
@@ -321,7 +306,7 @@ async fn a_pending_push_holds_the_admins_intent(backend: Backend) {
     );
     assert_eq!(user.clerk_updated_at, Some(2_000));
     assert_eq!(
-        audit(&app, "user_held").await,
+        app.audit_trail("user_held").await,
         ["none->STUDENT", "STUDENT->INSTRUCTOR"],
         "no audit row for a held Clerk state"
     );
