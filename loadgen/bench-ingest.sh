@@ -47,12 +47,16 @@ for backend in postgres sqlite; do
                 -f loadgen/pgbench/ingest.sql bench_ingest 2>&1 | tee -a "$work/pgbench.out" | grep -E '^(tps|latency average)' >&2
         fi
     done
+    # How the events were grouped into transactions (builds with group commit).
+    curl -fsS "http://127.0.0.1:$PORT/metrics" | grep -E '^clerk_role_sync_ingest_batch_(size|seconds)_(bucket|sum|count)' |
+        sed "s/^/$backend /" >"$work/$backend.batches" || true
     stop
     rate=$(sed -n 's/.* s: \([0-9]*\)\/s$/\1/p' "$work/$backend.out" | median)
     p50=$(sed -n 's/^latency ms: p50 \([0-9.]*\).*/\1/p' "$work/$backend.out" | median)
     p99=$(sed -n 's/.* p99 \([0-9.]*\).*/\1/p' "$work/$backend.out" | median)
     peak=$(sed -n 's/.*, \([0-9.]*\) MiB peak.*/\1/p' "$work/$backend.out" | median)
     echo "$backend ingest: median $rate events/s, p50 $p50 ms, p99 $p99 ms, peak RSS $peak MiB ($RUNS runs of $EVENTS events)"
+    cat "$work/$backend.batches"
     if [ "$backend" = postgres ]; then
         tps=$(sed -n 's/^tps = \([0-9]*\).*/\1/p' "$work/pgbench.out" | median)
         # Each run next to the pgbench run right after it: the machine's

@@ -43,8 +43,12 @@ pub mod pg {
     use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
     use diesel::sql_types::{Array, BigInt, Bool, Nullable, SmallInt, Text, Timestamp};
 
+    use diesel::SelectableHelper as _;
+    use diesel::dsl::AsSelect;
+    use diesel::expression::Expression;
+
     use super::StatesWrite;
-    use crate::db::rows::UserRow;
+    use crate::db::rows::{SyncRow, UserRow};
     use crate::domain::{ClerkUserId, Role, RoleSource};
 
     /// A statement whose text never varies: prepared once per connection.
@@ -56,14 +60,12 @@ pub mod pg {
             }
         )+};
     }
-    static_statement!(
-        InsertUsers,
-        UpdateUsers,
-        InsertAudits,
-        LockCounts,
-        MoveCounts,
-        RecordMessages
-    );
+    static_statement!(LockUsers, SyncsOf, Recorded, WriteUsers, RecordMessages);
+
+    impl QueryId for MoveCounts {
+        type QueryId = MoveCounts;
+        const HAS_STATIC_QUERY_ID: bool = true;
+    }
 
     /// Users as columns: `id, email, first_name, last_name, image_url, role,
     /// clerk_updated_at, clerk_role, clerk_from_push, created_at,
@@ -136,14 +138,118 @@ pub mod pg {
     const USER_COLUMNS: &str = "id, email, first_name, last_name, image_url, role, \
         clerk_updated_at, clerk_role, clerk_from_push, created_at, updated_at, deleted_at";
 
-    /// Inserts the users new to the database.
-    pub struct InsertUsers<'a>(UserColumns<'a>);
+    /// Users by id, each locked until the transaction ends, in the order
+    /// given (sorted: the order every transaction takes user rows in).
+    pub struct LockUsers<'a>(&'a [&'a str], AsSelect<UserRow, Pg>);
 
-    /// Writes the users already here, whole.
-    pub struct UpdateUsers<'a>(UserColumns<'a>);
+    /// The outbox rows of users by id.
+    pub struct SyncsOf<'a>(&'a [&'a str], AsSelect<SyncRow, Pg>);
 
-    /// Appends the audit rows, in order.
-    pub struct InsertAudits<'a> {
+    /// Which of these Svix message ids are recorded.
+    pub struct Recorded<'a>(&'a [&'a str]);
+
+    impl<'a> LockUsers<'a> {
+        pub fn new(ids: &'a [&'a str]) -> Self {
+            Self(ids, UserRow::as_select())
+        }
+    }
+
+    impl<'a> SyncsOf<'a> {
+        pub fn new(ids: &'a [&'a str]) -> Self {
+            Self(ids, SyncRow::as_select())
+        }
+    }
+
+    impl<'a> Recorded<'a> {
+        pub fn new(svix_ids: &'a [&'a str]) -> Self {
+            Self(svix_ids)
+        }
+    }
+
+    /// `SELECT found.* FROM unnest(keys) CROSS JOIN LATERAL (lookup) AS
+    /// found`, where `lookup` finds the rows of one key, `v.key`.
+    ///
+    /// One index lookup per key, whatever the plan cache holds: a plain
+    /// `= ANY(keys)` or a join would be planned for the table's size when
+    /// the plan was cached, and a plan cached while a table was small (a
+    /// fresh database, before ANALYZE) reads it whole, however few keys a
+    /// batch has.
+    fn walk_by_key<'b>(
+        out: &mut AstPass<'_, 'b, Pg>,
+        keys: &'b &'b [&'b str],
+        lookup: impl FnOnce(&mut AstPass<'_, 'b, Pg>) -> QueryResult<()>,
+    ) -> QueryResult<()> {
+        out.push_sql("SELECT found.* FROM unnest(");
+        out.push_bind_param::<Array<Text>, _>(keys)?;
+        out.push_sql(") AS v (key) CROSS JOIN LATERAL (");
+        lookup(out)?;
+        out.push_sql(") AS found");
+        Ok(())
+    }
+
+    impl QueryFragment<Pg> for LockUsers<'_> {
+        fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+            walk_by_key(&mut out, &self.0, |out| {
+                out.push_sql("SELECT ");
+                self.1.walk_ast(out.reborrow())?;
+                out.push_sql(" FROM users WHERE users.id = v.key FOR UPDATE");
+                Ok(())
+            })
+        }
+    }
+
+    impl QueryFragment<Pg> for SyncsOf<'_> {
+        fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+            walk_by_key(&mut out, &self.0, |out| {
+                out.push_sql("SELECT ");
+                self.1.walk_ast(out.reborrow())?;
+                // OFFSET 0: looked up per key, not joined.
+                out.push_sql(" FROM clerk_sync WHERE clerk_sync.user_id = v.key OFFSET 0");
+                Ok(())
+            })
+        }
+    }
+
+    impl QueryFragment<Pg> for Recorded<'_> {
+        fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+            walk_by_key(&mut out, &self.0, |out| {
+                out.push_sql(
+                    "SELECT svix_id FROM webhook_events \
+                     WHERE webhook_events.svix_id = v.key OFFSET 0",
+                );
+                Ok(())
+            })
+        }
+    }
+
+    impl Query for LockUsers<'_> {
+        type SqlType = <AsSelect<UserRow, Pg> as Expression>::SqlType;
+    }
+
+    impl Query for SyncsOf<'_> {
+        type SqlType = <AsSelect<SyncRow, Pg> as Expression>::SqlType;
+    }
+
+    impl Query for Recorded<'_> {
+        type SqlType = Text;
+    }
+
+    /// The users' writes as one statement: the users already here written
+    /// whole, the new ones inserted, and the audit rows appended in the
+    /// order the changes were made; answers how many users were updated.
+    ///
+    /// A user already here is found by its id (an index lookup per user,
+    /// like the reads of [`walk_by_key`]), then by the row version that
+    /// lookup found: the transaction holds the user's lock, so that version
+    /// is the live one. (A join on the id would be planned for the table's
+    /// size when the plan was cached.)
+    pub struct WriteUsers<'a> {
+        updated: UserColumns<'a>,
+        created: UserColumns<'a>,
+        audits: AuditColumns<'a>,
+    }
+
+    struct AuditColumns<'a> {
         user_id: Vec<&'a str>,
         old_role: Vec<Option<Role>>,
         new_role: Vec<Role>,
@@ -152,18 +258,14 @@ pub mod pg {
         changed_at: Vec<NaiveDateTime>,
     }
 
-    /// Locks the counter rows about to move, in lock order (a single
-    /// `UPDATE` would take them in whatever order its plan reads them).
-    pub struct LockCounts<'a> {
-        role: &'a [Role],
-        shard: &'a [i16],
-    }
-
-    /// Moves the counters locked by [`LockCounts`].
-    pub struct MoveCounts<'a> {
-        role: &'a [Role],
-        shard: &'a [i16],
-        delta: &'a [i64],
+    /// Moves the counters: locks the rows in lock order (role name, then
+    /// shard; a plain `UPDATE` would take them in whatever order its plan
+    /// reads them), then adds each delta. Every row is updated only once
+    /// the rows before it in that order are locked.
+    pub struct MoveCounts {
+        role: Vec<Role>,
+        shard: Vec<i16>,
+        delta: Vec<i64>,
     }
 
     /// Records the messages, skipping any another transaction recorded.
@@ -175,21 +277,12 @@ pub mod pg {
         received_at: Vec<NaiveDateTime>,
     }
 
-    /// The counter moves of a write as columns, in lock order.
-    pub struct CountColumns {
-        role: Vec<Role>,
-        shard: Vec<i16>,
-        delta: Vec<i64>,
-    }
-
-    /// The statements of `write` that have rows to write, in the order they
+    /// The statements of a write that have rows to write, in the order they
     /// must run.
     pub struct Statements<'a> {
-        pub insert_users: Option<InsertUsers<'a>>,
-        pub update_users: Option<UpdateUsers<'a>>,
-        pub insert_audits: Option<InsertAudits<'a>>,
-        pub counts: Option<CountColumns>,
-        pub record_messages: Option<RecordMessages<'a>>,
+        pub users: Option<WriteUsers<'a>>,
+        pub counts: Option<MoveCounts>,
+        pub messages: Option<RecordMessages<'a>>,
     }
 
     impl<'a> Statements<'a> {
@@ -197,25 +290,27 @@ pub mod pg {
             let audits = &write.audits;
             let messages = &write.messages;
             let counts: Vec<_> = write.counts.in_lock_order().collect();
+            let has_users =
+                !(write.created.is_empty() && write.updated.is_empty() && audits.is_empty());
             Self {
-                insert_users: (!write.created.is_empty())
-                    .then(|| InsertUsers(UserColumns::of(&write.created))),
-                update_users: (!write.updated.is_empty())
-                    .then(|| UpdateUsers(UserColumns::of(&write.updated))),
-                insert_audits: (!audits.is_empty()).then(|| InsertAudits {
-                    user_id: audits.iter().map(|a| a.user_id.as_str()).collect(),
-                    old_role: audits.iter().map(|a| a.old_role).collect(),
-                    new_role: audits.iter().map(|a| a.new_role).collect(),
-                    source: audits.iter().map(|a| a.source).collect(),
-                    actor: audits.iter().map(|a| a.actor.as_deref()).collect(),
-                    changed_at: audits.iter().map(|a| a.changed_at).collect(),
+                users: has_users.then(|| WriteUsers {
+                    updated: UserColumns::of(&write.updated),
+                    created: UserColumns::of(&write.created),
+                    audits: AuditColumns {
+                        user_id: audits.iter().map(|a| a.user_id.as_str()).collect(),
+                        old_role: audits.iter().map(|a| a.old_role).collect(),
+                        new_role: audits.iter().map(|a| a.new_role).collect(),
+                        source: audits.iter().map(|a| a.source).collect(),
+                        actor: audits.iter().map(|a| a.actor.as_deref()).collect(),
+                        changed_at: audits.iter().map(|a| a.changed_at).collect(),
+                    },
                 }),
-                counts: (!counts.is_empty()).then(|| CountColumns {
+                counts: (!counts.is_empty()).then(|| MoveCounts {
                     role: counts.iter().map(|c| c.0).collect(),
                     shard: counts.iter().map(|c| c.1).collect(),
                     delta: counts.iter().map(|c| c.2).collect(),
                 }),
-                record_messages: (!messages.is_empty()).then(|| RecordMessages {
+                messages: (!messages.is_empty()).then(|| RecordMessages {
                     svix_id: messages.iter().map(|m| m.svix_id.as_str()).collect(),
                     event_type: messages.iter().map(|m| m.event_type.as_str()).collect(),
                     user_id: messages
@@ -229,93 +324,68 @@ pub mod pg {
         }
     }
 
-    impl CountColumns {
-        pub fn lock(&self) -> LockCounts<'_> {
-            LockCounts {
-                role: &self.role,
-                shard: &self.shard,
-            }
-        }
-
-        pub fn apply(&self) -> MoveCounts<'_> {
-            MoveCounts {
-                role: &self.role,
-                shard: &self.shard,
-                delta: &self.delta,
-            }
+    impl WriteUsers<'_> {
+        /// How many users already here it writes (each must be found).
+        pub fn updates(&self) -> usize {
+            self.updated.id.len()
         }
     }
 
-    impl QueryFragment<Pg> for InsertUsers<'_> {
-        fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-            out.push_sql("INSERT INTO users (");
-            out.push_sql(USER_COLUMNS);
-            out.push_sql(") SELECT * FROM ");
-            self.0.walk_unnest(&mut out)
-        }
-    }
-
-    impl QueryFragment<Pg> for UpdateUsers<'_> {
+    impl QueryFragment<Pg> for WriteUsers<'_> {
         fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
             out.push_sql(
-                "UPDATE users SET email = v.email, first_name = v.first_name, \
+                "WITH updated AS (UPDATE users SET email = v.email, first_name = v.first_name, \
                  last_name = v.last_name, image_url = v.image_url, role = v.role, \
                  clerk_updated_at = v.clerk_updated_at, clerk_role = v.clerk_role, \
                  clerk_from_push = v.clerk_from_push, created_at = v.created_at, \
                  updated_at = v.updated_at, deleted_at = v.deleted_at FROM ",
             );
-            self.0.walk_unnest(&mut out)?;
+            self.updated.walk_unnest(&mut out)?;
             out.push_sql(" AS v (");
             out.push_sql(USER_COLUMNS);
-            out.push_sql(") WHERE users.id = v.id");
-            Ok(())
-        }
-    }
-
-    impl QueryFragment<Pg> for InsertAudits<'_> {
-        fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
             out.push_sql(
-                "INSERT INTO role_changes (user_id, old_role, new_role, source, actor, changed_at) \
+                ") CROSS JOIN LATERAL (SELECT ctid AS row_version FROM users AS live \
+                 WHERE live.id = v.id OFFSET 0) AS found \
+                 WHERE users.ctid = found.row_version RETURNING 1), \
+                 created AS (INSERT INTO users (",
+            );
+            out.push_sql(USER_COLUMNS);
+            out.push_sql(") SELECT * FROM ");
+            self.created.walk_unnest(&mut out)?;
+            // In the order the changes were made: a user's history is read
+            // newest first by id. (Foreign keys are checked at the end of the
+            // statement, once the new users are in.)
+            out.push_sql(
+                " RETURNING 1), audited AS (INSERT INTO role_changes \
+                 (user_id, old_role, new_role, source, actor, changed_at) \
                  SELECT user_id, old_role, new_role, source, actor, changed_at FROM unnest(",
             );
-            out.push_bind_param::<Array<Text>, _>(&self.user_id)?;
+            let a = &self.audits;
+            out.push_bind_param::<Array<Text>, _>(&a.user_id)?;
             out.push_sql(", ");
-            out.push_bind_param::<Array<Nullable<Text>>, _>(&self.old_role)?;
+            out.push_bind_param::<Array<Nullable<Text>>, _>(&a.old_role)?;
             out.push_sql(", ");
-            out.push_bind_param::<Array<Text>, _>(&self.new_role)?;
+            out.push_bind_param::<Array<Text>, _>(&a.new_role)?;
             out.push_sql(", ");
-            out.push_bind_param::<Array<Text>, _>(&self.source)?;
+            out.push_bind_param::<Array<Text>, _>(&a.source)?;
             out.push_sql(", ");
-            out.push_bind_param::<Array<Nullable<Text>>, _>(&self.actor)?;
+            out.push_bind_param::<Array<Nullable<Text>>, _>(&a.actor)?;
             out.push_sql(", ");
-            out.push_bind_param::<Array<Timestamp>, _>(&self.changed_at)?;
-            // In the order the changes were made: a user's history is read
-            // newest first by id.
+            out.push_bind_param::<Array<Timestamp>, _>(&a.changed_at)?;
             out.push_sql(
                 ") WITH ORDINALITY AS v (user_id, old_role, new_role, source, actor, changed_at, n) \
-                 ORDER BY n",
+                 ORDER BY n RETURNING 1) SELECT count(*) FROM updated",
             );
             Ok(())
         }
     }
 
-    impl QueryFragment<Pg> for LockCounts<'_> {
+    impl QueryFragment<Pg> for MoveCounts {
         fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-            out.push_sql("SELECT role_counts.count FROM role_counts JOIN unnest(");
-            out.push_bind_param::<Array<Text>, _>(&self.role)?;
-            out.push_sql(", ");
-            out.push_bind_param::<Array<SmallInt>, _>(&self.shard)?;
             out.push_sql(
-                ") AS v (role, shard) ON role_counts.role = v.role AND role_counts.shard = v.shard \
-                 ORDER BY role_counts.role, role_counts.shard FOR UPDATE OF role_counts",
+                "WITH locked AS MATERIALIZED (SELECT role_counts.role, role_counts.shard, v.delta \
+                 FROM role_counts JOIN unnest(",
             );
-            Ok(())
-        }
-    }
-
-    impl QueryFragment<Pg> for MoveCounts<'_> {
-        fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-            out.push_sql("UPDATE role_counts SET count = count + v.delta FROM unnest(");
             out.push_bind_param::<Array<Text>, _>(&self.role)?;
             out.push_sql(", ");
             out.push_bind_param::<Array<SmallInt>, _>(&self.shard)?;
@@ -323,7 +393,10 @@ pub mod pg {
             out.push_bind_param::<Array<BigInt>, _>(&self.delta)?;
             out.push_sql(
                 ") AS v (role, shard, delta) \
-                 WHERE role_counts.role = v.role AND role_counts.shard = v.shard",
+                 ON role_counts.role = v.role AND role_counts.shard = v.shard \
+                 ORDER BY role_counts.role, role_counts.shard FOR UPDATE OF role_counts) \
+                 UPDATE role_counts SET count = count + locked.delta FROM locked \
+                 WHERE role_counts.role = locked.role AND role_counts.shard = locked.shard",
             );
             Ok(())
         }
@@ -349,7 +422,7 @@ pub mod pg {
         }
     }
 
-    impl Query for LockCounts<'_> {
+    impl Query for WriteUsers<'_> {
         type SqlType = BigInt;
     }
 }

@@ -6,13 +6,13 @@
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use futures_util::future::{try_join3, try_join4};
+use futures_util::future::{try_join_all, try_join4};
 
 use super::clerk_write::{StatesWrite, pg};
 use super::pool::SqliteConn;
 use super::queries::Queries;
 use super::rows::{SyncRow, UserRow};
-use super::schema::{clerk_sync, role_counts, users, webhook_events};
+use super::schema::{clerk_sync, role_counts, users};
 use crate::domain::{ClerkUserId, Role};
 
 /// Users locked for a transaction, with what was read once the locks were
@@ -117,6 +117,7 @@ impl Store for AsyncPgConnection {
         ids: &[ClerkUserId],
         messages: &[&str],
     ) -> QueryResult<LockedRows> {
+        let ids: Vec<&str> = ids.iter().map(ClerkUserId::as_str).collect();
         // Pipelined: sent together, run by the server one after another in
         // the order they are polled (`try_join` polls in order). The reads
         // are statements of their own, after the lock: under READ COMMITTED
@@ -124,45 +125,32 @@ impl Store for AsyncPgConnection {
         // inside the locking statement would miss what the lock's previous
         // holder wrote.
         let conn: &AsyncPgConnection = self;
-        // Until the transaction ends, each statement is planned for the
-        // arrays it is given. A plan cached while the tables were small (a
-        // fresh database, no ANALYZE yet) would read them whole: a scan that
-        // grows with the tables, however few users a batch holds.
-        let custom_plans = diesel::select(set_config("plan_cache_mode", "force_custom_plan", true))
-            .execute(&mut &*conn);
+        // Every statement of a batch is written to be planned once, an index
+        // lookup per key whatever the tables' sizes (see `clerk_write`).
+        // Left to itself PostgreSQL would plan each again for its arrays
+        // (custom plans), which costs more than running it.
+        let generic_plans =
+            diesel::select(set_config("plan_cache_mode", "force_generic_plan", true))
+                .execute(&mut &*conn);
         let users = async {
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
-            users::table
-                .filter(users::id.eq_any(ids))
-                .order(users::id)
-                .select(UserRow::as_select())
-                .for_update()
-                .load(&mut &*conn)
-                .await
+            pg::LockUsers::new(&ids).load(&mut &*conn).await
         };
         let syncs = async {
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
-            clerk_sync::table
-                .filter(clerk_sync::user_id.eq_any(ids))
-                .select(SyncRow::as_select())
-                .load(&mut &*conn)
-                .await
+            pg::SyncsOf::new(&ids).load(&mut &*conn).await
         };
         let recorded = async {
             if messages.is_empty() {
                 return Ok(Vec::new());
             }
-            webhook_events::table
-                .filter(webhook_events::svix_id.eq_any(messages))
-                .select(webhook_events::svix_id)
-                .load(&mut &*conn)
-                .await
+            pg::Recorded::new(messages).load(&mut &*conn).await
         };
-        let (_, users, syncs, recorded) = try_join4(custom_plans, users, syncs, recorded).await?;
+        let (_, users, syncs, recorded) = try_join4(generic_plans, users, syncs, recorded).await?;
         Ok(LockedRows {
             users,
             syncs,
@@ -172,47 +160,40 @@ impl Store for AsyncPgConnection {
 
     async fn write_states(&mut self, write: StatesWrite) -> QueryResult<usize> {
         let statements = pg::Statements::of(&write);
-        let cleared: Vec<&str> = write
-            .cleared_sync_errors
-            .iter()
-            .map(|id| id.as_str())
-            .collect();
         // Pipelined: sent together, run by the server one after another in
-        // the order they are polled here, which is the lock order (users,
-        // outbox rows, counters by role and shard, then messages).
+        // the order they are polled here (`try_join` polls in order), which
+        // is the lock order: users (the new ones inserted before anything
+        // else is taken), outbox rows, counters by role and shard, messages.
         let conn: &AsyncPgConnection = self;
-        let counts = statements.counts.as_ref();
-        // The statements that look rows up by the batch's arrays are planned
-        // for them (see `lock_users`); the others are planned once, as
-        // usual, from here on.
-        let lookups = try_join3(
-            run(statements.update_users.map(|q| q.execute(&mut &*conn))),
-            run((!cleared.is_empty()).then(|| {
-                diesel::update(
-                    clerk_sync::table
-                        .filter(clerk_sync::user_id.eq_any(&cleared))
-                        .filter(clerk_sync::next_attempt_at.is_null()),
-                )
-                .set(clerk_sync::last_error.eq(None::<String>))
-                .execute(&mut &*conn)
-            })),
-            diesel::select(set_config("plan_cache_mode", "auto", true)).execute(&mut &*conn),
-        );
-        let appends = try_join4(
-            run(statements.insert_users.map(|q| q.execute(&mut &*conn))),
-            run(statements.insert_audits.map(|q| q.execute(&mut &*conn))),
-            run(counts.map(|c| c.lock().execute(&mut &*conn))),
-            run(counts.map(|c| c.apply().execute(&mut &*conn))),
-        );
+        let users = async {
+            let Some(users) = &statements.users else {
+                return Ok(());
+            };
+            // Every user written here was locked: each must be found.
+            let updated: i64 = users.get_result(&mut &*conn).await?;
+            match usize::try_from(updated) {
+                Ok(updated) if updated == users.updates() => Ok(()),
+                _ => Err(diesel::result::Error::NotFound),
+            }
+        };
+        // Rare (a push Clerk refused for good): one statement each.
+        let cleared = try_join_all(write.cleared_sync_errors.iter().map(|id| {
+            diesel::update(
+                clerk_sync::table
+                    .find(id)
+                    .filter(clerk_sync::next_attempt_at.is_null()),
+            )
+            .set(clerk_sync::last_error.eq(None::<String>))
+            .execute(&mut &*conn)
+        }));
+        let counts = run(statements.counts.as_ref().map(|q| q.execute(&mut &*conn)));
         let messages = async {
-            match statements.record_messages {
+            match &statements.messages {
                 Some(q) => q.execute(&mut &*conn).await,
                 None => Ok(0),
             }
         };
-        // `try_join` polls its futures in order, so each statement is sent
-        // after the ones before it.
-        let (_, _, recorded) = try_join3(lookups, appends, messages).await?;
+        let (.., recorded) = try_join4(users, cleared, counts, messages).await?;
         Ok(recorded)
     }
 }

@@ -8,17 +8,17 @@
 //! at once, and events arriving meanwhile make the next batch.
 //!
 //! On PostgreSQL two writers take turns, so that one batch is being judged
-//! while the other waits for its commit, and a writer keeps its connection
-//! for as long as batches keep coming. SQLite has one writer, which gives
-//! the one connection back after each batch: nothing else waits behind it
-//! for longer than one batch.
+//! and written while the other waits for its commit, and a writer keeps its
+//! connection for as long as events keep coming. SQLite has one writer,
+//! which gives the one connection back after each batch: nothing else waits
+//! behind it for longer than one batch.
 //!
 //! The queue needs no bound of its own: each queued event is a request
 //! holding one of the webhook's body permits (`startup`), which bound how
 //! many wait at once. The writers are supervised like the push worker.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus::IntGauge;
 use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot, watch};
@@ -149,74 +149,80 @@ struct Writer {
     metrics: Arc<Metrics>,
 }
 
+/// How long a writer keeps its connection (PostgreSQL) waiting for more
+/// events after a batch: under a steady stream it is never given back and
+/// checked again between batches; idle, it goes back to the pool.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// The queue the writers take turns at.
+type Queue = Mutex<mpsc::Receiver<Job>>;
+
 /// A writer's turn: while it holds the queue, it takes a batch and writes
 /// it; it hands the queue on before its commit.
-type Turn<'a> = MutexGuard<'a, mpsc::Receiver<Job>>;
+type Turn<'q> = MutexGuard<'q, mpsc::Receiver<Job>>;
 
 impl Writer {
-    async fn run(&self, queue: &Mutex<mpsc::Receiver<Job>>, mut stop: watch::Receiver<bool>) {
-        loop {
-            let mut turn = queue.lock().await;
-            let first = tokio::select! {
-                biased;
-                job = turn.recv() => job,
-                // Told to stop: what is queued is still applied.
-                _ = stop.wait_for(|stop| *stop) => turn.try_recv().ok(),
-            };
-            let Some(first) = first else {
-                return;
-            };
-            let batch = Self::take_batch(&mut turn, first);
-            self.apply_while_busy(queue, turn, batch).await;
+    async fn run(&self, queue: &Queue, mut stop: watch::Receiver<bool>) {
+        while let Some((turn, batch)) = Self::next_batch(queue, &mut stop).await {
+            self.apply_while_busy(queue, &mut stop, turn, batch).await;
         }
     }
 
-    /// `first` and whatever else is queued, up to [`MAX_BATCH`] events.
-    fn take_batch(queue: &mut mpsc::Receiver<Job>, first: Job) -> Vec<Job> {
+    /// The next turn and its batch: once an event comes, it and whatever
+    /// else is queued (up to [`MAX_BATCH`] events). `None` once told to
+    /// stop with nothing queued.
+    async fn next_batch<'q>(
+        queue: &'q Queue,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<(Turn<'q>, Vec<Job>)> {
+        let mut turn = queue.lock().await;
+        let first = tokio::select! {
+            biased;
+            job = turn.recv() => job,
+            // Told to stop: what is queued is still applied.
+            _ = stop.wait_for(|stop| *stop) => turn.try_recv().ok(),
+        }?;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
+            match turn.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
-        batch
+        Some((turn, batch))
     }
 
-    /// Applies `batch` (taken in `turn`), then the batches queued meanwhile,
-    /// on one connection while there are any. On SQLite, whose one
+    /// Applies `batch` (taken in `turn`), then the batches that follow, on
+    /// one connection while they keep coming. On SQLite, whose one
     /// connection the rest of the service shares, the connection goes back
     /// after each batch.
     async fn apply_while_busy<'q>(
         &self,
-        queue: &'q Mutex<mpsc::Receiver<Job>>,
+        queue: &'q Queue,
+        stop: &mut watch::Receiver<bool>,
         turn: Turn<'q>,
         batch: Vec<Job>,
     ) {
         let keep_connection = self.db.backend() == Backend::Postgres;
-        let mut turn = Some(turn);
-        let mut batch = Some(batch);
+        let mut next = Some((turn, batch));
         let served: Result<(), DbError> = with_conn!(self.db, conn => {
-            while let Some(jobs) = batch.take() {
-                let all_stored = self.apply(conn, jobs, &mut || drop(turn.take())).await;
-                drop(turn.take());
+            while let Some((turn, batch)) = next.take() {
+                let mut turn = Some(turn);
+                let all_stored = self.apply(conn, batch, &mut || drop(turn.take())).await;
+                drop(turn);
                 // A failed batch may have broken the connection: the pool
                 // checks it before handing it out again.
                 if !keep_connection || !all_stored {
                     break;
                 }
-                // The next turn, once the other writer has written its
-                // batch: what queued meanwhile, if anything.
-                let mut next = queue.lock().await;
-                let Ok(first) = next.try_recv() else {
-                    break;
-                };
-                batch = Some(Self::take_batch(&mut next, first));
-                turn = Some(next);
+                next = tokio::time::timeout(LINGER, Self::next_batch(queue, stop))
+                    .await
+                    .ok()
+                    .flatten();
             }
             Ok(())
         });
-        if let (Err(error), Some(jobs)) = (served, batch) {
+        if let (Err(error), Some((_, jobs))) = (served, next) {
             let error = NotStored::from(&error);
             for job in jobs {
                 let _ = job.answer.send((job.received.event, Err(error.clone())));
