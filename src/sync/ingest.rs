@@ -158,24 +158,29 @@ const LINGER: Duration = Duration::from_secs(1);
 type Queue = Mutex<mpsc::Receiver<Job>>;
 
 /// A writer's turn: while it holds the queue, it takes a batch and writes
-/// it; it hands the queue on before its commit.
+/// it; it hands the queue on before its commit when events wait in it.
 type Turn<'q> = MutexGuard<'q, mpsc::Receiver<Job>>;
 
 impl Writer {
     async fn run(&self, queue: &Queue, mut stop: watch::Receiver<bool>) {
-        while let Some((turn, batch)) = Self::next_batch(queue, &mut stop).await {
+        while let Some((turn, batch)) = Self::next_batch(queue, None, &mut stop).await {
             self.apply_while_busy(queue, &mut stop, turn, batch).await;
         }
     }
 
-    /// The next turn and its batch: once an event comes, it and whatever
-    /// else is queued (up to [`MAX_BATCH`] events). `None` once told to
-    /// stop with nothing queued.
+    /// The next turn (`held`, or the queue once the other writer lets go of
+    /// it) and its batch: once an event comes, it and whatever else is
+    /// queued (up to [`MAX_BATCH`] events). `None` once told to stop with
+    /// nothing queued.
     async fn next_batch<'q>(
         queue: &'q Queue,
+        held: Option<Turn<'q>>,
         stop: &mut watch::Receiver<bool>,
     ) -> Option<(Turn<'q>, Vec<Job>)> {
-        let mut turn = queue.lock().await;
+        let mut turn = match held {
+            Some(turn) => turn,
+            None => queue.lock().await,
+        };
         let first = tokio::select! {
             biased;
             job = turn.recv() => job,
@@ -208,14 +213,22 @@ impl Writer {
         let served: Result<(), DbError> = with_conn!(self.db, conn => {
             while let Some((turn, batch)) = next.take() {
                 let mut turn = Some(turn);
-                let all_stored = self.apply(conn, batch, &mut || drop(turn.take())).await;
-                drop(turn);
+                // Once the batch is written, the queue goes to the other
+                // writer if events wait in it: the next batch is written
+                // while this one commits. With none waiting, this writer
+                // keeps it and serves the next event itself.
+                let mut hand_over = || {
+                    if turn.as_ref().is_some_and(|queue| !queue.is_empty()) {
+                        turn = None;
+                    }
+                };
+                let all_stored = self.apply(conn, batch, &mut hand_over).await;
                 // A failed batch may have broken the connection: the pool
                 // checks it before handing it out again.
                 if !keep_connection || !all_stored {
                     break;
                 }
-                next = tokio::time::timeout(LINGER, Self::next_batch(queue, stop))
+                next = tokio::time::timeout(LINGER, Self::next_batch(queue, turn, stop))
                     .await
                     .ok()
                     .flatten();
