@@ -60,7 +60,7 @@ pub mod pg {
             }
         )+};
     }
-    static_statement!(LockUsers, SyncsOf, Recorded, WriteUsers, RecordMessages);
+    static_statement!(LockUsers, SyncsOf, Recorded, WriteUsers);
 
     impl QueryId for MoveCounts {
         type QueryId = MoveCounts;
@@ -235,8 +235,10 @@ pub mod pg {
     }
 
     /// The users' writes as one statement: the users already here written
-    /// whole, the new ones inserted, and the audit rows appended in the
-    /// order the changes were made; answers how many users were updated.
+    /// whole, the new ones inserted, the audit rows appended in the order
+    /// the changes were made, and the Svix messages recorded (skipping any
+    /// another transaction recorded meanwhile); answers how many users were
+    /// updated and how many messages recorded.
     ///
     /// A user already here is found by its id (an index lookup per user,
     /// like the reads of [`walk_by_key`]), then by the row version that
@@ -247,6 +249,7 @@ pub mod pg {
         updated: UserColumns<'a>,
         created: UserColumns<'a>,
         audits: AuditColumns<'a>,
+        messages: MessageColumns<'a>,
     }
 
     struct AuditColumns<'a> {
@@ -268,8 +271,7 @@ pub mod pg {
         delta: Vec<i64>,
     }
 
-    /// Records the messages, skipping any another transaction recorded.
-    pub struct RecordMessages<'a> {
+    struct MessageColumns<'a> {
         svix_id: Vec<&'a str>,
         event_type: Vec<&'a str>,
         user_id: Vec<Option<&'a str>>,
@@ -282,7 +284,6 @@ pub mod pg {
     pub struct Statements<'a> {
         pub users: Option<WriteUsers<'a>>,
         pub counts: Option<MoveCounts>,
-        pub messages: Option<RecordMessages<'a>>,
     }
 
     impl<'a> Statements<'a> {
@@ -290,8 +291,10 @@ pub mod pg {
             let audits = &write.audits;
             let messages = &write.messages;
             let counts: Vec<_> = write.counts.in_lock_order().collect();
-            let has_users =
-                !(write.created.is_empty() && write.updated.is_empty() && audits.is_empty());
+            let has_users = !(write.created.is_empty()
+                && write.updated.is_empty()
+                && audits.is_empty()
+                && messages.is_empty());
             Self {
                 users: has_users.then(|| WriteUsers {
                     updated: UserColumns::of(&write.updated),
@@ -304,21 +307,21 @@ pub mod pg {
                         actor: audits.iter().map(|a| a.actor.as_deref()).collect(),
                         changed_at: audits.iter().map(|a| a.changed_at).collect(),
                     },
+                    messages: MessageColumns {
+                        svix_id: messages.iter().map(|m| m.svix_id.as_str()).collect(),
+                        event_type: messages.iter().map(|m| m.event_type.as_str()).collect(),
+                        user_id: messages
+                            .iter()
+                            .map(|m| m.user_id.as_ref().map(ClerkUserId::as_str))
+                            .collect(),
+                        outcome: messages.iter().map(|m| m.outcome).collect(),
+                        received_at: messages.iter().map(|m| m.received_at).collect(),
+                    },
                 }),
                 counts: (!counts.is_empty()).then(|| MoveCounts {
                     role: counts.iter().map(|c| c.0).collect(),
                     shard: counts.iter().map(|c| c.1).collect(),
                     delta: counts.iter().map(|c| c.2).collect(),
-                }),
-                messages: (!messages.is_empty()).then(|| RecordMessages {
-                    svix_id: messages.iter().map(|m| m.svix_id.as_str()).collect(),
-                    event_type: messages.iter().map(|m| m.event_type.as_str()).collect(),
-                    user_id: messages
-                        .iter()
-                        .map(|m| m.user_id.as_ref().map(ClerkUserId::as_str))
-                        .collect(),
-                    outcome: messages.iter().map(|m| m.outcome).collect(),
-                    received_at: messages.iter().map(|m| m.received_at).collect(),
                 }),
             }
         }
@@ -374,7 +377,22 @@ pub mod pg {
             out.push_bind_param::<Array<Timestamp>, _>(&a.changed_at)?;
             out.push_sql(
                 ") WITH ORDINALITY AS v (user_id, old_role, new_role, source, actor, changed_at, n) \
-                 ORDER BY n RETURNING 1) SELECT count(*) FROM updated",
+                 ORDER BY n RETURNING 1), recorded AS (INSERT INTO webhook_events \
+                 (svix_id, event_type, user_id, outcome, received_at) SELECT * FROM unnest(",
+            );
+            let m = &self.messages;
+            out.push_bind_param::<Array<Text>, _>(&m.svix_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Text>, _>(&m.event_type)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Nullable<Text>>, _>(&m.user_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Text>, _>(&m.outcome)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Timestamp>, _>(&m.received_at)?;
+            out.push_sql(
+                ") ON CONFLICT DO NOTHING RETURNING 1) \
+                 SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM recorded)",
             );
             Ok(())
         }
@@ -402,27 +420,7 @@ pub mod pg {
         }
     }
 
-    impl QueryFragment<Pg> for RecordMessages<'_> {
-        fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-            out.push_sql(
-                "INSERT INTO webhook_events (svix_id, event_type, user_id, outcome, received_at) \
-                 SELECT * FROM unnest(",
-            );
-            out.push_bind_param::<Array<Text>, _>(&self.svix_id)?;
-            out.push_sql(", ");
-            out.push_bind_param::<Array<Text>, _>(&self.event_type)?;
-            out.push_sql(", ");
-            out.push_bind_param::<Array<Nullable<Text>>, _>(&self.user_id)?;
-            out.push_sql(", ");
-            out.push_bind_param::<Array<Text>, _>(&self.outcome)?;
-            out.push_sql(", ");
-            out.push_bind_param::<Array<Timestamp>, _>(&self.received_at)?;
-            out.push_sql(") ON CONFLICT DO NOTHING");
-            Ok(())
-        }
-    }
-
     impl Query for WriteUsers<'_> {
-        type SqlType = BigInt;
+        type SqlType = (BigInt, BigInt);
     }
 }

@@ -6,7 +6,7 @@
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use futures_util::future::{try_join_all, try_join4};
+use futures_util::future::{try_join_all, try_join3, try_join4};
 
 use super::clerk_write::{StatesWrite, pg};
 use super::pool::SqliteConn;
@@ -163,16 +163,17 @@ impl Store for AsyncPgConnection {
         // Pipelined: sent together, run by the server one after another in
         // the order they are polled here (`try_join` polls in order), which
         // is the lock order: users (the new ones inserted before anything
-        // else is taken), outbox rows, counters by role and shard, messages.
+        // else is taken) and messages, outbox rows, counters by role and
+        // shard last.
         let conn: &AsyncPgConnection = self;
         let users = async {
             let Some(users) = &statements.users else {
-                return Ok(());
+                return Ok(0);
             };
+            let (updated, recorded): (i64, i64) = users.get_result(&mut &*conn).await?;
             // Every user written here was locked: each must be found.
-            let updated: i64 = users.get_result(&mut &*conn).await?;
-            match usize::try_from(updated) {
-                Ok(updated) if updated == users.updates() => Ok(()),
+            match (usize::try_from(updated), usize::try_from(recorded)) {
+                (Ok(updated), Ok(recorded)) if updated == users.updates() => Ok(recorded),
                 _ => Err(diesel::result::Error::NotFound),
             }
         };
@@ -187,13 +188,7 @@ impl Store for AsyncPgConnection {
             .execute(&mut &*conn)
         }));
         let counts = run(statements.counts.as_ref().map(|q| q.execute(&mut &*conn)));
-        let messages = async {
-            match &statements.messages {
-                Some(q) => q.execute(&mut &*conn).await,
-                None => Ok(0),
-            }
-        };
-        let (.., recorded) = try_join4(users, cleared, counts, messages).await?;
+        let (recorded, ..) = try_join3(users, cleared, counts).await?;
         Ok(recorded)
     }
 }
