@@ -1,5 +1,6 @@
 //! The command line: `clerk-role-sync [serve|migrate|openapi|set-role|backfill|reconcile]`.
 
+use std::future::Future;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -12,6 +13,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::domain::{ClerkUserId, Role, RoleSource};
 use crate::startup::{self, Application};
+use crate::sync::walk_lease::WalkLease;
 use crate::sync::{allowance_ms, backfill, reconcile};
 use crate::{openapi, telemetry, with_conn};
 
@@ -144,12 +146,22 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 dry_run,
                 allowance_ms: allowance_ms(config.clerk.push.clock_skew_allowance),
             };
-            let progress = backfill::run(&db, &client, options, rate, restart).await?;
+            let backfill = backfill::run(&db, &client, options, rate, restart);
+            let progress = if dry_run {
+                backfill.await?
+            } else {
+                walking(&db, &format!("backfill@{}", config.replica_id), backfill).await?
+            };
             println!("{}", backfill::summary(&progress, dry_run));
         }
         Command::Reconcile { fix, prefer, rate } => {
             let (db, client) = clerk_tools(&config).await?;
-            let report = reconcile::run(&db, &client, prefer.into(), fix, rate).await?;
+            let reconcile = reconcile::run(&db, &client, prefer.into(), fix, rate);
+            let report = if fix {
+                walking(&db, &format!("reconcile@{}", config.replica_id), reconcile).await?
+            } else {
+                reconcile.await?
+            };
             for drift in &report.drift {
                 println!("drift: {drift}");
             }
@@ -205,6 +217,23 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+/// Runs `work`, a walk of Clerk's users that writes here, under the walk
+/// lease in `owner`'s name: never beside the drift audit or another walk.
+async fn walking<T>(
+    db: &Db,
+    owner: &str,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let lease = WalkLease::take(db, owner).await?.map_err(|held| {
+        anyhow::anyhow!(
+            "{held}: two walks of one database do not run at once; try again once it is done"
+        )
+    })?;
+    let result = lease.hold(work).await;
+    lease.release().await;
+    result
 }
 
 /// The database (migrated) and Clerk's API, for the commands that need both.

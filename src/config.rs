@@ -39,6 +39,8 @@ pub struct Config {
     pub webhook_events_retention: Duration,
     /// Names this replica's claims on pushes; stable across its restarts.
     pub replica_id: String,
+    /// The drift audit inside `serve`.
+    pub drift_audit: DriftAuditConfig,
     /// Values that were not used as given, and why (logged at start-up).
     pub warnings: Vec<String>,
 }
@@ -90,6 +92,16 @@ pub struct PushConfig {
     /// Within this much of an admin's change, a differing Clerk role that
     /// is lower wins (DESIGN.md, "Echo and races").
     pub clock_skew_allowance: Duration,
+}
+
+/// When and how fast `serve` audits Clerk's users for drift.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DriftAuditConfig {
+    /// Time between two runs; `None`: no audit.
+    pub interval: Option<Duration>,
+    /// The audit's share of `CLERK_PUSH_RATE`: its requests per second are
+    /// this share of the push worker's.
+    pub rate_share: f64,
 }
 
 /// Log line format.
@@ -245,6 +257,17 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "how long processed Svix messages are kept, 1 to 3650",
     },
     Variable {
+        name: "RECONCILE_INTERVAL",
+        default: "24h",
+        meaning: "time between two drift audits inside serve (e.g. 30m, 24h, 7d; 0 turns it off), \
+                  1s to 365d",
+    },
+    Variable {
+        name: "RECONCILE_RATE_SHARE",
+        default: "0.2",
+        meaning: "the drift audit's requests to Clerk, as a share of CLERK_PUSH_RATE, 0.01 to 1",
+    },
+    Variable {
         name: "REPLICA_ID",
         default: "the host name",
         meaning: "names this replica's claims on pushes; unique per replica, stable across restarts",
@@ -390,9 +413,51 @@ impl Config {
                 ranged(&var, "WEBHOOK_EVENTS_RETENTION_DAYS", 30, 1..=3650)? * 86_400,
             ),
             replica_id,
+            drift_audit: DriftAuditConfig {
+                interval: match var("RECONCILE_INTERVAL") {
+                    None => Some(DEFAULT_RECONCILE_INTERVAL),
+                    Some(value) => {
+                        let interval = interval(&value).ok_or_else(|| {
+                            invalid(
+                                "RECONCILE_INTERVAL",
+                                "expected 0 (off) or a duration from 1s to 365d, e.g. 30m, 24h, 7d",
+                            )
+                        })?;
+                        (!interval.is_zero()).then_some(interval)
+                    }
+                },
+                rate_share: ranged(&var, "RECONCILE_RATE_SHARE", 0.2, 0.01..=1.0)?,
+            },
             warnings,
         })
     }
+}
+
+/// The drift audit's default cadence.
+const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(86_400);
+
+/// `0`, or a number of seconds, minutes, hours or days (`90s`, `30m`,
+/// `24h`, `7d`; a bare number is seconds) from 1 s to 365 days.
+fn interval(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if value == "0" {
+        return Some(Duration::ZERO);
+    }
+    let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => value.split_at(at),
+        None => (value, "s"),
+    };
+    let seconds_per_unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    let seconds = number.parse::<u64>().ok()?.checked_mul(seconds_per_unit)?;
+    (1..=365 * 86_400)
+        .contains(&seconds)
+        .then(|| Duration::from_secs(seconds))
 }
 
 /// A number within `range`, or `default` when unset. Every bound is one that
@@ -592,6 +657,31 @@ mod tests {
         assert_eq!(config.clerk.jwks_cache_ttl, Duration::from_secs(300));
         assert!(config.metrics_bind_addr.is_none());
         assert!(!config.replica_id.is_empty());
+        assert_eq!(
+            config.drift_audit.interval,
+            Some(Duration::from_secs(86_400))
+        );
+    }
+
+    #[test]
+    fn reconcile_intervals_read_as_durations_and_zero_turns_it_off() {
+        for (value, seconds) in [
+            ("90s", Some(90)),
+            ("90", Some(90)),
+            ("30m", Some(1_800)),
+            ("24h", Some(86_400)),
+            ("7d", Some(604_800)),
+            ("365d", Some(31_536_000)),
+            ("1s", Some(1)),
+            ("0", None),
+        ] {
+            let config = config(&[("RECONCILE_INTERVAL", value)]).expect(value);
+            assert_eq!(
+                config.drift_audit.interval,
+                seconds.map(Duration::from_secs),
+                "{value}"
+            );
+        }
     }
 
     #[test]
@@ -667,6 +757,14 @@ mod tests {
             ("WEBHOOK_EVENTS_RETENTION_DAYS", "0"),
             ("METRICS_BIND_ADDR", "9090"),
             ("REPLICA_ID", "two words"),
+            ("RECONCILE_INTERVAL", "0s"),
+            ("RECONCILE_INTERVAL", "366d"),
+            ("RECONCILE_INTERVAL", "1w"),
+            ("RECONCILE_INTERVAL", "-1h"),
+            ("RECONCILE_INTERVAL", "h"),
+            ("RECONCILE_INTERVAL", "99999999999999999999d"),
+            ("RECONCILE_RATE_SHARE", "0"),
+            ("RECONCILE_RATE_SHARE", "1.5"),
         ] {
             let error = config(&[(variable, value)]).expect_err(value).to_string();
             assert!(error.starts_with(variable), "{error}");

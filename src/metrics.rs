@@ -16,6 +16,11 @@
 //! | `clerk_role_sync_ingest_writer_restarts_total` | the ingest writer ended or panicked and was started again |
 //! | `clerk_role_sync_outbox_pending` | pushes queued or retrying, in the shared database: the same on every replica (aggregate with `max`) |
 //! | `clerk_role_sync_outbox_oldest_pending_seconds` | age of the oldest queued push, likewise shared (`max`) |
+//! | `clerk_role_sync_drift_audit_last_started_timestamp_seconds` | when the drift audit run this replica last worked on started (Unix time) |
+//! | `clerk_role_sync_drift_audit_last_finished_timestamp_seconds` | when the last drift audit run finished, by any replica (Unix time) |
+//! | `clerk_role_sync_drift_audit_users_checked_total` | users this replica's drift audit compared with Clerk |
+//! | `clerk_role_sync_drift_found_total`, `clerk_role_sync_drift_repaired_total` | `kind` (missing_here, role_differs, outdated, missing_in_clerk) |
+//! | `clerk_role_sync_drift_audit_runs_total` | `result` (finished, stopped: an error stopped it; it resumes) |
 //! | `clerk_role_sync_build_info` | `version`, `backend`: always 1 |
 //! | `process_*` | the standard process metrics (CPU, memory, open files, start time) |
 //! | `clerk_role_sync_http_request_duration_seconds` | `method`, `route`, `status` (a histogram; its `_count` counts requests) |
@@ -34,6 +39,7 @@ use prometheus::{
 };
 
 use crate::app::Outcome;
+use crate::app::drift_audit::DriftKind;
 
 /// The `type` label values of `clerk_role_sync_webhooks_total`.
 const WEBHOOK_TYPES: [&str; 4] = ["user.created", "user.updated", "user.deleted", "other"];
@@ -53,6 +59,9 @@ pub const REFUSAL_REASONS: [&str; 9] = [
 
 /// What one push attempt came to.
 pub const PUSH_RESULTS: [&str; 5] = ["landed", "retry", "rate_limited", "failed", "cancelled"];
+
+/// How a drift audit run ends.
+pub const AUDIT_RESULTS: [&str; 2] = ["finished", "stopped"];
 
 /// The `route` label of a request that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -74,6 +83,12 @@ pub struct Metrics {
     ingest_batch_seconds: Histogram,
     pub ingest_pending: IntGauge,
     pub ingest_writer_restarts: IntCounter,
+    pub drift_audit_last_started: Gauge,
+    pub drift_audit_last_finished: Gauge,
+    pub drift_audit_users_checked: IntCounter,
+    drift_found: IntCounterVec,
+    drift_repaired: IntCounterVec,
+    drift_audit_runs: IntCounterVec,
     build_info: IntGaugeVec,
     http_requests: HistogramVec,
 }
@@ -169,6 +184,45 @@ impl Metrics {
                 "Times the ingest writer ended or panicked and was started again",
             )
             .expect("valid metric"),
+            drift_audit_last_started: Gauge::new(
+                "clerk_role_sync_drift_audit_last_started_timestamp_seconds",
+                "When the drift audit run this replica last worked on started (Unix time; 0: none yet)",
+            )
+            .expect("valid metric"),
+            drift_audit_last_finished: Gauge::new(
+                "clerk_role_sync_drift_audit_last_finished_timestamp_seconds",
+                "When the last drift audit run finished, by any replica (Unix time; 0: none yet)",
+            )
+            .expect("valid metric"),
+            drift_audit_users_checked: IntCounter::new(
+                "clerk_role_sync_drift_audit_users_checked_total",
+                "Users this replica's drift audit compared with Clerk",
+            )
+            .expect("valid metric"),
+            drift_found: IntCounterVec::new(
+                Opts::new(
+                    "clerk_role_sync_drift_found_total",
+                    "Drift the audit found, by kind",
+                ),
+                &["kind"],
+            )
+            .expect("valid metric"),
+            drift_repaired: IntCounterVec::new(
+                Opts::new(
+                    "clerk_role_sync_drift_repaired_total",
+                    "Drift the audit repaired, by kind",
+                ),
+                &["kind"],
+            )
+            .expect("valid metric"),
+            drift_audit_runs: IntCounterVec::new(
+                Opts::new(
+                    "clerk_role_sync_drift_audit_runs_total",
+                    "Drift audit runs this replica ended, by result (finished, or stopped by an error; a stopped run resumes)",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
             http_requests: HistogramVec::new(
                 HistogramOpts::new(
                     "clerk_role_sync_http_request_duration_seconds",
@@ -202,6 +256,12 @@ impl Metrics {
             Box::new(metrics.ingest_batch_seconds.clone()),
             Box::new(metrics.ingest_pending.clone()),
             Box::new(metrics.ingest_writer_restarts.clone()),
+            Box::new(metrics.drift_audit_last_started.clone()),
+            Box::new(metrics.drift_audit_last_finished.clone()),
+            Box::new(metrics.drift_audit_users_checked.clone()),
+            Box::new(metrics.drift_found.clone()),
+            Box::new(metrics.drift_repaired.clone()),
+            Box::new(metrics.drift_audit_runs.clone()),
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.build_info.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
@@ -224,7 +284,31 @@ impl Metrics {
         for result in PUSH_RESULTS {
             metrics.push_attempts.with_label_values(&[result]);
         }
+        for kind in DriftKind::ALL {
+            metrics.drift_found.with_label_values(&[kind.as_str()]);
+            metrics.drift_repaired.with_label_values(&[kind.as_str()]);
+        }
+        for result in AUDIT_RESULTS {
+            metrics.drift_audit_runs.with_label_values(&[result]);
+        }
         metrics
+    }
+
+    /// Counts one user's drift, found and perhaps repaired.
+    pub fn drift(&self, kind: DriftKind, repaired: bool) {
+        self.drift_found.with_label_values(&[kind.as_str()]).inc();
+        if repaired {
+            self.drift_repaired
+                .with_label_values(&[kind.as_str()])
+                .inc();
+        }
+    }
+
+    /// Counts a drift audit run that ended; `result` is one of
+    /// [`AUDIT_RESULTS`].
+    pub fn drift_audit_ended(&self, result: &'static str) {
+        debug_assert!(AUDIT_RESULTS.contains(&result), "{result}");
+        self.drift_audit_runs.with_label_values(&[result]).inc();
     }
 
     /// Names the build and its storage backend in `clerk_role_sync_build_info`.

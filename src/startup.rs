@@ -28,6 +28,7 @@ use crate::routes::head::head_as_get;
 use crate::routes::headers::security_headers;
 use crate::routes::observe::observe;
 use crate::routes::{self, AppState};
+use crate::sync::drift_audit::DriftAudit;
 use crate::sync::ingest::{Ingest, IngestHandle};
 use crate::sync::{PushWorker, WorkerHandle, allowance_ms, retention};
 use crate::webhooks::svix::Verifier;
@@ -62,6 +63,7 @@ pub struct Application {
     ingest: IngestHandle,
     background: watch::Sender<bool>,
     retention: JoinHandle<()>,
+    drift_audit: Option<JoinHandle<()>>,
 }
 
 /// Stops a running [`Application`].
@@ -148,6 +150,9 @@ impl Application {
         ));
 
         let allowance = allowance_ms(config.clerk.push.clock_skew_allowance);
+        let audit = drift_audit(&config, &db, allowance, &metrics)?;
+        let drift_audit_interval = audit.as_ref().and(config.drift_audit.interval);
+        let drift_audit = audit.map(|audit| tokio::spawn(audit.run(background.subscribe())));
         let (ingest, ingest_handle) = Ingest::spawn(db.clone(), allowance, metrics.clone());
         let state = web::Data::new(AppState {
             db,
@@ -160,6 +165,7 @@ impl Application {
             webhook_bodies: Semaphore::new(MAX_WEBHOOK_BODIES),
             ingest,
             clock_skew_allowance_ms: allowance,
+            drift_audit_interval,
             metrics_on_main_port: metrics_listener.is_none(),
         });
         let origins = config.cors_allowed_origins.clone();
@@ -241,6 +247,7 @@ impl Application {
             ingest: ingest_handle,
             background,
             retention,
+            drift_audit,
         })
     }
 
@@ -283,6 +290,9 @@ impl Application {
         }
         let _ = self.background.send(true);
         let _ = self.retention.await;
+        if let Some(audit) = self.drift_audit {
+            let _ = audit.await;
+        }
         served.and(metrics_served)
     }
 }
@@ -364,6 +374,34 @@ fn session_verifier(
         clerk.jwks_cache_ttl,
         issuer,
         &clerk.authorized_parties,
+    )))
+}
+
+/// The drift audit, when `RECONCILE_INTERVAL` is not 0 and Clerk can be
+/// read (`CLERK_SECRET_KEY`), with a Clerk client of its own (as the push
+/// worker's).
+fn drift_audit(
+    config: &Config,
+    db: &Db,
+    allowance_ms: i64,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<DriftAudit>> {
+    let Some(interval) = config.drift_audit.interval else {
+        tracing::info!("RECONCILE_INTERVAL is 0: no drift audit");
+        return Ok(None);
+    };
+    let Some(client) = clerk_client(config)? else {
+        tracing::warn!("CLERK_SECRET_KEY is not set: no drift audit");
+        return Ok(None);
+    };
+    Ok(Some(DriftAudit::new(
+        db.clone(),
+        client,
+        config.replica_id.clone(),
+        interval,
+        config.clerk.push.rate_per_sec * config.drift_audit.rate_share,
+        allowance_ms,
+        metrics.clone(),
     )))
 }
 

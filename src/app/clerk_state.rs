@@ -58,6 +58,13 @@ impl Outcome {
         Self::Duplicate,
     ];
 
+    /// The outcome recorded as `value`.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|outcome| outcome.as_str() == value)
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Applied => "applied",
@@ -194,6 +201,15 @@ impl LockedUsers {
             .is_some_and(SyncRow::is_pending)
     }
 
+    /// Whether a push of user `id`'s role is waiting, or failed and was
+    /// given up on (it shows with its error until a new change).
+    pub fn push_unsettled(&self, id: &ClerkUserId) -> bool {
+        self.entry(id)
+            .sync
+            .as_ref()
+            .is_some_and(|sync| sync.is_pending() || sync.last_error.is_some())
+    }
+
     /// Reads user `id`'s outbox row again, after its caller changed it.
     pub async fn reread_sync<C: Store>(
         &mut self,
@@ -232,7 +248,7 @@ impl LockedUsers {
     ) -> Result<Outcome, DbError> {
         let now = now();
         let outcome = self.judge_and_apply(conn, id, user, apply, now).await?;
-        self.note(message, Some(id), outcome, now);
+        self.note(message, Some(id), Some(user.updated_at), outcome, now);
         Ok(outcome)
     }
 
@@ -401,20 +417,21 @@ impl LockedUsers {
                 Outcome::Deleted
             }
         };
-        self.note(message, Some(id), outcome, now);
+        self.note(message, Some(id), None, outcome, now);
         Ok(outcome)
     }
 
     /// Records a message about no user we keep (another event type, a
     /// deletion without an id) with its outcome.
     pub fn record(&mut self, message: Message<'_>, outcome: Outcome) {
-        self.note(Some(message), None, outcome, now());
+        self.note(Some(message), None, None, outcome, now());
     }
 
     fn note(
         &mut self,
         message: Option<Message<'_>>,
         id: Option<&ClerkUserId>,
+        clerk_updated_at: Option<i64>,
         outcome: Outcome,
         now: NaiveDateTime,
     ) {
@@ -425,6 +442,7 @@ impl LockedUsers {
                 user_id: id.cloned(),
                 outcome: outcome.as_str(),
                 received_at: now,
+                clerk_updated_at,
             });
         }
     }

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod backfill;
 pub mod change_roles;
 pub mod clerk_state;
+pub mod drift_audit;
 pub mod land_push;
 pub mod reconcile;
 pub mod webhook_event;

@@ -60,7 +60,7 @@ pub mod pg {
             }
         )+};
     }
-    static_statement!(LockUsers, SyncsOf, Recorded, WriteUsers);
+    static_statement!(LockUsers, SyncsOf, Recorded, WriteUsers, MarkAudited);
 
     impl QueryId for MoveCounts {
         type QueryId = MoveCounts;
@@ -277,6 +277,7 @@ pub mod pg {
         user_id: Vec<Option<&'a str>>,
         outcome: Vec<&'a str>,
         received_at: Vec<NaiveDateTime>,
+        clerk_updated_at: Vec<Option<i64>>,
     }
 
     /// The statements of a write that have rows to write, in the order they
@@ -316,6 +317,7 @@ pub mod pg {
                             .collect(),
                         outcome: messages.iter().map(|m| m.outcome).collect(),
                         received_at: messages.iter().map(|m| m.received_at).collect(),
+                        clerk_updated_at: messages.iter().map(|m| m.clerk_updated_at).collect(),
                     },
                 }),
                 counts: (!counts.is_empty()).then(|| MoveCounts {
@@ -378,7 +380,8 @@ pub mod pg {
             out.push_sql(
                 ") WITH ORDINALITY AS v (user_id, old_role, new_role, source, actor, changed_at, n) \
                  ORDER BY n RETURNING 1), recorded AS (INSERT INTO webhook_events \
-                 (svix_id, event_type, user_id, outcome, received_at) SELECT * FROM unnest(",
+                 (svix_id, event_type, user_id, outcome, received_at, clerk_updated_at) \
+                 SELECT * FROM unnest(",
             );
             let m = &self.messages;
             out.push_bind_param::<Array<Text>, _>(&m.svix_id)?;
@@ -390,6 +393,8 @@ pub mod pg {
             out.push_bind_param::<Array<Text>, _>(&m.outcome)?;
             out.push_sql(", ");
             out.push_bind_param::<Array<Timestamp>, _>(&m.received_at)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Nullable<BigInt>>, _>(&m.clerk_updated_at)?;
             out.push_sql(
                 ") ON CONFLICT DO NOTHING RETURNING 1) \
                  SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM recorded)",
@@ -415,6 +420,34 @@ pub mod pg {
                  ORDER BY role_counts.role, role_counts.shard FOR UPDATE OF role_counts) \
                  UPDATE role_counts SET count = count + locked.delta FROM locked \
                  WHERE role_counts.role = locked.role AND role_counts.shard = locked.shard",
+            );
+            Ok(())
+        }
+    }
+
+    /// Notes that a drift audit's run found these users in Clerk's list:
+    /// each found by its id through the index, then by the row version that
+    /// lookup found (the transaction holds the users' locks).
+    pub struct MarkAudited<'a> {
+        ids: &'a [&'a str],
+        at: NaiveDateTime,
+    }
+
+    impl<'a> MarkAudited<'a> {
+        pub fn new(ids: &'a [&'a str], at: NaiveDateTime) -> Self {
+            Self { ids, at }
+        }
+    }
+
+    impl QueryFragment<Pg> for MarkAudited<'_> {
+        fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+            out.push_sql("UPDATE users SET audited_at = ");
+            out.push_bind_param::<Timestamp, _>(&self.at)?;
+            out.push_sql(" FROM unnest(");
+            out.push_bind_param::<Array<Text>, _>(&self.ids)?;
+            out.push_sql(
+                ") AS v (id) CROSS JOIN LATERAL (SELECT ctid AS row_version FROM users AS live \
+                 WHERE live.id = v.id OFFSET 0) AS found WHERE users.ctid = found.row_version",
             );
             Ok(())
         }

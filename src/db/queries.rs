@@ -4,8 +4,8 @@ use diesel::prelude::*;
 use diesel_async::AsyncConnection;
 
 use super::rows::{
-    COUNT_SHARDS, NewRoleChange, NewUser, Progress, RoleChangeRow, RoleStats, SyncRow, UserFilter,
-    UserRow,
+    COUNT_SHARDS, DriftAuditRow, NewRoleChange, NewUser, OutboxSummary, Progress, RoleChangeRow,
+    RoleStats, SyncRow, UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
 };
 use crate::domain::{ClerkState, ClerkUserId, Role, Unrecorded, count_deltas};
 
@@ -207,6 +207,70 @@ pub trait Queries: AsyncConnection + Send {
         &mut self,
         now: chrono::NaiveDateTime,
     ) -> QueryResult<Option<chrono::NaiveDateTime>>;
+
+    /// Takes the lease on walking Clerk's user list for `owner` until
+    /// `until`: free, expired at `now`, or already `owner`'s (a renewal);
+    /// whether it did.
+    async fn take_walk_lease(
+        &mut self,
+        owner: &str,
+        now: chrono::NaiveDateTime,
+        until: chrono::NaiveDateTime,
+    ) -> QueryResult<bool>;
+
+    /// Gives the walk lease back, if `owner` holds it.
+    async fn release_walk_lease(&mut self, owner: &str) -> QueryResult<()>;
+
+    /// Who holds the walk lease at `now`, and until when.
+    async fn walk_lease_holder(
+        &mut self,
+        now: chrono::NaiveDateTime,
+    ) -> QueryResult<Option<(String, chrono::NaiveDateTime)>>;
+
+    /// The drift audit run not finished yet, if any.
+    async fn unfinished_drift_audit(&mut self) -> QueryResult<Option<DriftAuditRow>>;
+
+    /// The newest finished drift audit run, if any.
+    async fn last_drift_audit(&mut self) -> QueryResult<Option<DriftAuditRow>>;
+
+    /// Starts a drift audit run.
+    async fn start_drift_audit(
+        &mut self,
+        owner: &str,
+        started_at: chrono::NaiveDateTime,
+    ) -> QueryResult<DriftAuditRow>;
+
+    /// Records where a run stands and what it found.
+    async fn save_drift_audit(&mut self, run: &DriftAuditRow) -> QueryResult<()>;
+
+    /// Forgets finished runs but the newest `keep`.
+    async fn prune_drift_audits(&mut self, keep: i64) -> QueryResult<()>;
+
+    /// Up to `limit` live users, by id after `after`, that existed before
+    /// `started_at` and that the run started then has not found in Clerk's
+    /// list.
+    async fn unaudited_users(
+        &mut self,
+        started_at: chrono::NaiveDateTime,
+        after: Option<&str>,
+        limit: i64,
+    ) -> QueryResult<Vec<ClerkUserId>>;
+
+    /// One page of processed Svix messages, newest first.
+    async fn list_webhook_events(
+        &mut self,
+        filter: &WebhookEventFilter,
+    ) -> QueryResult<Vec<WebhookEventRow>>;
+
+    /// The newest processed Svix message, if any.
+    async fn last_webhook_event(&mut self) -> QueryResult<Option<WebhookEventRow>>;
+
+    /// How many pushes are pending and failing, and since when the oldest
+    /// pending one waits.
+    async fn outbox_summary(&mut self) -> QueryResult<OutboxSummary>;
+
+    /// Up to `limit` pushes pending or failing, oldest queued first.
+    async fn unsettled_pushes(&mut self, limit: i64) -> QueryResult<Vec<SyncRow>>;
 
     /// Takes up to `limit` due, unclaimed pushes for `owner` until
     /// `lease_until`, counting an attempt for each. On PostgreSQL rows that

@@ -4,7 +4,9 @@
 use chrono::{DateTime, NaiveDateTime, SubsecRound as _, Utc};
 use diesel::prelude::*;
 
-use super::schema::{backfill_progress, clerk_sync, role_changes, users, webhook_events};
+use super::schema::{
+    backfill_progress, clerk_sync, drift_audits, role_changes, users, webhook_events,
+};
 use crate::domain::{ClerkUserId, Role, RoleSource};
 
 /// Counter shards per role (see the `role_counts` migration).
@@ -263,6 +265,73 @@ pub struct NewWebhookEvent {
     pub user_id: Option<ClerkUserId>,
     pub outcome: &'static str,
     pub received_at: NaiveDateTime,
+    /// Clerk's `updated_at` of the user state the message carried.
+    pub clerk_updated_at: Option<i64>,
+}
+
+/// A processed Svix message as recorded.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = webhook_events)]
+pub struct WebhookEventRow {
+    pub svix_id: String,
+    pub event_type: String,
+    pub user_id: Option<String>,
+    pub outcome: String,
+    pub received_at: NaiveDateTime,
+    pub clerk_updated_at: Option<i64>,
+}
+
+/// Which recorded messages a page holds, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookEventFilter {
+    pub user_id: Option<ClerkUserId>,
+    pub event_type: Option<String>,
+    pub outcome: Option<String>,
+    /// Received at or after.
+    pub since: Option<NaiveDateTime>,
+    /// Received before.
+    pub until: Option<NaiveDateTime>,
+    /// Keyset cursor: the `(received_at, svix_id)` of the last message of
+    /// the previous page.
+    pub after: Option<(NaiveDateTime, String)>,
+    pub limit: i64,
+}
+
+/// Pushes waiting or failing, in the shared outbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxSummary {
+    /// Queued or retrying.
+    pub pending: i64,
+    /// Whose last attempt failed (retrying, or given up on).
+    pub failing: i64,
+    /// When the oldest pending push was queued.
+    pub oldest_pending: Option<NaiveDateTime>,
+}
+
+/// One drift audit run: where it stands, what it found by kind, and how
+/// much of that it repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Queryable, Selectable, AsChangeset)]
+#[diesel(table_name = drift_audits, treat_none_as_null = true)]
+pub struct DriftAuditRow {
+    #[diesel(skip_update)]
+    pub id: i64,
+    #[diesel(skip_update)]
+    pub started_at: NaiveDateTime,
+    pub finished_at: Option<NaiveDateTime>,
+    pub owner: String,
+    /// The walk of Clerk's list: the last user of the last page done.
+    pub after_user_id: Option<String>,
+    /// The walk is done; live users it did not find are being looked up.
+    pub walked: bool,
+    pub after_local_id: Option<String>,
+    pub checked: i64,
+    pub found_missing_here: i64,
+    pub found_role_differs: i64,
+    pub found_outdated: i64,
+    pub found_missing_in_clerk: i64,
+    /// Of what was found, what was repaired.
+    pub repaired: i64,
+    pub error: Option<String>,
 }
 
 /// The progress row: where to resume and the running totals.

@@ -15,6 +15,7 @@ diesel::table! {
         updated_at -> Timestamp,
         deleted_at -> Nullable<Timestamp>,
         clerk_from_push -> Bool,
+        audited_at -> Nullable<Timestamp>,
     }
 }
 
@@ -37,6 +38,7 @@ diesel::table! {
         user_id -> Nullable<Text>,
         outcome -> Text,
         received_at -> Timestamp,
+        clerk_updated_at -> Nullable<BigInt>,
     }
 }
 
@@ -84,6 +86,33 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    walk_lease (id) {
+        id -> Integer,
+        owner -> Nullable<Text>,
+        lease_until -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    drift_audits (id) {
+        id -> BigInt,
+        started_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+        owner -> Text,
+        after_user_id -> Nullable<Text>,
+        walked -> Bool,
+        after_local_id -> Nullable<Text>,
+        checked -> BigInt,
+        found_missing_here -> BigInt,
+        found_role_differs -> BigInt,
+        found_outdated -> BigInt,
+        found_missing_in_clerk -> BigInt,
+        repaired -> BigInt,
+        error -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(role_changes -> users (user_id));
 diesel::joinable!(clerk_sync -> users (user_id));
 
@@ -93,5 +122,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhook_events,
     clerk_sync,
     role_counts,
-    backfill_progress
+    backfill_progress,
+    walk_lease,
+    drift_audits
 );

@@ -50,6 +50,14 @@ pub trait Store: Queries {
     /// run inside the transaction that locked the users.
     async fn write_states(&mut self, write: StatesWrite) -> QueryResult<usize>;
 
+    /// Notes that the drift audit run started at `at` found users `ids` in
+    /// Clerk's list. Must run inside the transaction that locked them.
+    async fn mark_audited(
+        &mut self,
+        ids: &[ClerkUserId],
+        at: chrono::NaiveDateTime,
+    ) -> QueryResult<()>;
+
     /// Live admins, holding the admin counters until the transaction ends so
     /// that two concurrent demotions cannot both remove "the other" admin.
     /// Take it after the user rows (see `app::change_roles`).
@@ -158,6 +166,15 @@ impl Store for AsyncPgConnection {
         })
     }
 
+    async fn mark_audited(
+        &mut self,
+        ids: &[ClerkUserId],
+        at: chrono::NaiveDateTime,
+    ) -> QueryResult<()> {
+        let ids: Vec<&str> = ids.iter().map(ClerkUserId::as_str).collect();
+        pg::MarkAudited::new(&ids, at).execute(self).await.map(drop)
+    }
+
     async fn write_states(&mut self, write: StatesWrite) -> QueryResult<usize> {
         let statements = pg::Statements::of(&write);
         // Pipelined: sent together, run by the server one after another in
@@ -236,6 +253,18 @@ impl Store for SqliteConn {
     async fn write_states(&mut self, write: StatesWrite) -> QueryResult<usize> {
         self.spawn_blocking(move |conn| sqlite::write_states(conn, &write))
             .await
+    }
+
+    async fn mark_audited(
+        &mut self,
+        ids: &[ClerkUserId],
+        at: chrono::NaiveDateTime,
+    ) -> QueryResult<()> {
+        diesel::update(users::table.filter(users::id.eq_any(ids)))
+            .set(users::audited_at.eq(Some(at)))
+            .execute(self)
+            .await
+            .map(drop)
     }
 }
 

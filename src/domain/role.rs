@@ -131,6 +131,8 @@ pub enum RoleSource {
     ClerkWebhook,
     Backfill,
     Cli,
+    /// `reconcile --fix`, or the drift audit inside `serve`.
+    Reconcile,
 }
 
 impl RoleSource {
@@ -141,13 +143,14 @@ impl RoleSource {
             RoleSource::ClerkWebhook => "clerk_webhook",
             RoleSource::Backfill => "backfill",
             RoleSource::Cli => "cli",
+            RoleSource::Reconcile => "reconcile",
         }
     }
 }
 
-/// A stored audit source outside the four we write.
+/// A stored audit source outside the five we write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("source must be one of admin_api, clerk_webhook, backfill, cli")]
+#[error("source must be one of admin_api, clerk_webhook, backfill, cli, reconcile")]
 pub struct RoleSourceParseError;
 
 impl FromStr for RoleSource {
@@ -159,6 +162,7 @@ impl FromStr for RoleSource {
             RoleSource::ClerkWebhook,
             RoleSource::Backfill,
             RoleSource::Cli,
+            RoleSource::Reconcile,
         ]
         .into_iter()
         .find(|source| source.as_str() == value)

@@ -6,7 +6,11 @@ use chrono::{DateTime, Datelike as _, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::db::rows::{RoleChangeRow, RoleStats, SyncRow, SyncState, SyncStatus, User, UserRow};
+use crate::app::Outcome;
+use crate::db::rows::{
+    DriftAuditRow, OutboxSummary, RoleChangeRow, RoleStats, SyncRow, SyncState, SyncStatus, User,
+    UserRow, WebhookEventRow,
+};
 use crate::domain::{ClerkUserId, Role, RoleSource};
 use crate::error::ApiError;
 
@@ -283,6 +287,20 @@ fn invalid_cursor() -> ApiError {
     ApiError::BadRequest("invalid cursor".into())
 }
 
+/// Cuts `rows`, read with one more than `limit` asked for, to one page;
+/// the cursor of its last row when another page follows.
+pub fn one_page<T>(
+    mut rows: Vec<T>,
+    limit: i64,
+    cursor: impl FnOnce(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next_cursor = more.then(|| rows.last().map(cursor)).flatten();
+    (rows, next_cursor)
+}
+
 /// A page size from a query: 1 to `max`, `default` when absent.
 pub fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
     let limit = limit.unwrap_or(default);
@@ -353,5 +371,281 @@ mod tests {
         for junk in ["!!", "aDow", "aDot", "MTI6dXNlciAx"] {
             assert!(decode_history_cursor(Some(junk)).is_err(), "{junk}");
         }
+    }
+}
+
+/// A processed Svix message, as recorded (never its body).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookEventResponse {
+    #[schema(example = "msg_2bVSt0H6z5aBdC9pPwHTgWeb1Re")]
+    pub svix_id: String,
+    /// Clerk's event type.
+    #[serde(rename = "type")]
+    #[schema(example = "user.updated")]
+    pub event_type: String,
+    /// The user it was about (`null`: not about a user we keep).
+    #[schema(required = true)]
+    pub user_id: Option<String>,
+    /// Clerk's `updated_at` of the user state it carried (`null` for
+    /// deletions and other types).
+    #[schema(required = true)]
+    pub clerk_updated_at: Option<DateTime<Utc>>,
+    pub received_at: DateTime<Utc>,
+    #[schema(value_type = Outcome)]
+    pub outcome: String,
+}
+
+impl From<WebhookEventRow> for WebhookEventResponse {
+    fn from(row: WebhookEventRow) -> Self {
+        Self {
+            svix_id: row.svix_id,
+            event_type: row.event_type,
+            user_id: row.user_id,
+            clerk_updated_at: row
+                .clerk_updated_at
+                .and_then(DateTime::from_timestamp_millis),
+            received_at: row.received_at.and_utc(),
+            outcome: row.outcome,
+        }
+    }
+}
+
+/// A page of processed Svix messages, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookEventPage {
+    pub data: Vec<WebhookEventResponse>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// Longest Svix message id a cursor may carry (Svix's are 31 characters;
+/// the webhook refuses ids over 256).
+const MAX_SVIX_ID_LEN: usize = 256;
+
+/// Keyset cursors of the webhook event list: the `(received_at, svix_id)`
+/// of the last message of a page.
+pub fn encode_event_cursor(received_at: NaiveDateTime, svix_id: &str) -> String {
+    let micros = received_at.and_utc().timestamp_micros();
+    URL_SAFE_NO_PAD.encode(format!("w:{micros}:{svix_id}"))
+}
+
+/// Reads a webhook-event cursor; `None` for an absent or empty one.
+pub fn decode_event_cursor(
+    cursor: Option<&str>,
+) -> Result<Option<(NaiveDateTime, String)>, ApiError> {
+    let Some(text) = cursor_text(cursor)? else {
+        return Ok(None);
+    };
+    let (micros, svix_id) = text
+        .strip_prefix("w:")
+        .and_then(|rest| rest.split_once(':'))
+        .ok_or_else(invalid_cursor)?;
+    let received_at = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .filter(|at| CURSOR_YEARS.contains(&at.year()))
+        .ok_or_else(invalid_cursor)?;
+    let valid_id =
+        !svix_id.is_empty() && svix_id.len() <= MAX_SVIX_ID_LEN && !svix_id.contains('\0');
+    if !valid_id {
+        return Err(invalid_cursor());
+    }
+    Ok(Some((received_at.naive_utc(), svix_id.to_owned())))
+}
+
+/// Where synchronisation stands.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatusResponse {
+    /// No push is pending or failing, and the last finished drift audit
+    /// (if one ran) left no drift unrepaired: as far as the service can
+    /// tell, both sides agree.
+    pub in_sync: bool,
+    pub outbox: OutboxResponse,
+    /// The oldest 50 pushes pending or failing.
+    pub unsettled_pushes: Vec<UnsettledPush>,
+    /// The newest webhook message processed (`null`: none kept).
+    #[schema(required = true)]
+    pub last_webhook: Option<WebhookEventResponse>,
+    pub drift_audit: DriftAuditStatus,
+}
+
+impl SyncStatusResponse {
+    pub fn new(
+        outbox: OutboxSummary,
+        unsettled_pushes: Vec<UnsettledPush>,
+        last_webhook: Option<WebhookEventResponse>,
+        drift_audit: DriftAuditStatus,
+    ) -> Self {
+        let audit_clean = drift_audit
+            .last
+            .as_ref()
+            .is_none_or(|run| run.found.total() == run.repaired);
+        Self {
+            in_sync: outbox.pending == 0 && outbox.failing == 0 && audit_clean,
+            outbox: OutboxResponse {
+                pending: outbox.pending,
+                failing: outbox.failing,
+                oldest_pending_at: outbox.oldest_pending.map(|at| at.and_utc()),
+            },
+            unsettled_pushes,
+            last_webhook,
+            drift_audit,
+        }
+    }
+}
+
+/// Pushes to Clerk not landed yet.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxResponse {
+    /// Queued or retrying.
+    pub pending: i64,
+    /// Whose last attempt failed (retrying, or given up on).
+    pub failing: i64,
+    /// When the oldest pending push was queued.
+    #[schema(required = true)]
+    pub oldest_pending_at: Option<DateTime<Utc>>,
+}
+
+/// One push pending or failing.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnsettledPush {
+    pub user_id: String,
+    /// The role to push.
+    pub desired_role: Role,
+    pub state: SyncStateName,
+    pub attempts: i32,
+    #[schema(required = true)]
+    pub last_error: Option<String>,
+    /// When the next attempt is due (`null`: given up on; a new change
+    /// queues it again).
+    #[schema(required = true)]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
+    pub queued_at: Option<DateTime<Utc>>,
+}
+
+impl From<SyncRow> for UnsettledPush {
+    fn from(row: SyncRow) -> Self {
+        let state = SyncState::of(Some(&row));
+        Self {
+            user_id: row.user_id.to_string(),
+            desired_role: row.desired_role,
+            state: match state.status {
+                SyncStatus::Synced => SyncStateName::Synced,
+                SyncStatus::Pending => SyncStateName::Pending,
+                SyncStatus::Failing => SyncStateName::Failing,
+            },
+            attempts: row.attempts,
+            last_error: row.last_error,
+            next_attempt_at: state.next_attempt_at,
+            queued_at: row.queued_at.map(|at| at.and_utc()),
+        }
+    }
+}
+
+/// The drift audit: whether this replica runs it, and its runs.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftAuditStatus {
+    /// This replica audits (`RECONCILE_INTERVAL` is not 0 and
+    /// `CLERK_SECRET_KEY` is set).
+    pub enabled: bool,
+    /// Seconds between two runs, when enabled.
+    #[schema(required = true)]
+    pub interval_seconds: Option<u64>,
+    /// Who walks Clerk's users now (a replica's audit, or a backfill), if
+    /// anyone.
+    #[schema(required = true)]
+    pub walking: Option<String>,
+    /// The run not finished yet (walking now, or stopped and to resume).
+    #[schema(required = true)]
+    pub running: Option<DriftAuditRun>,
+    /// The newest finished run.
+    #[schema(required = true)]
+    pub last: Option<DriftAuditRun>,
+}
+
+impl DriftAuditStatus {
+    pub fn new(
+        interval: Option<std::time::Duration>,
+        running: Option<DriftAuditRow>,
+        last: Option<DriftAuditRow>,
+        walking: Option<(String, NaiveDateTime)>,
+    ) -> Self {
+        Self {
+            enabled: interval.is_some(),
+            interval_seconds: interval.map(|interval| interval.as_secs()),
+            walking: walking.map(|(owner, _)| owner),
+            running: running.map(DriftAuditRun::from),
+            last: last.map(DriftAuditRun::from),
+        }
+    }
+}
+
+/// One drift audit run.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftAuditRun {
+    pub id: i64,
+    pub started_at: DateTime<Utc>,
+    #[schema(required = true)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The replica that last worked on it.
+    pub owner: String,
+    /// Users compared with Clerk.
+    pub checked: i64,
+    pub found: DriftCounts,
+    /// Of what was found, what was repaired.
+    pub repaired: i64,
+    /// Why it last stopped before its end, if it did.
+    #[schema(required = true)]
+    pub error: Option<String>,
+}
+
+impl From<DriftAuditRow> for DriftAuditRun {
+    fn from(row: DriftAuditRow) -> Self {
+        Self {
+            id: row.id,
+            started_at: row.started_at.and_utc(),
+            finished_at: row.finished_at.map(|at| at.and_utc()),
+            owner: row.owner,
+            checked: row.checked,
+            found: DriftCounts {
+                missing_here: row.found_missing_here,
+                role_differs: row.found_role_differs,
+                outdated: row.found_outdated,
+                missing_in_clerk: row.found_missing_in_clerk,
+            },
+            repaired: row.repaired,
+            error: row.error,
+        }
+    }
+}
+
+/// Drift found, by kind.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftCounts {
+    /// In Clerk, not here (its `user.created` was lost): brought in.
+    pub missing_here: i64,
+    /// Another role in Clerk, no push pending (a dashboard edit's webhook
+    /// was lost): settled by the race rule.
+    pub role_differs: i64,
+    /// A newer Clerk state, same role (a profile change was lost): applied.
+    pub outdated: i64,
+    /// Live here, gone from Clerk (its `user.deleted` was lost): deleted.
+    pub missing_in_clerk: i64,
+}
+
+impl DriftCounts {
+    pub fn total(&self) -> i64 {
+        self.missing_here + self.role_differs + self.outdated + self.missing_in_clerk
     }
 }

@@ -8,7 +8,7 @@ use super::AppState;
 use super::auth::Admin;
 use super::dto::{
     RoleChangeResponse, RoleHistory, UserIdPath, decode_history_cursor, encode_history_cursor,
-    not_found, page_limit,
+    not_found, one_page, page_limit,
 };
 use super::list_users::{DEFAULT_LIMIT, MAX_LIMIT};
 use super::refusals::{AdminReadRefusals, MalformedQuery, UserNotFound};
@@ -57,7 +57,7 @@ pub async fn get_user_role_history(
     let id = path.user_id()?;
     let limit = page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let before = decode_history_cursor(query.cursor.as_deref())?;
-    let mut rows = with_conn!(state.db, conn => {
+    let rows = with_conn!(state.db, conn => {
         match conn.find_user(&id).await? {
             Some(user) if user.deleted_at.is_none() => {
                 // One more than asked tells whether another page follows.
@@ -68,11 +68,7 @@ pub async fn get_user_role_history(
         }
     })?
     .ok_or_else(not_found)?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
-    let next_cursor = more
-        .then(|| rows.last().map(|row| encode_history_cursor(row.id)))
-        .flatten();
+    let (rows, next_cursor) = one_page(rows, limit, |row| encode_history_cursor(row.id));
     let data = rows.into_iter().map(RoleChangeResponse::from).collect();
     Ok(web::Json(RoleHistory { data, next_cursor }))
 }

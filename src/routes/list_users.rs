@@ -6,7 +6,9 @@ use utoipa::IntoParams;
 
 use super::AppState;
 use super::auth::Admin;
-use super::dto::{UserPage, UserResponse, decode_cursor, encode_cursor, page_limit, parse_role};
+use super::dto::{
+    UserPage, UserResponse, decode_cursor, encode_cursor, one_page, page_limit, parse_role,
+};
 use super::refusals::{AdminReadRefusals, MalformedQuery};
 use crate::db::Queries as _;
 use crate::db::rows::{UserFilter, search_pattern};
@@ -85,17 +87,12 @@ pub async fn list_users(
         // One more than asked tells whether another page follows.
         limit: limit + 1,
     };
-    let mut rows = with_conn!(state.db, conn => {
+    let rows = with_conn!(state.db, conn => {
         Ok::<_, crate::db::DbError>(conn.list_users(&filter).await?)
     })?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
-    let next_cursor = more
-        .then(|| {
-            rows.last()
-                .map(|(user, _)| encode_cursor(user.created_at, user.id.as_str()))
-        })
-        .flatten();
+    let (rows, next_cursor) = one_page(rows, limit, |(user, _)| {
+        encode_cursor(user.created_at, user.id.as_str())
+    });
     let data = rows
         .into_iter()
         .map(|(user, sync)| UserResponse::from_rows(user, sync.as_ref()))

@@ -6,12 +6,14 @@ mod bulk_update_user_roles;
 pub mod dto;
 pub mod get_metrics;
 mod get_role_stats;
+mod get_sync_status;
 mod get_user;
 mod get_user_role_history;
 pub mod head;
 pub mod headers;
 mod health;
 mod list_users;
+mod list_webhook_events;
 pub mod observe;
 mod receive_clerk_webhook;
 mod refusals;
@@ -62,6 +64,9 @@ pub struct AppState {
     pub ingest: Ingest,
     /// The race rule's clock-skew allowance, in milliseconds.
     pub clock_skew_allowance_ms: i64,
+    /// Time between two drift audits; `None` when this replica does not
+    /// audit (`RECONCILE_INTERVAL=0`, or no `CLERK_SECRET_KEY`).
+    pub drift_audit_interval: Option<Duration>,
     /// `/metrics` is served on the main port (no `METRICS_BIND_ADDR`).
     pub metrics_on_main_port: bool,
 }
@@ -78,7 +83,9 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(get_user::get_user)
         .service(update_user_role::update_user_role)
         .service(get_user_role_history::get_user_role_history)
-        .service(get_role_stats::get_role_stats);
+        .service(get_role_stats::get_role_stats)
+        .service(list_webhook_events::list_webhook_events)
+        .service(get_sync_status::get_sync_status);
 }
 
 /// For each documented path, a resource to register after the real ones: a

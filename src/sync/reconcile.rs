@@ -9,11 +9,11 @@ use super::Pacer;
 use super::backfill::{PAGE_SIZE, ensure_advances};
 use super::retry::call_clerk;
 use crate::app::backfill::Prefer;
-use crate::app::{reconcile, webhook_event};
+use crate::app::reconcile;
 use crate::clerk::ClerkClient;
 use crate::db::rows::SyncRow;
 use crate::db::{Db, DbError, Queries as _};
-use crate::domain::{ClerkUserId, DEFAULT_CLOCK_SKEW_ALLOWANCE_MS, Role};
+use crate::domain::{ClerkUserId, Role};
 use crate::with_conn;
 
 /// One difference between the two sides.
@@ -108,12 +108,7 @@ pub async fn run(
                         with_conn!(db, conn => reconcile::queue_push(conn, &id, *ours).await)?;
                     }
                     _ => {
-                        // Only users with no push pending get here, so the
-                        // race rule (and its allowance) does not come in.
-                        let allowance = DEFAULT_CLOCK_SKEW_ALLOWANCE_MS;
-                        with_conn!(db, conn => {
-                            webhook_event::apply_reread(conn, &id, user, "reconcile", allowance).await
-                        })?;
+                        with_conn!(db, conn => reconcile::apply_clerk_state(conn, &id, user).await)?;
                     }
                 }
                 report.fixed += 1;

@@ -1,9 +1,10 @@
 //! Convergence under chaos: seeded random schedules of admin changes (single
-//! and bulk), dashboard edits, late, reordered and duplicated webhooks, Clerk
-//! failures (5xx, 429, slowness), service restarts, and Clerk's clock skewed
-//! (within the clock-skew allowance and beyond it). Once the faults stop and
-//! the queue drains, every user must have one role on both sides, explained
-//! by the audit log, and that role must be the newest intent by the race
+//! and bulk), dashboard edits, late, reordered, duplicated and lost webhooks
+//! (Svix gave up on them), Clerk failures (5xx, 429, slowness), service
+//! restarts, and Clerk's clock skewed (within the clock-skew allowance and
+//! beyond it). Once the faults stop, the queue drains and (when webhooks
+//! were lost) a drift audit has run, every user must have one role on both
+//! sides, explained by the audit log, and that role must be the newest intent by the race
 //! rule of DESIGN.md ("Echo and races", modelled by
 //! `shared/model/wallclock_model.py`) wherever the schedule determines it.
 //!
@@ -29,6 +30,7 @@ use serde_json::{Value, json};
 
 use crate::admin_auth::seed as seed_users;
 use crate::helpers::{Backend, TestApp, spawn_synced_app_with};
+use clerk_role_sync::sync::drift_audit::RunEnd;
 use testkit::clerk_emulator::{ClerkEmulator, Delivery, RecordedRequest};
 use testkit::svix;
 
@@ -79,6 +81,10 @@ struct World {
     allowance: i64,
     intents: HashMap<&'static str, Vec<Intent>>,
     delivered: Vec<String>,
+    /// Messages Svix gave up on.
+    lost: usize,
+    /// Drift the audit repaired.
+    healed: usize,
     /// When each message was first delivered (and answered).
     delivered_at: HashMap<String, Instant>,
     /// Users whose final role the schedule determines, and those it does not.
@@ -161,27 +167,7 @@ impl World {
             }
             32..50 => {
                 let role = *ROLES.choose(&mut self.rng).unwrap_or(&"STUDENT");
-                let at = Instant::now();
-                let edited = self.clerk.edit_metadata(user, json!({"role": role}));
-                let updated_at = edited["updated_at"].as_i64().expect("updated_at");
-                let svix_id = self
-                    .clerk
-                    .held_webhooks()
-                    .last()
-                    .map(|held| held.svix_id.clone())
-                    .expect("the edit's webhook is held");
-                self.note(format!(
-                    "dashboard {user} -> {role} at {updated_at} ({svix_id})"
-                ));
-                self.intend(
-                    user,
-                    Intent::Dashboard {
-                        role,
-                        updated_at,
-                        at,
-                        svix_id,
-                    },
-                );
+                self.dashboard_edit(user, role);
             }
             50..72 => {
                 let held = self.clerk.held_webhooks();
@@ -197,13 +183,34 @@ impl World {
                     self.delivered.push(message.svix_id.clone());
                 }
             }
-            72..78 => {
+            72..77 => {
+                // Mostly a dashboard edit's (an echo of a push lost is
+                // harmless: the push's result is recorded anyway).
+                let held = self.clerk.held_webhooks();
+                let edits: Vec<_> = held
+                    .iter()
+                    .filter(|message| self.is_dashboard_edit(&message.svix_id))
+                    .collect();
+                let message = match edits.choose(&mut self.rng) {
+                    Some(edit) => Some(*edit),
+                    None => held.choose(&mut self.rng),
+                };
+                if let Some(message) = message {
+                    self.note(format!(
+                        "lose {} for good ({} {})",
+                        message.svix_id, message.kind, message.user_id
+                    ));
+                    self.clerk.lose_webhook(&message.svix_id);
+                    self.lost += 1;
+                }
+            }
+            77..80 => {
                 if let Some(id) = self.delivered.choose(&mut self.rng).cloned() {
                     self.note(format!("redeliver {id}"));
                     assert_eq!(self.clerk.redeliver(&id).await, 200);
                 }
             }
-            78..85 => {
+            80..85 => {
                 let count = self.rng.random_range(1..=3);
                 self.log
                     .push(format!("clerk fails the next {count} requests"));
@@ -230,9 +237,31 @@ impl World {
         }
     }
 
-    /// Faults stop; every webhook is delivered (in random order) until no
-    /// push is pending and Clerk has nothing more to say.
+    /// Faults stop; every webhook still to come is delivered (in random
+    /// order) until no push is pending and Clerk has nothing more to say;
+    /// then, if webhooks were lost for good, a drift audit repairs what
+    /// they left behind.
     async fn quiesce(&mut self) {
+        self.settle().await;
+        if self.lost > 0 {
+            self.note(format!("drift audit ({} webhooks lost)", self.lost));
+            self.clerk.clear_faults();
+            let (audit, _) = self.app.drift_audit("replica-audit");
+            match audit.run_once().await.expect("the drift audit runs") {
+                RunEnd::Finished(run) => {
+                    self.note(format!(
+                        "drift audit: {} checked, {} repaired",
+                        run.checked, run.repaired
+                    ));
+                    self.healed += usize::try_from(run.repaired).unwrap_or(0);
+                }
+                RunEnd::Busy(held) => panic!("the walk lease was held: {held}"),
+            }
+            self.settle().await;
+        }
+    }
+
+    async fn settle(&mut self) {
         self.clerk.set_delay(Duration::ZERO);
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -267,6 +296,53 @@ impl World {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// A dashboard edit of `user`'s role; its webhook is held. Its svix id.
+    fn dashboard_edit(&mut self, user: &'static str, role: &'static str) -> String {
+        let at = Instant::now();
+        let edited = self.clerk.edit_metadata(user, json!({"role": role}));
+        let updated_at = edited["updated_at"].as_i64().expect("updated_at");
+        let svix_id = self
+            .clerk
+            .held_webhooks()
+            .last()
+            .map(|held| held.svix_id.clone())
+            .expect("the edit's webhook is held");
+        self.note(format!(
+            "dashboard {user} -> {role} at {updated_at} ({svix_id})"
+        ));
+        self.intend(
+            user,
+            Intent::Dashboard {
+                role,
+                updated_at,
+                at,
+                svix_id: svix_id.clone(),
+            },
+        );
+        svix_id
+    }
+
+    /// In half the schedules, a last dashboard edit whose webhook Svix
+    /// gives up on: only the drift audit can bring it here.
+    async fn maybe_lose_a_last_edit(&mut self) {
+        if self.rng.random_range(0..2) == 0 {
+            return;
+        }
+        let user = *USERS.choose(&mut self.rng).unwrap_or(&USERS[0]);
+        let role = self.other_role(user).await;
+        let svix_id = self.dashboard_edit(user, role);
+        self.note(format!("lose {svix_id} for good"));
+        self.clerk.lose_webhook(&svix_id);
+        self.lost += 1;
+    }
+
+    fn is_dashboard_edit(&self, svix_id: &str) -> bool {
+        self.intents
+            .values()
+            .flatten()
+            .any(|intent| matches!(intent, Intent::Dashboard { svix_id: id, .. } if id == svix_id))
     }
 
     fn intend(&mut self, user: &'static str, intent: Intent) {
@@ -498,6 +574,8 @@ fn now_ms() -> i64 {
 struct Tally {
     decided: usize,
     undecided: usize,
+    /// Drift left by lost webhooks that the audit repaired.
+    healed: usize,
 }
 
 async fn schedule(backend: Backend, seed: u64) -> Tally {
@@ -545,6 +623,8 @@ async fn schedule(backend: Backend, seed: u64) -> Tally {
         allowance,
         intents: HashMap::new(),
         delivered: Vec::new(),
+        lost: 0,
+        healed: 0,
         delivered_at: HashMap::new(),
         decided: 0,
         undecided: 0,
@@ -557,6 +637,7 @@ async fn schedule(backend: Backend, seed: u64) -> Tally {
         for _ in 0..STEPS {
             world.step().await;
         }
+        world.maybe_lose_a_last_edit().await;
         world.note("quiesce".into());
         world.quiesce().await;
         world.check().await;
@@ -584,6 +665,7 @@ async fn schedule(backend: Backend, seed: u64) -> Tally {
     Tally {
         decided: world.decided,
         undecided: world.undecided,
+        healed: world.healed,
     }
 }
 
@@ -603,16 +685,23 @@ async fn run_schedules(backend: Backend) {
         Backend::Postgres => 1_000,
         Backend::Sqlite => 2_000,
     };
-    let (mut decided, mut undecided) = (0, 0);
+    let (mut decided, mut undecided, mut healed) = (0, 0, 0);
     for seed in base..base + count {
         let tally = schedule(backend, seed).await;
         decided += tally.decided;
         undecided += tally.undecided;
+        healed += tally.healed;
     }
     eprintln!(
         "{backend:?}: {count} schedules; the newest intent was determined and held for \
-         {decided} of {} users (the rest left to Clerk's order)",
+         {decided} of {} users (the rest left to Clerk's order); the drift audit repaired \
+         {healed} users' drift left by lost webhooks",
         decided + undecided
+    );
+    // Lost webhooks must have left drift for the audit to repair.
+    assert!(
+        count < 24 || healed > 0,
+        "no schedule lost a webhook that mattered"
     );
     // A check that decides nothing tests nothing.
     assert!(

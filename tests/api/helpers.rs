@@ -2,12 +2,16 @@
 //! backend, and typed helpers to talk to it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use clerk_role_sync::config::Config;
 use clerk_role_sync::db::rows::{RoleChangeRow, RoleStats, UserRow};
 use clerk_role_sync::db::{Db, DbError, Queries};
 use clerk_role_sync::domain::{ClerkUserId, Role};
-use clerk_role_sync::startup::{AppHandle, Application};
+use clerk_role_sync::metrics::Metrics;
+use clerk_role_sync::startup::{AppHandle, Application, clerk_client};
+use clerk_role_sync::sync::allowance_ms;
+use clerk_role_sync::sync::drift_audit::DriftAudit;
 use clerk_role_sync::with_conn;
 use diesel_async::SimpleAsyncConnection;
 use serde_json::Value;
@@ -36,6 +40,8 @@ pub fn test_config(test_db: &TestDb, extra: &[(&str, &str)]) -> Config {
         ("BIND_ADDR".into(), "127.0.0.1:0".into()),
         ("DATABASE_MAX_CONNECTIONS".into(), "3".into()),
         ("CLERK_WEBHOOK_SECRET".into(), svix::TEST_SECRET.into()),
+        // Tests that audit turn it on, or run it themselves.
+        ("RECONCILE_INTERVAL".into(), "0".into()),
     ]);
     for (key, value) in extra {
         vars.insert((*key).into(), (*value).into());
@@ -174,6 +180,26 @@ impl TestApp {
             request = request.header(*name, value);
         }
         request.send().await.expect("request sent")
+    }
+
+    /// A drift audit over this service's database and Clerk, as replica
+    /// `owner` would run it, for the test to run (`run_once`); with the
+    /// metrics it counts in.
+    pub fn drift_audit(&self, owner: &str) -> (DriftAudit, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        let client = clerk_client(&self.config)
+            .expect("a Clerk client")
+            .expect("CLERK_SECRET_KEY is set");
+        let audit = DriftAudit::new(
+            self.db.clone(),
+            client,
+            owner.to_owned(),
+            std::time::Duration::from_secs(3_600),
+            1_000.0,
+            allowance_ms(self.config.clerk.push.clock_skew_allowance),
+            Arc::clone(&metrics),
+        );
+        (audit, metrics)
     }
 
     /// A user row straight from the database (deleted ones too).

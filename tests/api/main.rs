@@ -18,6 +18,8 @@ mod observability;
 mod openapi;
 mod push;
 mod replicas;
+mod self_healing;
 mod storage;
+mod sync_views;
 mod two_way;
 mod webhooks;

@@ -60,6 +60,7 @@ fn replica_env(
         ("CLERK_WEBHOOK_SECRET", svix::TEST_SECRET),
         ("CLERK_PUSH_RETRY_BASE_MS", "50"),
         ("CLERK_PUSH_RETRY_MAX_SECS", "1"),
+        ("RECONCILE_INTERVAL", "0"),
     ]
     .iter()
     .chain(extra)

@@ -9,9 +9,13 @@ use diesel_async::RunQueryDsl;
 use super::{CLAIM_LOCK, Conn};
 use crate::db::queries::{Queries, claim_sql, concat_name_ws, lower};
 use crate::db::rows::{
-    NewRoleChange, NewUser, Progress, RoleChangeRow, SyncRow, UserFilter, UserRow,
+    DriftAuditRow, NewRoleChange, NewUser, OutboxSummary, Progress, RoleChangeRow, SyncRow,
+    UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
 };
-use crate::db::schema::{backfill_progress, clerk_sync, role_changes, role_counts, users};
+use crate::db::schema::{
+    backfill_progress, clerk_sync, drift_audits, role_changes, role_counts, users, walk_lease,
+    webhook_events,
+};
 use crate::domain::{ClerkState, ClerkUserId, Role, Unrecorded};
 
 #[async_trait::async_trait]
@@ -431,6 +435,222 @@ impl Queries for Conn {
             )
             .select(diesel::dsl::min(clerk_sync::next_attempt_at))
             .first(self)
+            .await
+    }
+
+    async fn take_walk_lease(
+        &mut self,
+        owner: &str,
+        now: chrono::NaiveDateTime,
+        until: chrono::NaiveDateTime,
+    ) -> QueryResult<bool> {
+        diesel::update(
+            walk_lease::table.filter(
+                walk_lease::owner
+                    .is_null()
+                    .or(walk_lease::owner.eq(owner))
+                    .or(walk_lease::lease_until.lt(now)),
+            ),
+        )
+        .set((
+            walk_lease::owner.eq(owner),
+            walk_lease::lease_until.eq(until),
+        ))
+        .execute(self)
+        .await
+        .map(|taken| taken == 1)
+    }
+
+    async fn release_walk_lease(&mut self, owner: &str) -> QueryResult<()> {
+        diesel::update(walk_lease::table.filter(walk_lease::owner.eq(owner)))
+            .set((
+                walk_lease::owner.eq(None::<String>),
+                walk_lease::lease_until.eq(None::<chrono::NaiveDateTime>),
+            ))
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
+    async fn walk_lease_holder(
+        &mut self,
+        now: chrono::NaiveDateTime,
+    ) -> QueryResult<Option<(String, chrono::NaiveDateTime)>> {
+        let lease: Option<(Option<String>, Option<chrono::NaiveDateTime>)> = walk_lease::table
+            .select((walk_lease::owner, walk_lease::lease_until))
+            .first(self)
+            .await
+            .optional()?;
+        Ok(match lease {
+            Some((Some(owner), Some(until))) if until >= now => Some((owner, until)),
+            _ => None,
+        })
+    }
+
+    async fn unfinished_drift_audit(&mut self) -> QueryResult<Option<DriftAuditRow>> {
+        drift_audits::table
+            .filter(drift_audits::finished_at.is_null())
+            .order(drift_audits::id.desc())
+            .select(DriftAuditRow::as_select())
+            .first(self)
+            .await
+            .optional()
+    }
+
+    async fn last_drift_audit(&mut self) -> QueryResult<Option<DriftAuditRow>> {
+        drift_audits::table
+            .filter(drift_audits::finished_at.is_not_null())
+            .order(drift_audits::id.desc())
+            .select(DriftAuditRow::as_select())
+            .first(self)
+            .await
+            .optional()
+    }
+
+    async fn start_drift_audit(
+        &mut self,
+        owner: &str,
+        started_at: chrono::NaiveDateTime,
+    ) -> QueryResult<DriftAuditRow> {
+        diesel::insert_into(drift_audits::table)
+            .values((
+                drift_audits::owner.eq(owner),
+                drift_audits::started_at.eq(started_at),
+            ))
+            .returning(DriftAuditRow::as_returning())
+            .get_result(self)
+            .await
+    }
+
+    async fn save_drift_audit(&mut self, run: &DriftAuditRow) -> QueryResult<()> {
+        diesel::update(drift_audits::table.find(run.id))
+            .set(run)
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
+    async fn prune_drift_audits(&mut self, keep: i64) -> QueryResult<()> {
+        let kept: Vec<i64> = drift_audits::table
+            .filter(drift_audits::finished_at.is_not_null())
+            .order(drift_audits::id.desc())
+            .select(drift_audits::id)
+            .limit(keep)
+            .load(self)
+            .await?;
+        let Some(oldest_kept) = kept.last() else {
+            return Ok(());
+        };
+        diesel::delete(
+            drift_audits::table
+                .filter(drift_audits::finished_at.is_not_null())
+                .filter(drift_audits::id.lt(oldest_kept)),
+        )
+        .execute(self)
+        .await
+        .map(drop)
+    }
+
+    async fn unaudited_users(
+        &mut self,
+        started_at: chrono::NaiveDateTime,
+        after: Option<&str>,
+        limit: i64,
+    ) -> QueryResult<Vec<ClerkUserId>> {
+        let mut query = users::table
+            .filter(users::deleted_at.is_null())
+            .filter(users::created_at.lt(started_at))
+            .filter(
+                users::audited_at
+                    .is_null()
+                    .or(users::audited_at.lt(started_at)),
+            )
+            .order(users::id)
+            .select(users::id)
+            .limit(limit)
+            .into_boxed();
+        if let Some(after) = after {
+            query = query.filter(users::id.gt(after));
+        }
+        query.load(self).await
+    }
+
+    async fn list_webhook_events(
+        &mut self,
+        filter: &WebhookEventFilter,
+    ) -> QueryResult<Vec<WebhookEventRow>> {
+        let mut query = webhook_events::table
+            .order((
+                webhook_events::received_at.desc(),
+                webhook_events::svix_id.desc(),
+            ))
+            .select(WebhookEventRow::as_select())
+            .limit(filter.limit)
+            .into_boxed();
+        if let Some(user_id) = &filter.user_id {
+            query = query.filter(webhook_events::user_id.eq(user_id.as_str()));
+        }
+        if let Some(event_type) = &filter.event_type {
+            query = query.filter(webhook_events::event_type.eq(event_type));
+        }
+        if let Some(outcome) = &filter.outcome {
+            query = query.filter(webhook_events::outcome.eq(outcome));
+        }
+        if let Some(since) = filter.since {
+            query = query.filter(webhook_events::received_at.ge(since));
+        }
+        if let Some(until) = filter.until {
+            query = query.filter(webhook_events::received_at.lt(until));
+        }
+        if let Some((received_at, svix_id)) = &filter.after {
+            query = query.filter(
+                webhook_events::received_at
+                    .lt(*received_at)
+                    .or(webhook_events::received_at
+                        .eq(*received_at)
+                        .and(webhook_events::svix_id.lt(svix_id.as_str()))),
+            );
+        }
+        query.load(self).await
+    }
+
+    async fn last_webhook_event(&mut self) -> QueryResult<Option<WebhookEventRow>> {
+        webhook_events::table
+            .order((
+                webhook_events::received_at.desc(),
+                webhook_events::svix_id.desc(),
+            ))
+            .select(WebhookEventRow::as_select())
+            .first(self)
+            .await
+            .optional()
+    }
+
+    async fn outbox_summary(&mut self) -> QueryResult<OutboxSummary> {
+        let (pending, oldest_pending) = self.push_queue_stats().await?;
+        let failing = clerk_sync::table
+            .filter(clerk_sync::last_error.is_not_null())
+            .count()
+            .get_result(self)
+            .await?;
+        Ok(OutboxSummary {
+            pending,
+            failing,
+            oldest_pending,
+        })
+    }
+
+    async fn unsettled_pushes(&mut self, limit: i64) -> QueryResult<Vec<SyncRow>> {
+        clerk_sync::table
+            .filter(
+                clerk_sync::next_attempt_at
+                    .is_not_null()
+                    .or(clerk_sync::last_error.is_not_null()),
+            )
+            .order((clerk_sync::queued_at.asc(), clerk_sync::user_id.asc()))
+            .select(SyncRow::as_select())
+            .limit(limit)
+            .load(self)
             .await
     }
 }

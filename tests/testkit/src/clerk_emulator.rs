@@ -104,6 +104,9 @@ pub enum Delivery {
     /// to the endpoints in turn, retried (on the next one) until one
     /// answers 2xx, for up to [`SVIX_RETRY_DEADLINE`].
     Retried,
+    /// Never sent: Svix gave up on them (the endpoint was down for longer
+    /// than its retry schedule, or refused them all).
+    Dropped,
 }
 
 /// How long a `Delivery::Retried` message is retried.
@@ -347,6 +350,8 @@ struct State {
     /// `GET /v1/users` ignores `starting_after` (a broken proxy or cache).
     ignore_cursor: bool,
     held: VecDeque<Message>,
+    /// Messages made in `Delivery::Dropped` mode: never sent.
+    dropped: Vec<HeldWebhook>,
     /// Every message delivered (or being delivered) at least once, by svix id.
     sent: HashMap<String, Message>,
     /// Immediate deliveries started and not finished.
@@ -354,6 +359,18 @@ struct State {
 }
 
 impl State {
+    /// Takes held message `svix_id` out of the queue.
+    fn take_held(&mut self, svix_id: &str) -> Message {
+        let position = self
+            .held
+            .iter()
+            .position(|message| message.svix_id == svix_id)
+            .unwrap_or_else(|| panic!("no held webhook {svix_id}"));
+        self.held
+            .remove(position)
+            .unwrap_or_else(|| panic!("no held webhook {svix_id}"))
+    }
+
     fn current_target(&self) -> Target {
         self.target
             .clone()
@@ -406,6 +423,10 @@ impl State {
         match target.delivery {
             Delivery::Held => {
                 self.held.push_back(message);
+                None
+            }
+            Delivery::Dropped => {
+                self.dropped.push(message.held());
                 None
             }
             Delivery::Immediate | Delivery::Retried => {
@@ -1083,6 +1104,11 @@ impl ClerkEmulator {
         });
     }
 
+    /// The webhooks made in Dropped mode (never sent), oldest first.
+    pub fn dropped_webhooks(&self) -> Vec<HeldWebhook> {
+        self.shared.lock().dropped.clone()
+    }
+
     /// The webhooks waiting in Held mode, oldest first.
     pub fn held_webhooks(&self) -> Vec<HeldWebhook> {
         self.shared.lock().held.iter().map(Message::held).collect()
@@ -1093,19 +1119,18 @@ impl ClerkEmulator {
     pub async fn release_webhook(&self, svix_id: &str) -> u16 {
         let (target, message) = {
             let mut state = self.shared.lock();
-            let position = state
-                .held
-                .iter()
-                .position(|message| message.svix_id == svix_id)
-                .unwrap_or_else(|| panic!("no held webhook {svix_id}"));
-            let message = state
-                .held
-                .remove(position)
-                .unwrap_or_else(|| panic!("no held webhook {svix_id}"));
+            let message = state.take_held(svix_id);
             state.sent.insert(message.svix_id.clone(), message.clone());
             (state.current_target(), message)
         };
         deliver(&self.shared.client, &target, &target.endpoints[0], &message).await
+    }
+
+    /// Svix gives up on one held webhook: it is never delivered.
+    pub fn lose_webhook(&self, svix_id: &str) {
+        let mut state = self.shared.lock();
+        let message = state.take_held(svix_id);
+        state.dropped.push(message.held());
     }
 
     /// Delivers every held webhook, oldest first (newest first when

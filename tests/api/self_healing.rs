@@ -1,0 +1,521 @@
+//! Self-healing: webhooks Svix gave up on (the emulator drops them) leave
+//! drift that one drift audit repairs, with audit rows that say so; runs
+//! resume after a restart, two replicas never audit at once, and a
+//! backfill never walks beside an audit.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clerk_role_sync::db::rows::DriftAuditRow;
+use clerk_role_sync::db::schema::drift_audits;
+use clerk_role_sync::db::{Db, DbError};
+use clerk_role_sync::domain::RoleSource;
+use clerk_role_sync::metrics::Metrics;
+use clerk_role_sync::startup::clerk_client;
+use clerk_role_sync::sync::drift_audit::{DriftAudit, RunEnd};
+use clerk_role_sync::sync::walk_lease::WalkLease;
+use clerk_role_sync::with_conn;
+use serde_json::json;
+
+use crate::admin_auth::seed;
+use crate::both_backends;
+use crate::helpers::{
+    Backend, TestApp, assert_counters_match_a_recount, metric, spawn_app_with, spawn_synced_app,
+    test_config, wait_until,
+};
+use testkit::clerk_emulator::{self, ClerkEmulator, Delivery};
+use testkit::instances::Instance;
+use testkit::svix;
+use testkit::test_db::TestDb;
+
+both_backends!(
+    one_audit_heals_what_lost_webhooks_left,
+    an_audit_leaves_users_with_a_pending_push_to_the_push,
+);
+
+/// Every run, oldest first.
+async fn runs(db: &Db) -> Vec<DriftAuditRow> {
+    use diesel::{QueryDsl as _, SelectableHelper as _};
+    use diesel_async::RunQueryDsl as _;
+    let runs: Result<_, DbError> = with_conn!(db, conn => {
+        Ok(drift_audits::table
+            .order(drift_audits::id)
+            .select(DriftAuditRow::as_select())
+            .load(conn)
+            .await?)
+    });
+    runs.expect("query drift_audits")
+}
+
+async fn finished(audit: RunEnd) -> DriftAuditRow {
+    match audit {
+        RunEnd::Finished(run) => run,
+        RunEnd::Busy(held) => panic!("the walk lease was held: {held}"),
+    }
+}
+
+/// Each user has one role on both sides (STUDENT when Clerk has none).
+async fn assert_in_sync(app: &TestApp, clerk: &ClerkEmulator, ids: &[&str]) {
+    for id in ids {
+        let row = app.user(id).await.unwrap_or_else(|| panic!("{id} is here"));
+        let clerk_role = clerk.role(id).unwrap_or_else(|| "STUDENT".into());
+        assert_eq!(
+            row.role.as_str(),
+            clerk_role,
+            "{id}: one role on both sides"
+        );
+        assert!(row.deleted_at.is_none(), "{id} is live");
+    }
+}
+
+async fn one_audit_heals_what_lost_webhooks_left(backend: Backend) {
+    let (app, clerk) = spawn_synced_app(backend).await;
+    seed(
+        &app,
+        &clerk,
+        &[
+            ("user_admin", Some("ADMIN")),
+            ("user_promoted", None),
+            ("user_demoted", Some("INSTRUCTOR")),
+            ("user_leaving", Some("INSTRUCTOR")),
+            ("user_profile", Some("INSTRUCTOR")),
+            ("user_quiet", Some("INSTRUCTOR")),
+        ],
+    )
+    .await;
+    let before = app.stats().await;
+
+    // Svix gives up on every message from here on.
+    clerk.send_webhooks_to(
+        &app.url("/api/webhooks/clerk"),
+        svix::TEST_SECRET,
+        Delivery::Dropped,
+    );
+    clerk.add_user("user_signed_up", None);
+    clerk.add_user("user_invited", Some("INSTRUCTOR"));
+    clerk.edit_metadata("user_promoted", json!({ "role": "ADMIN" }));
+    clerk.edit_metadata("user_demoted", json!({ "role": "STUDENT" }));
+    clerk.delete_user("user_leaving");
+    clerk.edit_metadata("user_profile", json!({ "plan": "pro" }));
+    assert_eq!(clerk.dropped_webhooks().len(), 6);
+
+    // Nothing arrived: the two sides disagree.
+    assert!(app.user("user_signed_up").await.is_none());
+    assert_eq!(
+        app.user("user_promoted").await.expect("here").role.as_str(),
+        "STUDENT"
+    );
+    assert_eq!(app.stats().await, before, "nothing moved the counts");
+
+    let (audit, metrics) = app.drift_audit("replica-a");
+    let run = finished(audit.run_once().await.expect("the audit runs")).await;
+    assert_eq!(
+        (
+            run.found_missing_here,
+            run.found_role_differs,
+            run.found_outdated,
+            run.found_missing_in_clerk,
+            run.repaired,
+        ),
+        (2, 2, 1, 1, 6),
+        "{run:?}"
+    );
+    // Clerk's 7 users from its list, and the one it no longer has looked up.
+    assert_eq!(run.checked, 8, "{run:?}");
+    assert!(run.finished_at.is_some() && run.error.is_none(), "{run:?}");
+
+    let live = [
+        "user_admin",
+        "user_promoted",
+        "user_demoted",
+        "user_profile",
+        "user_quiet",
+        "user_signed_up",
+        "user_invited",
+    ];
+    assert_in_sync(&app, &clerk, &live).await;
+    let leaving = app.user("user_leaving").await.expect("kept as a tombstone");
+    assert!(leaving.deleted_at.is_some(), "deleted here as in Clerk");
+    let profile = app.user("user_profile").await.expect("here");
+    let in_clerk = clerk.user("user_profile").expect("in Clerk");
+    assert_eq!(
+        profile.clerk_updated_at,
+        in_clerk["updated_at"].as_i64(),
+        "the newer profile is applied"
+    );
+
+    // Role changes are audited as the audit's, naming its run.
+    let actor = format!("drift-audit/{}", run.id);
+    for (id, trail) in [
+        ("user_promoted", vec!["none->STUDENT", "STUDENT->ADMIN"]),
+        (
+            "user_demoted",
+            vec!["none->INSTRUCTOR", "INSTRUCTOR->STUDENT"],
+        ),
+        ("user_invited", vec!["none->INSTRUCTOR"]),
+    ] {
+        assert_eq!(app.audit_trail(id).await, trail, "{id}");
+        let newest = &app.history(id).await[0];
+        assert_eq!(newest.source, RoleSource::Reconcile, "{id}");
+        assert_eq!(newest.actor.as_deref(), Some(actor.as_str()), "{id}");
+    }
+    assert_eq!(app.audit_trail("user_quiet").await, ["none->INSTRUCTOR"]);
+    assert_counters_match_a_recount(&app.db).await;
+
+    let page = metrics.render();
+    for (kind, count) in [
+        ("missing_here", 2.0),
+        ("role_differs", 2.0),
+        ("outdated", 1.0),
+        ("missing_in_clerk", 1.0),
+    ] {
+        for family in ["found", "repaired"] {
+            let name = format!("clerk_role_sync_drift_{family}_total{{kind=\"{kind}\"}}");
+            assert_eq!(metric(&page, &name), count, "{name}");
+        }
+    }
+    assert_eq!(
+        metric(&page, "clerk_role_sync_drift_audit_users_checked_total"),
+        8.0
+    );
+    assert_eq!(
+        metric(
+            &page,
+            "clerk_role_sync_drift_audit_runs_total{result=\"finished\"}"
+        ),
+        1.0
+    );
+    assert!(
+        metric(
+            &page,
+            "clerk_role_sync_drift_audit_last_finished_timestamp_seconds"
+        ) > 0.0
+    );
+
+    // A second run finds nothing left, and writes nothing.
+    let trail = app.audit_trail("user_promoted").await;
+    let (audit, _) = app.drift_audit("replica-a");
+    let again = finished(audit.run_once().await.expect("the audit runs")).await;
+    assert_eq!(again.repaired, 0, "{again:?}");
+    assert_eq!(
+        again.found_missing_here
+            + again.found_role_differs
+            + again.found_outdated
+            + again.found_missing_in_clerk,
+        0,
+        "{again:?}"
+    );
+    assert_eq!(app.audit_trail("user_promoted").await, trail);
+}
+
+/// A role that differs while an admin's push is pending is the push's to
+/// settle: the audit neither repairs it nor counts it.
+async fn an_audit_leaves_users_with_a_pending_push_to_the_push(backend: Backend) {
+    // No CLERK_SECRET_KEY: pushes wait, and the admin's stays pending.
+    let clerk = ClerkEmulator::start().await;
+    let api_url = clerk.url();
+    let app = spawn_app_with(
+        backend,
+        &[
+            ("CLERK_API_URL", api_url.as_str()),
+            ("CLERK_JWT_KEY", clerk_emulator::primary_public_pem()),
+            ("CLERK_ISSUER", clerk_emulator::ISSUER),
+        ],
+    )
+    .await;
+    clerk.send_webhooks_to(
+        &app.url("/api/webhooks/clerk"),
+        svix::TEST_SECRET,
+        Delivery::Immediate,
+    );
+    seed(
+        &app,
+        &clerk,
+        &[("user_admin", Some("ADMIN")), ("user_waiting", None)],
+    )
+    .await;
+    let token = clerk.mint_token("user_admin");
+    assert_eq!(
+        app.patch_role(&token, "user_waiting", "INSTRUCTOR")
+            .await
+            .status(),
+        200
+    );
+    let with_key = test_config(
+        &app.test_db,
+        &[
+            ("CLERK_API_URL", api_url.as_str()),
+            ("CLERK_SECRET_KEY", clerk_emulator::SECRET_KEY),
+        ],
+    );
+    let client = clerk_client(&with_key)
+        .expect("a client")
+        .expect("a secret key");
+    let audit = DriftAudit::new(
+        app.db.clone(),
+        client,
+        "replica-a".into(),
+        Duration::from_secs(3_600),
+        1_000.0,
+        2_000,
+        Arc::new(Metrics::new()),
+    );
+    let run = finished(audit.run_once().await.expect("the audit runs")).await;
+    assert_eq!(run.checked, 2, "{run:?}");
+    assert_eq!(run.repaired, 0, "{run:?}");
+    assert_eq!(run.found_role_differs, 0, "{run:?}");
+    assert_eq!(
+        app.user("user_waiting").await.expect("here").role.as_str(),
+        "INSTRUCTOR",
+        "the admin's change stands"
+    );
+    assert_eq!(clerk.role("user_waiting"), None, "nothing was pushed");
+}
+
+/// Two replicas on one PostgreSQL database, each auditing every second:
+/// their runs never overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_never_audit_at_once() {
+    let test_db = TestDb::new(Backend::Postgres).await;
+    let clerk = ClerkEmulator::start().await;
+    clerk.send_webhooks_to("http://127.0.0.1:9/", svix::TEST_SECRET, Delivery::Dropped);
+    for i in 0..600 {
+        clerk.add_user(&format!("user_{i:04}"), None);
+    }
+    // Each page takes a while, so that runs last long enough to collide.
+    clerk.set_answer_delay(Duration::from_millis(150));
+    let log_dir = tempfile::tempdir().expect("a log directory");
+    let env = replica_env(&test_db, &clerk, "1s");
+    let binary = Path::new(env!("CARGO_BIN_EXE_clerk-role-sync"));
+    let client = reqwest::Client::new();
+    let mut replicas: Vec<Instance> = ["replica-a", "replica-b"]
+        .iter()
+        .map(|name| Instance::new(binary, name, &env, log_dir.path()))
+        .collect();
+    for replica in &mut replicas {
+        replica.start(&client).await;
+    }
+    let db = Db::connect(
+        &clerk_role_sync::config::DatabaseUrl::parse(&test_db.url).expect("a URL"),
+        2,
+    )
+    .await
+    .expect("a pool");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let finished_runs = loop {
+        let finished: Vec<DriftAuditRow> = runs(&db)
+            .await
+            .into_iter()
+            .filter(|run| run.finished_at.is_some())
+            .collect();
+        if finished.len() >= 4 {
+            break finished;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "four runs did not finish in time: {:?}\n{}\n{}",
+            runs(&db).await,
+            replicas[0].log_tail(),
+            replicas[1].log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for pair in finished_runs.windows(2) {
+        let (earlier, later) = (&pair[0], &pair[1]);
+        assert!(
+            earlier.finished_at.expect("finished") <= later.started_at,
+            "two runs overlapped: {earlier:?} and {later:?}"
+        );
+    }
+    for run in &finished_runs {
+        assert_eq!(run.checked, 600, "{run:?}");
+    }
+    // Both replicas wanted to: the one that found the lease held waited.
+    for replica in &replicas {
+        let page = client
+            .get(replica.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert_eq!(
+            metric(
+                &page,
+                "clerk_role_sync_drift_audit_runs_total{result=\"stopped\"}"
+            ),
+            0.0,
+            "{}: no run was stopped",
+            replica.name
+        );
+    }
+}
+
+fn replica_env(test_db: &TestDb, clerk: &ClerkEmulator, interval: &str) -> Vec<(String, String)> {
+    [
+        ("DATABASE_URL", test_db.url.as_str()),
+        ("CLERK_API_URL", clerk.url().as_str()),
+        ("CLERK_SECRET_KEY", clerk_emulator::SECRET_KEY),
+        ("CLERK_JWT_KEY", clerk_emulator::primary_public_pem()),
+        ("CLERK_ISSUER", clerk_emulator::ISSUER),
+        ("CLERK_WEBHOOK_SECRET", svix::TEST_SECRET),
+        ("CLERK_PUSH_RATE", "200"),
+        ("RECONCILE_INTERVAL", interval),
+        ("RECONCILE_RATE_SHARE", "1"),
+        ("DATABASE_MAX_CONNECTIONS", "4"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
+}
+
+both_backends!(a_replica_killed_mid_audit_resumes_where_it_stopped);
+
+/// `kill -9` in the middle of a run: the restarted replica goes on from
+/// the last page it applied, not from the start, and the run ends with
+/// every user checked once.
+async fn a_replica_killed_mid_audit_resumes_where_it_stopped(backend: Backend) {
+    const USERS: usize = 1_600;
+    let test_db = TestDb::new(backend).await;
+    let clerk = ClerkEmulator::start().await;
+    clerk.send_webhooks_to("http://127.0.0.1:9/", svix::TEST_SECRET, Delivery::Dropped);
+    for i in 0..USERS {
+        clerk.add_user(
+            &format!("user_{i:04}"),
+            (i % 3 == 0).then_some("INSTRUCTOR"),
+        );
+    }
+    clerk.set_answer_delay(Duration::from_millis(300));
+    let log_dir = tempfile::tempdir().expect("a log directory");
+    let env = replica_env(&test_db, &clerk, "1h");
+    let binary = Path::new(env!("CARGO_BIN_EXE_clerk-role-sync"));
+    let client = reqwest::Client::new();
+    let mut replica = Instance::new(binary, "replica-a", &env, log_dir.path());
+    replica.start(&client).await;
+    let db = Db::connect(
+        &clerk_role_sync::config::DatabaseUrl::parse(&test_db.url).expect("a URL"),
+        1,
+    )
+    .await
+    .expect("a pool");
+
+    wait_until("the audit applied its first page", || async {
+        runs(&db)
+            .await
+            .into_iter()
+            .next()
+            .is_some_and(|run| run.after_user_id.is_some())
+    })
+    .await;
+    replica.kill();
+    let stopped = runs(&db).await;
+    assert_eq!(stopped.len(), 1);
+    assert!(stopped[0].finished_at.is_none(), "{stopped:?}");
+    let cursor = stopped[0].after_user_id.clone().expect("a cursor");
+    let requests_before = clerk.requests().len();
+
+    replica.start(&client).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let all = runs(&db).await;
+        if let [run] = all.as_slice()
+            && run.finished_at.is_some()
+        {
+            break run.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not finish: {all:?}\n{}",
+            replica.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(run.id, stopped[0].id, "the same run went on");
+    assert_eq!(
+        run.checked, USERS as i64,
+        "every user checked once: {run:?}"
+    );
+    assert_eq!(run.found_missing_here, USERS as i64, "{run:?}");
+    assert_eq!(run.repaired, USERS as i64, "{run:?}");
+    let lists: Vec<String> = clerk.requests()[requests_before..]
+        .iter()
+        .filter(|request| request.path == "/v1/users")
+        .map(|request| request.query.clone())
+        .collect();
+    assert!(
+        lists
+            .first()
+            .is_some_and(|query| query.contains(&format!("starting_after={cursor}"))),
+        "resumed after {cursor}: {lists:?}"
+    );
+    let missing: Result<i64, DbError> = with_conn!(db, conn => {
+        use clerk_role_sync::db::schema::users;
+        use diesel::QueryDsl as _;
+        use diesel_async::RunQueryDsl as _;
+        Ok(users::table.count().get_result(conn).await?)
+    });
+    assert_eq!(missing.expect("count"), USERS as i64);
+    assert_counters_match_a_recount(&db).await;
+}
+
+/// A backfill refuses to walk while an audit (any holder of the walk
+/// lease) does, and says who holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_does_not_run_beside_an_audit() {
+    let test_db = TestDb::new(Backend::Sqlite).await;
+    let clerk = ClerkEmulator::start().await;
+    clerk.send_webhooks_to("http://127.0.0.1:9/", svix::TEST_SECRET, Delivery::Dropped);
+    clerk.add_user("user_one", None);
+    let url = clerk_role_sync::config::DatabaseUrl::parse(&test_db.url).expect("a URL");
+    let db = Db::connect(&url, 1).await.expect("a pool");
+    db.migrate().await.expect("migrations");
+    let lease = WalkLease::take(&db, "replica-a")
+        .await
+        .expect("the database answers")
+        .expect("the lease is free");
+
+    let api_url = clerk.url();
+    let env = [
+        ("DATABASE_URL", test_db.url.as_str()),
+        ("CLERK_SECRET_KEY", clerk_emulator::SECRET_KEY),
+        ("CLERK_API_URL", api_url.as_str()),
+    ];
+    let backfill = |env: &[(&str, &str)]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_clerk-role-sync"))
+            .arg("backfill")
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .expect("the command runs")
+    };
+    let refused = backfill(&env);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("replica-a is walking Clerk's users"),
+        "{stderr}"
+    );
+    assert!(
+        !clerk
+            .requests()
+            .iter()
+            .any(|request| request.path == "/v1/users"),
+        "the refused backfill did not read Clerk"
+    );
+
+    lease.release().await;
+    let done = backfill(&env);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    // It gave the lease back.
+    let lease = WalkLease::take(&db, "replica-a")
+        .await
+        .expect("the database answers");
+    assert!(lease.is_ok(), "the backfill released the walk lease");
+}
