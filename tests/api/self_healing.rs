@@ -108,8 +108,15 @@ async fn one_audit_heals_what_lost_webhooks_left(backend: Backend) {
     );
     assert_eq!(app.stats().await, before, "nothing moved the counts");
 
+    let requests_before = clerk.requests().len();
     let (audit, metrics) = app.drift_audit("replica-a");
     let run = finished(audit.run_once().await.expect("the audit runs")).await;
+    // Its cost: one page of the list, one lookup (the user Clerk deleted).
+    let asked: Vec<String> = clerk.requests()[requests_before..]
+        .iter()
+        .map(|request| format!("{} {}", request.method, request.path))
+        .collect();
+    assert_eq!(asked, ["GET /v1/users", "GET /v1/users/user_leaving"]);
     assert_eq!(
         (
             run.found_missing_here,
