@@ -12,13 +12,14 @@
 //! dashboard edit's Clerk `updated_at`. The test knows both (the commit lies
 //! between sending the PATCH and its answer), so it predicts the winner of
 //! each pair, and leaves undecided only what the rule itself leaves to
-//! Clerk's order: a push already sent when the edit's webhook came, and
+//! Clerk's order: a push already sent when the edit's webhook came, an edit
+//! whose webhook was lost and that a push then overwrote in Clerk, and
 //! times too close to a boundary to tell.
 //!
 //! CI runs `CONVERGENCE_SCHEDULES` schedules per backend (default 24); a
 //! failing seed is printed and replays alone with `CONVERGENCE_SEED=<seed>`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
@@ -82,7 +83,7 @@ struct World {
     intents: HashMap<&'static str, Vec<Intent>>,
     delivered: Vec<String>,
     /// Messages Svix gave up on.
-    lost: usize,
+    lost: HashSet<String>,
     /// Drift the audit repaired.
     healed: usize,
     /// When each message was first delivered (and answered).
@@ -201,7 +202,7 @@ impl World {
                         message.svix_id, message.kind, message.user_id
                     ));
                     self.clerk.lose_webhook(&message.svix_id);
-                    self.lost += 1;
+                    self.lost.insert(message.svix_id.clone());
                 }
             }
             77..80 => {
@@ -243,8 +244,8 @@ impl World {
     /// they left behind.
     async fn quiesce(&mut self) {
         self.settle().await;
-        if self.lost > 0 {
-            self.note(format!("drift audit ({} webhooks lost)", self.lost));
+        if !self.lost.is_empty() {
+            self.note(format!("drift audit ({} webhooks lost)", self.lost.len()));
             self.clerk.clear_faults();
             let (audit, _) = self.app.drift_audit("replica-audit");
             match audit.run_once().await.expect("the drift audit runs") {
@@ -335,7 +336,7 @@ impl World {
         let svix_id = self.dashboard_edit(user, role);
         self.note(format!("lose {svix_id} for good"));
         self.clerk.lose_webhook(&svix_id);
-        self.lost += 1;
+        self.lost.insert(svix_id);
     }
 
     fn is_dashboard_edit(&self, svix_id: &str) -> bool {
@@ -487,6 +488,20 @@ impl World {
         };
         let margin = Duration::from_millis(MARGIN_MS.unsigned_abs());
         let landed = |push: &RecordedRequest| push.answered.unwrap_or_else(Instant::now);
+        // An edit whose webhook was lost, then overwritten in Clerk by a push
+        // that landed after it: we never heard of it and Clerk no longer
+        // holds it, so Clerk's order settled it.
+        let overwritten = edits.iter().any(|(_, _, at, svix_id)| {
+            self.lost.contains(*svix_id)
+                && self
+                    .clerk
+                    .metadata_patches(user)
+                    .iter()
+                    .any(|push| push.status == 200 && landed(push) + margin > *at)
+        });
+        if overwritten {
+            return None;
+        }
         // A push may land more than once: one whose answer was never
         // recorded (a restart) is sent again, so the last landing counts.
         let first_landing = pushes.iter().map(landed).min();
@@ -623,7 +638,7 @@ async fn schedule(backend: Backend, seed: u64) -> Tally {
         allowance,
         intents: HashMap::new(),
         delivered: Vec::new(),
-        lost: 0,
+        lost: HashSet::new(),
         healed: 0,
         delivered_at: HashMap::new(),
         decided: 0,
