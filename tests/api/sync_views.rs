@@ -309,6 +309,16 @@ async fn sync_status_shows_failing_pushes_the_last_webhook_and_audits(backend: B
         .await
         .expect("sent");
     problem(anonymous, 401).await;
+    // A signed-in user who is not an admin sees neither view.
+    let instructor = clerk.mint_token("user_refused");
+    for path in ["/api/admin/sync/status", "/api/admin/webhook-events"] {
+        let response = app
+            .authed(Method::GET, path, &instructor)
+            .send()
+            .await
+            .expect("sent");
+        problem(response, 403).await;
+    }
 }
 
 fn urlencode(value: &str) -> String {
