@@ -9,7 +9,7 @@ use chrono::NaiveDateTime;
 use super::audit::log_role_change;
 use crate::clerk::ClerkUser;
 use crate::db::rows::{COUNT_SHARDS, NewRoleChange, NewWebhookEvent, SyncRow, UserRow, now};
-use crate::db::{DbError, StatesWrite, Store};
+use crate::db::{DbError, LockedRows, StatesWrite, Store};
 use crate::domain::{
     ClerkState, ClerkUserId, CountDeltas, Known, PendingPush, Role, RoleSet, RoleSource,
     Unrecorded, Verdict, judge, judge_reread,
@@ -144,9 +144,25 @@ impl LockedUsers {
         ids: impl IntoIterator<Item = &ClerkUserId>,
         messages: &[&str],
     ) -> Result<Self, DbError> {
-        let ids: BTreeSet<&ClerkUserId> = ids.into_iter().collect();
-        let ids: Vec<ClerkUserId> = ids.into_iter().cloned().collect();
+        let ids = in_lock_order(ids);
         let locked = conn.lock_users(&ids, messages).await?;
+        Ok(Self::locked(ids, locked))
+    }
+
+    /// Begins a transaction of its own and [takes](Self::take) the users
+    /// in it; end it with [`commit`](Self::commit) or
+    /// [`Store::roll_back`].
+    pub async fn begin<C: Store>(
+        conn: &mut C,
+        ids: impl IntoIterator<Item = &ClerkUserId>,
+        messages: &[&str],
+    ) -> Result<Self, DbError> {
+        let ids = in_lock_order(ids);
+        let locked = conn.begin_locking_users(&ids, messages).await?;
+        Ok(Self::locked(ids, locked))
+    }
+
+    fn locked(ids: Vec<ClerkUserId>, locked: LockedRows) -> Self {
         let mut syncs: HashMap<ClerkUserId, SyncRow> = locked
             .syncs
             .into_iter()
@@ -173,13 +189,13 @@ impl LockedUsers {
                 entry.stored = true;
             }
         }
-        Ok(Self {
+        Self {
             users,
             recorded: locked.recorded.into_iter().collect(),
             audits: Vec::new(),
             counts: CountDeltas::default(),
             messages: Vec::new(),
-        })
+        }
     }
 
     /// Whether Svix message `svix_id` was recorded before the users were
@@ -469,15 +485,24 @@ impl LockedUsers {
         log_role_change(id, from, to, source, Some(actor));
     }
 
-    /// How many messages [`write`](Self::write) will record.
-    pub fn messages(&self) -> usize {
-        self.messages.len()
+    /// Writes everything applied. A message another transaction recorded
+    /// since the users were locked fails it with a unique violation.
+    pub async fn write<C: Store>(self, conn: &mut C) -> Result<(), DbError> {
+        Ok(conn.write_states(self.into_write()).await?)
     }
 
-    /// Writes everything applied; how many of the messages were recorded
-    /// (fewer than [`messages`](Self::messages): another transaction
-    /// recorded one since the users were locked).
-    pub async fn write<C: Store>(self, conn: &mut C) -> Result<usize, DbError> {
+    /// Writes everything applied and commits the transaction
+    /// [`begin`](Self::begin) began (see [`write`](Self::write));
+    /// `written` is called once the writes are done, before the commit is.
+    pub async fn commit<C: Store>(
+        self,
+        conn: &mut C,
+        written: &mut (dyn FnMut() + Send),
+    ) -> Result<(), DbError> {
+        Ok(conn.write_and_commit(self.into_write(), written).await?)
+    }
+
+    fn into_write(self) -> StatesWrite {
         let Self {
             users,
             audits,
@@ -504,8 +529,15 @@ impl LockedUsers {
         // wait on each other without a cycle.
         messages.sort_unstable_by(|a, b| a.svix_id.cmp(&b.svix_id));
         write.messages = messages;
-        Ok(conn.write_states(write).await?)
+        write
     }
+}
+
+/// Users `ids` sorted, each once: the order every transaction takes user
+/// rows in.
+fn in_lock_order<'a>(ids: impl IntoIterator<Item = &'a ClerkUserId>) -> Vec<ClerkUserId> {
+    let ids: BTreeSet<&ClerkUserId> = ids.into_iter().collect();
+    ids.into_iter().cloned().collect()
 }
 
 /// Applies one user's state as Clerk reports it (a re-read, the worker's

@@ -38,26 +38,6 @@ impl From<&DbError> for NotStored {
     }
 }
 
-/// Rolls a batch back.
-enum BatchError {
-    /// Another transaction recorded one of its messages after the batch
-    /// found it unrecorded: run again, the batch finds it recorded.
-    Raced,
-    Db(DbError),
-}
-
-impl From<diesel::result::Error> for BatchError {
-    fn from(error: diesel::result::Error) -> Self {
-        Self::Db(error.into())
-    }
-}
-
-impl From<DbError> for BatchError {
-    fn from(error: DbError) -> Self {
-        Self::Db(error)
-    }
-}
-
 /// Applies `events` (in the order they were received) and answers each.
 ///
 /// All of them in one transaction when it commits. When it fails, the
@@ -111,8 +91,8 @@ fn is_unreachable(error: &DbError) -> bool {
 
 /// [`apply_once`], run again when it lost a race: a message recorded by
 /// another replica meanwhile, or two transactions creating the same new user
-/// (the loser's insert hits the primary key; run again, it finds the user
-/// and applies its state by the ordering rules).
+/// (the loser's insert hits the primary key; run again, it finds the message
+/// recorded, or the user there and applies its state by the ordering rules).
 async fn apply_batch<C: Store>(
     conn: &mut C,
     events: &[Received],
@@ -123,15 +103,8 @@ async fn apply_batch<C: Store>(
     loop {
         attempts_left -= 1;
         match apply_once(conn, events, allowance_ms, written).await {
-            Ok(outcomes) => return Ok(outcomes),
-            Err(BatchError::Raced) if attempts_left > 0 => {}
-            Err(BatchError::Db(error)) if attempts_left > 0 && is_unique_violation(&error) => {}
-            Err(BatchError::Raced) => {
-                return Err(DbError::Unavailable(
-                    "other transactions kept recording the same messages".into(),
-                ));
-            }
-            Err(BatchError::Db(error)) => return Err(error),
+            Err(error) if attempts_left > 0 && is_unique_violation(&error) => {}
+            answer => return answer,
         }
     }
 }
@@ -159,62 +132,76 @@ async fn apply_once<C: Store>(
     events: &[Received],
     allowance_ms: i64,
     written: &mut (dyn FnMut() + Send),
-) -> Result<Vec<Outcome>, BatchError> {
-    after_commit(conn.transaction(async |conn| {
-        let mut outcomes = vec![Outcome::Duplicate; events.len()];
-        let mut first_seen = HashSet::new();
-        let mut order: Vec<usize> = (0..events.len())
-            .filter(|&i| first_seen.insert(events[i].svix_id.as_str()))
-            .collect();
-        order.sort_by(|&a, &b| order_key(&events[a].event).cmp(&order_key(&events[b].event)));
-        let svix_ids: Vec<&str> = order.iter().map(|&i| events[i].svix_id.as_str()).collect();
-        let ids = events
-            .iter()
-            .filter_map(|received| received.event.user_id());
-        let mut users = LockedUsers::take(conn, ids, &svix_ids).await?;
-        for i in order {
-            let Received { svix_id, event } = &events[i];
-            if users.was_recorded(svix_id) {
-                continue;
-            }
-            let message = Message {
-                svix_id,
-                event_type: event.kind(),
-            };
-            outcomes[i] = match event {
-                ClerkEvent::UserUpserted { id, user, .. } => {
-                    let apply = Apply {
-                        source: RoleSource::ClerkWebhook,
-                        actor: svix_id,
-                        reread: false,
-                        allowance_ms,
-                        claimed_by: None,
-                    };
-                    users
-                        .apply_state(conn, id, user, apply, Some(message))
-                        .await?
-                }
-                ClerkEvent::UserDeleted { id: Some(id) } => {
-                    users.delete(conn, id, Some(message)).await?
-                }
-                ClerkEvent::UserDeleted { id: None } => {
-                    users.record(message, Outcome::MissingId);
-                    Outcome::MissingId
-                }
-                ClerkEvent::Other { .. } => {
-                    users.record(message, Outcome::Ignored);
-                    Outcome::Ignored
-                }
-            };
+) -> Result<Vec<Outcome>, DbError> {
+    after_commit(async {
+        let applied = apply_in_transaction(conn, events, allowance_ms, written).await;
+        if applied.is_err() {
+            // Open still when a statement failed before the commit. A
+            // connection that cannot roll back stays marked broken, and the
+            // pool closes it: the batch's own error is the one to answer.
+            let _ = conn.roll_back().await;
         }
-        let to_record = users.messages();
-        if users.write(conn).await? < to_record {
-            return Err(BatchError::Raced);
-        }
-        written();
-        Ok(outcomes)
-    }))
+        applied
+    })
     .await
+}
+
+/// [`apply_once`]'s transaction, begun with the users' locks and committed
+/// with the writes.
+async fn apply_in_transaction<C: Store>(
+    conn: &mut C,
+    events: &[Received],
+    allowance_ms: i64,
+    written: &mut (dyn FnMut() + Send),
+) -> Result<Vec<Outcome>, DbError> {
+    let mut outcomes = vec![Outcome::Duplicate; events.len()];
+    let mut first_seen = HashSet::new();
+    let mut order: Vec<usize> = (0..events.len())
+        .filter(|&i| first_seen.insert(events[i].svix_id.as_str()))
+        .collect();
+    order.sort_by(|&a, &b| order_key(&events[a].event).cmp(&order_key(&events[b].event)));
+    let svix_ids: Vec<&str> = order.iter().map(|&i| events[i].svix_id.as_str()).collect();
+    let ids = events
+        .iter()
+        .filter_map(|received| received.event.user_id());
+    let mut users = LockedUsers::begin(conn, ids, &svix_ids).await?;
+    for i in order {
+        let Received { svix_id, event } = &events[i];
+        if users.was_recorded(svix_id) {
+            continue;
+        }
+        let message = Message {
+            svix_id,
+            event_type: event.kind(),
+        };
+        outcomes[i] = match event {
+            ClerkEvent::UserUpserted { id, user, .. } => {
+                let apply = Apply {
+                    source: RoleSource::ClerkWebhook,
+                    actor: svix_id,
+                    reread: false,
+                    allowance_ms,
+                    claimed_by: None,
+                };
+                users
+                    .apply_state(conn, id, user, apply, Some(message))
+                    .await?
+            }
+            ClerkEvent::UserDeleted { id: Some(id) } => {
+                users.delete(conn, id, Some(message)).await?
+            }
+            ClerkEvent::UserDeleted { id: None } => {
+                users.record(message, Outcome::MissingId);
+                Outcome::MissingId
+            }
+            ClerkEvent::Other { .. } => {
+                users.record(message, Outcome::Ignored);
+                Outcome::Ignored
+            }
+        };
+    }
+    users.commit(conn, written).await?;
+    Ok(outcomes)
 }
 
 /// Where an event falls in a batch: events about no user first, then by

@@ -62,6 +62,33 @@ pub mod pg {
     }
     static_statement!(LockUsers, SyncsOf, Recorded, WriteUsers, MarkAudited);
 
+    /// A statement without parameters whose text never varies: prepared
+    /// once per connection.
+    macro_rules! constant_statement {
+        ($($(#[$doc:meta])* $name:ident = $sql:literal;)+) => {$(
+            $(#[$doc])*
+            #[derive(Debug, Clone, Copy, QueryId)]
+            pub struct $name;
+
+            impl QueryFragment<Pg> for $name {
+                fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+                    out.push_sql($sql);
+                    Ok(())
+                }
+            }
+        )+};
+    }
+
+    constant_statement! {
+        /// Begins a transaction. Prepared, unlike diesel's own BEGIN (a simple
+        /// query), it takes its turn at the connection's statement cache in
+        /// the order polled, like the statements pipelined with it.
+        Begin = "BEGIN";
+        /// Commits, or rolls back a transaction a failed statement aborted.
+        Commit = "COMMIT";
+        Rollback = "ROLLBACK";
+    }
+
     impl QueryId for MoveCounts {
         type QueryId = MoveCounts;
         const HAS_STATIC_QUERY_ID: bool = true;
@@ -236,9 +263,8 @@ pub mod pg {
 
     /// The users' writes as one statement: the users already here written
     /// whole, the new ones inserted, the audit rows appended in the order
-    /// the changes were made, and the Svix messages recorded (skipping any
-    /// another transaction recorded meanwhile); answers how many users were
-    /// updated and how many messages recorded.
+    /// the changes were made, and the Svix messages recorded (one another
+    /// transaction recorded meanwhile fails it with a unique violation).
     ///
     /// A user already here is found by its id (an index lookup per user,
     /// like the reads of [`walk_by_key`]), then by the row version that
@@ -329,13 +355,6 @@ pub mod pg {
         }
     }
 
-    impl WriteUsers<'_> {
-        /// How many users already here it writes (each must be found).
-        pub fn updates(&self) -> usize {
-            self.updated.id.len()
-        }
-    }
-
     impl QueryFragment<Pg> for WriteUsers<'_> {
         fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
             out.push_sql(
@@ -351,7 +370,7 @@ pub mod pg {
             out.push_sql(
                 ") CROSS JOIN LATERAL (SELECT ctid AS row_version FROM users AS live \
                  WHERE live.id = v.id OFFSET 0) AS found \
-                 WHERE users.ctid = found.row_version RETURNING 1), \
+                 WHERE users.ctid = found.row_version), \
                  created AS (INSERT INTO users (",
             );
             out.push_sql(USER_COLUMNS);
@@ -361,7 +380,7 @@ pub mod pg {
             // newest first by id. (Foreign keys are checked at the end of the
             // statement, once the new users are in.)
             out.push_sql(
-                " RETURNING 1), audited AS (INSERT INTO role_changes \
+                "), audited AS (INSERT INTO role_changes \
                  (user_id, old_role, new_role, source, actor, changed_at) \
                  SELECT user_id, old_role, new_role, source, actor, changed_at FROM unnest(",
             );
@@ -379,7 +398,7 @@ pub mod pg {
             out.push_bind_param::<Array<Timestamp>, _>(&a.changed_at)?;
             out.push_sql(
                 ") WITH ORDINALITY AS v (user_id, old_role, new_role, source, actor, changed_at, n) \
-                 ORDER BY n RETURNING 1), recorded AS (INSERT INTO webhook_events \
+                 ORDER BY n) INSERT INTO webhook_events \
                  (svix_id, event_type, user_id, outcome, received_at, clerk_updated_at) \
                  SELECT * FROM unnest(",
             );
@@ -395,10 +414,7 @@ pub mod pg {
             out.push_bind_param::<Array<Timestamp>, _>(&m.received_at)?;
             out.push_sql(", ");
             out.push_bind_param::<Array<Nullable<BigInt>>, _>(&m.clerk_updated_at)?;
-            out.push_sql(
-                ") ON CONFLICT DO NOTHING RETURNING 1) \
-                 SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM recorded)",
-            );
+            out.push_sql(")");
             Ok(())
         }
     }
@@ -451,9 +467,5 @@ pub mod pg {
             );
             Ok(())
         }
-    }
-
-    impl Query for WriteUsers<'_> {
-        type SqlType = (BigInt, BigInt);
     }
 }

@@ -3,10 +3,12 @@
 //! PostgreSQL and SQLite need different statements (row locks, the counter
 //! lock, the maintenance lock, the set-based write of applied Clerk states).
 
+use diesel::connection::TransactionManagerStatus;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
+use diesel_async::{AnsiTransactionManager, TransactionManager as _};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use futures_util::future::{try_join_all, try_join3, try_join4};
+use futures_util::future::{join, try_join, try_join_all, try_join3, try_join4};
 
 use super::clerk_write::{StatesWrite, pg};
 use super::pool::SqliteConn;
@@ -45,10 +47,46 @@ pub trait Store: Queries {
         messages: &[&str],
     ) -> QueryResult<LockedRows>;
 
-    /// Writes applied Clerk states; how many of its messages were recorded
-    /// (fewer than given: another transaction recorded one meanwhile). Must
-    /// run inside the transaction that locked the users.
-    async fn write_states(&mut self, write: StatesWrite) -> QueryResult<usize>;
+    /// Writes applied Clerk states. Must run inside the transaction that
+    /// locked the users. A Svix message another transaction recorded
+    /// meanwhile fails it with a unique violation.
+    async fn write_states(&mut self, write: StatesWrite) -> QueryResult<()>;
+
+    /// Begins a transaction and locks users as [`lock_users`] does, in one
+    /// round trip on PostgreSQL (BEGIN goes out with the locking
+    /// statements). End it with [`write_and_commit`] or [`roll_back`];
+    /// until then the connection counts as broken, so that one whose future
+    /// was dropped midway is closed by the pool rather than handed out in
+    /// the middle of a transaction. Not for use inside another transaction.
+    ///
+    /// [`lock_users`]: Store::lock_users
+    /// [`write_and_commit`]: Store::write_and_commit
+    /// [`roll_back`]: Store::roll_back
+    async fn begin_locking_users(
+        &mut self,
+        ids: &[ClerkUserId],
+        messages: &[&str],
+    ) -> QueryResult<LockedRows>;
+
+    /// Writes applied Clerk states as [`write_states`] does and commits the
+    /// transaction [`begin_locking_users`] began, in one round trip on
+    /// PostgreSQL (COMMIT goes out with the writes, and ends the
+    /// transaction as ROLLBACK when a write failed). `written` is called once
+    /// the writes are done, before the commit is.
+    ///
+    /// [`write_states`]: Store::write_states
+    /// [`begin_locking_users`]: Store::begin_locking_users
+    async fn write_and_commit(
+        &mut self,
+        write: StatesWrite,
+        written: &mut (dyn FnMut() + Send),
+    ) -> QueryResult<()>;
+
+    /// Rolls back the transaction [`begin_locking_users`] began, if it is
+    /// still open; the connection is usable again once this succeeds.
+    ///
+    /// [`begin_locking_users`]: Store::begin_locking_users
+    async fn roll_back(&mut self) -> QueryResult<()>;
 
     /// Notes that the drift audit run started at `at` found users `ids` in
     /// Clerk's list. Must run inside the transaction that locked them.
@@ -77,6 +115,9 @@ diesel::define_sql_function! {
         is_local: diesel::sql_types::Bool,
     ) -> diesel::sql_types::Text;
 }
+
+/// SQLite's transactions, as diesel-async runs them.
+type SqliteTransactions = <SqliteConn as diesel_async::AsyncConnection>::TransactionManager;
 
 /// The advisory lock key of maintenance rounds (see `Db::migrate` for the
 /// migration lock's).
@@ -125,45 +166,23 @@ impl Store for AsyncPgConnection {
         ids: &[ClerkUserId],
         messages: &[&str],
     ) -> QueryResult<LockedRows> {
-        let ids: Vec<&str> = ids.iter().map(ClerkUserId::as_str).collect();
-        // Pipelined: sent together, run by the server one after another in
-        // the order they are polled (`try_join` polls in order). The reads
-        // are statements of their own, after the lock: under READ COMMITTED
-        // a statement sees what was committed when it started, so a read
-        // inside the locking statement would miss what the lock's previous
-        // holder wrote.
+        locked_rows(self, ids, messages).await
+    }
+
+    async fn begin_locking_users(
+        &mut self,
+        ids: &[ClerkUserId],
+        messages: &[&str],
+    ) -> QueryResult<LockedRows> {
+        // Broken until COMMIT or ROLLBACK (see `finish_batch`): diesel's
+        // transaction manager does not know of this transaction.
+        AnsiTransactionManager::transaction_manager_status_mut(self).set_in_error();
         let conn: &AsyncPgConnection = self;
-        // Every statement of a batch is written to be planned once, an index
-        // lookup per key whatever the tables' sizes (see `clerk_write`).
-        // Left to itself PostgreSQL would plan each again for its arrays
-        // (custom plans), which costs more than running it.
-        let generic_plans =
-            diesel::select(set_config("plan_cache_mode", "force_generic_plan", true))
-                .execute(&mut &*conn);
-        let users = async {
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            pg::LockUsers::new(&ids).load(&mut &*conn).await
-        };
-        let syncs = async {
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            pg::SyncsOf::new(&ids).load(&mut &*conn).await
-        };
-        let recorded = async {
-            if messages.is_empty() {
-                return Ok(Vec::new());
-            }
-            pg::Recorded::new(messages).load(&mut &*conn).await
-        };
-        let (_, users, syncs, recorded) = try_join4(generic_plans, users, syncs, recorded).await?;
-        Ok(LockedRows {
-            users,
-            syncs,
-            recorded,
-        })
+        // BEGIN is polled first, so it goes out first: statements take
+        // their turn at the connection's statement cache in the order polled.
+        let begin = pg::Begin.execute(&mut &*conn);
+        let (_, locked) = try_join(begin, locked_rows(conn, ids, messages)).await?;
+        Ok(locked)
     }
 
     async fn mark_audited(
@@ -175,39 +194,114 @@ impl Store for AsyncPgConnection {
         pg::MarkAudited::new(&ids, at).execute(self).await.map(drop)
     }
 
-    async fn write_states(&mut self, write: StatesWrite) -> QueryResult<usize> {
-        let statements = pg::Statements::of(&write);
-        // Pipelined: sent together, run by the server one after another in
-        // the order they are polled here (`try_join` polls in order), which
-        // is the lock order: users (the new ones inserted before anything
-        // else is taken) and messages, outbox rows, counters by role and
-        // shard last.
-        let conn: &AsyncPgConnection = self;
-        let users = async {
-            let Some(users) = &statements.users else {
-                return Ok(0);
-            };
-            let (updated, recorded): (i64, i64) = users.get_result(&mut &*conn).await?;
-            // Every user written here was locked: each must be found.
-            match (usize::try_from(updated), usize::try_from(recorded)) {
-                (Ok(updated), Ok(recorded)) if updated == users.updates() => Ok(recorded),
-                _ => Err(diesel::result::Error::NotFound),
-            }
-        };
-        // Rare (a push Clerk refused for good): one statement each.
-        let cleared = try_join_all(write.cleared_sync_errors.iter().map(|id| {
-            diesel::update(
-                clerk_sync::table
-                    .find(id)
-                    .filter(clerk_sync::next_attempt_at.is_null()),
-            )
-            .set(clerk_sync::last_error.eq(None::<String>))
-            .execute(&mut &*conn)
-        }));
-        let counts = run(statements.counts.as_ref().map(|q| q.execute(&mut &*conn)));
-        let (recorded, ..) = try_join3(users, cleared, counts).await?;
-        Ok(recorded)
+    async fn write_states(&mut self, write: StatesWrite) -> QueryResult<()> {
+        write_pipelined(self, &write).await
     }
+
+    async fn write_and_commit(
+        &mut self,
+        write: StatesWrite,
+        written: &mut (dyn FnMut() + Send),
+    ) -> QueryResult<()> {
+        let conn: &AsyncPgConnection = self;
+        let writes = async {
+            write_pipelined(conn, &write).await?;
+            written();
+            Ok(())
+        };
+        // COMMIT goes out after the writes (polled after them). When one of
+        // them failed, the transaction is aborted and COMMIT ends it as
+        // ROLLBACK, so both futures run to the end whatever the writes did.
+        let commit = pg::Commit.execute(&mut &*conn);
+        let (writes, commit): (QueryResult<()>, _) = join(writes, commit).await;
+        writes?;
+        commit?;
+        finish_batch(self);
+        Ok(())
+    }
+
+    async fn roll_back(&mut self) -> QueryResult<()> {
+        // Also when the transaction has ended already (PostgreSQL only
+        // warns): it is open no longer once this succeeds.
+        pg::Rollback.execute(&mut *self).await?;
+        finish_batch(self);
+        Ok(())
+    }
+}
+
+/// The connection is out of the transaction `begin_locking_users` began.
+fn finish_batch(conn: &mut AsyncPgConnection) {
+    *AnsiTransactionManager::transaction_manager_status_mut(conn) =
+        TransactionManagerStatus::default();
+}
+
+/// Locks users `ids` and reads what [`LockedRows`] holds (see
+/// [`Store::lock_users`]).
+async fn locked_rows(
+    conn: &AsyncPgConnection,
+    ids: &[ClerkUserId],
+    messages: &[&str],
+) -> QueryResult<LockedRows> {
+    let ids: Vec<&str> = ids.iter().map(ClerkUserId::as_str).collect();
+    // Pipelined: sent together, run by the server one after another in the
+    // order they are polled (`try_join` polls in order). The reads are
+    // statements of their own, after the lock: under READ COMMITTED a
+    // statement sees what was committed when it started, so a read inside
+    // the locking statement would miss what the lock's previous holder
+    // wrote.
+    //
+    // Every statement of a batch is written to be planned once, an index
+    // lookup per key whatever the tables' sizes (see `clerk_write`). Left to
+    // itself PostgreSQL would plan each again for its arrays (custom plans),
+    // which costs more than running it.
+    let generic_plans = diesel::select(set_config("plan_cache_mode", "force_generic_plan", true))
+        .execute(&mut &*conn);
+    let users = async {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        pg::LockUsers::new(&ids).load(&mut &*conn).await
+    };
+    let syncs = async {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        pg::SyncsOf::new(&ids).load(&mut &*conn).await
+    };
+    let recorded = async {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        pg::Recorded::new(messages).load(&mut &*conn).await
+    };
+    let (_, users, syncs, recorded) = try_join4(generic_plans, users, syncs, recorded).await?;
+    Ok(LockedRows {
+        users,
+        syncs,
+        recorded,
+    })
+}
+
+/// Writes applied Clerk states (see [`Store::write_states`]).
+async fn write_pipelined(conn: &AsyncPgConnection, write: &StatesWrite) -> QueryResult<()> {
+    let statements = pg::Statements::of(write);
+    // Pipelined: sent together, run by the server one after another in the
+    // order they are polled here (`try_join` polls in order), which is the
+    // lock order: users (the new ones inserted before anything else is
+    // taken) and messages, outbox rows, counters by role and shard last.
+    let users = run(statements.users.as_ref().map(|q| q.execute(&mut &*conn)));
+    // Rare (a push Clerk refused for good): one statement each.
+    let cleared = try_join_all(write.cleared_sync_errors.iter().map(|id| {
+        diesel::update(
+            clerk_sync::table
+                .find(id)
+                .filter(clerk_sync::next_attempt_at.is_null()),
+        )
+        .set(clerk_sync::last_error.eq(None::<String>))
+        .execute(&mut &*conn)
+    }));
+    let counts = run(statements.counts.as_ref().map(|q| q.execute(&mut &*conn)));
+    try_join3(users, cleared, counts).await.map(drop)
 }
 
 #[async_trait::async_trait]
@@ -250,9 +344,36 @@ impl Store for SqliteConn {
             .await
     }
 
-    async fn write_states(&mut self, write: StatesWrite) -> QueryResult<usize> {
+    async fn write_states(&mut self, write: StatesWrite) -> QueryResult<()> {
         self.spawn_blocking(move |conn| sqlite::write_states(conn, &write))
             .await
+    }
+
+    async fn begin_locking_users(
+        &mut self,
+        ids: &[ClerkUserId],
+        messages: &[&str],
+    ) -> QueryResult<LockedRows> {
+        SqliteTransactions::begin_transaction(self).await?;
+        self.lock_users(ids, messages).await
+    }
+
+    async fn write_and_commit(
+        &mut self,
+        write: StatesWrite,
+        written: &mut (dyn FnMut() + Send),
+    ) -> QueryResult<()> {
+        self.write_states(write).await?;
+        written();
+        SqliteTransactions::commit_transaction(self).await
+    }
+
+    async fn roll_back(&mut self) -> QueryResult<()> {
+        let status = SqliteTransactions::transaction_manager_status_mut(self);
+        if status.transaction_depth()?.is_none() {
+            return Ok(());
+        }
+        SqliteTransactions::rollback_transaction(self).await
     }
 
     async fn mark_audited(
@@ -308,7 +429,7 @@ mod sqlite {
         })
     }
 
-    pub fn write_states(conn: &mut SqliteConnection, write: &StatesWrite) -> QueryResult<usize> {
+    pub fn write_states(conn: &mut SqliteConnection, write: &StatesWrite) -> QueryResult<()> {
         for row in &write.created {
             diesel::insert_into(users::table)
                 .values(row)
@@ -336,14 +457,12 @@ mod sqlite {
                 .set(role_counts::count.eq(role_counts::count + delta))
                 .execute(conn)?;
         }
-        let mut recorded = 0;
         for message in &write.messages {
-            recorded += diesel::insert_into(webhook_events::table)
+            diesel::insert_into(webhook_events::table)
                 .values(message)
-                .on_conflict_do_nothing()
                 .execute(conn)?;
         }
-        Ok(recorded)
+        Ok(())
     }
 }
 

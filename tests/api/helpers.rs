@@ -390,18 +390,28 @@ impl HeldWrites {
     /// Takes the lock on a connection of `db` (hold it for less than
     /// SQLite's busy timeout, 5 s, or the writes it holds fail).
     pub async fn take(db: &Db) -> Self {
+        Self::hold(db, "BEGIN; LOCK TABLE role_counts IN EXCLUSIVE MODE".into()).await
+    }
+
+    /// Like [`take`](Self::take), but on PostgreSQL it holds user `id`'s
+    /// row instead: a batch with an event of that user waits before it
+    /// writes anything.
+    pub async fn take_user(db: &Db, id: &str) -> Self {
+        let lock = format!("BEGIN; SELECT 1 FROM users WHERE id = '{id}' FOR UPDATE");
+        Self::hold(db, lock).await
+    }
+
+    async fn hold(db: &Db, postgres: String) -> Self {
         let (locked, on_locked) = tokio::sync::oneshot::channel();
         let (release, on_release) = tokio::sync::oneshot::channel::<()>();
         let begin = match db.backend() {
-            clerk_role_sync::db::Backend::Postgres => {
-                "BEGIN; LOCK TABLE role_counts IN EXCLUSIVE MODE"
-            }
-            clerk_role_sync::db::Backend::Sqlite => "BEGIN IMMEDIATE",
+            clerk_role_sync::db::Backend::Postgres => postgres,
+            clerk_role_sync::db::Backend::Sqlite => "BEGIN IMMEDIATE".to_owned(),
         };
         let db = db.clone();
         let task = tokio::spawn(async move {
             let held: Result<(), DbError> = with_conn!(db, conn => {
-                conn.batch_execute(begin).await?;
+                conn.batch_execute(&begin).await?;
                 let _ = locked.send(());
                 let _ = on_release.await;
                 conn.batch_execute("COMMIT").await?;

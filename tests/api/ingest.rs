@@ -1,8 +1,9 @@
 //! Webhook ingest by group commit: a batch applies each message once and
 //! each user's events in Clerk's order, one event the database refuses fails
 //! alone, events that queue while the writer waits are applied together,
-//! batches never deadlock with admin changes and backfill pages, and a crash
-//! mid-batch loses nothing acknowledged and half-applies nothing.
+//! batches never deadlock with admin changes and backfill pages, a crash
+//! mid-batch loses nothing acknowledged and half-applies nothing, and a
+//! batch given up midway leaves no lock behind.
 
 use clerk_role_sync::app::Outcome;
 use clerk_role_sync::app::backfill::{self, BackfillOptions};
@@ -10,7 +11,7 @@ use clerk_role_sync::app::webhook_event::{Received, apply_events};
 use clerk_role_sync::clerk::ClerkUser;
 use clerk_role_sync::config::DatabaseUrl;
 use clerk_role_sync::db::schema::webhook_events;
-use clerk_role_sync::db::{Db, DbError, Queries as _};
+use clerk_role_sync::db::{Db, DbError, Queries as _, Store as _};
 use clerk_role_sync::domain::ClerkUserId;
 use clerk_role_sync::domain::Role;
 use clerk_role_sync::webhooks::events;
@@ -36,7 +37,8 @@ both_backends!(
     events_that_queue_while_the_writer_waits_are_applied_together,
     a_refused_event_among_queued_ones_is_the_only_503,
     batches_admin_changes_and_backfill_pages_never_deadlock,
-    a_crash_mid_batch_loses_nothing_acknowledged_and_half_applies_nothing
+    a_crash_mid_batch_loses_nothing_acknowledged_and_half_applies_nothing,
+    an_abandoned_batch_leaves_no_lock_behind
 );
 
 /// A verified event under `svix_id`, parsed as the webhook parses it.
@@ -51,7 +53,12 @@ fn received(svix_id: &str, body: &Value) -> Received {
 /// Applies `events` as one batch, straight through the use-case; each
 /// answer as its outcome, or `not stored`.
 async fn apply_batch(app: &TestApp, events: &[Received]) -> Vec<&'static str> {
-    let answers: Result<_, DbError> = with_conn!(app.db, conn => {
+    apply_on(&app.db, events).await
+}
+
+/// [`apply_batch`] on a connection of `db`.
+async fn apply_on(db: &Db, events: &[Received]) -> Vec<&'static str> {
+    let answers: Result<_, DbError> = with_conn!(db, conn => {
         Ok(apply_events(conn, events, 2_000, &mut || {}).await)
     });
     answers
@@ -512,22 +519,42 @@ async fn a_crash_mid_batch_loses_nothing_acknowledged_and_half_applies_nothing(b
     for status in send((0..60).map(event).collect()).await {
         assert_eq!(status.expect("answered"), 200);
     }
-    // A batch cut off mid-way: its users and audit rows written (PostgreSQL)
-    // or its write lock awaited (SQLite), its commit never reached.
-    let held = HeldWrites::take(&db).await;
+    // A batch cut off mid-way, before its commit: it has begun and waits
+    // for a user's row (PostgreSQL) or the write lock (SQLite), events
+    // queued behind it. (Once its COMMIT has gone out, with its writes, the
+    // batch lands whole even if the service dies before it answers: Svix's
+    // retry then finds it recorded.)
+    let pending = |count: f64| {
+        let (client, metrics_url) = (&client, &metrics_url);
+        wait_until("the events wait for the held lock", move || async move {
+            let page = client.get(metrics_url).send().await;
+            let page = page.expect("scraped").text().await.expect("a page");
+            metric(&page, "clerk_role_sync_ingest_pending") == count
+        })
+    };
+    let held = HeldWrites::take_user(&db, "user_c000").await;
+    let edit = (
+        "msg_c000_edit".to_owned(),
+        user_event("user.updated", "user_c000", 2_000, Some(ROLES[1])),
+    );
+    let first = tokio::spawn(send(vec![edit.clone()]));
+    pending(1.0).await;
     let cut_off = tokio::spawn(send((60..80).map(event).collect()));
-    wait_until("the batch waits for its commit", || async {
-        let page = client.get(&metrics_url).send().await;
-        let page = page.expect("scraped").text().await.expect("a page");
-        metric(&page, "clerk_role_sync_ingest_pending") == 20.0
-    })
-    .await;
+    pending(21.0).await;
     service.kill();
     held.release().await;
-    for answer in cut_off.await.expect("joined") {
-        assert!(answer.is_err(), "no answer from a killed service");
+    for answer in [first, cut_off] {
+        for answer in answer.await.expect("joined") {
+            assert!(answer.is_err(), "no answer from a killed service");
+        }
     }
 
+    assert_eq!(
+        role_of(&db, "user_c000").await,
+        ROLES[0],
+        "edit never acknowledged"
+    );
+    assert!(!message_recorded(&db, "msg_c000_edit").await);
     for i in 0..80 {
         let (svix_id, _) = event(i);
         let id = format!("user_c{i:03}");
@@ -553,10 +580,14 @@ async fn a_crash_mid_batch_loses_nothing_acknowledged_and_half_applies_nothing(b
             outcomes.push(status.expect("answered"));
         }
     }
+    for status in send(vec![edit]).await {
+        outcomes.push(status.expect("answered"));
+    }
     assert!(outcomes.iter().all(|status| *status == 200), "{outcomes:?}");
     for i in 0..80 {
         assert!(find_user(&db, &format!("user_c{i:03}")).await);
     }
+    assert_eq!(role_of(&db, "user_c000").await, ROLES[1]);
     assert_counters_match_a_recount(&db).await;
     service.stop().await;
 }
@@ -566,6 +597,13 @@ async fn find_user(db: &Db, id: &str) -> bool {
     let id = ClerkUserId::parse(id).expect("a user id");
     let found: Result<_, DbError> = with_conn!(db, conn => Ok(conn.find_user(&id).await?));
     found.expect("query users").is_some()
+}
+
+/// User `id`'s role.
+async fn role_of(db: &Db, id: &str) -> &'static str {
+    let id = ClerkUserId::parse(id).expect("a user id");
+    let found: Result<_, DbError> = with_conn!(db, conn => Ok(conn.find_user(&id).await?));
+    found.expect("query users").expect("a user").role.as_str()
 }
 
 /// Whether Svix message `svix_id` is recorded as processed.
@@ -580,4 +618,122 @@ async fn message_recorded(db: &Db, svix_id: &str) -> bool {
             .await?)
     });
     count.expect("query webhook_events") == 1
+}
+
+/// How many of the test database's sessions wait for a lock (PostgreSQL).
+async fn waiting_for_locks(db: &Db) -> i64 {
+    use diesel::dsl::sql;
+    use diesel::sql_types::BigInt;
+    use diesel_async::RunQueryDsl as _;
+    let waiting: Result<i64, DbError> = with_conn!(db, conn => {
+        Ok(diesel::select(sql::<BigInt>(
+            "(SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock')",
+        ))
+        .get_result(conn)
+        .await?)
+    });
+    waiting.expect("query pg_stat_activity")
+}
+
+/// Two replicas' batches holding the same messages, written at once: the
+/// second finds neither recorded (the first has not committed), waits on
+/// the first's rows, then fails on them, rolls back and runs again.
+/// (PostgreSQL: on SQLite one writer at a time holds the database.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_batches_of_the_same_messages_apply_each_once() {
+    let app = spawn_app(Backend::Postgres).await;
+    let url = DatabaseUrl::parse(&app.test_db.url).expect("a database URL");
+    let replica = || async { Db::connect(&url, 1).await.expect("a connection") };
+    let (first, second) = (replica().await, replica().await);
+    let batch = [
+        received(
+            "msg_session",
+            &json!({"type": "session.created", "data": {"id": "sess_1"}}),
+        ),
+        received(
+            "msg_new",
+            &user_event("user.created", "user_new", 1_000, Some("ADMIN")),
+        ),
+    ];
+
+    // The first writes its rows, then waits for the counters.
+    let held = HeldWrites::take(&app.db).await;
+    let first = apply_on(&first, &batch);
+    tokio::pin!(first);
+    let second = apply_on(&second, &batch);
+    tokio::pin!(second);
+    let both_wait = async {
+        wait_until("the first batch waits for the counters", || async {
+            waiting_for_locks(&app.db).await == 1
+        })
+        .await;
+        let mut second = second.as_mut();
+        tokio::select! {
+            answers = &mut second => panic!("the second batch did not wait: {answers:?}"),
+            () = wait_until("the second batch waits for the first", || async {
+                waiting_for_locks(&app.db).await == 2
+            }) => {}
+        }
+    };
+    tokio::select! {
+        answers = &mut first => panic!("the first batch did not wait: {answers:?}"),
+        () = both_wait => {}
+    }
+    held.release().await;
+    let (first, second) = tokio::join!(first, second);
+
+    assert_eq!(first, ["ignored", "applied"]);
+    assert_eq!(second, ["duplicate", "duplicate"]);
+    assert_eq!(app.processed_messages().await, 2);
+    assert_eq!(app.audit_trail("user_new").await, ["none->ADMIN"]);
+    assert_counters_match_a_recount(&app.db).await;
+}
+
+/// A batch given up after it locked its users and before it wrote (as when
+/// the writer's task stops midway): the pool closes its connection the next
+/// time it is asked for one, so the locks go with it; handed out again in
+/// its transaction, it would keep them.
+async fn an_abandoned_batch_leaves_no_lock_behind(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let seeded = apply_batch(
+        &app,
+        &[received(
+            "msg_seed",
+            &user_event("user.created", "user_a", 1_000, None),
+        )],
+    )
+    .await;
+    assert_eq!(seeded, ["applied"]);
+    // One connection: the abandoned one is the one asked for next.
+    let url = DatabaseUrl::parse(&app.test_db.url).expect("a database URL");
+    let db = Db::connect(&url, 1).await.expect("a connection");
+    let id = ClerkUserId::parse("user_a").expect("a user id");
+
+    let locked: Result<usize, DbError> = with_conn!(db, conn => {
+        let locked = conn
+            .begin_locking_users(std::slice::from_ref(&id), &["msg_abandoned"])
+            .await?;
+        Ok(locked.users.len())
+    });
+    assert_eq!(locked.expect("begun"), 1);
+    assert!(find_user(&db, "user_a").await, "a connection again");
+
+    // The service's own writers can lock the user (within SQLite's busy
+    // timeout; PostgreSQL would wait for good).
+    let promoted = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        apply_batch(
+            &app,
+            &[received(
+                "msg_promote",
+                &user_event("user.updated", "user_a", 2_000, Some("ADMIN")),
+            )],
+        ),
+    )
+    .await
+    .expect("the user is not locked any more");
+    assert_eq!(promoted, ["applied"]);
+    assert_eq!(app.user("user_a").await.expect("kept").role, Role::Admin);
+    assert_counters_match_a_recount(&app.db).await;
 }
