@@ -493,7 +493,8 @@ impl LockedUsers {
 
     /// Writes everything applied and commits the transaction
     /// [`begin`](Self::begin) began (see [`write`](Self::write));
-    /// `written` is called once the writes are done, before the commit is.
+    /// `written` is called once the writes are done (see
+    /// [`Store::write_and_commit`]).
     pub async fn commit<C: Store>(
         self,
         conn: &mut C,

@@ -44,7 +44,8 @@ impl From<&DbError> for NotStored {
 /// events are applied again one by one, each in its own transaction, so that
 /// one event the database refuses fails alone; when the database is
 /// unreachable, every event fails at once. `written` is called once the
-/// batch is written, before its commit: the next batch may start then.
+/// batch is written, before its commit (on SQLite, with it): the next batch
+/// may start then.
 pub async fn apply_events<C: Store>(
     conn: &mut C,
     events: &[Received],

@@ -54,7 +54,7 @@ pub trait Store: Queries {
 
     /// Begins a transaction and locks users as [`lock_users`] does, in one
     /// round trip on PostgreSQL (BEGIN goes out with the locking
-    /// statements). End it with [`write_and_commit`] or [`roll_back`];
+    /// statements) and one call on SQLite's connection thread. End it with [`write_and_commit`] or [`roll_back`];
     /// until then the connection counts as broken, so that one whose future
     /// was dropped midway is closed by the pool rather than handed out in
     /// the middle of a transaction. Not for use inside another transaction.
@@ -72,7 +72,7 @@ pub trait Store: Queries {
     /// transaction [`begin_locking_users`] began, in one round trip on
     /// PostgreSQL (COMMIT goes out with the writes, and ends the
     /// transaction as ROLLBACK when a write failed). `written` is called once
-    /// the writes are done, before the commit is.
+    /// the writes are done, before the commit is (on SQLite, after it).
     ///
     /// [`write_states`]: Store::write_states
     /// [`begin_locking_users`]: Store::begin_locking_users
@@ -354,8 +354,10 @@ impl Store for SqliteConn {
         ids: &[ClerkUserId],
         messages: &[&str],
     ) -> QueryResult<LockedRows> {
-        SqliteTransactions::begin_transaction(self).await?;
-        self.lock_users(ids, messages).await
+        let ids = ids.to_vec();
+        let messages: Vec<String> = messages.iter().map(|&id| id.to_owned()).collect();
+        self.spawn_blocking(move |conn| sqlite::begin_locking_users(conn, &ids, &messages))
+            .await
     }
 
     async fn write_and_commit(
@@ -363,9 +365,12 @@ impl Store for SqliteConn {
         write: StatesWrite,
         written: &mut (dyn FnMut() + Send),
     ) -> QueryResult<()> {
-        self.write_states(write).await?;
+        // One call on the connection's thread: the one writer of SQLite has
+        // no other writer to hand the queue to before its commit.
+        self.spawn_blocking(move |conn| sqlite::write_and_commit(conn, &write))
+            .await?;
         written();
-        SqliteTransactions::commit_transaction(self).await
+        Ok(())
     }
 
     async fn roll_back(&mut self) -> QueryResult<()> {
@@ -393,6 +398,7 @@ impl Store for SqliteConn {
 /// hand-over for a whole batch rather than one per statement. SQLite is
 /// in-process, so each statement is cheap; each is prepared once and reused.
 mod sqlite {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager as _};
     use diesel::prelude::*;
     use diesel::{RunQueryDsl, SqliteConnection};
 
@@ -412,6 +418,32 @@ mod sqlite {
         diesel::update(users::table.filter(users::id.eq_any(ids)))
             .set(users::id.eq(users::id))
             .execute(conn)?;
+        read_locked(conn, ids, messages)
+    }
+
+    /// Begins a transaction holding the write lock (`BEGIN IMMEDIATE`
+    /// waits out `busy_timeout` for it, as a first write would) and reads
+    /// what `lock_users` reads.
+    pub fn begin_locking_users(
+        conn: &mut SqliteConnection,
+        ids: &[ClerkUserId],
+        messages: &[String],
+    ) -> QueryResult<LockedRows> {
+        AnsiTransactionManager::begin_transaction_sql(conn, "BEGIN IMMEDIATE")?;
+        read_locked(conn, ids, messages)
+    }
+
+    /// Writes applied Clerk states and commits.
+    pub fn write_and_commit(conn: &mut SqliteConnection, write: &StatesWrite) -> QueryResult<()> {
+        write_states(conn, write)?;
+        AnsiTransactionManager::commit_transaction(conn)
+    }
+
+    fn read_locked(
+        conn: &mut SqliteConnection,
+        ids: &[ClerkUserId],
+        messages: &[String],
+    ) -> QueryResult<LockedRows> {
         Ok(LockedRows {
             users: users::table
                 .filter(users::id.eq_any(ids))
