@@ -3,26 +3,11 @@
 # Build stage: a release binary with everything (migrations, Swagger UI) embedded.
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
-# Dependencies first, in their own layer. Everything the workspace's
-# manifests name is copied as it is (the load generator, the benches and
-# the tests with their test kit are small and seldom change), so that cargo
-# can load the workspace from what is copied; only the service's own sources
-# are stand-ins here, and this layer is rebuilt when a manifest, the lock
-# file, loadgen/, benches/ or tests/ change.
-COPY Cargo.toml Cargo.lock ./
-COPY loadgen loadgen
-COPY benches benches
-COPY tests tests
-RUN mkdir -p src \
-    && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
-    && cargo build --release --locked --bin clerk-role-sync
-# Then the service itself. The sources are touched so that cargo sees them
-# as newer than the stand-ins it built a moment ago.
-COPY src src
-COPY migrations migrations
-RUN touch src/lib.rs src/main.rs \
-    && cargo build --release --locked --bin clerk-role-sync
+# The whole build context (less .dockerignore): cargo loads every workspace
+# member and path dependency (the load generator, the test kit under tests/)
+# before it builds anything, so a build from a partial copy cannot start.
+COPY . .
+RUN cargo build --release --locked --bin clerk-role-sync
 
 # Runtime stage: a small Debian with the binary, running as an unprivileged user.
 FROM debian:bookworm-slim
