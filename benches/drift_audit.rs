@@ -20,7 +20,7 @@ use clerk_role_sync::db::Db;
 use clerk_role_sync::db::rows::DriftAuditRow;
 use clerk_role_sync::metrics::Metrics;
 use clerk_role_sync::sync::backfill;
-use clerk_role_sync::sync::drift_audit::{DriftAudit, RunEnd};
+use clerk_role_sync::sync::drift_audit::{AuditSettings, DriftAudit, RunEnd};
 use serde_json::json;
 use testkit::clerk_emulator::{self, ClerkEmulator, Delivery};
 use testkit::svix;
@@ -96,13 +96,19 @@ async fn audit(
     client: &ClerkClient,
     clerk: &ClerkEmulator,
 ) -> (DriftAuditRow, Duration, usize) {
+    let settings = AuditSettings {
+        interval: Duration::from_secs(3_600),
+        rate_per_sec: 1_000.0,
+        max_wait: Duration::from_secs(600),
+        allowance_ms: 2_000,
+        // Every user Clerk deleted may go: the bench measures the repairs.
+        max_deletions: 1_000_000,
+    };
     let audit = DriftAudit::new(
         db.clone(),
         client.clone(),
         "bench".into(),
-        Duration::from_secs(3_600),
-        1_000.0,
-        2_000,
+        settings,
         Arc::new(Metrics::new()),
     );
     let before = clerk.requests().len();

@@ -2,19 +2,24 @@
 
 use std::future::Future;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::app::backfill::{BackfillOptions, Prefer};
 use crate::app::change_roles::{self, RoleUpdate};
+use crate::app::drift_audit::{self, RunMode};
 use crate::clerk::ClerkClient;
 use crate::config::Config;
 use crate::db::Db;
+use crate::db::rows::DriftAuditRow;
 use crate::domain::{ClerkUserId, Role, RoleSource};
+use crate::metrics::Metrics;
 use crate::startup::{self, Application};
+use crate::sync::drift_audit::{AuditSettings, DriftAudit};
 use crate::sync::walk_lease::WalkLease;
-use crate::sync::{allowance_ms, backfill, reconcile};
+use crate::sync::{allowance_ms, backfill};
 use crate::{openapi, telemetry, with_conn};
 
 #[derive(Debug, Parser)]
@@ -59,7 +64,8 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         rate: f64,
     },
-    /// Compare every user's role here with Clerk's; exit non-zero on drift.
+    /// Run the drift audit now: compare every user here with Clerk and
+    /// report the drift (exit 1 when there is some); --fix repairs it.
     Reconcile {
         /// Repair the drift by the --prefer policy.
         #[arg(long)]
@@ -67,6 +73,10 @@ enum Command {
         /// Whose role wins when both sides have one and they differ.
         #[arg(long, value_enum, default_value_t = Side::Clerk)]
         prefer: Side,
+        /// Deletions and ADMIN demotions this run may make (default:
+        /// RECONCILE_MAX_DELETIONS); a run that finds more makes none.
+        #[arg(long, requires = "fix", value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+        max_deletions: Option<i64>,
         /// Requests per second to Clerk.
         #[arg(long, default_value_t = 5.0)]
         rate: f64,
@@ -154,27 +164,19 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             };
             println!("{}", backfill::summary(&progress, dry_run));
         }
-        Command::Reconcile { fix, prefer, rate } => {
-            let (db, client) = clerk_tools(&config).await?;
-            let reconcile = reconcile::run(&db, &client, prefer.into(), fix, rate);
-            let report = if fix {
-                walking(&db, &format!("reconcile@{}", config.replica_id), reconcile).await?
+        Command::Reconcile {
+            fix,
+            prefer,
+            max_deletions,
+            rate,
+        } => {
+            let mode = if fix {
+                RunMode::Fix(prefer.into())
             } else {
-                reconcile.await?
+                RunMode::Report
             };
-            for drift in &report.drift {
-                println!("drift: {drift}");
-            }
-            println!(
-                "checked {} users: {} drifted, {} fixed",
-                report.checked,
-                report.drift.len(),
-                report.fixed
-            );
-            if let n @ 1.. = report.remaining() {
-                eprintln!("{n} users still differ (run with --fix to repair)");
-                return Ok(ExitCode::from(DRIFT_REMAINS));
-            }
+            let max_deletions = max_deletions.unwrap_or(config.drift_audit.max_deletions);
+            return reconcile(&config, mode, max_deletions, rate).await;
         }
         Command::Openapi => {}
     }
@@ -217,6 +219,72 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+/// `reconcile`: one drift audit run of `mode`, its findings printed as it
+/// goes; exit 1 while drift remains.
+async fn reconcile(
+    config: &Config,
+    mode: RunMode,
+    max_deletions: i64,
+    rate: f64,
+) -> anyhow::Result<ExitCode> {
+    let (db, client) = clerk_tools(config).await?;
+    let allowance = allowance_ms(config.clerk.push.clock_skew_allowance);
+    let interval = config.drift_audit.interval.unwrap_or_default();
+    let settings = AuditSettings {
+        rate_per_sec: rate,
+        ..startup::audit_settings(config, interval, allowance)
+    };
+    let owner = format!("reconcile@{}", config.replica_id);
+    let audit = DriftAudit::new(
+        db.clone(),
+        client,
+        owner,
+        settings,
+        Arc::new(Metrics::new()),
+    );
+    let run = audit.printing().run_fresh(mode, max_deletions).await?;
+    let found = run.found_missing_here
+        + run.found_role_differs
+        + run.found_outdated
+        + run.found_missing_in_clerk;
+    println!(
+        "checked {} users: {found} drifted, {} fixed",
+        run.checked, run.repaired
+    );
+    if let Some(waiting) = &run.waiting {
+        println!("nothing was deleted or demoted: {waiting}");
+        let held = print_held(&db, &run).await?;
+        println!(
+            "review them, then run: clerk-role-sync reconcile --fix --max-deletions {}",
+            held.max(max_deletions + 1)
+        );
+    }
+    match found - run.repaired {
+        0 => Ok(ExitCode::SUCCESS),
+        n => {
+            eprintln!("{n} users still differ (run with --fix to repair)");
+            Ok(ExitCode::from(DRIFT_REMAINS))
+        }
+    }
+}
+
+/// Lists every change `run` held back, a page at a time; how many.
+async fn print_held(db: &Db, run: &DriftAuditRow) -> anyhow::Result<i64> {
+    let mut after: Option<ClerkUserId> = None;
+    let mut count = 0;
+    loop {
+        let held = with_conn!(db, conn => drift_audit::held(conn, run, after.as_ref(), 500).await)?;
+        let Some((last, _)) = held.last() else {
+            return Ok(count);
+        };
+        count += held.len() as i64;
+        after = Some(last.clone());
+        for (id, kind) in &held {
+            println!("held: {id} [{}]", kind.as_str());
+        }
+    }
 }
 
 /// Runs `work`, a walk of Clerk's users that writes here, under the walk

@@ -102,6 +102,9 @@ pub struct DriftAuditConfig {
     /// The audit's share of `CLERK_PUSH_RATE`: its requests per second are
     /// this share of the push worker's.
     pub rate_share: f64,
+    /// Deletions and demotions of an ADMIN a run may make; a run that
+    /// finds more makes none and waits for an operator.
+    pub max_deletions: i64,
 }
 
 /// Log line format.
@@ -268,6 +271,13 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "the drift audit's requests to Clerk, as a share of CLERK_PUSH_RATE, 0.01 to 1",
     },
     Variable {
+        name: "RECONCILE_MAX_DELETIONS",
+        default: "10",
+        meaning: "deletions and ADMIN demotions one drift audit run may make, 0 to 1000000; \
+                  a run that finds more makes none and waits for \
+                  `reconcile --fix --max-deletions N`",
+    },
+    Variable {
         name: "REPLICA_ID",
         default: "the host name",
         meaning: "names this replica's claims on pushes; unique per replica, stable across restarts",
@@ -427,6 +437,7 @@ impl Config {
                     }
                 },
                 rate_share: ranged(&var, "RECONCILE_RATE_SHARE", 0.2, 0.01..=1.0)?,
+                max_deletions: ranged(&var, "RECONCILE_MAX_DELETIONS", 10, 0..=1_000_000)?,
             },
             warnings,
         })

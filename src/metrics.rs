@@ -20,7 +20,8 @@
 //! | `clerk_role_sync_drift_audit_last_finished_timestamp_seconds` | when the last drift audit run finished, by any replica (Unix time) |
 //! | `clerk_role_sync_drift_audit_users_checked_total` | users this replica's drift audit compared with Clerk |
 //! | `clerk_role_sync_drift_found_total`, `clerk_role_sync_drift_repaired_total` | `kind` (missing_here, role_differs, outdated, missing_in_clerk) |
-//! | `clerk_role_sync_drift_audit_runs_total` | `result` (finished, stopped: an error stopped it; it resumes) |
+//! | `clerk_role_sync_drift_audit_runs_total` | `result` (finished; waiting: it held back what it may not make and waits for an operator; stopped: an error stopped it; it resumes) |
+//! | `clerk_role_sync_drift_audit_awaiting_confirmation` | deletions and ADMIN demotions the last run held back for an operator to confirm (0: none) |
 //! | `clerk_role_sync_build_info` | `version`, `backend`: always 1 |
 //! | `process_*` | the standard process metrics (CPU, memory, open files, start time) |
 //! | `clerk_role_sync_http_request_duration_seconds` | `method`, `route`, `status` (a histogram; its `_count` counts requests) |
@@ -61,7 +62,7 @@ pub const REFUSAL_REASONS: [&str; 9] = [
 pub const PUSH_RESULTS: [&str; 5] = ["landed", "retry", "rate_limited", "failed", "cancelled"];
 
 /// How a drift audit run ends.
-pub const AUDIT_RESULTS: [&str; 2] = ["finished", "stopped"];
+pub const AUDIT_RESULTS: [&str; 3] = ["finished", "waiting", "stopped"];
 
 /// The `route` label of a request that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -89,6 +90,7 @@ pub struct Metrics {
     drift_found: IntCounterVec,
     drift_repaired: IntCounterVec,
     drift_audit_runs: IntCounterVec,
+    pub drift_audit_awaiting_confirmation: IntGauge,
     build_info: IntGaugeVec,
     http_requests: HistogramVec,
 }
@@ -218,9 +220,14 @@ impl Metrics {
             drift_audit_runs: IntCounterVec::new(
                 Opts::new(
                     "clerk_role_sync_drift_audit_runs_total",
-                    "Drift audit runs this replica ended, by result (finished, or stopped by an error; a stopped run resumes)",
+                    "Drift audit runs this replica ended, by result (finished; waiting for an operator's confirmation; or stopped by an error, to resume)",
                 ),
                 &["result"],
+            )
+            .expect("valid metric"),
+            drift_audit_awaiting_confirmation: IntGauge::new(
+                "clerk_role_sync_drift_audit_awaiting_confirmation",
+                "Deletions and ADMIN demotions the last drift audit run held back, waiting for `reconcile --fix --max-deletions N` (0: none)",
             )
             .expect("valid metric"),
             http_requests: HistogramVec::new(
@@ -262,6 +269,7 @@ impl Metrics {
             Box::new(metrics.drift_found.clone()),
             Box::new(metrics.drift_repaired.clone()),
             Box::new(metrics.drift_audit_runs.clone()),
+            Box::new(metrics.drift_audit_awaiting_confirmation.clone()),
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.build_info.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
@@ -294,14 +302,17 @@ impl Metrics {
         metrics
     }
 
-    /// Counts one user's drift, found and perhaps repaired.
-    pub fn drift(&self, kind: DriftKind, repaired: bool) {
+    /// Counts one user's drift found.
+    pub fn drift_found(&self, kind: DriftKind) {
         self.drift_found.with_label_values(&[kind.as_str()]).inc();
-        if repaired {
-            self.drift_repaired
-                .with_label_values(&[kind.as_str()])
-                .inc();
-        }
+    }
+
+    /// Counts one user's drift repaired (when found, or later: a change
+    /// held back until the end of its run).
+    pub fn drift_repaired(&self, kind: DriftKind) {
+        self.drift_repaired
+            .with_label_values(&[kind.as_str()])
+            .inc();
     }
 
     /// Counts a drift audit run that ended; `result` is one of

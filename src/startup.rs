@@ -28,7 +28,7 @@ use crate::routes::head::head_as_get;
 use crate::routes::headers::security_headers;
 use crate::routes::observe::observe;
 use crate::routes::{self, AppState};
-use crate::sync::drift_audit::DriftAudit;
+use crate::sync::drift_audit::{AuditSettings, DriftAudit};
 use crate::sync::ingest::{Ingest, IngestHandle};
 use crate::sync::{PushWorker, WorkerHandle, allowance_ms, retention};
 use crate::webhooks::svix::Verifier;
@@ -398,11 +398,20 @@ fn drift_audit(
         db.clone(),
         client,
         config.replica_id.clone(),
-        interval,
-        config.clerk.push.rate_per_sec * config.drift_audit.rate_share,
-        allowance_ms,
+        audit_settings(config, interval, allowance_ms),
         metrics.clone(),
     )))
+}
+
+/// How the drift audit runs, from the configuration, every `interval`.
+pub fn audit_settings(config: &Config, interval: Duration, allowance_ms: i64) -> AuditSettings {
+    AuditSettings {
+        interval,
+        rate_per_sec: config.clerk.push.rate_per_sec * config.drift_audit.rate_share,
+        max_wait: config.clerk.push.retry_max,
+        allowance_ms,
+        max_deletions: config.drift_audit.max_deletions,
+    }
 }
 
 /// A client of Clerk's Backend API; `None` without `CLERK_SECRET_KEY`.

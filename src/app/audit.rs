@@ -18,11 +18,11 @@ pub async fn record_change<C: Queries>(
     actor: Option<&str>,
     now: chrono::NaiveDateTime,
 ) -> QueryResult<()> {
-    log_role_change(id, from, to, source, actor);
+    log_role_change(id, from, Some(to), source, actor);
     conn.insert_role_change(&NewRoleChange {
         user_id: id.clone(),
         old_role: from,
-        new_role: to,
+        new_role: Some(to),
         source,
         actor: actor.map(str::to_owned),
         changed_at: now,
@@ -34,7 +34,8 @@ pub async fn record_change<C: Queries>(
 struct RoleChangeLine {
     id: ClerkUserId,
     from: Option<Role>,
-    to: Role,
+    /// `None`: the user was deleted.
+    to: Option<Role>,
     source: RoleSource,
     actor: Option<String>,
 }
@@ -45,7 +46,7 @@ impl RoleChangeLine {
         tracing::info!(
             user.id = %self.id,
             old_role = self.from.map_or("none", Role::as_str),
-            new_role = %self.to,
+            new_role = self.to.map_or("none", Role::as_str),
             source = self.source.as_str(),
             actor = self.actor.as_deref(),
             "role changed"
@@ -58,12 +59,13 @@ tokio::task_local! {
     static UNCOMMITTED: std::cell::RefCell<Vec<RoleChangeLine>>;
 }
 
-/// Notes a role change for the log: held until [`after_commit`] sees its
-/// transaction succeed, so a rolled-back change is never logged as made.
+/// Notes a role change for the log (`to` `None`: a deletion): held until
+/// [`after_commit`] sees its transaction succeed, so a rolled-back change
+/// is never logged as made.
 pub fn log_role_change(
     id: &ClerkUserId,
     from: Option<Role>,
-    to: Role,
+    to: Option<Role>,
     source: RoleSource,
     actor: Option<&str>,
 ) {

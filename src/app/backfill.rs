@@ -160,7 +160,9 @@ async fn apply_user<C: Store>(
     let apply = Apply {
         source: RoleSource::Backfill,
         actor: "backfill",
-        reread: false,
+        // A page is Clerk's state read just now: it settles a conflict, and
+        // brings back a user the drift audit deleted provisionally.
+        reread: true,
         allowance_ms: options.allowance_ms,
         claimed_by: None,
     };

@@ -11,7 +11,7 @@ use crate::clerk::ClerkUser;
 use crate::db::rows::{COUNT_SHARDS, NewRoleChange, NewWebhookEvent, SyncRow, UserRow, now};
 use crate::db::{DbError, LockedRows, StatesWrite, Store};
 use crate::domain::{
-    ClerkState, ClerkUserId, CountDeltas, Known, PendingPush, Role, RoleSet, RoleSource,
+    ClerkState, ClerkUserId, CountDeltas, Known, PendingPush, Role, RoleSet, RoleSource, Tombstone,
     Unrecorded, Verdict, judge, judge_reread,
 };
 
@@ -102,6 +102,26 @@ pub struct Apply<'a> {
     /// The push worker applying what it read from Clerk before a retry: its
     /// own claim does not make the push count as in flight.
     pub claimed_by: Option<&'a str>,
+}
+
+/// Who deletes a user, and so how finally.
+#[derive(Debug, Clone, Copy)]
+pub enum Deleter<'a> {
+    /// Clerk's `user.deleted`, Svix message `svix_id`: final.
+    Clerk { svix_id: &'a str },
+    /// The drift audit or `reconcile` (`actor`), which found the user gone
+    /// from Clerk: provisional.
+    Reconcile { actor: &'a str },
+}
+
+impl<'a> Deleter<'a> {
+    /// The audit row's source and actor.
+    fn audited_as(self) -> (RoleSource, &'a str) {
+        match self {
+            Self::Clerk { svix_id } => (RoleSource::ClerkWebhook, svix_id),
+            Self::Reconcile { actor } => (RoleSource::Reconcile, actor),
+        }
+    }
 }
 
 /// One locked user, as the states applied so far left it.
@@ -346,7 +366,10 @@ impl LockedUsers {
                 "a newer role from Clerk cancelled the pending push"
             );
         }
-        let from = known.map(|known| known.role);
+        // A user back from a tombstone was not counted, as a new one.
+        let from = known
+            .filter(|known| known.deleted.is_none())
+            .map(|known| known.role);
         // A push that Clerk refused for good is superseded by Clerk's state.
         if let Some(sync) = &mut entry.sync
             && !sync.is_pending()
@@ -372,6 +395,7 @@ impl LockedUsers {
                 .unwrap_or(now),
             updated_at: now,
             deleted_at: None,
+            deletion_final: false,
         });
         entry.dirty = true;
         if from != Some(role) {
@@ -384,34 +408,56 @@ impl LockedUsers {
         })
     }
 
-    /// Applies user `id`'s deletion in Clerk: a tombstone, kept with its
-    /// history, gone from lists and counts, never brought back. A deletion
-    /// that arrives before the user's creation leaves a tombstone for the
-    /// creation to find. Its outbox row goes at once (in id order, like
-    /// every outbox row this transaction touches).
+    /// Applies user `id`'s deletion, audited (its role → none): by Clerk's
+    /// own `user.deleted` (`deleted_by` `None`: final, never undone), or by
+    /// the drift audit or `reconcile` finding it gone from Clerk (provisional:
+    /// undone when Clerk shows the user again). A tombstone, kept with its
+    /// history, gone from lists and counts. A deletion that arrives before
+    /// the user's creation leaves a tombstone for the creation to find. Its
+    /// outbox row goes at once (in id order, like every outbox row this
+    /// transaction touches).
     pub async fn delete<C: Store>(
         &mut self,
         conn: &mut C,
         id: &ClerkUserId,
+        deleted_by: Deleter<'_>,
         message: Option<Message<'_>>,
     ) -> Result<Outcome, DbError> {
         let now = now();
+        let final_ = matches!(deleted_by, Deleter::Clerk { .. });
         let entry = self
             .users
             .get_mut(id)
             .expect("a user is locked before it is applied");
         let outcome = match &mut entry.row {
-            Some(row) if row.deleted_at.is_some() => Outcome::UserDeleted,
+            Some(row) if row.deleted_at.is_some() => {
+                if final_ && !row.deletion_final {
+                    // Clerk confirms what the audit found.
+                    row.deletion_final = true;
+                    entry.dirty = true;
+                }
+                Outcome::UserDeleted
+            }
             Some(row) => {
                 row.deleted_at = Some(now);
+                row.deletion_final = final_;
                 row.updated_at = now;
                 let role = row.role;
                 entry.dirty = true;
                 entry.sync = None;
                 entry.clear_sync_error = false;
                 conn.delete_sync(id).await?;
+                let (source, actor) = deleted_by.audited_as();
+                self.audits.push(NewRoleChange {
+                    user_id: id.clone(),
+                    old_role: Some(role),
+                    new_role: None,
+                    source,
+                    actor: Some(actor.to_owned()),
+                    changed_at: now,
+                });
                 self.counts.add(id.shard(COUNT_SHARDS), Some(role), None);
-                tracing::info!(user.id = %id, "user deleted");
+                log_role_change(id, Some(role), None, source, Some(actor));
                 Outcome::Deleted
             }
             None => {
@@ -428,6 +474,7 @@ impl LockedUsers {
                     created_at: now,
                     updated_at: now,
                     deleted_at: Some(now),
+                    deletion_final: final_,
                 });
                 entry.dirty = true;
                 Outcome::Deleted
@@ -476,13 +523,13 @@ impl LockedUsers {
         self.audits.push(NewRoleChange {
             user_id: id.clone(),
             old_role: from,
-            new_role: to,
+            new_role: Some(to),
             source,
             actor: Some(actor.to_owned()),
             changed_at: now,
         });
         self.counts.add(id.shard(COUNT_SHARDS), from, Some(to));
-        log_role_change(id, from, to, source, Some(actor));
+        log_role_change(id, from, Some(to), source, Some(actor));
     }
 
     /// Writes everything applied. A message another transaction recorded
@@ -578,7 +625,13 @@ pub(crate) fn known(row: &UserRow, pending: Option<&SyncRow>, now: NaiveDateTime
         role: row.role,
         clerk,
         clerk_from_push: row.clerk_from_push,
-        deleted: row.deleted_at.is_some(),
+        deleted: row.deleted_at.map(|_| {
+            if row.deletion_final {
+                Tombstone::Final
+            } else {
+                Tombstone::Provisional
+            }
+        }),
         pending,
     }
 }

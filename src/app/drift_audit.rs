@@ -1,27 +1,42 @@
-//! The drift audit's use-cases: what a page of Clerk's user list, or the
-//! lookup of users Clerk's list did not show, repairs here, each in one
-//! transaction together with the run's progress (so a restarted run
-//! resumes where it stopped).
+//! The drift audit's use-cases, shared by the audit inside `serve` and by
+//! `reconcile` on the command line: what a page of Clerk's user list, or
+//! the lookup of users Clerk's list did not show, finds and repairs here,
+//! each in one transaction together with the run's progress (so a
+//! restarted audit resumes where it stopped). A transaction that creates
+//! a user a webhook creates at the same moment fails on the primary key;
+//! run again, it finds the user and applies Clerk's state by the ordering
+//! rules, as an upsert would.
 //!
 //! Drift is what lost webhooks leave behind: a user Clerk has and we do not
-//! (`missing_here`), a role that differs while no push is pending
-//! (`role_differs`), a Clerk state newer than the one applied here
-//! (`outdated`: a profile change, say), and a live user Clerk no longer has
-//! (`missing_in_clerk`: its `user.deleted` was lost). Each is repaired as a
-//! late webhook would be, by the race rule, with audit rows of source
-//! `reconcile`; a user whose push is pending or failing is left to the push.
+//! (`missing_here`, a provisional tombstone included), a role that differs
+//! while no push is pending (`role_differs`), a Clerk state newer than the
+//! one applied here (`outdated`: a profile change, say), and a live user
+//! Clerk no longer has (`missing_in_clerk`: its `user.deleted` was lost).
+//! Each is repaired as a late webhook would be, by the race rule, with
+//! audit rows of source `reconcile`; a user whose push is pending or
+//! failing is left to the push.
+//!
+//! What cannot be undone by the next webhook (a deletion, a demotion of an
+//! ADMIN) is held back until the run's end: within the run's budget each is
+//! made after a fresh lookup confirms it; past the budget none is, and the
+//! run waits for an operator (`reconcile --fix --max-deletions N`).
 
 use chrono::NaiveDateTime;
 
 use super::audit::after_commit;
-use super::clerk_state::{Apply, LockedUsers, Outcome};
+use super::backfill::Prefer;
+use super::clerk_state::{Apply, Deleter, LockedUsers, Outcome};
 use crate::clerk::ClerkUser;
-use crate::db::rows::{DriftAuditRow, UserRow};
+use crate::db::rows::{DriftAuditRow, UserRow, now};
 use crate::db::{DbError, Store};
-use crate::domain::{ClerkUserId, RoleSource};
+use crate::domain::{ClerkUserId, Role, RoleSource};
 
 /// Longest reason kept for a run that stopped (Clerk's messages can be long).
 const MAX_ERROR_CHARS: usize = 1_000;
+
+/// Below this many live users here, a short list of Clerk's is no sign of
+/// a wrong answer (a small instance may lose half its users in a day).
+pub const SHORT_LIST_MIN_LIVE: i64 = 20;
 
 /// The actor of the audit rows the drift audit writes.
 pub const ACTOR: &str = "drift-audit";
@@ -52,17 +67,94 @@ impl DriftKind {
             Self::MissingInClerk => "missing_in_clerk",
         }
     }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == value)
+    }
 }
 
-/// One user's drift, and whether it was repaired.
+/// What a run does with the drift it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// The audit inside `serve`: repairs Clerk's way, resumable.
+    Audit,
+    /// `reconcile`: reports, changes no user.
+    Report,
+    /// `reconcile --fix`: repairs, with `--prefer db` by pushing our roles.
+    Fix(Prefer),
+}
+
+impl RunMode {
+    /// As stored in `drift_audits.mode`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Audit => "audit",
+            Self::Report => "report",
+            Self::Fix(_) => "fix",
+        }
+    }
+
+    fn repairs(self) -> bool {
+        self != Self::Report
+    }
+
+    fn prefer(self) -> Prefer {
+        match self {
+            Self::Fix(prefer) => prefer,
+            Self::Audit | Self::Report => Prefer::Clerk,
+        }
+    }
+}
+
+/// How a run judges and repairs.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    pub mode: RunMode,
+    /// The race rule's clock-skew allowance.
+    pub allowance_ms: i64,
+}
+
+/// One user's drift, and what became of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     pub user_id: ClerkUserId,
     pub kind: DriftKind,
+    /// The role here (`None`: no live user here).
+    pub ours: Option<Role>,
+    /// The role in Clerk (`None`: Clerk has no such user, or holds a role
+    /// we do not know).
+    pub clerk: Option<Role>,
     pub repaired: bool,
+    /// Held back until the run's end (a deletion, a demotion of an ADMIN).
+    pub held: bool,
 }
 
-/// The run to go on with: the unfinished one (whoever started it: its
+/// Why a run ended waiting for an operator rather than repairing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waiting {
+    /// More deletions and ADMIN demotions than the run may make.
+    TooManyChanges { held: i64, max: i64 },
+    /// Clerk's list showed far fewer users than are live here: a truncated
+    /// or wrong answer would have every other user looked up and deleted.
+    ShortList { listed: i64, live: i64 },
+}
+
+impl std::fmt::Display for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooManyChanges { held, max } => write!(
+                f,
+                "{held} deletions or ADMIN demotions found, more than the {max} a run may make"
+            ),
+            Self::ShortList { listed, live } => write!(
+                f,
+                "Clerk's list showed {listed} users, under half of the {live} live here"
+            ),
+        }
+    }
+}
+
+/// The run to go on with: the unfinished audit (whoever started it: its
 /// owner died or stopped), now in `owner`'s name, or a new one.
 pub async fn resume_or_start<C: Store>(
     conn: &mut C,
@@ -75,8 +167,18 @@ pub async fn resume_or_start<C: Store>(
             conn.save_drift_audit(&run).await?;
             Ok(run)
         }
-        None => Ok(conn.start_drift_audit(owner, now).await?),
+        None => start(conn, owner, now, RunMode::Audit).await,
     }
+}
+
+/// A fresh run of `mode`.
+pub async fn start<C: Store>(
+    conn: &mut C,
+    owner: &str,
+    now: NaiveDateTime,
+    mode: RunMode,
+) -> Result<DriftAuditRow, DbError> {
+    Ok(conn.start_drift_audit(owner, now, mode.as_str()).await?)
 }
 
 /// Applies one page of Clerk's user list to `run`, with the run's progress
@@ -87,17 +189,17 @@ pub async fn apply_page<C: Store>(
     run: &DriftAuditRow,
     page: &[ClerkUser],
     last: bool,
-    allowance_ms: i64,
+    rules: Rules,
 ) -> Result<(DriftAuditRow, Vec<Finding>), DbError> {
-    let users: Vec<(ClerkUserId, &ClerkUser)> = page
+    let users: Vec<(ClerkUserId, Option<&ClerkUser>)> = page
         .iter()
-        .filter_map(|user| Some((ClerkUserId::parse(user.id.as_str()).ok()?, user)))
+        .filter_map(|user| Some((ClerkUserId::parse(user.id.as_str()).ok()?, Some(user))))
         .collect();
     after_commit(conn.transaction(async |conn| {
         let mut next = run.clone();
         next.checked += page.len() as i64;
-        let findings = repair(conn, &mut next, &users, &[], allowance_ms).await?;
-        let found: Vec<ClerkUserId> = users.into_iter().map(|(id, _)| id).collect();
+        let findings = repair(conn, &mut next, &users, rules, Step::Find).await?;
+        let found: Vec<ClerkUserId> = users.iter().map(|(id, _)| id.clone()).collect();
         conn.mark_audited(&found, run.started_at).await?;
         if let Some(user) = page.last() {
             next.after_user_id = Some(user.id.clone());
@@ -107,6 +209,43 @@ pub async fn apply_page<C: Store>(
         Ok((next, findings))
     }))
     .await
+}
+
+/// Starts the walk of Clerk's list over (Clerk refused its cursor: the
+/// user it names was deleted meanwhile). Users already found stay found;
+/// the count of users checked starts over with the walk (until the
+/// lookups, it is the count Clerk's list showed).
+pub async fn restart_walk<C: Store>(
+    conn: &mut C,
+    run: &DriftAuditRow,
+) -> Result<DriftAuditRow, DbError> {
+    let next = DriftAuditRow {
+        after_user_id: None,
+        checked: 0,
+        ..run.clone()
+    };
+    conn.save_drift_audit(&next).await?;
+    Ok(next)
+}
+
+/// Whether the walk's list (`run` has just walked it: every user it
+/// checked, Clerk's list showed) is too short to trust with the lookups
+/// that follow it (see [`Waiting::ShortList`]): unless `max_deletions`
+/// allows deleting every user it did not show.
+pub async fn short_list<C: Store>(
+    conn: &mut C,
+    run: &DriftAuditRow,
+    max_deletions: i64,
+) -> Result<Option<Waiting>, DbError> {
+    let live = conn.role_stats().await?.total();
+    let listed = run.checked;
+    let short = live > SHORT_LIST_MIN_LIVE && listed * 2 < live && live - listed > max_deletions;
+    Ok(short.then_some(Waiting::ShortList { listed, live }))
+}
+
+/// How many changes `run` held back.
+pub async fn held_count<C: Store>(conn: &mut C, run: &DriftAuditRow) -> Result<i64, DbError> {
+    Ok(conn.count_held_drift_changes(run.id).await?)
 }
 
 /// Up to `limit` live users the run has not found in Clerk's list (and
@@ -122,30 +261,29 @@ pub async fn unaudited<C: Store>(
 }
 
 /// Applies what Clerk answered for users the walk did not find: `None`,
-/// Clerk has no such user (it is tombstoned here); `Some`, the user as
+/// Clerk has no such user (held back as a deletion); `Some`, the user as
 /// Clerk has it (the list missed it: applied like a page's). With the
 /// run's progress, in one transaction.
 pub async fn apply_lookups<C: Store>(
     conn: &mut C,
     run: &DriftAuditRow,
     looked_up: &[(ClerkUserId, Option<ClerkUser>)],
-    allowance_ms: i64,
+    rules: Rules,
 ) -> Result<(DriftAuditRow, Vec<Finding>), DbError> {
-    let found: Vec<(ClerkUserId, &ClerkUser)> = looked_up
+    let users: Vec<(ClerkUserId, Option<&ClerkUser>)> = looked_up
         .iter()
-        .filter_map(|(id, user)| Some((id.clone(), user.as_ref()?)))
-        .collect();
-    let gone: Vec<ClerkUserId> = looked_up
-        .iter()
-        .filter(|(_, user)| user.is_none())
-        .map(|(id, _)| id.clone())
+        .map(|(id, user)| (id.clone(), user.as_ref()))
         .collect();
     after_commit(conn.transaction(async |conn| {
         let mut next = run.clone();
         next.checked += looked_up.len() as i64;
-        let findings = repair(conn, &mut next, &found, &gone, allowance_ms).await?;
-        let ids: Vec<ClerkUserId> = found.iter().map(|(id, _)| id.clone()).collect();
-        conn.mark_audited(&ids, run.started_at).await?;
+        let findings = repair(conn, &mut next, &users, rules, Step::Find).await?;
+        let found: Vec<ClerkUserId> = users
+            .iter()
+            .filter(|(_, user)| user.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        conn.mark_audited(&found, run.started_at).await?;
         if let Some((id, _)) = looked_up.last() {
             next.after_local_id = Some(id.to_string());
         }
@@ -155,16 +293,57 @@ pub async fn apply_lookups<C: Store>(
     .await
 }
 
-/// Ends `run` at `now` and forgets all but the newest `keep` runs.
+/// Up to `limit` of the changes `run` held back, by user id after `after`.
+pub async fn held<C: Store>(
+    conn: &mut C,
+    run: &DriftAuditRow,
+    after: Option<&ClerkUserId>,
+    limit: i64,
+) -> Result<Vec<(ClerkUserId, DriftKind)>, DbError> {
+    let held = conn
+        .held_drift_changes(run.id, after.map(ClerkUserId::as_str), limit)
+        .await?;
+    Ok(held
+        .into_iter()
+        .filter_map(|(id, kind)| Some((id, DriftKind::parse(&kind)?)))
+        .collect())
+}
+
+/// Makes the changes `run` held back, each judged again against what
+/// Clerk answered just now (`None`: Clerk has no such user, a second time:
+/// the user is tombstoned, provisionally). In one transaction.
+pub async fn apply_held<C: Store>(
+    conn: &mut C,
+    run: &DriftAuditRow,
+    looked_up: &[(ClerkUserId, Option<ClerkUser>)],
+    rules: Rules,
+) -> Result<(DriftAuditRow, Vec<Finding>), DbError> {
+    let users: Vec<(ClerkUserId, Option<&ClerkUser>)> = looked_up
+        .iter()
+        .map(|(id, user)| (id.clone(), user.as_ref()))
+        .collect();
+    after_commit(conn.transaction(async |conn| {
+        let mut next = run.clone();
+        let findings = repair(conn, &mut next, &users, rules, Step::MakeHeld).await?;
+        conn.save_drift_audit(&next).await?;
+        Ok((next, findings))
+    }))
+    .await
+}
+
+/// Ends `run` at `now`, waiting for an operator if `waiting`, and forgets
+/// all but the newest `keep` runs.
 pub async fn finish<C: Store>(
     conn: &mut C,
     run: &DriftAuditRow,
     now: NaiveDateTime,
+    waiting: Option<&Waiting>,
     keep: i64,
 ) -> Result<DriftAuditRow, DbError> {
     let finished = DriftAuditRow {
         finished_at: Some(now),
         error: None,
+        waiting: waiting.map(ToString::to_string),
         ..run.clone()
     };
     conn.save_drift_audit(&finished).await?;
@@ -172,7 +351,7 @@ pub async fn finish<C: Store>(
     Ok(finished)
 }
 
-/// Notes why the run stopped (it resumes at its next start).
+/// Notes why the run stopped (an audit resumes at its next start).
 pub async fn stopped<C: Store>(
     conn: &mut C,
     run: &DriftAuditRow,
@@ -185,63 +364,123 @@ pub async fn stopped<C: Store>(
     Ok(conn.save_drift_audit(&noted).await?)
 }
 
-/// Locks `found` (users as Clerk has them) and `gone` (users Clerk no
-/// longer has) in id order, repairs their drift and counts it in `run`.
+/// Whether a step finds drift, or makes the changes held back until now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Drift is counted; what can be repaired at once is, the rest (a
+    /// deletion, an ADMIN demotion) is held back.
+    Find,
+    /// Changes held back, each judged again against Clerk's fresh answer
+    /// and made whatever its kind.
+    MakeHeld,
+}
+
+/// Locks `users` (each as Clerk has it, `None` where Clerk has no such
+/// user) in id order, finds their drift and repairs it as `step` says.
 async fn repair<C: Store>(
     conn: &mut C,
     run: &mut DriftAuditRow,
-    found: &[(ClerkUserId, &ClerkUser)],
-    gone: &[ClerkUserId],
-    allowance_ms: i64,
+    users: &[(ClerkUserId, Option<&ClerkUser>)],
+    rules: Rules,
+    step: Step,
 ) -> Result<Vec<Finding>, DbError> {
-    let ids = found.iter().map(|(id, _)| id).chain(gone);
-    let mut users = LockedUsers::take(conn, ids, &[]).await?;
-    let mut findings = Vec::new();
-    let mut in_order: Vec<(&ClerkUserId, Option<&ClerkUser>)> = found
-        .iter()
-        .map(|(id, user)| (id, Some(*user)))
-        .chain(gone.iter().map(|id| (id, None)))
-        .collect();
-    in_order.sort_by(|a, b| a.0.cmp(b.0));
+    let mut locked = LockedUsers::take(conn, users.iter().map(|(id, _)| id), &[]).await?;
+    let mut in_order: Vec<&(ClerkUserId, Option<&ClerkUser>)> = users.iter().collect();
+    in_order.sort_by(|a, b| a.0.cmp(&b.0));
     let actor = format!("{ACTOR}/{}", run.id);
-    for (id, user) in in_order {
-        let row = users.row(id);
-        let Some(kind) = drift(row, user, users.push_unsettled(id)) else {
+    let mut findings = Vec::new();
+    for (id, clerk) in in_order {
+        let row = locked.row(id);
+        let Some(kind) = drift(row, *clerk, locked.push_unsettled(id)) else {
             continue;
         };
-        let outcome = match user {
-            Some(user) => {
-                let apply = Apply {
-                    source: RoleSource::Reconcile,
-                    actor: &actor,
-                    // What Clerk holds now settles what its last instant held.
-                    reread: true,
-                    allowance_ms,
-                    claimed_by: None,
-                };
-                users.apply_state(conn, id, user, apply, None).await?
-            }
-            None => users.delete(conn, id, None).await?,
-        };
-        let repaired = matches!(
-            outcome,
-            Outcome::Applied | Outcome::Unchanged | Outcome::UnknownRole | Outcome::Deleted
-        );
-        count(run, kind, repaired);
-        findings.push(Finding {
+        let mut finding = Finding {
             user_id: id.clone(),
             kind,
-            repaired,
-        });
+            ours: row
+                .filter(|row| row.deleted_at.is_none())
+                .map(|row| row.role),
+            clerk: clerk.and_then(|user| user.metadata_role().role()),
+            repaired: false,
+            held: false,
+        };
+        if step == Step::Find {
+            count_found(run, kind);
+            finding.held = rules.mode.repairs() && destructive(&finding, rules.mode.prefer());
+            if finding.held {
+                conn.hold_drift_change(run.id, id, kind.as_str()).await?;
+            }
+        }
+        if rules.mode.repairs() && !finding.held {
+            finding.repaired = make(conn, &mut locked, id, *clerk, &actor, rules).await?;
+            run.repaired += i64::from(finding.repaired);
+        }
+        findings.push(finding);
     }
-    users.write(conn).await?;
+    locked.write(conn).await?;
     Ok(findings)
 }
 
+/// Repairs one user's drift: Clerk's state applied (or, preferring ours,
+/// our role pushed), or the user tombstoned when Clerk has none.
+async fn make<C: Store>(
+    conn: &mut C,
+    locked: &mut LockedUsers,
+    id: &ClerkUserId,
+    clerk: Option<&ClerkUser>,
+    actor: &str,
+    rules: Rules,
+) -> Result<bool, DbError> {
+    let Some(user) = clerk else {
+        let deleted_by = Deleter::Reconcile { actor };
+        let outcome = locked.delete(conn, id, deleted_by, None).await?;
+        return Ok(outcome == Outcome::Deleted);
+    };
+    let ours = locked
+        .row(id)
+        .filter(|row| row.deleted_at.is_none())
+        .map(|row| row.role);
+    if let (Prefer::Db, Some(ours)) = (rules.mode.prefer(), ours)
+        && user.metadata_role().role() != Some(ours)
+    {
+        conn.enqueue_push(id, ours, now()).await?;
+        return Ok(true);
+    }
+    let apply = Apply {
+        source: RoleSource::Reconcile,
+        actor,
+        // What Clerk holds now settles what its last instant held.
+        reread: true,
+        allowance_ms: rules.allowance_ms,
+        claimed_by: None,
+    };
+    let outcome = locked.apply_state(conn, id, user, apply, None).await?;
+    Ok(matches!(
+        outcome,
+        Outcome::Applied | Outcome::Unchanged | Outcome::UnknownRole
+    ))
+}
+
+/// Whether repairing `finding` cannot be undone by the next webhook: a
+/// deletion, or a demotion of an ADMIN (here, or in Clerk when our role is
+/// preferred).
+fn destructive(finding: &Finding, prefer: Prefer) -> bool {
+    let demotes = |from: Option<Role>, to: Option<Role>| {
+        from == Some(Role::Admin) && to.is_some_and(|to| to != Role::Admin)
+    };
+    match (finding.kind, prefer) {
+        (DriftKind::MissingInClerk, _) => true,
+        (DriftKind::RoleDiffers, Prefer::Clerk) => demotes(finding.ours, finding.clerk),
+        (DriftKind::RoleDiffers, Prefer::Db) => demotes(finding.clerk, finding.ours),
+        _ => false,
+    }
+}
+
 /// The drift a user shows between our row and what Clerk holds (`None`:
-/// Clerk has no such user), if any. Deleted users stay deleted, and a user
-/// whose push is pending or failing is the push's to settle (a failing one
-/// shows in `/api/admin/sync/status` with Clerk's refusal).
+/// Clerk has no such user), if any. A final tombstone stays, a provisional
+/// one is undone when Clerk shows the user; a user whose push is pending
+/// or failing is the push's to settle (a failing one shows in
+/// `/api/admin/sync/status` with Clerk's refusal).
 fn drift(
     row: Option<&UserRow>,
     clerk: Option<&ClerkUser>,
@@ -250,7 +489,11 @@ fn drift(
     let Some(row) = row else {
         return clerk.map(|_| DriftKind::MissingHere);
     };
-    if row.deleted_at.is_some() || push_unsettled {
+    if row.deleted_at.is_some() {
+        let returns = !row.deletion_final && clerk.is_some();
+        return returns.then_some(DriftKind::MissingHere);
+    }
+    if push_unsettled {
         return None;
     }
     let Some(clerk) = clerk else {
@@ -268,7 +511,7 @@ fn drift(
     }
 }
 
-fn count(run: &mut DriftAuditRow, kind: DriftKind, repaired: bool) {
+fn count_found(run: &mut DriftAuditRow, kind: DriftKind) {
     let found = match kind {
         DriftKind::MissingHere => &mut run.found_missing_here,
         DriftKind::RoleDiffers => &mut run.found_role_differs,
@@ -276,5 +519,4 @@ fn count(run: &mut DriftAuditRow, kind: DriftKind, repaired: bool) {
         DriftKind::MissingInClerk => &mut run.found_missing_in_clerk,
     };
     *found += 1;
-    run.repaired += i64::from(repaired);
 }

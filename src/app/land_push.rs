@@ -186,7 +186,7 @@ async fn judge_again<C: Store>(
     let (Some(clerk), Some(pending), Some(sync)) = (known.clerk, known.pending, sync) else {
         return Ok(());
     };
-    if known.deleted
+    if known.deleted.is_some()
         || known.clerk_from_push
         || !cancels(clerk, pending, allowance_ms)
         || !conn.cancel_push(user_id, sync.version, now, None).await?

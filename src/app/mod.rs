@@ -8,7 +8,6 @@ pub mod change_roles;
 pub mod clerk_state;
 pub mod drift_audit;
 pub mod land_push;
-pub mod reconcile;
 pub mod webhook_event;
 
 pub use clerk_state::Outcome;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use diesel::result::DatabaseErrorKind;
 
 use super::audit::after_commit;
-use super::clerk_state::{Apply, LockedUsers, Message, Outcome, apply_clerk_user};
+use super::clerk_state::{Apply, Deleter, LockedUsers, Message, Outcome, apply_clerk_user};
 use crate::clerk::ClerkUser;
 use crate::db::{DbError, Store};
 use crate::domain::{ClerkUserId, RoleSource};
@@ -104,20 +104,10 @@ async fn apply_batch<C: Store>(
     loop {
         attempts_left -= 1;
         match apply_once(conn, events, allowance_ms, written).await {
-            Err(error) if attempts_left > 0 && is_unique_violation(&error) => {}
+            Err(error) if attempts_left > 0 && error.is_unique_violation() => {}
             answer => return answer,
         }
     }
-}
-
-fn is_unique_violation(error: &DbError) -> bool {
-    matches!(
-        error,
-        DbError::Query(diesel::result::Error::DatabaseError(
-            DatabaseErrorKind::UniqueViolation,
-            _
-        ))
-    )
 }
 
 /// Applies `events` in one transaction, together with the records of their
@@ -189,7 +179,8 @@ async fn apply_in_transaction<C: Store>(
                     .await?
             }
             ClerkEvent::UserDeleted { id: Some(id) } => {
-                users.delete(conn, id, Some(message)).await?
+                let deleted_by = Deleter::Clerk { svix_id };
+                users.delete(conn, id, deleted_by, Some(message)).await?
             }
             ClerkEvent::UserDeleted { id: None } => {
                 users.record(message, Outcome::MissingId);
@@ -232,16 +223,4 @@ pub async fn apply_reread<C: Store>(
         claimed_by: None,
     };
     after_commit(conn.transaction(async |conn| apply_clerk_user(conn, id, user, apply).await)).await
-}
-
-/// Tombstones a user, in its own transaction (see [`LockedUsers::delete`]).
-pub async fn delete_user<C: Store>(conn: &mut C, id: &ClerkUserId) -> Result<Outcome, DbError> {
-    let id = id.clone();
-    conn.transaction(async move |conn| {
-        let mut users = LockedUsers::take(conn, [&id], &[]).await?;
-        let outcome = users.delete(conn, &id, None).await?;
-        users.write(conn).await?;
-        Ok(outcome)
-    })
-    .await
 }

@@ -96,7 +96,7 @@ pub mod pg {
 
     /// Users as columns: `id, email, first_name, last_name, image_url, role,
     /// clerk_updated_at, clerk_role, clerk_from_push, created_at,
-    /// updated_at, deleted_at`.
+    /// updated_at, deleted_at, deletion_final`.
     struct UserColumns<'a> {
         id: Vec<&'a str>,
         email: Vec<Option<&'a str>>,
@@ -110,6 +110,7 @@ pub mod pg {
         created_at: Vec<NaiveDateTime>,
         updated_at: Vec<NaiveDateTime>,
         deleted_at: Vec<Option<NaiveDateTime>>,
+        deletion_final: Vec<bool>,
     }
 
     impl<'a> UserColumns<'a> {
@@ -127,10 +128,11 @@ pub mod pg {
                 created_at: rows.iter().map(|r| r.created_at).collect(),
                 updated_at: rows.iter().map(|r| r.updated_at).collect(),
                 deleted_at: rows.iter().map(|r| r.deleted_at).collect(),
+                deletion_final: rows.iter().map(|r| r.deletion_final).collect(),
             }
         }
 
-        /// `unnest($1, …, $12)`, the columns in the order above.
+        /// `unnest($1, …, $13)`, the columns in the order above.
         fn walk_unnest<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
             out.push_sql("unnest(");
             out.push_bind_param::<Array<Text>, _>(&self.id)?;
@@ -157,13 +159,16 @@ pub mod pg {
             out.push_bind_param::<Array<Timestamp>, _>(&self.updated_at)?;
             out.push_sql(", ");
             out.push_bind_param::<Array<Nullable<Timestamp>>, _>(&self.deleted_at)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Bool>, _>(&self.deletion_final)?;
             out.push_sql(")");
             Ok(())
         }
     }
 
     const USER_COLUMNS: &str = "id, email, first_name, last_name, image_url, role, \
-        clerk_updated_at, clerk_role, clerk_from_push, created_at, updated_at, deleted_at";
+        clerk_updated_at, clerk_role, clerk_from_push, created_at, updated_at, deleted_at, \
+        deletion_final";
 
     /// Users by id, each locked until the transaction ends, in the order
     /// given (sorted: the order every transaction takes user rows in).
@@ -281,7 +286,7 @@ pub mod pg {
     struct AuditColumns<'a> {
         user_id: Vec<&'a str>,
         old_role: Vec<Option<Role>>,
-        new_role: Vec<Role>,
+        new_role: Vec<Option<Role>>,
         source: Vec<RoleSource>,
         actor: Vec<Option<&'a str>>,
         changed_at: Vec<NaiveDateTime>,
@@ -362,7 +367,8 @@ pub mod pg {
                  last_name = v.last_name, image_url = v.image_url, role = v.role, \
                  clerk_updated_at = v.clerk_updated_at, clerk_role = v.clerk_role, \
                  clerk_from_push = v.clerk_from_push, created_at = v.created_at, \
-                 updated_at = v.updated_at, deleted_at = v.deleted_at FROM ",
+                 updated_at = v.updated_at, deleted_at = v.deleted_at, \
+                 deletion_final = v.deletion_final FROM ",
             );
             self.updated.walk_unnest(&mut out)?;
             out.push_sql(" AS v (");
@@ -389,7 +395,7 @@ pub mod pg {
             out.push_sql(", ");
             out.push_bind_param::<Array<Nullable<Text>>, _>(&a.old_role)?;
             out.push_sql(", ");
-            out.push_bind_param::<Array<Text>, _>(&a.new_role)?;
+            out.push_bind_param::<Array<Nullable<Text>>, _>(&a.new_role)?;
             out.push_sql(", ");
             out.push_bind_param::<Array<Text>, _>(&a.source)?;
             out.push_sql(", ");

@@ -45,6 +45,20 @@ pub enum DbError {
     Migration(String),
 }
 
+impl DbError {
+    /// Whether a statement hit a unique constraint: a transaction lost a
+    /// race to insert the same row (run again, it finds the row).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            Self::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _
+            ))
+        )
+    }
+}
+
 impl From<PoolError> for DbError {
     fn from(error: PoolError) -> Self {
         DbError::Unavailable(error.to_string())

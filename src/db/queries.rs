@@ -227,18 +227,42 @@ pub trait Queries: AsyncConnection + Send {
         now: chrono::NaiveDateTime,
     ) -> QueryResult<Option<(String, chrono::NaiveDateTime)>>;
 
-    /// The drift audit run not finished yet, if any.
+    /// The drift audit run of `serve` not finished yet, if any (a
+    /// `reconcile` run is never resumed).
     async fn unfinished_drift_audit(&mut self) -> QueryResult<Option<DriftAuditRow>>;
 
-    /// The newest finished drift audit run, if any.
-    async fn last_drift_audit(&mut self) -> QueryResult<Option<DriftAuditRow>>;
+    /// The newest finished run, if any; `reports`: `reconcile`'s report-only
+    /// runs count too.
+    async fn last_drift_audit(&mut self, reports: bool) -> QueryResult<Option<DriftAuditRow>>;
 
-    /// Starts a drift audit run.
+    /// Starts a run of `mode` (`audit`, `report` or `fix`).
     async fn start_drift_audit(
         &mut self,
         owner: &str,
         started_at: chrono::NaiveDateTime,
+        mode: &str,
     ) -> QueryResult<DriftAuditRow>;
+
+    /// Holds back a change of `kind` to user `user_id` until the end of
+    /// run `run_id`; `false` when it is held already.
+    async fn hold_drift_change(
+        &mut self,
+        run_id: i64,
+        user_id: &ClerkUserId,
+        kind: &str,
+    ) -> QueryResult<bool>;
+
+    /// How many changes run `run_id` holds back.
+    async fn count_held_drift_changes(&mut self, run_id: i64) -> QueryResult<i64>;
+
+    /// Up to `limit` of the changes run `run_id` holds back, by user id
+    /// after `after`, as `(user, kind)`.
+    async fn held_drift_changes(
+        &mut self,
+        run_id: i64,
+        after: Option<&str>,
+        limit: i64,
+    ) -> QueryResult<Vec<(ClerkUserId, String)>>;
 
     /// Records where a run stands and what it found.
     async fn save_drift_audit(&mut self, run: &DriftAuditRow) -> QueryResult<()>;

@@ -30,6 +30,10 @@ pub struct UserRow {
     pub deleted_at: Option<NaiveDateTime>,
     /// The newest Clerk state came from our own push's answer.
     pub clerk_from_push: bool,
+    /// The tombstone came from Clerk's own `user.deleted`: nothing brings
+    /// the user back. (One the drift audit or `reconcile` made is undone
+    /// when Clerk shows the user again.)
+    pub deletion_final: bool,
 }
 
 #[derive(Debug, Insertable)]
@@ -72,7 +76,8 @@ pub struct RoleChangeRow {
     pub id: i64,
     pub user_id: ClerkUserId,
     pub old_role: Option<Role>,
-    pub new_role: Role,
+    /// `None`: the user was deleted.
+    pub new_role: Option<Role>,
     pub source: RoleSource,
     pub actor: Option<String>,
     pub changed_at: NaiveDateTime,
@@ -83,8 +88,10 @@ pub struct RoleChangeRow {
 #[diesel(table_name = role_changes)]
 pub struct NewRoleChange {
     pub user_id: ClerkUserId,
+    /// `None`: the user was new here, or comes back from a tombstone.
     pub old_role: Option<Role>,
-    pub new_role: Role,
+    /// `None`: the user was deleted.
+    pub new_role: Option<Role>,
     pub source: RoleSource,
     pub actor: Option<String>,
     pub changed_at: NaiveDateTime,
@@ -332,6 +339,10 @@ pub struct DriftAuditRow {
     /// Of what was found, what was repaired.
     pub repaired: i64,
     pub error: Option<String>,
+    /// `audit` (inside `serve`), or `report` or `fix` (`reconcile`).
+    pub mode: String,
+    /// Why the run ended waiting for an operator's confirmation, if it did.
+    pub waiting: Option<String>,
 }
 
 /// The progress row: where to resume and the running totals.

@@ -16,6 +16,7 @@ diesel::table! {
         deleted_at -> Nullable<Timestamp>,
         clerk_from_push -> Bool,
         audited_at -> Nullable<Timestamp>,
+        deletion_final -> Bool,
     }
 }
 
@@ -24,7 +25,7 @@ diesel::table! {
         id -> BigInt,
         user_id -> Text,
         old_role -> Nullable<Text>,
-        new_role -> Text,
+        new_role -> Nullable<Text>,
         source -> Text,
         actor -> Nullable<Text>,
         changed_at -> Timestamp,
@@ -110,6 +111,16 @@ diesel::table! {
         found_missing_in_clerk -> BigInt,
         repaired -> BigInt,
         error -> Nullable<Text>,
+        mode -> Text,
+        waiting -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    drift_audit_holds (run_id, user_id) {
+        run_id -> BigInt,
+        user_id -> Text,
+        kind -> Text,
     }
 }
 
@@ -124,5 +135,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     role_counts,
     backfill_progress,
     walk_lease,
-    drift_audits
+    drift_audits,
+    drift_audit_holds
 );

@@ -10,6 +10,6 @@ mod user_id;
 pub use role::{Role, RoleParseError, RoleSet, RoleSource, RoleSourceParseError};
 pub use sync::{
     ClerkState, CountDeltas, DEFAULT_CLOCK_SKEW_ALLOWANCE_MS, Known, MetadataRole, PendingPush,
-    Unrecorded, Verdict, cancels, count_deltas, judge, judge_reread,
+    Tombstone, Unrecorded, Verdict, cancels, count_deltas, judge, judge_reread,
 };
 pub use user_id::{ClerkUserId, UserIdError};

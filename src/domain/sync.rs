@@ -101,6 +101,17 @@ impl Unrecorded {
     }
 }
 
+/// How final a user's deletion is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tombstone {
+    /// Clerk sent `user.deleted`: nothing brings the user back.
+    Final,
+    /// The drift audit or `reconcile` found the user gone from Clerk (its
+    /// `user.deleted` lost, or Clerk answering wrongly): undone when Clerk,
+    /// read afresh, shows the user again.
+    Provisional,
+}
+
 /// What we know of a user before applying a Clerk state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Known {
@@ -110,8 +121,8 @@ pub struct Known {
     pub clerk: Option<ClerkState>,
     /// That state is what our own push produced.
     pub clerk_from_push: bool,
-    /// Deleted in Clerk: final.
-    pub deleted: bool,
+    /// Deleted here, and how finally.
+    pub deleted: Option<Tombstone>,
     /// The admin's change waiting to reach Clerk, if any.
     pub pending: Option<PendingPush>,
 }
@@ -198,8 +209,14 @@ fn judge_with(
             cancels_push: false,
         };
     };
-    if known.deleted {
-        return Verdict::Deleted;
+    match known.deleted {
+        // Read from Clerk just now, the user exists: it comes back, as new.
+        Some(Tombstone::Provisional) if reread => {
+            return judge_with(None, metadata, updated_at, allowance_ms, reread);
+        }
+        // A webhook may be older than the deletion: only a read settles it.
+        Some(_) => return Verdict::Deleted,
+        None => {}
     }
     match known.clerk {
         Some(applied) if updated_at < applied.updated_at => return Verdict::Stale,
@@ -306,7 +323,7 @@ mod tests {
             role,
             clerk: clerk.map(|(role, updated_at)| ClerkState { role, updated_at }),
             clerk_from_push: false,
-            deleted: false,
+            deleted: None,
             pending,
         })
     }
@@ -391,13 +408,50 @@ mod tests {
             Verdict::Stale
         );
         let deleted = Some(Known {
-            deleted: true,
+            deleted: Some(Tombstone::Final),
             ..user.expect("some")
         });
         assert_eq!(
             judge(deleted, MetadataRole::Known(Role::Student), 11),
             Verdict::Deleted
         );
+        assert_eq!(
+            judge_reread(deleted, MetadataRole::Known(Role::Student), 11),
+            Verdict::Deleted
+        );
+    }
+
+    #[test]
+    fn a_provisional_tombstone_is_undone_only_by_a_fresh_read_of_clerk() {
+        let user = known(Role::Admin, Some((Role::Admin, 10)), None);
+        let deleted = Some(Known {
+            deleted: Some(Tombstone::Provisional),
+            ..user.expect("some")
+        });
+        assert_eq!(
+            judge(deleted, MetadataRole::Known(Role::Instructor), 11),
+            Verdict::Deleted
+        );
+        // Even a state older than the one applied: Clerk holds it now.
+        assert_eq!(
+            judge_reread(deleted, MetadataRole::Known(Role::Instructor), 9),
+            Verdict::Apply {
+                clerk: ClerkState {
+                    role: Role::Instructor,
+                    updated_at: 9
+                },
+                role: Role::Instructor,
+                unknown_role: false,
+                cancels_push: false,
+            }
+        );
+        assert!(matches!(
+            judge_reread(deleted, MetadataRole::Missing, 11),
+            Verdict::Apply {
+                role: Role::Student,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -748,7 +802,7 @@ mod tests {
                 if let Verdict::Apply { clerk, role, .. } =
                     judge(user, MetadataRole::Known(state.role), state.updated_at)
                 {
-                    user = Some(Known { role, clerk: Some(clerk), clerk_from_push: false, deleted: false, pending: None });
+                    user = Some(Known { role, clerk: Some(clerk), clerk_from_push: false, deleted: None, pending: None });
                 }
             }
             let newest = timeline.last().expect("non-empty");

@@ -138,10 +138,13 @@ pub struct BulkRoleChange {
 pub struct RoleChangeResponse {
     pub id: i64,
     pub user_id: String,
-    /// `null` when the user was created with `newRole`.
+    /// `null` when the user was created with `newRole` (or came back
+    /// from a provisional deletion).
     #[schema(required = true)]
     pub old_role: Option<Role>,
-    pub new_role: Role,
+    /// `null` when the user was deleted.
+    #[schema(required = true)]
+    pub new_role: Option<Role>,
     pub source: RoleSource,
     /// The admin's Clerk id, the Svix message id, or `cli`.
     #[schema(required = true)]
@@ -461,9 +464,10 @@ pub fn decode_event_cursor(
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncStatusResponse {
-    /// No push is pending or failing, and the last finished drift audit
-    /// (if one ran) left no drift unrepaired: as far as the service can
-    /// tell, both sides agree.
+    /// No push is pending or failing, the last finished drift audit (if
+    /// one ran) left no drift unrepaired and waits for no confirmation, and
+    /// no run stopped on an error: as far as the service can tell, both
+    /// sides agree.
     pub in_sync: bool,
     pub outbox: OutboxResponse,
     /// The oldest 50 pushes pending or failing.
@@ -481,10 +485,12 @@ impl SyncStatusResponse {
         last_webhook: Option<WebhookEventResponse>,
         drift_audit: DriftAuditStatus,
     ) -> Self {
-        let audit_clean = drift_audit
-            .last
+        let audit_clean = drift_audit.last.as_ref().is_none_or(|run| {
+            run.found.total() == run.repaired && run.waiting_for_confirmation.is_none()
+        }) && drift_audit
+            .running
             .as_ref()
-            .is_none_or(|run| run.found.total() == run.repaired);
+            .is_none_or(|run| run.error.is_none());
         Self {
             in_sync: outbox.pending == 0 && outbox.failing == 0 && audit_clean,
             outbox: OutboxResponse {
@@ -573,20 +579,61 @@ pub struct DriftAuditStatus {
 }
 
 impl DriftAuditStatus {
+    /// `held`: for a `last` run waiting for confirmation, how many changes
+    /// it held back and the first of them.
     pub fn new(
         interval: Option<std::time::Duration>,
         running: Option<DriftAuditRow>,
         last: Option<DriftAuditRow>,
         walking: Option<(String, NaiveDateTime)>,
+        held: Option<(i64, Vec<(ClerkUserId, String)>)>,
     ) -> Self {
+        let mut last = last.map(DriftAuditRun::from);
+        if let Some(waiting) = last
+            .as_mut()
+            .and_then(|last| last.waiting_for_confirmation.as_mut())
+            && let Some((changes, users)) = held
+        {
+            waiting.changes = changes;
+            waiting.users = users
+                .into_iter()
+                .map(|(user_id, kind)| HeldChange {
+                    user_id: user_id.into(),
+                    kind,
+                })
+                .collect();
+        }
         Self {
             enabled: interval.is_some(),
             interval_seconds: interval.map(|interval| interval.as_secs()),
             walking: walking.map(|(owner, _)| owner),
             running: running.map(DriftAuditRun::from),
-            last: last.map(DriftAuditRun::from),
+            last,
         }
     }
+}
+
+/// What a run would have deleted or demoted past its budget
+/// (`RECONCILE_MAX_DELETIONS`), waiting for `clerk-role-sync reconcile
+/// --fix --max-deletions N`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwaitingConfirmation {
+    /// Why nothing was made.
+    pub reason: String,
+    /// Deletions and ADMIN demotions held back.
+    pub changes: i64,
+    /// The first 50 of them, by user id.
+    pub users: Vec<HeldChange>,
+}
+
+/// One change held back.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldChange {
+    pub user_id: String,
+    /// `missing_in_clerk` (a deletion) or `role_differs` (an ADMIN demotion).
+    pub kind: String,
 }
 
 /// One drift audit run.
@@ -607,6 +654,12 @@ pub struct DriftAuditRun {
     /// Why it last stopped before its end, if it did.
     #[schema(required = true)]
     pub error: Option<String>,
+    /// `audit` (inside `serve`), `report` or `fix` (`reconcile`).
+    pub mode: String,
+    /// It ended making none of the deletions and ADMIN demotions it found,
+    /// past its budget: what waits for an operator (`null`: nothing).
+    #[schema(required = true)]
+    pub waiting_for_confirmation: Option<AwaitingConfirmation>,
 }
 
 impl From<DriftAuditRow> for DriftAuditRun {
@@ -625,6 +678,12 @@ impl From<DriftAuditRow> for DriftAuditRun {
             },
             repaired: row.repaired,
             error: row.error,
+            mode: row.mode,
+            waiting_for_confirmation: row.waiting.map(|reason| AwaitingConfirmation {
+                reason,
+                changes: 0,
+                users: Vec::new(),
+            }),
         }
     }
 }
@@ -640,7 +699,8 @@ pub struct DriftCounts {
     pub role_differs: i64,
     /// A newer Clerk state, same role (a profile change was lost): applied.
     pub outdated: i64,
-    /// Live here, gone from Clerk (its `user.deleted` was lost): deleted.
+    /// Live here, gone from Clerk (its `user.deleted` was lost): deleted
+    /// (provisionally, and within the run's budget).
     pub missing_in_clerk: i64,
 }
 

@@ -11,7 +11,7 @@ use super::dto::{
     not_found, one_page, page_limit,
 };
 use super::list_users::{DEFAULT_LIMIT, MAX_LIMIT};
-use super::refusals::{AdminReadRefusals, MalformedQuery, UserNotFound};
+use super::refusals::{AdminReadRefusals, MalformedQuery};
 use crate::db::{DbError, Queries as _};
 use crate::error::{ApiError, Problem};
 use crate::with_conn;
@@ -30,8 +30,9 @@ pub struct HistoryQuery {
 
 /// Get a user's role changes, newest first.
 ///
-/// Keyset pagination, like the user list: pass the previous page's
-/// `nextCursor` as `cursor`.
+/// Also for a deleted user (whose deletion is the newest row, with
+/// `newRole` `null`). Keyset pagination, like the user list: pass the
+/// previous page's `nextCursor` as `cursor`.
 #[utoipa::path(
     tag = "admin",
     security(("bearer" = [])),
@@ -42,8 +43,8 @@ pub struct HistoryQuery {
     responses(
         (status = 200, description = "A page of audit rows, newest first", body = RoleHistory),
         (status = 422, description = "A limit outside 1..=100", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user (a deleted user's history is kept)", body = Problem, content_type = "application/problem+json"),
         AdminReadRefusals,
-        UserNotFound,
         MalformedQuery,
     )
 )]
@@ -59,7 +60,8 @@ pub async fn get_user_role_history(
     let before = decode_history_cursor(query.cursor.as_deref())?;
     let rows = with_conn!(state.db, conn => {
         match conn.find_user(&id).await? {
-            Some(user) if user.deleted_at.is_none() => {
+            // Deleted users too: the audit outlives the user.
+            Some(_) => {
                 // One more than asked tells whether another page follows.
                 let rows = conn.role_history(&id, before, limit + 1).await?;
                 Ok::<_, DbError>(Some(rows))

@@ -118,7 +118,9 @@ pub async fn receive_clerk_webhook(
         })?;
 
     metrics.webhook(event.kind(), outcome);
-    if outcome == Outcome::Conflict
+    // A conflict, or a user deleted here (perhaps provisionally, by the
+    // drift audit): only Clerk's state read now settles it.
+    if matches!(outcome, Outcome::Conflict | Outcome::UserDeleted)
         && let (ClerkEvent::UserUpserted { id, .. }, Some(clerk)) = (&event, &state.clerk)
     {
         reread(&state, clerk, id, headers.id).await;
@@ -133,9 +135,10 @@ pub async fn receive_clerk_webhook(
     Ok(HttpResponse::Ok().json(WebhookAck { outcome }))
 }
 
-/// Settles a conflict by asking Clerk for the user's current state. Best
-/// effort: the message is already recorded, and a failure here leaves the
-/// user as it was (reconcile repairs what remains).
+/// Settles a conflict, or brings back a user deleted provisionally, by
+/// asking Clerk for the user's current state. Best effort: the message is
+/// already recorded, and a failure here leaves the user as it was (the
+/// drift audit repairs what remains).
 async fn reread(state: &AppState, clerk: &ClerkClient, id: &ClerkUserId, svix_id: &str) {
     let user = match clerk.get_user(id).await {
         Ok(Some(user)) => user,
@@ -149,7 +152,7 @@ async fn reread(state: &AppState, clerk: &ClerkClient, id: &ClerkUserId, svix_id
     let applied = with_conn!(state.db, conn => webhook_event::apply_reread(conn, id, &user, svix_id, allowance).await);
     match applied {
         Ok(outcome) => {
-            tracing::info!(user.id = %id, outcome = outcome.as_str(), "conflict settled by re-reading Clerk")
+            tracing::info!(user.id = %id, outcome = outcome.as_str(), "user re-read from Clerk")
         }
         Err(error) => tracing::warn!(user.id = %id, %error, "could not apply a re-read user"),
     }

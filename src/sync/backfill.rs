@@ -8,7 +8,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Pacer;
-use super::retry::call_clerk;
+use super::retry::{LONGEST_WAIT, call_clerk};
 use crate::app::backfill::{self, BackfillOptions};
 use crate::clerk::{ClerkClient, ClerkUser};
 use crate::db::Db;
@@ -34,11 +34,14 @@ pub async fn run(
     if let Some(after) = &progress.last_user_id {
         tracing::info!(pages = progress.pages, after, "resuming the backfill");
     }
-    let total = call_clerk(&pacer, || client.user_count()).await?;
+    let total = call_clerk(&pacer, LONGEST_WAIT, || client.user_count()).await?;
     let bar = Bar::new(total, progress.seen);
     loop {
         let after = progress.last_user_id.clone();
-        let page = call_clerk(&pacer, || client.list_users(PAGE_SIZE, after.as_deref())).await?;
+        let page = call_clerk(&pacer, LONGEST_WAIT, || {
+            client.list_users(PAGE_SIZE, after.as_deref())
+        })
+        .await?;
         if page.is_empty() {
             break;
         }

@@ -1,15 +1,20 @@
-//! The drift audit inside `serve`: every `RECONCILE_INTERVAL`, one replica
-//! (the holder of the [walk lease](super::walk_lease)) walks Clerk's user
-//! list as `backfill` does and repairs what lost webhooks left behind (see
-//! [`app::drift_audit`](crate::app::drift_audit)); then it looks up, one by
-//! one, the live users here that the walk did not find (deleted in Clerk,
-//! their `user.deleted` lost). Its requests are paced at
-//! `RECONCILE_RATE_SHARE` of the push rate, by a pacer of its own, so admin
-//! pushes keep theirs.
+//! The drift audit: a walk of Clerk's user list, as `backfill` walks it,
+//! that repairs what lost webhooks left behind (see
+//! [`app::drift_audit`](crate::app::drift_audit)); then the lookup, one by
+//! one, of the live users here the walk did not find (deleted in Clerk,
+//! their `user.deleted` lost). Inside `serve` one replica (the holder of
+//! the [walk lease](super::walk_lease)) runs it every `RECONCILE_INTERVAL`;
+//! `reconcile` runs the same walk from the command line. Its requests are
+//! paced at `RECONCILE_RATE_SHARE` of the push rate, by a pacer of its
+//! own, so admin pushes keep theirs.
 //!
-//! A run's progress is saved with each page it applies: a run stopped by a
-//! restart, an error or a lost lease resumes where it stopped, whichever
-//! replica takes it up.
+//! An audit's progress is saved with each page it applies: a run stopped
+//! by a restart, an error or a lost lease resumes where it stopped,
+//! whichever replica takes it up. Nothing it does on its own can delete
+//! or demote many users: deletions and ADMIN demotions wait for the run's
+//! end, are made only within its budget (`RECONCILE_MAX_DELETIONS`), each
+//! confirmed by a fresh lookup, and a list far shorter than the users here
+//! stops the run before any lookup.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +26,9 @@ use super::Pacer;
 use super::backfill::{PAGE_SIZE, ensure_advances};
 use super::retry::call_clerk;
 use super::supervise::supervise;
-use super::walk_lease::{LEASE, WalkLease};
-use crate::app::drift_audit::{self, Finding};
-use crate::clerk::{ClerkClient, ClerkError};
+use super::walk_lease::{Held, LEASE, WalkLease};
+use crate::app::drift_audit::{self, Finding, Rules, RunMode, Waiting};
+use crate::clerk::{ClerkClient, ClerkError, ClerkUser};
 use crate::db::rows::{DriftAuditRow, now};
 use crate::db::{Db, DbError, Queries as _};
 use crate::domain::ClerkUserId;
@@ -32,22 +37,41 @@ use crate::with_conn;
 
 /// Finished runs kept in `drift_audits` (for `/api/admin/sync/status`).
 const KEEP_RUNS: i64 = 30;
-/// Live users looked up in Clerk per transaction, after the walk.
+/// Users looked up in Clerk per transaction.
 const LOOKUPS_PER_STEP: i64 = 50;
 /// Wait before trying again after a run stopped on an error.
 const RETRY_AFTER: Duration = Duration::from_secs(300);
+/// Times one attempt at a run starts its walk over when Clerk refuses its
+/// cursor, before it stops.
+const MAX_WALK_RESTARTS: u32 = 3;
+/// How often `reconcile` looks whether the walk lease is free.
+const LEASE_POLL: Duration = Duration::from_secs(2);
 
-/// What a replica needs to audit.
+/// How an audit runs: its cadence, pace and budget.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditSettings {
+    /// Time between two runs inside `serve`.
+    pub interval: Duration,
+    /// Requests per second to Clerk.
+    pub rate_per_sec: f64,
+    /// Longest `Retry-After` honoured (as the push worker's).
+    pub max_wait: Duration,
+    /// The race rule's clock-skew allowance.
+    pub allowance_ms: i64,
+    /// Deletions and ADMIN demotions a run may make.
+    pub max_deletions: i64,
+}
+
+/// What a replica (or `reconcile`) needs to audit.
 pub struct DriftAudit {
     db: Db,
     client: ClerkClient,
-    /// This replica's name on the walk lease and the runs.
+    /// Its name on the walk lease and the runs.
     owner: String,
-    interval: Duration,
-    /// Requests per second to Clerk.
-    rate_per_sec: f64,
-    allowance_ms: i64,
+    settings: AuditSettings,
     metrics: Arc<Metrics>,
+    /// Print each finding to stdout (`reconcile`), besides logging it.
+    print: bool,
 }
 
 /// How a run ended.
@@ -56,7 +80,7 @@ pub enum RunEnd {
     Finished(DriftAuditRow),
     /// Someone else walks Clerk's users now (another replica's audit, or a
     /// backfill): nothing was done.
-    Busy(super::walk_lease::Held),
+    Busy(Held),
 }
 
 impl DriftAudit {
@@ -64,19 +88,24 @@ impl DriftAudit {
         db: Db,
         client: ClerkClient,
         owner: String,
-        interval: Duration,
-        rate_per_sec: f64,
-        allowance_ms: i64,
+        settings: AuditSettings,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             db,
             client,
             owner,
-            interval,
-            rate_per_sec,
-            allowance_ms,
+            settings,
             metrics,
+            print: false,
+        }
+    }
+
+    /// The same audit, printing each finding (for `reconcile`).
+    pub fn printing(self) -> Self {
+        Self {
+            print: true,
+            ..self
         }
     }
 
@@ -101,6 +130,7 @@ impl DriftAudit {
     }
 
     async fn schedule(&self) {
+        let interval = self.settings.interval;
         loop {
             let wait = match self.until_due().await {
                 Ok(wait) => wait,
@@ -113,13 +143,13 @@ impl DriftAudit {
             match self.run_once().await {
                 Ok(RunEnd::Finished(_)) => {}
                 // Its holder finishes the run, or leaves it to resume.
-                Ok(RunEnd::Busy(_)) => tokio::time::sleep(LEASE.min(self.interval)).await,
+                Ok(RunEnd::Busy(_)) => tokio::time::sleep(LEASE.min(interval)).await,
                 Err(error) => {
                     tracing::error!(
                         error = format!("{error:#}"),
                         "the drift audit stopped; it resumes later"
                     );
-                    tokio::time::sleep(RETRY_AFTER.min(self.interval)).await;
+                    tokio::time::sleep(RETRY_AFTER.min(interval)).await;
                 }
             }
         }
@@ -131,34 +161,79 @@ impl DriftAudit {
         let (unfinished, last) = with_conn!(self.db, conn => {
             Ok::<_, DbError>((
                 conn.unfinished_drift_audit().await?,
-                conn.last_drift_audit().await?,
+                conn.last_drift_audit(false).await?,
             ))
         })?;
-        if let Some(finished) = last.as_ref().and_then(|run| run.finished_at) {
-            self.metrics.drift_audit_last_finished.set(unix(finished));
+        if let Some(last) = &last {
+            self.show_last(last);
         }
         let due = match (unfinished, last) {
-            (None, Some(last)) => last.started_at + delta(self.interval),
+            (None, Some(last)) => last.started_at + delta(self.settings.interval),
             _ => return Ok(Duration::ZERO),
         };
         Ok((due - now()).to_std().unwrap_or(Duration::ZERO))
     }
 
-    /// One run, resumed or new, if the walk lease is free.
+    /// One audit run, resumed or new, if the walk lease is free.
     pub async fn run_once(&self) -> anyhow::Result<RunEnd> {
         let lease = match WalkLease::take(&self.db, &self.owner).await? {
             Ok(lease) => lease,
             Err(held) => return Ok(RunEnd::Busy(held)),
         };
-        let ended = lease.hold(self.audit()).await;
+        let ended = lease
+            .hold(async {
+                let run = with_conn!(self.db, conn => {
+                    drift_audit::resume_or_start(conn, &self.owner, now()).await
+                })?;
+                self.drive(run, RunMode::Audit, self.settings.max_deletions)
+                    .await
+            })
+            .await;
         lease.release().await;
         ended.map(RunEnd::Finished)
     }
 
-    async fn audit(&self) -> anyhow::Result<DriftAuditRow> {
-        let mut run = with_conn!(self.db, conn => {
-            drift_audit::resume_or_start(conn, &self.owner, now()).await
-        })?;
+    /// A fresh run of `mode` that may make `max_deletions` deletions and
+    /// ADMIN demotions (`reconcile`), once the walk lease is free: it waits
+    /// for a walk in progress rather than failing.
+    pub async fn run_fresh(
+        &self,
+        mode: RunMode,
+        max_deletions: i64,
+    ) -> anyhow::Result<DriftAuditRow> {
+        let mut waited = false;
+        let lease = loop {
+            match WalkLease::take(&self.db, &self.owner).await? {
+                Ok(lease) => break lease,
+                Err(held) => {
+                    if !waited {
+                        eprintln!("waiting: {held}");
+                        waited = true;
+                    }
+                    tokio::time::sleep(LEASE_POLL).await;
+                }
+            }
+        };
+        let ended = lease
+            .hold(async {
+                let run = with_conn!(self.db, conn => {
+                    drift_audit::start(conn, &self.owner, now(), mode).await
+                })?;
+                self.drive(run, mode, max_deletions).await
+            })
+            .await;
+        lease.release().await;
+        ended
+    }
+
+    /// Takes `run` to its end: finished (perhaps waiting for an operator)
+    /// or stopped on an error, noted either way.
+    async fn drive(
+        &self,
+        mut run: DriftAuditRow,
+        mode: RunMode,
+        max_deletions: i64,
+    ) -> anyhow::Result<DriftAuditRow> {
         self.metrics
             .drift_audit_last_started
             .set(unix(run.started_at));
@@ -169,101 +244,299 @@ impl DriftAudit {
                 "resuming the drift audit"
             );
         } else {
-            tracing::info!(run = run.id, "drift audit started");
+            tracing::info!(run = run.id, mode = mode.as_str(), "drift audit started");
         }
-        let pacer = Pacer::new(self.rate_per_sec);
-        if let Err(error) = self.compare(&pacer, &mut run).await {
-            self.metrics.drift_audit_ended("stopped");
-            let noted = with_conn!(self.db, conn => {
-                drift_audit::stopped(conn, &run, &format!("{error:#}")).await
-            });
-            if let Err(noting) = noted {
-                tracing::warn!(error = %noting, "could not note why the drift audit stopped");
+        let rules = Rules {
+            mode,
+            allowance_ms: self.settings.allowance_ms,
+        };
+        let pacer = Pacer::new(self.settings.rate_per_sec);
+        let waiting = match self.compare(&pacer, &mut run, rules, max_deletions).await {
+            Ok(waiting) => waiting,
+            Err(error) => {
+                self.metrics.drift_audit_ended("stopped");
+                let noted = with_conn!(self.db, conn => {
+                    drift_audit::stopped(conn, &run, &format!("{error:#}")).await
+                });
+                if let Err(noting) = noted {
+                    tracing::warn!(error = %noting, "could not note why the drift audit stopped");
+                }
+                return Err(error);
             }
-            return Err(error);
-        }
+        };
         let run = with_conn!(self.db, conn => {
-            drift_audit::finish(conn, &run, now(), KEEP_RUNS).await
+            drift_audit::finish(conn, &run, now(), waiting.as_ref(), KEEP_RUNS).await
         })?;
-        self.metrics.drift_audit_ended("finished");
-        if let Some(finished) = run.finished_at {
-            self.metrics.drift_audit_last_finished.set(unix(finished));
+        self.show_last(&run);
+        match &waiting {
+            Some(waiting) => {
+                self.metrics.drift_audit_ended("waiting");
+                let held = match waiting {
+                    Waiting::TooManyChanges { held, .. } => *held,
+                    Waiting::ShortList { listed, live } => live - listed,
+                };
+                self.metrics.drift_audit_awaiting_confirmation.set(held);
+                tracing::error!(
+                    run = run.id,
+                    held,
+                    reason = %waiting,
+                    "the drift audit deleted and demoted no one and waits for an operator: \
+                     review the users in /api/admin/sync/status (or `clerk-role-sync reconcile`), \
+                     then confirm with `clerk-role-sync reconcile --fix --max-deletions N`"
+                );
+            }
+            None => {
+                self.metrics.drift_audit_ended("finished");
+                self.metrics.drift_audit_awaiting_confirmation.set(0);
+                tracing::info!(
+                    run = run.id,
+                    checked = run.checked,
+                    missing_here = run.found_missing_here,
+                    role_differs = run.found_role_differs,
+                    outdated = run.found_outdated,
+                    missing_in_clerk = run.found_missing_in_clerk,
+                    repaired = run.repaired,
+                    "drift audit finished"
+                );
+            }
         }
-        tracing::info!(
-            run = run.id,
-            checked = run.checked,
-            missing_here = run.found_missing_here,
-            role_differs = run.found_role_differs,
-            outdated = run.found_outdated,
-            missing_in_clerk = run.found_missing_in_clerk,
-            repaired = run.repaired,
-            "drift audit finished"
-        );
         Ok(run)
     }
 
-    /// Walks Clerk's list from where `run` stands, then looks up the live
-    /// users it did not find; `run` follows the progress saved.
-    async fn compare(&self, pacer: &Pacer, run: &mut DriftAuditRow) -> anyhow::Result<()> {
-        while !run.walked {
-            let after = run.after_user_id.clone();
-            let page = call_clerk(pacer, || {
-                self.client.list_users(PAGE_SIZE, after.as_deref())
-            })
-            .await?;
-            ensure_advances(after.as_deref(), &page)?;
-            let last = page.len() < PAGE_SIZE;
-            let (next, findings) = with_conn!(self.db, conn => {
-                drift_audit::apply_page(conn, run, &page, last, self.allowance_ms).await
+    /// Walks Clerk's list from where `run` stands, looks up the live users
+    /// it did not find, then makes the changes it held back if they are
+    /// within its budget; `run` follows the progress saved. Why it must
+    /// wait for an operator instead, if it must.
+    async fn compare(
+        &self,
+        pacer: &Pacer,
+        run: &mut DriftAuditRow,
+        rules: Rules,
+        max_deletions: i64,
+    ) -> anyhow::Result<Option<Waiting>> {
+        self.walk(pacer, run, rules).await?;
+        if run.after_local_id.is_none() {
+            let short = with_conn!(self.db, conn => {
+                drift_audit::short_list(conn, run, max_deletions).await
             })?;
-            *run = next;
-            self.report(run, page.len(), &findings);
+            if short.is_some() {
+                return Ok(short);
+            }
         }
         loop {
             let ids = with_conn!(self.db, conn => {
                 drift_audit::unaudited(conn, run, LOOKUPS_PER_STEP).await
             })?;
             if ids.is_empty() {
-                return Ok(());
+                break;
             }
-            let mut looked_up = Vec::with_capacity(ids.len());
-            for id in ids {
-                match call_clerk(pacer, || self.client.get_user(&id)).await {
-                    Ok(user) => looked_up.push((id, user)),
-                    Err(error) => skip_or_stop(&id, error)?,
-                }
-            }
-            let (next, findings) = with_conn!(self.db, conn => {
-                drift_audit::apply_lookups(conn, run, &looked_up, self.allowance_ms).await
-            })?;
+            let looked_up = self.look_up(pacer, ids).await?;
+            let (next, findings) = retried(async || {
+                with_conn!(self.db, conn => {
+                    drift_audit::apply_lookups(conn, run, &looked_up, rules).await
+                })
+            })
+            .await?;
             *run = next;
             self.report(run, looked_up.len(), &findings);
         }
+        let held = with_conn!(self.db, conn => drift_audit::held_count(conn, run).await)?;
+        if held > max_deletions {
+            return Ok(Some(Waiting::TooManyChanges {
+                held,
+                max: max_deletions,
+            }));
+        }
+        self.make_held(pacer, run, rules).await?;
+        Ok(None)
     }
 
+    /// The walk of Clerk's list, from where `run` stands to its end. A
+    /// cursor Clerk refuses (its user deleted meanwhile) starts it over.
+    async fn walk(
+        &self,
+        pacer: &Pacer,
+        run: &mut DriftAuditRow,
+        rules: Rules,
+    ) -> anyhow::Result<()> {
+        let mut restarts = 0;
+        while !run.walked {
+            let after = run.after_user_id.clone();
+            let listed = call_clerk(pacer, self.settings.max_wait, || {
+                self.client.list_users(PAGE_SIZE, after.as_deref())
+            })
+            .await;
+            let page = match listed {
+                Ok(page) => page,
+                Err(ClerkError::Refused { status, .. })
+                    if after.is_some()
+                        && status != 401
+                        && status != 403
+                        && restarts < MAX_WALK_RESTARTS =>
+                {
+                    restarts += 1;
+                    tracing::warn!(
+                        run = run.id,
+                        status,
+                        "Clerk refused the walk's cursor (its user deleted meanwhile?); \
+                         starting the walk over"
+                    );
+                    *run = with_conn!(self.db, conn => drift_audit::restart_walk(conn, run).await)?;
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            ensure_advances(after.as_deref(), &page)?;
+            let last = page.len() < PAGE_SIZE;
+            let (next, findings) = retried(async || {
+                with_conn!(self.db, conn => {
+                    drift_audit::apply_page(conn, run, &page, last, rules).await
+                })
+            })
+            .await?;
+            *run = next;
+            self.report(run, page.len(), &findings);
+        }
+        Ok(())
+    }
+
+    /// Makes the changes `run` held back, each after a fresh lookup.
+    async fn make_held(
+        &self,
+        pacer: &Pacer,
+        run: &mut DriftAuditRow,
+        rules: Rules,
+    ) -> anyhow::Result<()> {
+        let mut after: Option<ClerkUserId> = None;
+        loop {
+            let held = with_conn!(self.db, conn => {
+                drift_audit::held(conn, run, after.as_ref(), LOOKUPS_PER_STEP).await
+            })?;
+            let Some((last, _)) = held.last() else {
+                return Ok(());
+            };
+            after = Some(last.clone());
+            let ids = held.into_iter().map(|(id, _)| id).collect();
+            let looked_up = self.look_up(pacer, ids).await?;
+            let (next, findings) = retried(async || {
+                with_conn!(self.db, conn => {
+                    drift_audit::apply_held(conn, run, &looked_up, rules).await
+                })
+            })
+            .await?;
+            *run = next;
+            self.report_made(run, &findings);
+        }
+    }
+
+    /// Users `ids` as Clerk has them now (`None`: Clerk has no such user);
+    /// a user whose lookup Clerk refused is left out.
+    async fn look_up(
+        &self,
+        pacer: &Pacer,
+        ids: Vec<ClerkUserId>,
+    ) -> anyhow::Result<Vec<(ClerkUserId, Option<ClerkUser>)>> {
+        let mut looked_up = Vec::with_capacity(ids.len());
+        for id in ids {
+            let user =
+                call_clerk(pacer, self.settings.max_wait, || self.client.get_user(&id)).await;
+            match user {
+                Ok(user) => looked_up.push((id, user)),
+                Err(error) => skip_or_stop(&id, error)?,
+            }
+        }
+        Ok(looked_up)
+    }
+
+    /// Counts, logs (and prints, for `reconcile`) what a step found after
+    /// comparing `checked` users with Clerk.
     fn report(&self, run: &DriftAuditRow, checked: usize, findings: &[Finding]) {
         self.metrics
             .drift_audit_users_checked
             .inc_by(checked as u64);
         for finding in findings {
-            self.metrics.drift(finding.kind, finding.repaired);
-            if finding.repaired {
-                tracing::info!(
-                    run = run.id,
-                    user_id = %finding.user_id,
-                    kind = finding.kind.as_str(),
-                    "drift repaired"
-                );
-            } else {
-                tracing::warn!(
-                    run = run.id,
-                    user_id = %finding.user_id,
-                    kind = finding.kind.as_str(),
-                    "drift found, not repaired (Clerk's state could not be applied)"
-                );
-            }
+            self.metrics.drift_found(finding.kind);
+            self.report_one(run, finding);
         }
     }
+
+    /// [`report`](Self::report) for changes held back until now: found
+    /// (and counted) before.
+    fn report_made(&self, run: &DriftAuditRow, findings: &[Finding]) {
+        for finding in findings {
+            self.report_one(run, finding);
+        }
+    }
+
+    fn report_one(&self, run: &DriftAuditRow, finding: &Finding) {
+        if finding.repaired {
+            self.metrics.drift_repaired(finding.kind);
+        }
+        if self.print {
+            println!("{}", describe(finding));
+        }
+        let kind = finding.kind.as_str();
+        let user_id = &finding.user_id;
+        if finding.repaired {
+            tracing::info!(run = run.id, %user_id, kind, "drift repaired");
+        } else if finding.held {
+            tracing::warn!(
+                run = run.id,
+                %user_id,
+                kind,
+                "drift found; held back until the run's end (a deletion or an ADMIN demotion)"
+            );
+        } else {
+            tracing::warn!(run = run.id, %user_id, kind, "drift found, not repaired");
+        }
+    }
+
+    /// Shows when the last run finished in the metrics.
+    fn show_last(&self, run: &DriftAuditRow) {
+        if let Some(finished) = run.finished_at {
+            self.metrics.drift_audit_last_finished.set(unix(finished));
+        }
+    }
+}
+
+/// Runs a step of a run again when it lost a race to create a user (a
+/// webhook created the same new user meanwhile): run again, it finds the
+/// user and applies Clerk's state by the ordering rules, as an upsert
+/// would. Never a failed run for it.
+async fn retried<T>(mut step: impl AsyncFnMut() -> Result<T, DbError>) -> Result<T, DbError> {
+    let mut attempts_left = 3;
+    loop {
+        attempts_left -= 1;
+        match step().await {
+            Err(error) if attempts_left > 0 && error.is_unique_violation() => {}
+            answer => return answer,
+        }
+    }
+}
+
+/// One line of `reconcile`'s report.
+fn describe(finding: &Finding) -> String {
+    let role = |role: Option<crate::domain::Role>| role.map_or("none", |role| role.as_str());
+    let what = match finding.kind {
+        drift_audit::DriftKind::MissingHere => "in Clerk, not here".to_owned(),
+        drift_audit::DriftKind::MissingInClerk => "here, not in Clerk".to_owned(),
+        drift_audit::DriftKind::RoleDiffers => format!(
+            "role here {}, in Clerk {}",
+            role(finding.ours),
+            role(finding.clerk)
+        ),
+        drift_audit::DriftKind::Outdated => "Clerk holds a newer profile".to_owned(),
+    };
+    let done = match (finding.repaired, finding.held) {
+        (true, _) => " (repaired)",
+        (false, true) => " (held: a deletion or an ADMIN demotion)",
+        (false, false) => "",
+    };
+    format!(
+        "drift: {}: {what} [{}]{done}",
+        finding.user_id,
+        finding.kind.as_str()
+    )
 }
 
 /// A lookup Clerk refused: this user is skipped (the next run looks again)

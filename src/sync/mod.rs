@@ -8,7 +8,6 @@ pub mod backfill;
 pub mod drift_audit;
 pub mod ingest;
 mod pacer;
-pub mod reconcile;
 pub mod retention;
 mod retry;
 mod supervise;

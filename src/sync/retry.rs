@@ -1,5 +1,6 @@
-//! Calls to Clerk from the command line tools: paced, and retried on 429
-//! (after `Retry-After`), 5xx and timeouts.
+//! Calls to Clerk from the walks of its user list (backfill, the drift
+//! audit): paced, and retried on 429 (after `Retry-After`, clamped as the
+//! push worker clamps it), 5xx and timeouts.
 
 use std::future::Future;
 use std::time::Duration;
@@ -7,12 +8,21 @@ use std::time::Duration;
 use super::Pacer;
 use crate::clerk::ClerkError;
 
+/// The longest wait of a walk that has no configured one (`backfill`): the
+/// default of `CLERK_PUSH_RETRY_MAX_SECS`.
+pub const LONGEST_WAIT: Duration = Duration::from_secs(600);
+
 /// Tries before a transient failure is given up on.
 const MAX_ATTEMPTS: u32 = 10;
 
 /// Runs `call` in the pacer's next slot until it succeeds, fails for good, or
-/// has failed [`MAX_ATTEMPTS`] times in a row.
-pub async fn call_clerk<T, F, Fut>(pacer: &Pacer, mut call: F) -> Result<T, ClerkError>
+/// has failed [`MAX_ATTEMPTS`] times in a row. No wait is longer than
+/// `max_wait`, whatever Clerk's `Retry-After` says.
+pub async fn call_clerk<T, F, Fut>(
+    pacer: &Pacer,
+    max_wait: Duration,
+    mut call: F,
+) -> Result<T, ClerkError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ClerkError>>,
@@ -29,7 +39,8 @@ where
                         retry_after: Some(wait),
                     } => *wait,
                     _ => Duration::from_millis(250) * 2_u32.pow(attempt.min(6)),
-                };
+                }
+                .min(max_wait);
                 tracing::warn!(%error, attempt, wait = ?wait, "Clerk call failed; retrying");
                 pacer.pause(wait);
             }

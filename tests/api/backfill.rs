@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 
 use clerk_role_sync::app::backfill::{BackfillOptions, Prefer};
 use clerk_role_sync::app::change_roles;
+use clerk_role_sync::app::drift_audit::RunMode;
 use clerk_role_sync::clerk::ClerkClient;
 use clerk_role_sync::config::Config;
-use clerk_role_sync::db::rows::{Progress, UserFilter};
+use clerk_role_sync::db::rows::{DriftAuditRow, Progress, UserFilter};
 use clerk_role_sync::db::{Db, DbError, Queries as _};
 use clerk_role_sync::domain::{ClerkUserId, Role, RoleSource};
-use clerk_role_sync::sync::{backfill, reconcile};
+use clerk_role_sync::sync::backfill;
 use clerk_role_sync::with_conn;
 
 use crate::both_backends;
@@ -379,15 +380,22 @@ async fn reconcile_reports_exactly_the_planted_drift_and_fixes_it(backend: Backe
     for i in 0..30 {
         clerk.add_user(&id(i), clerk_role(i));
     }
-    let app = spawn_app(backend).await;
+    let url = clerk.url();
+    let with_key = [
+        ("CLERK_API_URL", url.as_str()),
+        ("CLERK_SECRET_KEY", clerk_emulator::SECRET_KEY),
+    ];
+    let app = spawn_app_with(backend, &with_key).await;
     let client = client(&clerk, &app);
     backfill::run(&app.db, &client, BackfillOptions::default(), 200.0, false)
         .await
         .expect("backfill");
-    let clean = reconcile::run(&app.db, &client, Prefer::Clerk, false, 200.0)
+    let (reconcile, _) = app.drift_audit("reconcile@test");
+    let clean = reconcile
+        .run_fresh(RunMode::Report, 10)
         .await
         .expect("reconcile");
-    assert!(clean.drift.is_empty(), "{:?}", clean.drift);
+    assert_eq!((clean.checked, found(&clean)), (30, 0), "{clean:?}");
 
     // Drift that lost webhooks leave behind.
     clerk.edit_metadata(&id(4), serde_json::json!({"role": "ADMIN"}));
@@ -395,29 +403,32 @@ async fn reconcile_reports_exactly_the_planted_drift_and_fixes_it(backend: Backe
     let only_here = user_event("user.created", "user_only_here", 1, None);
     assert_eq!(app.post_webhook(&only_here).await.status(), 200);
 
-    let report = reconcile::run(&app.db, &client, Prefer::Clerk, false, 200.0)
+    let report = reconcile
+        .run_fresh(RunMode::Report, 10)
         .await
         .expect("reconcile");
-    let mut found: Vec<String> = report.drift.iter().map(ToString::to_string).collect();
-    found.sort();
-    assert_eq!(
-        found,
-        [
-            "user_00004: role here STUDENT, in Clerk ADMIN",
-            "user_newcomer: in Clerk, not here",
-            "user_only_here: here, not in Clerk",
-        ]
-    );
-    assert_eq!(report.remaining(), 3);
+    let kinds = |run: &DriftAuditRow| {
+        (
+            run.found_role_differs,
+            run.found_missing_here,
+            run.found_missing_in_clerk,
+        )
+    };
+    assert_eq!(kinds(&report), (1, 1, 1), "{report:?}");
+    assert_eq!(report.repaired, 0, "a report repairs nothing");
+    assert_eq!(app.user(&id(4)).await.expect("user").role, Role::Student);
+    assert!(app.user("user_newcomer").await.is_none());
 
-    let fixed = reconcile::run(&app.db, &client, Prefer::Clerk, true, 200.0)
+    let fixed = reconcile
+        .run_fresh(RunMode::Fix(Prefer::Clerk), 10)
         .await
         .expect("reconcile --fix");
-    assert_eq!((fixed.drift.len(), fixed.remaining()), (3, 0));
-    let after = reconcile::run(&app.db, &client, Prefer::Clerk, false, 200.0)
+    assert_eq!((kinds(&fixed), fixed.repaired), ((1, 1, 1), 3), "{fixed:?}");
+    let after = reconcile
+        .run_fresh(RunMode::Report, 10)
         .await
         .expect("reconcile");
-    assert!(after.drift.is_empty(), "{:?}", after.drift);
+    assert_eq!(found(&after), 0, "{after:?}");
     assert_eq!(app.user(&id(4)).await.expect("user").role, Role::Admin);
     assert!(
         app.user("user_only_here")
@@ -426,4 +437,16 @@ async fn reconcile_reports_exactly_the_planted_drift_and_fixes_it(backend: Backe
             .deleted_at
             .is_some()
     );
+    assert_eq!(
+        app.audit_trail("user_only_here").await,
+        ["none->STUDENT", "STUDENT->none"],
+        "the deletion is audited"
+    );
+}
+
+fn found(run: &DriftAuditRow) -> i64 {
+    run.found_missing_here
+        + run.found_role_differs
+        + run.found_outdated
+        + run.found_missing_in_clerk
 }

@@ -349,6 +349,46 @@ async fn reconcile_exits_0_in_sync_1_on_drift_and_2_on_an_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_fix_deletes_past_the_budget_only_when_told_how_many() {
+    let with_clerk = WithClerk::start().await;
+    let (clerk, env) = (&with_clerk.clerk, with_clerk.env());
+    let ids: Vec<String> = (0..25).map(|i| format!("user_b{i:02}")).collect();
+    for id in &ids {
+        clerk.add_user(id, None);
+    }
+    assert!(run(&["backfill"], &env).status.success());
+    // Twelve leave Clerk; their `user.deleted` never arrives.
+    for id in &ids[..12] {
+        clerk.delete_user(id);
+    }
+
+    let held = run(&["reconcile", "--fix"], &env);
+    let stdout = String::from_utf8_lossy(&held.stdout);
+    assert_eq!(held.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("nothing was deleted or demoted"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("held: user_b").count(), 12, "{stdout}");
+    assert!(
+        stdout.contains("reconcile --fix --max-deletions 12"),
+        "{stdout}"
+    );
+    let report = run(&["reconcile"], &env);
+    assert_eq!(report.status.code(), Some(1), "the twelve are still here");
+
+    let fixed = run(&["reconcile", "--fix", "--max-deletions", "12"], &env);
+    let stdout = String::from_utf8_lossy(&fixed.stdout);
+    assert_eq!(fixed.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("12 drifted, 12 fixed"), "{stdout}");
+    assert_eq!(run(&["reconcile"], &env).status.code(), Some(0));
+
+    // --max-deletions only means something with --fix.
+    let refused = run(&["reconcile", "--max-deletions", "12"], &env);
+    assert_eq!(refused.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_change_is_never_logged_as_made() {
     let with_clerk = WithClerk::start().await;
     let (clerk, env) = (&with_clerk.clerk, with_clerk.env());

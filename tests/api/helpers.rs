@@ -9,9 +9,9 @@ use clerk_role_sync::db::rows::{RoleChangeRow, RoleStats, UserRow};
 use clerk_role_sync::db::{Db, DbError, Queries};
 use clerk_role_sync::domain::{ClerkUserId, Role};
 use clerk_role_sync::metrics::Metrics;
-use clerk_role_sync::startup::{AppHandle, Application, clerk_client};
+use clerk_role_sync::startup::{AppHandle, Application, audit_settings, clerk_client};
 use clerk_role_sync::sync::allowance_ms;
-use clerk_role_sync::sync::drift_audit::DriftAudit;
+use clerk_role_sync::sync::drift_audit::{AuditSettings, DriftAudit};
 use clerk_role_sync::with_conn;
 use diesel_async::SimpleAsyncConnection;
 use serde_json::Value;
@@ -186,17 +186,35 @@ impl TestApp {
     /// `owner` would run it, for the test to run (`run_once`); with the
     /// metrics it counts in.
     pub fn drift_audit(&self, owner: &str) -> (DriftAudit, Arc<Metrics>) {
+        self.drift_audit_with(owner, |_| {})
+    }
+
+    /// Like [`drift_audit`](Self::drift_audit), with its settings changed
+    /// by `tweak`.
+    pub fn drift_audit_with(
+        &self,
+        owner: &str,
+        tweak: impl FnOnce(&mut AuditSettings),
+    ) -> (DriftAudit, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());
         let client = clerk_client(&self.config)
             .expect("a Clerk client")
             .expect("CLERK_SECRET_KEY is set");
+        let allowance = allowance_ms(self.config.clerk.push.clock_skew_allowance);
+        let mut settings = AuditSettings {
+            rate_per_sec: 1_000.0,
+            ..audit_settings(
+                &self.config,
+                std::time::Duration::from_secs(3_600),
+                allowance,
+            )
+        };
+        tweak(&mut settings);
         let audit = DriftAudit::new(
             self.db.clone(),
             client,
             owner.to_owned(),
-            std::time::Duration::from_secs(3_600),
-            1_000.0,
-            allowance_ms(self.config.clerk.push.clock_skew_allowance),
+            settings,
             Arc::clone(&metrics),
         );
         (audit, metrics)
@@ -217,7 +235,8 @@ impl TestApp {
             .into_iter()
             .map(|row| {
                 let from = row.old_role.map_or("none", Role::as_str);
-                format!("{from}->{}", row.new_role)
+                let to = row.new_role.map_or("none", Role::as_str);
+                format!("{from}->{to}")
             })
             .collect();
         rows.reverse();

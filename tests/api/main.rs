@@ -18,6 +18,7 @@ mod observability;
 mod openapi;
 mod push;
 mod replicas;
+mod safe_healing;
 mod self_healing;
 mod storage;
 mod sync_views;

@@ -12,8 +12,8 @@ use clerk_role_sync::db::schema::drift_audits;
 use clerk_role_sync::db::{Db, DbError};
 use clerk_role_sync::domain::RoleSource;
 use clerk_role_sync::metrics::Metrics;
-use clerk_role_sync::startup::clerk_client;
-use clerk_role_sync::sync::drift_audit::{DriftAudit, RunEnd};
+use clerk_role_sync::startup::{audit_settings, clerk_client};
+use clerk_role_sync::sync::drift_audit::{AuditSettings, DriftAudit, RunEnd};
 use clerk_role_sync::sync::walk_lease::WalkLease;
 use clerk_role_sync::with_conn;
 use serde_json::json;
@@ -111,12 +111,20 @@ async fn one_audit_heals_what_lost_webhooks_left(backend: Backend) {
     let requests_before = clerk.requests().len();
     let (audit, metrics) = app.drift_audit("replica-a");
     let run = finished(audit.run_once().await.expect("the audit runs")).await;
-    // Its cost: one page of the list, one lookup (the user Clerk deleted).
+    // Its cost: one page of the list, and two lookups of the user Clerk
+    // deleted (the second confirms the 404 before the deletion is made).
     let asked: Vec<String> = clerk.requests()[requests_before..]
         .iter()
         .map(|request| format!("{} {}", request.method, request.path))
         .collect();
-    assert_eq!(asked, ["GET /v1/users", "GET /v1/users/user_leaving"]);
+    assert_eq!(
+        asked,
+        [
+            "GET /v1/users",
+            "GET /v1/users/user_leaving",
+            "GET /v1/users/user_leaving"
+        ]
+    );
     assert_eq!(
         (
             run.found_missing_here,
@@ -144,6 +152,10 @@ async fn one_audit_heals_what_lost_webhooks_left(backend: Backend) {
     assert_in_sync(&app, &clerk, &live).await;
     let leaving = app.user("user_leaving").await.expect("kept as a tombstone");
     assert!(leaving.deleted_at.is_some(), "deleted here as in Clerk");
+    assert!(
+        !leaving.deletion_final,
+        "undone if Clerk shows the user again"
+    );
     let profile = app.user("user_profile").await.expect("here");
     let in_clerk = clerk.user("user_profile").expect("in Clerk");
     assert_eq!(
@@ -161,6 +173,7 @@ async fn one_audit_heals_what_lost_webhooks_left(backend: Backend) {
             vec!["none->INSTRUCTOR", "INSTRUCTOR->STUDENT"],
         ),
         ("user_invited", vec!["none->INSTRUCTOR"]),
+        ("user_leaving", vec!["none->INSTRUCTOR", "INSTRUCTOR->none"]),
     ] {
         assert_eq!(app.audit_trail(id).await, trail, "{id}");
         let newest = &app.history(id).await[0];
@@ -259,13 +272,15 @@ async fn an_audit_leaves_users_with_a_pending_push_to_the_push(backend: Backend)
     let client = clerk_client(&with_key)
         .expect("a client")
         .expect("a secret key");
+    let settings = AuditSettings {
+        rate_per_sec: 1_000.0,
+        ..audit_settings(&with_key, Duration::from_secs(3_600), 2_000)
+    };
     let audit = DriftAudit::new(
         app.db.clone(),
         client,
         "replica-a".into(),
-        Duration::from_secs(3_600),
-        1_000.0,
-        2_000,
+        settings,
         Arc::new(Metrics::new()),
     );
     let run = finished(audit.run_once().await.expect("the audit runs")).await;

@@ -117,7 +117,11 @@ async fn a_user_lifecycle_is_applied_in_order_and_exactly_once(backend: Backend)
     );
     assert!(app.user(id).await.expect("user").deleted_at.is_some());
     assert_eq!(counts(&app).await, (0, 0, 0));
-    assert_eq!(app.audit_trail(id).await.len(), 2);
+    assert_eq!(
+        app.audit_trail(id).await.len(),
+        3,
+        "created, changed, deleted"
+    );
     assert_eq!(
         app.processed_messages().await,
         6,

@@ -13,8 +13,8 @@ use crate::db::rows::{
     UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
 };
 use crate::db::schema::{
-    backfill_progress, clerk_sync, drift_audits, role_changes, role_counts, users, walk_lease,
-    webhook_events,
+    backfill_progress, clerk_sync, drift_audit_holds, drift_audits, role_changes, role_counts,
+    users, walk_lease, webhook_events,
 };
 use crate::domain::{ClerkState, ClerkUserId, Role, Unrecorded};
 
@@ -490,6 +490,7 @@ impl Queries for Conn {
     async fn unfinished_drift_audit(&mut self) -> QueryResult<Option<DriftAuditRow>> {
         drift_audits::table
             .filter(drift_audits::finished_at.is_null())
+            .filter(drift_audits::mode.eq("audit"))
             .order(drift_audits::id.desc())
             .select(DriftAuditRow::as_select())
             .first(self)
@@ -497,29 +498,81 @@ impl Queries for Conn {
             .optional()
     }
 
-    async fn last_drift_audit(&mut self) -> QueryResult<Option<DriftAuditRow>> {
-        drift_audits::table
+    async fn last_drift_audit(&mut self, reports: bool) -> QueryResult<Option<DriftAuditRow>> {
+        let mut query = drift_audits::table
             .filter(drift_audits::finished_at.is_not_null())
             .order(drift_audits::id.desc())
             .select(DriftAuditRow::as_select())
-            .first(self)
-            .await
-            .optional()
+            .into_boxed();
+        if !reports {
+            query = query.filter(drift_audits::mode.ne("report"));
+        }
+        query.first(self).await.optional()
     }
 
     async fn start_drift_audit(
         &mut self,
         owner: &str,
         started_at: chrono::NaiveDateTime,
+        mode: &str,
     ) -> QueryResult<DriftAuditRow> {
         diesel::insert_into(drift_audits::table)
             .values((
                 drift_audits::owner.eq(owner),
                 drift_audits::started_at.eq(started_at),
+                drift_audits::mode.eq(mode),
             ))
             .returning(DriftAuditRow::as_returning())
             .get_result(self)
             .await
+    }
+
+    async fn hold_drift_change(
+        &mut self,
+        run_id: i64,
+        user_id: &ClerkUserId,
+        kind: &str,
+    ) -> QueryResult<bool> {
+        diesel::insert_into(drift_audit_holds::table)
+            .values((
+                drift_audit_holds::run_id.eq(run_id),
+                drift_audit_holds::user_id.eq(user_id.as_str()),
+                drift_audit_holds::kind.eq(kind),
+            ))
+            .on_conflict_do_nothing()
+            .execute(self)
+            .await
+            .map(|inserted| inserted == 1)
+    }
+
+    async fn count_held_drift_changes(&mut self, run_id: i64) -> QueryResult<i64> {
+        drift_audit_holds::table
+            .filter(drift_audit_holds::run_id.eq(run_id))
+            .count()
+            .get_result(self)
+            .await
+    }
+
+    async fn held_drift_changes(
+        &mut self,
+        run_id: i64,
+        after: Option<&str>,
+        limit: i64,
+    ) -> QueryResult<Vec<(ClerkUserId, String)>> {
+        let mut query = drift_audit_holds::table
+            .filter(drift_audit_holds::run_id.eq(run_id))
+            .order(drift_audit_holds::user_id)
+            .select((drift_audit_holds::user_id, drift_audit_holds::kind))
+            .limit(limit)
+            .into_boxed();
+        if let Some(after) = after {
+            query = query.filter(drift_audit_holds::user_id.gt(after));
+        }
+        let held: Vec<(String, String)> = query.load(self).await?;
+        Ok(held
+            .into_iter()
+            .filter_map(|(id, kind)| Some((ClerkUserId::parse(&id).ok()?, kind)))
+            .collect())
     }
 
     async fn save_drift_audit(&mut self, run: &DriftAuditRow) -> QueryResult<()> {

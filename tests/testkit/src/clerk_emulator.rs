@@ -349,6 +349,15 @@ struct State {
     next_endpoint: usize,
     /// `GET /v1/users` ignores `starting_after` (a broken proxy or cache).
     ignore_cursor: bool,
+    /// The next `GET /v1/users` with `starting_after` refuses it, as Clerk
+    /// refuses a cursor whose user was deleted.
+    refuse_cursor: bool,
+    /// `GET /v1/users` shows at most this many users in all (a truncated
+    /// or wrong answer).
+    list_cap: Option<usize>,
+    /// Users Clerk does not show for now: left out of the list, 404 to
+    /// lookups and writes.
+    hidden: std::collections::HashSet<String>,
     held: VecDeque<Message>,
     /// Messages made in `Delivery::Dropped` mode: never sent.
     dropped: Vec<HeldWebhook>,
@@ -492,6 +501,9 @@ impl State {
                 Reply::ok(json!({ "object": "total_count", "total_count": self.users.len() })),
                 None,
             ),
+            ("GET" | "PATCH", ["v1", "users", id, ..]) if self.hidden.contains(*id) => {
+                (Reply::not_found("user"), None)
+            }
             ("GET", ["v1", "users", id]) => match self.users.get(*id) {
                 Some(user) => (Reply::ok(user.clone()), None),
                 None => (Reply::not_found("user"), None),
@@ -513,7 +525,7 @@ impl State {
         Reply::ok(json!({ "keys": keys }))
     }
 
-    fn list_users(&self, query: &str) -> Reply {
+    fn list_users(&mut self, query: &str) -> Reply {
         let mut limit = DEFAULT_PAGE_LIMIT;
         let mut offset = 0;
         let mut starting_after = None;
@@ -554,7 +566,15 @@ impl State {
                 _ => {}
             }
         }
-        let mut users: Vec<&Value> = self.users.values().collect();
+        let mut users: Vec<&Value> = self
+            .users
+            .values()
+            .filter(|user| {
+                !user["id"]
+                    .as_str()
+                    .is_some_and(|id| self.hidden.contains(id))
+            })
+            .collect();
         users.sort_by(|a, b| {
             (a["created_at"].as_i64(), a["id"].as_str())
                 .cmp(&(b["created_at"].as_i64(), b["id"].as_str()))
@@ -562,7 +582,16 @@ impl State {
         if descending {
             users.reverse();
         }
+        if let Some(cap) = self.list_cap {
+            users.truncate(cap);
+        }
         let mut start = 0;
+        if starting_after.is_some() && std::mem::take(&mut self.refuse_cursor) {
+            return Reply::invalid(
+                "form_param_value_invalid",
+                "starting_after: the user was deleted (injected)",
+            );
+        }
         if let Some(after) = starting_after {
             match users.iter().position(|user| user["id"] == after.as_str()) {
                 Some(position) => start = position + 1,
@@ -1046,6 +1075,31 @@ impl ClerkEmulator {
     /// the first.
     pub fn set_ignore_cursor(&self, ignore: bool) {
         self.shared.lock().ignore_cursor = ignore;
+    }
+
+    /// The next page asked for after a cursor is refused as Clerk refuses
+    /// a cursor whose user was deleted meanwhile (422).
+    pub fn refuse_next_cursor(&self) {
+        self.shared.lock().refuse_cursor = true;
+    }
+
+    /// From now on the user list shows at most `cap` users in all (`None`:
+    /// all): an empty or truncated answer, as a wrong proxy or instance
+    /// might give.
+    pub fn cap_list(&self, cap: Option<usize>) {
+        self.shared.lock().list_cap = cap;
+    }
+
+    /// Clerk stops showing user `id` (left out of the list, 404 to a
+    /// lookup or a write) until [`show_user`](Self::show_user): no webhook
+    /// is sent.
+    pub fn hide_user(&self, id: &str) {
+        self.shared.lock().hidden.insert(id.to_owned());
+    }
+
+    /// Clerk shows user `id` again, as it was.
+    pub fn show_user(&self, id: &str) {
+        self.shared.lock().hidden.remove(id);
     }
 
     /// Forgets the faults not yet used up.
