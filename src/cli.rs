@@ -255,11 +255,15 @@ async fn reconcile(
     );
     if let Some(waiting) = &run.waiting {
         println!("nothing was deleted or demoted: {waiting}");
-        let held = print_held(&db, &run).await?;
-        println!(
-            "review them, then run: clerk-role-sync reconcile --fix --max-deletions {}",
-            held.max(max_deletions + 1)
-        );
+        match print_held(&db, &run).await? {
+            0 => println!(
+                "if Clerk's list is right, run: clerk-role-sync reconcile --fix \
+                 --max-deletions N, with N at least the number of users it did not show"
+            ),
+            held => println!(
+                "review them, then run: clerk-role-sync reconcile --fix --max-deletions {held}"
+            ),
+        }
     }
     match found - run.repaired {
         0 => Ok(ExitCode::SUCCESS),
