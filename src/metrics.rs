@@ -10,6 +10,7 @@
 //! | `clerk_role_sync_push_lease_renewals_total` | claims whose lease this replica renewed while their push was in flight |
 //! | `clerk_role_sync_push_leases_expired_total` | claims this replica took over from an owner whose lease had expired (a replica that died) |
 //! | `clerk_role_sync_push_claims_taken_back_total` | claims left by an earlier run of this replica, taken back at its start |
+//! | `clerk_role_sync_clerk_instance_confirmed` | 1 once the Clerk instance of the key is confirmed as the database's (pushes and the drift audit wait until then), else 0 |
 //! | `clerk_role_sync_ingest_batch_size` | webhook events applied per transaction (a histogram) |
 //! | `clerk_role_sync_ingest_batch_seconds` | how long applying one batch took, commit included (a histogram) |
 //! | `clerk_role_sync_ingest_pending` | webhook events waiting for their transaction: queued for an ingest writer, or in the batch it is applying |
@@ -77,6 +78,7 @@ pub struct Metrics {
     pub push_lease_renewals: IntCounter,
     pub push_leases_expired: IntCounter,
     pub push_claims_taken_back: IntCounter,
+    pub clerk_instance_confirmed: IntGauge,
     pub push_pending: IntGauge,
     pub push_oldest_pending: Gauge,
     ingest_batch_size: Histogram,
@@ -144,6 +146,11 @@ impl Metrics {
             push_claims_taken_back: IntCounter::new(
                 "clerk_role_sync_push_claims_taken_back_total",
                 "Claims left by an earlier run of this replica, taken back at its start",
+            )
+            .expect("valid metric"),
+            clerk_instance_confirmed: IntGauge::new(
+                "clerk_role_sync_clerk_instance_confirmed",
+                "1 once the Clerk instance of the key is confirmed as the database's, else 0 (pushes and the drift audit wait)",
             )
             .expect("valid metric"),
             push_pending: IntGauge::new(
@@ -250,6 +257,7 @@ impl Metrics {
             Box::new(metrics.push_lease_renewals.clone()),
             Box::new(metrics.push_leases_expired.clone()),
             Box::new(metrics.push_claims_taken_back.clone()),
+            Box::new(metrics.clerk_instance_confirmed.clone()),
             Box::new(metrics.push_pending.clone()),
             Box::new(metrics.push_oldest_pending.clone()),
             Box::new(metrics.ingest_batch_size.clone()),

@@ -118,7 +118,10 @@ pub async fn receive_clerk_webhook(
         })?;
 
     metrics.webhook(event.kind(), outcome);
+    // Clerk is read into the database only once its instance is confirmed
+    // as the database's.
     if outcome == Outcome::Conflict
+        && state.clerk_instance.is_confirmed()
         && let (ClerkEvent::UserUpserted { id, .. }, Some(clerk)) = (&event, &state.clerk)
     {
         reread(&state, clerk, id, headers.id).await;

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use super::Pacer;
 use super::backfill::{PAGE_SIZE, ensure_advances};
+use super::clerk_instance::InstanceGate;
 use super::retry::call_clerk;
 use super::supervise::supervise;
 use super::walk_lease::{LEASE, WalkLease};
@@ -48,6 +49,8 @@ pub struct DriftAudit {
     rate_per_sec: f64,
     allowance_ms: i64,
     metrics: Arc<Metrics>,
+    /// Open once the key's Clerk instance is confirmed as the database's.
+    instance: InstanceGate,
 }
 
 /// How a run ended.
@@ -60,6 +63,7 @@ pub enum RunEnd {
 }
 
 impl DriftAudit {
+    #[expect(clippy::too_many_arguments, reason = "each is the audit's own")]
     pub fn new(
         db: Db,
         client: ClerkClient,
@@ -68,6 +72,7 @@ impl DriftAudit {
         rate_per_sec: f64,
         allowance_ms: i64,
         metrics: Arc<Metrics>,
+        instance: InstanceGate,
     ) -> Self {
         Self {
             db,
@@ -77,6 +82,7 @@ impl DriftAudit {
             rate_per_sec,
             allowance_ms,
             metrics,
+            instance,
         }
     }
 
@@ -144,8 +150,10 @@ impl DriftAudit {
         Ok((due - now()).to_std().unwrap_or(Duration::ZERO))
     }
 
-    /// One run, resumed or new, if the walk lease is free.
+    /// One run, resumed or new, if the walk lease is free; not before the
+    /// Clerk instance is confirmed.
     pub async fn run_once(&self) -> anyhow::Result<RunEnd> {
+        self.instance.confirmed().await;
         let lease = match WalkLease::take(&self.db, &self.owner).await? {
             Ok(lease) => lease,
             Err(held) => return Ok(RunEnd::Busy(held)),

@@ -13,6 +13,7 @@ use clerk_role_sync::db::{Db, DbError};
 use clerk_role_sync::domain::RoleSource;
 use clerk_role_sync::metrics::Metrics;
 use clerk_role_sync::startup::clerk_client;
+use clerk_role_sync::sync::clerk_instance::InstanceGate;
 use clerk_role_sync::sync::drift_audit::{DriftAudit, RunEnd};
 use clerk_role_sync::sync::walk_lease::WalkLease;
 use clerk_role_sync::with_conn;
@@ -261,12 +262,15 @@ async fn an_audit_leaves_users_with_a_pending_push_to_the_push(backend: Backend)
         .expect("a secret key");
     let audit = DriftAudit::new(
         app.db.clone(),
-        client,
+        client.clone(),
         "replica-a".into(),
         Duration::from_secs(3_600),
         1_000.0,
         2_000,
         Arc::new(Metrics::new()),
+        InstanceGate::confirm(&app.db, &client)
+            .await
+            .expect("the Clerk instance is confirmed"),
     );
     let run = finished(audit.run_once().await.expect("the audit runs")).await;
     assert_eq!(run.checked, 2, "{run:?}");
