@@ -3,7 +3,7 @@
 //! | metric | labels |
 //! | --- | --- |
 //! | `clerk_role_sync_webhooks_total` | `type` (user.created, user.updated, user.deleted, other), `outcome` (applied, duplicate, stale, …) |
-//! | `clerk_role_sync_webhook_refusals_total` | `reason` (missing_header, bad_signature, timestamp, too_large, body_timeout, busy, malformed_body, not_configured, database) |
+//! | `clerk_role_sync_webhook_refusals_total` | `reason` (missing_header, bad_signature, timestamp, too_large, body_timeout, busy, malformed_body, not_configured, database, wrong_instance: from another Clerk instance than the database's) |
 //! | `clerk_role_sync_push_attempts_total` | `result` (landed, retry, rate_limited, failed, cancelled: a newer dashboard edit won before a retry) |
 //! | `clerk_role_sync_push_worker_restarts_total` | the push worker ended or panicked and was started again |
 //! | `clerk_role_sync_push_claims_held` | pushes this replica is sending now (its claims) |
@@ -46,7 +46,7 @@ use crate::app::drift_audit::DriftKind;
 const WEBHOOK_TYPES: [&str; 4] = ["user.created", "user.updated", "user.deleted", "other"];
 
 /// Why a webhook was refused before it was applied.
-pub const REFUSAL_REASONS: [&str; 9] = [
+pub const REFUSAL_REASONS: [&str; 10] = [
     "not_configured",
     "missing_header",
     "too_large",
@@ -56,6 +56,7 @@ pub const REFUSAL_REASONS: [&str; 9] = [
     "bad_signature",
     "malformed_body",
     "database",
+    "wrong_instance",
 ];
 
 /// What one push attempt came to.

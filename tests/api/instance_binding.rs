@@ -1,7 +1,8 @@
 //! One Clerk instance per database: the instance of the key is recorded at
 //! first contact; a key of another instance stops `serve` at start (and the
 //! command-line walks) before anything is sent or read; while Clerk cannot
-//! say which instance the key is of, pushes and the drift audit wait.
+//! say which instance the key is of, pushes and the drift audit wait; a
+//! webhook of another instance is refused.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -17,8 +18,12 @@ use serde_json::{Value, json};
 
 use crate::admin_auth::seed;
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, metric, spawn_app_with, test_config, user_id, wait_until};
+use crate::helpers::{
+    Backend, TestApp, metric, problem, spawn_app_with, spawn_synced_app, test_config, user_id,
+    wait_until,
+};
 use testkit::clerk_emulator::{self, ClerkEmulator, Delivery};
+use testkit::clerk_payloads::user_event;
 use testkit::instances::Instance;
 use testkit::svix;
 use testkit::test_db::TestDb;
@@ -31,6 +36,7 @@ both_backends!(
     another_instance_found_in_the_background_keeps_pushes_stopped,
     an_unbound_database_whose_users_are_elsewhere_is_refused_until_rebound,
     an_unbound_database_whose_users_are_there_is_bound_after_ten_lookups,
+    a_webhook_of_another_instance_is_refused_and_not_applied,
 );
 
 /// The environment of a `serve` process talking to `clerk`.
@@ -358,6 +364,10 @@ async fn pushes_and_the_audit_wait_until_clerk_confirms_the_instance(backend: Ba
         asked(&clerk).contains(&"GET /v1/users".to_owned())
     })
     .await;
+    // The binding made in the background is the one webhooks compare with.
+    let mut foreign = user_event("user.updated", "user_waiting", i64::MAX / 2, Some("ADMIN"));
+    foreign["instance_id"] = json!("ins_other");
+    problem(app.post_webhook(&foreign).await, 422).await;
 }
 
 /// A database bound to one instance, started with another instance's key
@@ -606,6 +616,56 @@ async fn an_unbound_database_whose_users_are_there_is_bound_after_ten_lookups(ba
             .contains(&"bound to ins_emulator".to_owned())
     );
     service.stop().await;
+}
+
+/// A signed webhook whose envelope names another instance is refused with
+/// 422 and counted; the user stays as it was, the message is not recorded
+/// (Svix keeps it). Without `instance_id`, or with the bound one, events
+/// are applied as always.
+async fn a_webhook_of_another_instance_is_refused_and_not_applied(backend: Backend) {
+    let (app, clerk) = spawn_synced_app(backend).await;
+    seed(&app, &clerk, &[("user_target", Some("STUDENT"))]).await;
+    let messages = app.processed_messages().await;
+    let mut foreign = user_event("user.updated", "user_target", i64::MAX / 2, Some("ADMIN"));
+    foreign["instance_id"] = json!("ins_other");
+
+    let refused = problem(app.post_webhook(&foreign).await, 422).await;
+
+    let detail = refused["detail"].as_str().expect("a detail");
+    assert!(detail.contains("ins_other"), "{detail}");
+    assert!(detail.contains("ins_emulator"), "{detail}");
+    assert!(!detail.contains(clerk_emulator::SECRET_KEY), "{detail}");
+    let user = app.user("user_target").await.expect("here");
+    assert_eq!(user.role, Role::Student, "not applied");
+    assert_eq!(app.processed_messages().await, messages, "not recorded");
+    let page = app.get("/metrics").await.text().await.expect("text");
+    assert_eq!(
+        metric(
+            &page,
+            "clerk_role_sync_webhook_refusals_total{reason=\"wrong_instance\"}"
+        ),
+        1.0
+    );
+
+    let mut ours = user_event(
+        "user.updated",
+        "user_target",
+        i64::MAX / 2,
+        Some("INSTRUCTOR"),
+    );
+    ours["instance_id"] = json!(clerk_emulator::INSTANCE_ID);
+    assert_eq!(app.post_webhook(&ours).await.status(), 200);
+    let unnamed = user_event(
+        "user.updated",
+        "user_target",
+        i64::MAX / 2 + 1,
+        Some("ADMIN"),
+    );
+    assert_eq!(app.post_webhook(&unnamed).await.status(), 200);
+    assert_eq!(
+        app.user("user_target").await.expect("here").role,
+        Role::Admin
+    );
 }
 
 /// `sk_live_…` with `pk_test_…`: the configuration is refused before
