@@ -20,6 +20,7 @@ use clerk_role_sync::db::Db;
 use clerk_role_sync::db::rows::DriftAuditRow;
 use clerk_role_sync::metrics::Metrics;
 use clerk_role_sync::sync::backfill;
+use clerk_role_sync::sync::clerk_instance::InstanceGate;
 use clerk_role_sync::sync::drift_audit::{AuditSettings, DriftAudit, RunEnd};
 use serde_json::json;
 use testkit::clerk_emulator::{self, ClerkEmulator, Delivery};
@@ -110,6 +111,9 @@ async fn audit(
         "bench".into(),
         settings,
         Arc::new(Metrics::new()),
+        InstanceGate::confirm(db, client)
+            .await
+            .expect("the instance is confirmed"),
     );
     let before = clerk.requests().len();
     let started = Instant::now();

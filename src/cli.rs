@@ -1,4 +1,4 @@
-//! The command line: `clerk-role-sync [serve|migrate|openapi|set-role|backfill|reconcile]`.
+//! The command line: `clerk-role-sync [serve|migrate|openapi|set-role|backfill|reconcile|rebind-instance]`.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::backfill::{BackfillOptions, Prefer};
 use crate::app::change_roles::{self, RoleUpdate};
+use crate::app::clerk_instance;
 use crate::app::drift_audit::{self, RunMode};
 use crate::clerk::ClerkClient;
 use crate::config::Config;
@@ -17,6 +18,7 @@ use crate::db::rows::DriftAuditRow;
 use crate::domain::{ClerkUserId, Role, RoleSource};
 use crate::metrics::Metrics;
 use crate::startup::{self, Application};
+use crate::sync::clerk_instance::{InstanceGate, InstanceState, confirm_or_refuse};
 use crate::sync::drift_audit::{AuditSettings, DriftAudit};
 use crate::sync::walk_lease::WalkLease;
 use crate::sync::{allowance_ms, backfill};
@@ -88,6 +90,9 @@ enum Command {
         /// STUDENT, INSTRUCTOR or ADMIN.
         role: String,
     },
+    /// Bind the database to the Clerk instance of CLERK_SECRET_KEY, after a
+    /// deliberate move to another instance.
+    RebindInstance,
 }
 
 /// Whose role wins.
@@ -142,6 +147,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             eprintln!("migrations applied");
         }
         Command::SetRole { user_id, role } => set_role(config, &user_id, &role).await?,
+        Command::RebindInstance => rebind_instance(&config).await?,
         Command::Backfill {
             dry_run,
             write_defaults,
@@ -149,7 +155,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             restart,
             rate,
         } => {
-            let (db, client) = clerk_tools(&config).await?;
+            let (db, client, _) = clerk_tools(&config).await?;
             let options = BackfillOptions {
                 prefer: prefer.into(),
                 write_defaults,
@@ -229,7 +235,7 @@ async fn reconcile(
     max_deletions: i64,
     rate: f64,
 ) -> anyhow::Result<ExitCode> {
-    let (db, client) = clerk_tools(config).await?;
+    let (db, client, instance) = clerk_tools(config).await?;
     let allowance = allowance_ms(config.clerk.push.clock_skew_allowance);
     let interval = config.drift_audit.interval.unwrap_or_default();
     let settings = AuditSettings {
@@ -237,13 +243,8 @@ async fn reconcile(
         ..startup::audit_settings(config, interval, allowance)
     };
     let owner = format!("reconcile@{}", config.replica_id);
-    let audit = DriftAudit::new(
-        db.clone(),
-        client,
-        owner,
-        settings,
-        Arc::new(Metrics::new()),
-    );
+    let metrics = Arc::new(Metrics::new());
+    let audit = DriftAudit::new(db.clone(), client, owner, settings, metrics, instance);
     let run = audit.printing().run_fresh(mode, max_deletions).await?;
     let found = run.found_missing_here
         + run.found_role_differs
@@ -308,13 +309,43 @@ async fn walking<T>(
     result
 }
 
-/// The database (migrated) and Clerk's API, for the commands that need both.
-async fn clerk_tools(config: &Config) -> anyhow::Result<(Db, ClerkClient)> {
+/// The database (migrated) and Clerk's API, for the commands that need
+/// both; the key's Clerk instance confirmed as the database's (or the
+/// database bound to it at first contact) before anything is walked.
+async fn clerk_tools(config: &Config) -> anyhow::Result<(Db, ClerkClient, InstanceGate)> {
     let client = startup::clerk_client(config)?
         .context("CLERK_SECRET_KEY is needed to read users from Clerk")?;
     let db = startup::connect(config).await?;
     db.migrate().await?;
-    Ok((db, client))
+    let bound = confirm_or_refuse(&db, &client).await?;
+    tracing::info!(instance.id = %bound.instance_id, "Clerk instance confirmed");
+    Ok((
+        db,
+        client,
+        InstanceGate::new(InstanceState::Confirmed(bound)),
+    ))
+}
+
+/// Binds the database to the instance of the current key, and says what it
+/// was bound to before.
+async fn rebind_instance(config: &Config) -> anyhow::Result<()> {
+    let client = startup::clerk_client(config)?
+        .context("CLERK_SECRET_KEY is needed: the database is bound to the instance of that key")?;
+    let db = startup::connect(config).await?;
+    db.migrate().await?;
+    let (before, now) = clerk_instance::rebind(&db, &client).await?;
+    let now_shown = format!("{} ({})", now.instance_id, now.environment_type);
+    match before {
+        Some(before) if before.instance_id == now.instance_id => {
+            println!("already bound to Clerk instance {now_shown}");
+        }
+        Some(before) => println!(
+            "bound to Clerk instance {now_shown}; it was bound to {} ({})",
+            before.instance_id, before.environment_type
+        ),
+        None => println!("bound to Clerk instance {now_shown}; it was not bound before"),
+    }
+    Ok(())
 }
 
 async fn set_role(config: Config, user_id: &str, role: &str) -> anyhow::Result<()> {

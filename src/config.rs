@@ -340,6 +340,10 @@ impl Config {
                 .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
                 .ok_or_else(|| invalid("CLERK_API_URL", "expected an http(s) URL"))?;
 
+        key_environments_match(
+            var("CLERK_SECRET_KEY").as_deref(),
+            var("CLERK_PUBLISHABLE_KEY").as_deref(),
+        )?;
         let issuer = match (var("CLERK_ISSUER"), var("CLERK_PUBLISHABLE_KEY")) {
             (Some(issuer), _) => Some(issuer.trim().trim_end_matches('/').to_owned()),
             (None, Some(key)) => Some(issuer_from_publishable_key(key.trim())?),
@@ -553,6 +557,34 @@ fn list(value: Option<String>) -> Vec<String> {
         .filter(|item| !item.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// A secret key `sk_live_…` or `sk_test_…` and a publishable key `pk_live_…`
+/// or `pk_test_…`, when both are set, are of one environment: a live key
+/// and a test key belong to two Clerk instances. Keys of other shapes are
+/// not compared. The error names the environments, never the keys.
+fn key_environments_match(
+    secret_key: Option<&str>,
+    publishable_key: Option<&str>,
+) -> Result<(), ConfigError> {
+    let environment = |key: &str, kind: &str| {
+        ["live", "test"]
+            .into_iter()
+            .find(|environment| key.trim().starts_with(&format!("{kind}_{environment}_")))
+    };
+    let secret = secret_key.and_then(|key| environment(key, "sk"));
+    let publishable = publishable_key.and_then(|key| environment(key, "pk"));
+    match (secret, publishable) {
+        (Some(secret), Some(publishable)) if secret != publishable => Err(invalid(
+            "CLERK_SECRET_KEY",
+            format!(
+                "it is a {secret} key (sk_{secret}_…), but CLERK_PUBLISHABLE_KEY is a \
+                 {publishable} key (pk_{publishable}_…): the two belong to different Clerk \
+                 instances; set both keys of one instance"
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Clerk's publishable key is `pk_(test|live)_` + base64(`<frontend api host>$`);
@@ -799,6 +831,54 @@ mod tests {
             config.clerk.issuer.as_deref(),
             Some("https://clerk.example.com")
         );
+    }
+
+    #[test]
+    fn a_live_secret_key_with_a_test_publishable_key_is_refused() {
+        // base64("clerk.example.com$")
+        let (live_pk, test_pk) = (
+            "pk_live_Y2xlcmsuZXhhbXBsZS5jb20k",
+            "pk_test_Y2xlcmsuZXhhbXBsZS5jb20k",
+        );
+        for (secret, publishable) in [("sk_live_hush1234", test_pk), ("sk_test_hush1234", live_pk)]
+        {
+            let error = config(&[
+                ("CLERK_SECRET_KEY", secret),
+                ("CLERK_PUBLISHABLE_KEY", publishable),
+            ])
+            .expect_err("two environments")
+            .to_string();
+            assert!(error.starts_with("CLERK_SECRET_KEY"), "{error}");
+            assert!(error.contains("CLERK_PUBLISHABLE_KEY"), "{error}");
+            assert!(
+                !error.contains("hush1234"),
+                "the secret is never printed: {error}"
+            );
+        }
+        // Also when CLERK_ISSUER pins the issuer instead of the key.
+        assert!(
+            config(&[
+                ("CLERK_SECRET_KEY", "sk_live_hush1234"),
+                ("CLERK_PUBLISHABLE_KEY", test_pk),
+                ("CLERK_ISSUER", "https://clerk.example.com"),
+            ])
+            .is_err()
+        );
+        for (secret, publishable) in [("sk_live_x", live_pk), ("sk_test_x", test_pk)] {
+            config(&[
+                ("CLERK_SECRET_KEY", secret),
+                ("CLERK_PUBLISHABLE_KEY", publishable),
+            ])
+            .expect("one environment");
+        }
+        // Either alone, or a key of another shape, is not compared.
+        config(&[("CLERK_SECRET_KEY", "sk_live_x")]).expect("no publishable key");
+        config(&[("CLERK_PUBLISHABLE_KEY", test_pk)]).expect("no secret key");
+        config(&[
+            ("CLERK_SECRET_KEY", "sk_emulator"),
+            ("CLERK_PUBLISHABLE_KEY", live_pk),
+        ])
+        .expect("not a live or test secret key");
     }
 
     #[test]

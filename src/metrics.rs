@@ -3,13 +3,14 @@
 //! | metric | labels |
 //! | --- | --- |
 //! | `clerk_role_sync_webhooks_total` | `type` (user.created, user.updated, user.deleted, other), `outcome` (applied, duplicate, stale, …) |
-//! | `clerk_role_sync_webhook_refusals_total` | `reason` (missing_header, bad_signature, timestamp, too_large, body_timeout, busy, malformed_body, not_configured, database) |
+//! | `clerk_role_sync_webhook_refusals_total` | `reason` (missing_header, bad_signature, timestamp, too_large, body_timeout, busy, malformed_body, not_configured, database, wrong_instance: from another Clerk instance than the database's) |
 //! | `clerk_role_sync_push_attempts_total` | `result` (landed, retry, rate_limited, failed, cancelled: a newer dashboard edit won before a retry) |
 //! | `clerk_role_sync_push_worker_restarts_total` | the push worker ended or panicked and was started again |
 //! | `clerk_role_sync_push_claims_held` | pushes this replica is sending now (its claims) |
 //! | `clerk_role_sync_push_lease_renewals_total` | claims whose lease this replica renewed while their push was in flight |
 //! | `clerk_role_sync_push_leases_expired_total` | claims this replica took over from an owner whose lease had expired (a replica that died) |
 //! | `clerk_role_sync_push_claims_taken_back_total` | claims left by an earlier run of this replica, taken back at its start |
+//! | `clerk_role_sync_clerk_instance_confirmed` | 1 once the Clerk instance of the key is confirmed as the database's (pushes and the drift audit wait until then), else 0 |
 //! | `clerk_role_sync_ingest_batch_size` | webhook events applied per transaction (a histogram) |
 //! | `clerk_role_sync_ingest_batch_seconds` | how long applying one batch took, commit included (a histogram) |
 //! | `clerk_role_sync_ingest_pending` | webhook events waiting for their transaction: queued for an ingest writer, or in the batch it is applying |
@@ -46,7 +47,7 @@ use crate::app::drift_audit::DriftKind;
 const WEBHOOK_TYPES: [&str; 4] = ["user.created", "user.updated", "user.deleted", "other"];
 
 /// Why a webhook was refused before it was applied.
-pub const REFUSAL_REASONS: [&str; 9] = [
+pub const REFUSAL_REASONS: [&str; 10] = [
     "not_configured",
     "missing_header",
     "too_large",
@@ -56,6 +57,7 @@ pub const REFUSAL_REASONS: [&str; 9] = [
     "bad_signature",
     "malformed_body",
     "database",
+    "wrong_instance",
 ];
 
 /// What one push attempt came to.
@@ -78,6 +80,7 @@ pub struct Metrics {
     pub push_lease_renewals: IntCounter,
     pub push_leases_expired: IntCounter,
     pub push_claims_taken_back: IntCounter,
+    pub clerk_instance_confirmed: IntGauge,
     pub push_pending: IntGauge,
     pub push_oldest_pending: Gauge,
     ingest_batch_size: Histogram,
@@ -146,6 +149,11 @@ impl Metrics {
             push_claims_taken_back: IntCounter::new(
                 "clerk_role_sync_push_claims_taken_back_total",
                 "Claims left by an earlier run of this replica, taken back at its start",
+            )
+            .expect("valid metric"),
+            clerk_instance_confirmed: IntGauge::new(
+                "clerk_role_sync_clerk_instance_confirmed",
+                "1 once the Clerk instance of the key is confirmed as the database's, else 0 (pushes and the drift audit wait)",
             )
             .expect("valid metric"),
             push_pending: IntGauge::new(
@@ -257,6 +265,7 @@ impl Metrics {
             Box::new(metrics.push_lease_renewals.clone()),
             Box::new(metrics.push_leases_expired.clone()),
             Box::new(metrics.push_claims_taken_back.clone()),
+            Box::new(metrics.clerk_instance_confirmed.clone()),
             Box::new(metrics.push_pending.clone()),
             Box::new(metrics.push_oldest_pending.clone()),
             Box::new(metrics.ingest_batch_size.clone()),

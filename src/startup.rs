@@ -28,6 +28,7 @@ use crate::routes::head::head_as_get;
 use crate::routes::headers::security_headers;
 use crate::routes::observe::observe;
 use crate::routes::{self, AppState};
+use crate::sync::clerk_instance::{self, InstanceGate};
 use crate::sync::drift_audit::{AuditSettings, DriftAudit};
 use crate::sync::ingest::{Ingest, IngestHandle};
 use crate::sync::{PushWorker, WorkerHandle, allowance_ms, retention};
@@ -64,6 +65,10 @@ pub struct Application {
     background: watch::Sender<bool>,
     retention: JoinHandle<()>,
     drift_audit: Option<JoinHandle<()>>,
+    /// Asks Clerk for the instance until it is confirmed, when it could not
+    /// be at start.
+    confirming: Option<JoinHandle<()>>,
+    clerk_instance: InstanceGate,
 }
 
 /// Stops a running [`Application`].
@@ -94,9 +99,10 @@ impl AppHandle {
 }
 
 impl Application {
-    /// Connects to the database, applies migrations, starts the push worker
-    /// (when Clerk's secret key is set) and the housekeeping, and binds the
-    /// listeners.
+    /// Connects to the database, applies migrations, confirms the Clerk
+    /// instance (a key of another instance is an error), starts the push
+    /// worker (when Clerk's secret key is set) and the housekeeping, and
+    /// binds the listeners.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = connect(&config).await?;
         db.migrate().await.context("applying migrations")?;
@@ -104,6 +110,7 @@ impl Application {
 
         let webhook_verifier = webhook_verifier(&config)?;
         let client = clerk_client(&config)?;
+        let (instance, confirm_later) = clerk_instance::at_start(&db, client.as_ref()).await?;
         let session_verifier = session_verifier(&config, client.clone())?;
         let metrics = Arc::new(Metrics::new());
         let openapi = openapi::document();
@@ -134,6 +141,7 @@ impl Application {
                 config.clerk.push,
                 config.replica_id.clone(),
                 metrics.clone(),
+                instance.clone(),
             )),
             None => {
                 tracing::warn!(
@@ -148,9 +156,18 @@ impl Application {
             config.webhook_events_retention,
             stop,
         ));
+        let confirming = match (confirm_later, clerk_client(&config)?) {
+            (true, Some(client)) => Some(tokio::spawn(clerk_instance::keep_confirming(
+                instance.clone(),
+                db.clone(),
+                client,
+                background.subscribe(),
+            ))),
+            _ => None,
+        };
 
         let allowance = allowance_ms(config.clerk.push.clock_skew_allowance);
-        let audit = drift_audit(&config, &db, allowance, &metrics)?;
+        let audit = drift_audit(&config, &db, allowance, &metrics, &instance)?;
         let drift_audit_interval = audit.as_ref().and(config.drift_audit.interval);
         let drift_audit = audit.map(|audit| tokio::spawn(audit.run(background.subscribe())));
         let (ingest, ingest_handle) = Ingest::spawn(db.clone(), allowance, metrics.clone());
@@ -167,6 +184,7 @@ impl Application {
             clock_skew_allowance_ms: allowance,
             drift_audit_interval,
             metrics_on_main_port: metrics_listener.is_none(),
+            clerk_instance: instance,
         });
         let origins = config.cors_allowed_origins.clone();
 
@@ -248,12 +266,20 @@ impl Application {
             background,
             retention,
             drift_audit,
+            confirming,
+            clerk_instance: state.clerk_instance.clone(),
         })
     }
 
     /// The port actually bound (useful with `BIND_ADDR=…:0`).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Where the Clerk instance stands, as the push worker and the drift
+    /// audit see it.
+    pub fn clerk_instance(&self) -> InstanceGate {
+        self.clerk_instance.clone()
     }
 
     /// The port `/metrics` is served on when `METRICS_BIND_ADDR` is set.
@@ -292,6 +318,9 @@ impl Application {
         let _ = self.retention.await;
         if let Some(audit) = self.drift_audit {
             let _ = audit.await;
+        }
+        if let Some(confirming) = self.confirming {
+            let _ = confirming.await;
         }
         served.and(metrics_served)
     }
@@ -385,6 +414,7 @@ fn drift_audit(
     db: &Db,
     allowance_ms: i64,
     metrics: &Arc<Metrics>,
+    instance: &InstanceGate,
 ) -> anyhow::Result<Option<DriftAudit>> {
     let Some(interval) = config.drift_audit.interval else {
         tracing::info!("RECONCILE_INTERVAL is 0: no drift audit");
@@ -400,6 +430,7 @@ fn drift_audit(
         config.replica_id.clone(),
         audit_settings(config, interval, allowance_ms),
         metrics.clone(),
+        instance.clone(),
     )))
 }
 

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod backfill;
 pub mod change_roles;
+pub mod clerk_instance;
 pub mod clerk_state;
 pub mod drift_audit;
 pub mod land_push;

@@ -115,6 +115,15 @@ pub struct Jwk {
     pub e: String,
 }
 
+/// The Clerk instance a secret key belongs to (`GET /v1/instance`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ClerkInstance {
+    /// `ins_…`.
+    pub id: String,
+    /// `development` or `production`.
+    pub environment_type: String,
+}
+
 /// Where Clerk's Backend API is and how to call it.
 #[derive(Debug, Clone, Copy)]
 pub struct Connection<'a> {
@@ -197,6 +206,16 @@ impl ClerkClient {
         let url = self.url("v1/users/count")?;
         let count: Count = self.send(self.http.get(url)).await?;
         Ok(count.total_count)
+    }
+
+    /// The instance this client's secret key belongs to.
+    pub async fn get_instance(&self) -> Result<ClerkInstance, ClerkError> {
+        let url = self.url("v1/instance")?;
+        let instance: ClerkInstance = self.send(self.http.get(url)).await?;
+        if instance.id.is_empty() {
+            return Err(ClerkError::Malformed("the instance has no id".into()));
+        }
+        Ok(instance)
     }
 
     /// The instance's signing keys for session tokens.

@@ -5,5 +5,5 @@ mod api;
 pub mod jwt;
 mod user;
 
-pub use api::{ClerkClient, ClerkError, Connection, Jwk, Jwks};
+pub use api::{ClerkClient, ClerkError, ClerkInstance, Connection, Jwk, Jwks};
 pub use user::{ClerkUser, EmailAddress};

@@ -4,8 +4,8 @@ use diesel::prelude::*;
 use diesel_async::AsyncConnection;
 
 use super::rows::{
-    COUNT_SHARDS, DriftAuditRow, NewRoleChange, NewUser, OutboxSummary, Progress, RoleChangeRow,
-    RoleStats, SyncRow, UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
+    BoundInstance, COUNT_SHARDS, DriftAuditRow, NewRoleChange, NewUser, OutboxSummary, Progress,
+    RoleChangeRow, RoleStats, SyncRow, UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
 };
 use crate::domain::{ClerkState, ClerkUserId, Role, Unrecorded, count_deltas};
 
@@ -147,6 +147,20 @@ pub trait Queries: AsyncConnection + Send {
 
     /// Every live user as `(id, role)`.
     async fn live_user_roles(&mut self) -> QueryResult<Vec<(ClerkUserId, Role)>>;
+
+    /// The Clerk instance the database is bound to, if any.
+    async fn bound_instance(&mut self) -> QueryResult<Option<BoundInstance>>;
+
+    /// Binds the database to `instance` unless it is bound already; whether
+    /// it did (two replicas binding at once: one of them does).
+    async fn bind_instance(&mut self, instance: &BoundInstance) -> QueryResult<bool>;
+
+    /// Binds the database to `instance`, whatever it was bound to.
+    async fn rebind_instance(&mut self, instance: &BoundInstance) -> QueryResult<()>;
+
+    /// Up to `limit` live users, newest first: the admins, or (`admins`
+    /// false) everyone else.
+    async fn live_user_ids(&mut self, admins: bool, limit: i64) -> QueryResult<Vec<ClerkUserId>>;
 
     /// The unfinished backfill, if any.
     async fn load_backfill_progress(&mut self) -> QueryResult<Option<Progress>>;

@@ -5,7 +5,8 @@ use chrono::{DateTime, NaiveDateTime, SubsecRound as _, Utc};
 use diesel::prelude::*;
 
 use super::schema::{
-    backfill_progress, clerk_sync, drift_audits, role_changes, users, webhook_events,
+    backfill_progress, clerk_instance, clerk_sync, drift_audits, role_changes, users,
+    webhook_events,
 };
 use crate::domain::{ClerkUserId, Role, RoleSource};
 
@@ -121,6 +122,17 @@ pub fn search_pattern(search: &str) -> String {
     }
     pattern.push('%');
     pattern
+}
+
+/// The Clerk instance the database is bound to: its one `clerk_instance` row.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = clerk_instance)]
+pub struct BoundInstance {
+    /// Clerk's `ins_…` id.
+    pub instance_id: String,
+    /// `development` or `production`.
+    pub environment_type: String,
+    pub bound_at: NaiveDateTime,
 }
 
 /// A user as the rest of the service sees it.

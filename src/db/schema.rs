@@ -88,6 +88,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    clerk_instance (id) {
+        id -> Integer,
+        instance_id -> Text,
+        environment_type -> Text,
+        bound_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     walk_lease (id) {
         id -> Integer,
         owner -> Nullable<Text>,

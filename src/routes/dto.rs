@@ -13,6 +13,7 @@ use crate::db::rows::{
 };
 use crate::domain::{ClerkUserId, Role, RoleSource};
 use crate::error::ApiError;
+use crate::sync::clerk_instance::InstanceState;
 
 /// A user, with where its role stands with Clerk.
 #[derive(Debug, Serialize, ToSchema)]
@@ -465,9 +466,9 @@ pub fn decode_event_cursor(
 #[serde(rename_all = "camelCase")]
 pub struct SyncStatusResponse {
     /// No push is pending or failing, the last finished drift audit (if
-    /// one ran) left no drift unrepaired and waits for no confirmation, and
-    /// no run stopped on an error: as far as the service can tell, both
-    /// sides agree.
+    /// one ran) left no drift unrepaired and waits for no confirmation, no
+    /// run stopped on an error, and the Clerk instance is not unconfirmed
+    /// or another: as far as the service can tell, both sides agree.
     pub in_sync: bool,
     pub outbox: OutboxResponse,
     /// The oldest 50 pushes pending or failing.
@@ -476,6 +477,7 @@ pub struct SyncStatusResponse {
     #[schema(required = true)]
     pub last_webhook: Option<WebhookEventResponse>,
     pub drift_audit: DriftAuditStatus,
+    pub clerk_instance: ClerkInstanceStatus,
 }
 
 impl SyncStatusResponse {
@@ -484,6 +486,7 @@ impl SyncStatusResponse {
         unsettled_pushes: Vec<UnsettledPush>,
         last_webhook: Option<WebhookEventResponse>,
         drift_audit: DriftAuditStatus,
+        clerk_instance: ClerkInstanceStatus,
     ) -> Self {
         let audit_clean = drift_audit.last.as_ref().is_none_or(|run| {
             run.found.total() == run.repaired && run.waiting_for_confirmation.is_none()
@@ -491,8 +494,12 @@ impl SyncStatusResponse {
             .running
             .as_ref()
             .is_none_or(|run| run.error.is_none());
+        let instance_known = matches!(
+            clerk_instance.state,
+            ClerkInstanceState::Confirmed | ClerkInstanceState::NotConfigured
+        );
         Self {
-            in_sync: outbox.pending == 0 && outbox.failing == 0 && audit_clean,
+            in_sync: outbox.pending == 0 && outbox.failing == 0 && audit_clean && instance_known,
             outbox: OutboxResponse {
                 pending: outbox.pending,
                 failing: outbox.failing,
@@ -501,6 +508,62 @@ impl SyncStatusResponse {
             unsettled_pushes,
             last_webhook,
             drift_audit,
+            clerk_instance,
+        }
+    }
+}
+
+/// The Clerk instance the database is bound to, and the key's.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClerkInstanceStatus {
+    pub state: ClerkInstanceState,
+    /// The instance the database is bound to (`ins_…`; `null`: not bound
+    /// yet).
+    #[schema(required = true)]
+    pub bound_id: Option<String>,
+    /// The bound instance's `development` or `production`.
+    #[schema(required = true)]
+    pub environment_type: Option<String>,
+    /// When the database was bound to it.
+    #[schema(required = true)]
+    pub bound_at: Option<DateTime<Utc>>,
+    /// The instance of `CLERK_SECRET_KEY`, when it is not the bound one.
+    #[schema(required = true)]
+    pub current_id: Option<String>,
+}
+
+/// Whether the instance of `CLERK_SECRET_KEY` is the database's:
+/// `confirmed` (pushes and the drift audit run), `unconfirmed` (Clerk has
+/// not answered yet: they wait), `mismatch` (the key belongs to another
+/// instance, or the unbound database's users are not in it: they stay
+/// stopped), `not_configured` (no `CLERK_SECRET_KEY`: pushes wait for one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClerkInstanceState {
+    Confirmed,
+    Unconfirmed,
+    Mismatch,
+    NotConfigured,
+}
+
+impl From<InstanceState> for ClerkInstanceStatus {
+    fn from(state: InstanceState) -> Self {
+        let (name, current_id) = match &state {
+            InstanceState::Confirmed(_) => (ClerkInstanceState::Confirmed, None),
+            InstanceState::Unconfirmed { .. } => (ClerkInstanceState::Unconfirmed, None),
+            InstanceState::NotConfigured { .. } => (ClerkInstanceState::NotConfigured, None),
+            InstanceState::Mismatch { current, .. } => {
+                (ClerkInstanceState::Mismatch, Some(current.id.clone()))
+            }
+        };
+        let bound = state.bound();
+        Self {
+            state: name,
+            bound_id: bound.map(|bound| bound.instance_id.clone()),
+            environment_type: bound.map(|bound| bound.environment_type.clone()),
+            bound_at: bound.map(|bound| bound.bound_at.and_utc()),
+            current_id,
         }
     }
 }

@@ -37,6 +37,10 @@ pub async fn get_metrics(
     if !state.metrics_on_main_port && request.app_data::<web::Data<MetricsListener>>().is_none() {
         return Err(ApiError::NotFound("no resource at this path".into()));
     }
+    state
+        .metrics
+        .clerk_instance_confirmed
+        .set(i64::from(state.clerk_instance.is_confirmed()));
     let now = Utc::now().naive_utc();
     // The queue gauges are read fresh; without a database (or while it is
     // slow to answer) they keep their last values, and the scrape is served.

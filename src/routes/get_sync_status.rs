@@ -19,11 +19,13 @@ pub const MAX_HELD: i64 = 50;
 /// Show where synchronisation stands.
 ///
 /// The outbox (pushes to Clerk pending or failing, the oldest 50 with their
-/// last error), the last webhook message processed, and the drift audit:
+/// last error), the last webhook message processed, the drift audit:
 /// whether this replica runs it, the run in progress if any and the last
 /// finished run with what it found and repaired, and what it waits for an
 /// operator to confirm (deletions and ADMIN demotions past its budget, the
-/// first 50 users concerned). `inSync` sums it up.
+/// first 50 users concerned); and the Clerk instance the database is bound
+/// to: whether this replica's key is confirmed as belonging to it.
+/// `inSync` sums it up.
 #[utoipa::path(
     tag = "admin",
     security(("bearer" = [])),
@@ -61,5 +63,6 @@ pub async fn get_sync_status(
         pushes.into_iter().map(UnsettledPush::from).collect(),
         last_webhook.map(WebhookEventResponse::from),
         DriftAuditStatus::new(state.drift_audit_interval, running, last, holder, waiting),
+        state.clerk_instance.state().into(),
     )))
 }

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use crate::db::Backend;
 use crate::error::{ApiError, Problem};
+use crate::sync::clerk_instance::InstanceState;
 
 /// How long readiness waits for the database before answering 503.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -50,6 +51,14 @@ pub enum PushWorker {
     /// No secret key: role changes wait instead of reaching Clerk.
     #[serde(rename = "waiting: CLERK_SECRET_KEY is not set")]
     NoSecretKey,
+    /// Clerk has not confirmed the key's instance as the database's yet:
+    /// role changes wait.
+    #[serde(rename = "waiting: the Clerk instance is not confirmed")]
+    InstanceUnconfirmed,
+    /// The key belongs to another Clerk instance than the database's: no
+    /// role change is pushed.
+    #[serde(rename = "stopped: CLERK_SECRET_KEY belongs to another Clerk instance")]
+    OtherInstance,
 }
 
 /// Liveness: the process is up and serving requests.
@@ -84,7 +93,13 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     let clerk_push = match &state.push_worker {
         None => PushWorker::NoSecretKey,
         Some(worker) => match worker.stalled_for() {
-            None => PushWorker::Running,
+            None => match state.clerk_instance.state() {
+                InstanceState::Unconfirmed { .. } => PushWorker::InstanceUnconfirmed,
+                InstanceState::Mismatch { .. } => PushWorker::OtherInstance,
+                InstanceState::Confirmed(_) | InstanceState::NotConfigured { .. } => {
+                    PushWorker::Running
+                }
+            },
             Some(silent) => {
                 return Err(ApiError::Unavailable(format!(
                     "the push worker has not gone round its loop for {} s",

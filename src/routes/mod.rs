@@ -34,6 +34,7 @@ use crate::db::Db;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::sync::WorkerLink;
+use crate::sync::clerk_instance::InstanceGate;
 use crate::sync::ingest::Ingest;
 use crate::webhooks::svix::Verifier;
 use crate::with_conn;
@@ -69,6 +70,9 @@ pub struct AppState {
     pub drift_audit_interval: Option<Duration>,
     /// `/metrics` is served on the main port (no `METRICS_BIND_ADDR`).
     pub metrics_on_main_port: bool,
+    /// The Clerk instance the database is bound to, and whether the key's
+    /// is confirmed as it (kept in memory: webhooks compare with it).
+    pub clerk_instance: InstanceGate,
 }
 
 /// Registers every documented route (used by the server and by the OpenAPI

@@ -31,7 +31,9 @@ pub struct WebhookAck {
 ///
 /// The raw body is verified against the Svix signature before anything in it
 /// is read. Each Svix message id is applied once; a repeat answers 200 and
-/// changes nothing. Any other event type is recorded and acknowledged.
+/// changes nothing. Any other event type is recorded and acknowledged. An
+/// event whose envelope names another Clerk instance (`instance_id`) than
+/// the one the database is bound to is refused (422) and never applied.
 #[utoipa::path(
     tag = "webhooks",
     params(
@@ -46,6 +48,7 @@ pub struct WebhookAck {
         (status = 401, description = "Signature does not match, or timestamp outside ±5 minutes", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body did not arrive within the body deadline", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A verified event from another Clerk instance (its `instance_id`) than the one the database is bound to: not applied", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "No webhook secret configured, too many webhooks at once (with `Retry-After`), or the database failed (Svix retries)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -102,10 +105,30 @@ pub async fn receive_clerk_webhook(
             refusal(error)
         })?;
 
-    let event = events::parse(&body).map_err(|error| {
+    let message = events::parse_message(&body).map_err(|error| {
         metrics.webhook_refused("malformed_body");
         ApiError::BadRequest(error.to_string())
     })?;
+    if let Some(sender) = message.instance_id.as_deref()
+        && let Some(bound) = state.clerk_instance.other_than_bound(sender)
+    {
+        metrics.webhook_refused("wrong_instance");
+        let sender = shown_id(sender);
+        tracing::warn!(
+            svix.id = headers.id,
+            event.instance = sender,
+            instance.bound = %bound,
+            "webhook from another Clerk instance refused, not applied"
+        );
+        return Err(ApiError::Unprocessable {
+            detail: format!(
+                "the event comes from Clerk instance {sender}, but this service's database is \
+                 bound to Clerk instance {bound}: it was not applied"
+            ),
+            allowed_values: None,
+        });
+    }
+    let event = message.event;
     // Applied with the next batch; answered once that batch has committed.
     let (event, outcome) = state
         .ingest
@@ -119,8 +142,11 @@ pub async fn receive_clerk_webhook(
 
     metrics.webhook(event.kind(), outcome);
     // A conflict, or a user deleted here (perhaps provisionally, by the
-    // drift audit): only Clerk's state read now settles it.
+    // drift audit): only Clerk's state read now settles it. Clerk is read
+    // into the database only once its instance is confirmed as the
+    // database's.
     if matches!(outcome, Outcome::Conflict | Outcome::UserDeleted)
+        && state.clerk_instance.is_confirmed()
         && let (ClerkEvent::UserUpserted { id, .. }, Some(clerk)) = (&event, &state.clerk)
     {
         reread(&state, clerk, id, headers.id).await;
@@ -156,6 +182,15 @@ async fn reread(state: &AppState, clerk: &ClerkClient, id: &ClerkUserId, svix_id
         }
         Err(error) => tracing::warn!(user.id = %id, %error, "could not apply a re-read user"),
     }
+}
+
+/// A Clerk id as sent, when it looks like one (`ins_…`: short, letters,
+/// digits and `_`), for the log and the answer; else a placeholder.
+fn shown_id(id: &str) -> &str {
+    let plain = !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if plain { id } else { "(an unreadable id)" }
 }
 
 /// Fixed answers for refused messages: nothing of the request is echoed.

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use super::Pacer;
 use super::backfill::{PAGE_SIZE, ensure_advances};
+use super::clerk_instance::InstanceGate;
 use super::retry::call_clerk;
 use super::supervise::supervise;
 use super::walk_lease::{Held, LEASE, WalkLease};
@@ -70,6 +71,8 @@ pub struct DriftAudit {
     owner: String,
     settings: AuditSettings,
     metrics: Arc<Metrics>,
+    /// Open once the key's Clerk instance is confirmed as the database's.
+    instance: InstanceGate,
     /// Print each finding to stdout (`reconcile`), besides logging it.
     print: bool,
 }
@@ -90,6 +93,7 @@ impl DriftAudit {
         owner: String,
         settings: AuditSettings,
         metrics: Arc<Metrics>,
+        instance: InstanceGate,
     ) -> Self {
         Self {
             db,
@@ -97,6 +101,7 @@ impl DriftAudit {
             owner,
             settings,
             metrics,
+            instance,
             print: false,
         }
     }
@@ -174,8 +179,10 @@ impl DriftAudit {
         Ok((due - now()).to_std().unwrap_or(Duration::ZERO))
     }
 
-    /// One audit run, resumed or new, if the walk lease is free.
+    /// One audit run, resumed or new, if the walk lease is free; not before
+    /// the Clerk instance is confirmed.
     pub async fn run_once(&self) -> anyhow::Result<RunEnd> {
+        self.instance.confirmed().await;
         let lease = match WalkLease::take(&self.db, &self.owner).await? {
             Ok(lease) => lease,
             Err(held) => return Ok(RunEnd::Busy(held)),
@@ -201,6 +208,7 @@ impl DriftAudit {
         mode: RunMode,
         max_deletions: i64,
     ) -> anyhow::Result<DriftAuditRow> {
+        self.instance.confirmed().await;
         let mut waited = false;
         let lease = loop {
             match WalkLease::take(&self.db, &self.owner).await? {

@@ -8,6 +8,10 @@
 //! restarts takes them back at once. Several replicas may run on one
 //! PostgreSQL database: claims are taken with `SKIP LOCKED`.
 //!
+//! Nothing is claimed until the Clerk instance of the key is confirmed as
+//! the database's (the [`InstanceGate`]): a key of another instance never
+//! receives a push.
+//!
 //! A retry first reads the user from Clerk, so that a dashboard edit whose
 //! webhook is late still wins over a stale retry (DESIGN.md, "Echo and
 //! races"). The worker is supervised: if it ends or panics it is started
@@ -26,6 +30,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::Pacer;
+use super::clerk_instance::InstanceGate;
 use super::supervise::supervise;
 use crate::app::land_push::{self, PushResult, RetryCheck};
 use crate::clerk::{ClerkClient, ClerkError, ClerkUser};
@@ -128,6 +133,8 @@ pub struct PushWorker {
     wake: Arc<Notify>,
     heartbeat: Arc<Heartbeat>,
     metrics: Arc<Metrics>,
+    /// Open once the key's Clerk instance is confirmed as the database's.
+    instance: InstanceGate,
 }
 
 impl PushWorker {
@@ -138,6 +145,7 @@ impl PushWorker {
         config: PushConfig,
         owner: String,
         metrics: Arc<Metrics>,
+        instance: InstanceGate,
     ) -> WorkerHandle {
         let wake = Arc::new(Notify::new());
         let heartbeat = Arc::new(Heartbeat::new());
@@ -151,6 +159,7 @@ impl PushWorker {
             wake: wake.clone(),
             heartbeat: heartbeat.clone(),
             metrics: metrics.clone(),
+            instance,
         });
         let task = tokio::spawn(supervise(
             "push worker",
@@ -185,6 +194,7 @@ impl PushWorker {
         let mut in_flight = FuturesUnordered::new();
         let mut held: HashSet<ClerkUserId> = HashSet::new();
         let mut renewed_at = Instant::now();
+        let mut instance = self.instance.changes();
         loop {
             self.heartbeat.beat();
             let stopping = *stop.borrow();
@@ -204,8 +214,10 @@ impl PushWorker {
                     }
                 }
             }
-            // One row per send slot: what is claimed is being sent.
-            let can_send = !stopping && in_flight.len() < CONCURRENCY;
+            // One row per send slot: what is claimed is being sent; and
+            // nothing to an instance not confirmed as the database's.
+            let confirmed = self.instance.is_confirmed();
+            let can_send = !stopping && confirmed && in_flight.len() < CONCURRENCY;
             let mut wait = POLL;
             if can_send && self.pacer.is_ready() {
                 match drive(&mut in_flight, &mut held, self.claim()).await {
@@ -241,6 +253,7 @@ impl PushWorker {
                 () = self.wake.notified(), if !stopping => {}
                 () = tokio::time::sleep(wait) => {}
                 _ = stop.changed(), if !stopping => {}
+                _ = instance.changed(), if !stopping && !confirmed => {}
             }
         }
         self.metrics.push_claims_held.set(0);

@@ -69,14 +69,25 @@ pub enum EventError {
     UserId,
 }
 
-/// The envelope: `type` and `data` are all we need; `object`, `instance_id`,
-/// `timestamp` and `event_attributes` may be present or not.
+/// The envelope: `type` and `data` are all we need, and `instance_id` when
+/// present; `object`, `timestamp` and `event_attributes` may be present or
+/// not.
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(rename = "type")]
     kind: String,
     #[serde(borrow)]
     data: &'a RawValue,
+    #[serde(default)]
+    instance_id: Option<String>,
+}
+
+/// A verified message: the event, and the Clerk instance that sent it when
+/// the envelope says (`instance_id`).
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub instance_id: Option<String>,
+    pub event: ClerkEvent,
 }
 
 #[derive(Deserialize)]
@@ -85,9 +96,22 @@ struct DeletedData {
     id: Option<String>,
 }
 
-/// Parses a verified body.
+/// Parses a verified body into its event.
 pub fn parse(body: &[u8]) -> Result<ClerkEvent, EventError> {
+    parse_message(body).map(|message| message.event)
+}
+
+/// Parses a verified body into its event and the instance that sent it.
+pub fn parse_message(body: &[u8]) -> Result<Message, EventError> {
     let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(EventError::Envelope)?;
+    let event = parse_event(&envelope)?;
+    Ok(Message {
+        instance_id: envelope.instance_id,
+        event,
+    })
+}
+
+fn parse_event(envelope: &Envelope<'_>) -> Result<ClerkEvent, EventError> {
     let upserted = |kind: EventKind, name: &'static str| {
         let user: ClerkUser = serde_json::from_str(envelope.data.get())
             .map_err(|source| EventError::User { kind: name, source })?;
@@ -179,6 +203,23 @@ mod tests {
             parse(br#"{"type":"session.created","data":{"id":"sess_1"}}"#),
             Ok(ClerkEvent::Other { .. })
         ));
+    }
+
+    #[test]
+    fn the_instance_comes_with_the_event_when_the_envelope_names_it() {
+        let named = parse_message(
+            br#"{"type":"user.deleted","instance_id":"ins_abc","data":{"id":"user_1"}}"#,
+        )
+        .expect("parses");
+        assert_eq!(named.instance_id.as_deref(), Some("ins_abc"));
+        assert_eq!(named.event.kind(), "user.deleted");
+        for body in [
+            br#"{"type":"user.deleted","data":{"id":"user_1"}}"#.as_slice(),
+            br#"{"type":"user.deleted","instance_id":null,"data":{"id":"user_1"}}"#,
+        ] {
+            let message = parse_message(body).expect("parses");
+            assert_eq!(message.instance_id, None);
+        }
     }
 
     #[test]

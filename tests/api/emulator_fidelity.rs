@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use testkit::clerk_emulator::{
-    AUTHORIZED_PARTY, ClerkEmulator, Delivery, ISSUER, PRIMARY_KID, ROTATED_KID, SECRET_KEY,
-    SigningKey, primary_public_pem,
+    AUTHORIZED_PARTY, ClerkEmulator, Delivery, INSTANCE_ID, ISSUER, PRIMARY_KID, ROTATED_KID,
+    SECRET_KEY, SigningKey, primary_public_pem,
 };
 use testkit::clerk_payloads::fixture_bodies;
 use testkit::svix::{self, TEST_SECRET};
@@ -852,4 +852,44 @@ async fn immediate_webhooks_never_hold_up_the_api_and_can_be_awaited() {
     assert_eq!(again[2].svix_id, arrived[1].svix_id);
     assert_eq!(again[2].body, arrived[1].body);
     again[2].assert_signed_with(TEST_SECRET);
+}
+
+/// `GET /v1/instance` answers, in Clerk's shape, the instance of the key;
+/// two emulators are two instances, each taking its own key only, and
+/// their webhooks name their instance (`instance_id`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_emulator_is_an_instance_of_its_own() {
+    let ours = ClerkEmulator::start().await;
+    let theirs = ClerkEmulator::start_instance("sk_test_other", "ins_other").await;
+
+    let instance = json_of(get(&ours, "/v1/instance").await).await;
+    assert_eq!(instance["object"], "instance", "{instance}");
+    assert_eq!(instance["id"], INSTANCE_ID, "{instance}");
+    assert_eq!(instance["environment_type"], "development", "{instance}");
+    for field in ["allowed_origins", "workspace_id"] {
+        assert!(instance.get(field).is_some(), "{field} in {instance}");
+    }
+    let refused = get(&theirs, "/v1/instance").await;
+    assert_eq!(refused.status(), 401, "another instance's key");
+    assert_eq!(error_code(refused).await, "authentication_invalid");
+    let other: Value = client()
+        .get(format!("{}/v1/instance", theirs.url()))
+        .header("Authorization", format!("Bearer {}", theirs.secret_key()))
+        .send()
+        .await
+        .expect("the emulator answers")
+        .json()
+        .await
+        .expect("a JSON body");
+    assert_eq!(other["id"], "ins_other", "{other}");
+
+    ours.set_instance_down(true);
+    assert_eq!(get(&ours, "/v1/instance").await.status(), 503);
+    ours.set_instance_down(false);
+    assert_eq!(get(&ours, "/v1/instance").await.status(), 200);
+
+    ours.send_webhooks_to("http://127.0.0.1:9/", TEST_SECRET, Delivery::Held);
+    ours.add_user("user_named", None);
+    let held = ours.held_webhooks();
+    assert_eq!(held[0].body["instance_id"], INSTANCE_ID, "{}", held[0].body);
 }

@@ -11,6 +11,7 @@ use clerk_role_sync::domain::{ClerkUserId, Role};
 use clerk_role_sync::metrics::Metrics;
 use clerk_role_sync::startup::{AppHandle, Application, audit_settings, clerk_client};
 use clerk_role_sync::sync::allowance_ms;
+use clerk_role_sync::sync::clerk_instance::InstanceGate;
 use clerk_role_sync::sync::drift_audit::{AuditSettings, DriftAudit};
 use clerk_role_sync::with_conn;
 use diesel_async::SimpleAsyncConnection;
@@ -31,6 +32,8 @@ pub struct TestApp {
     config: Config,
     server: AppHandle,
     running: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The running service's Clerk instance gate.
+    pub clerk_instance: InstanceGate,
 }
 
 /// Configuration for a test service: port 0, a small pool, plus `extra`.
@@ -63,7 +66,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
     let test_db = TestDb::new(backend).await;
     let config = test_config(&test_db, extra);
-    let (address, metrics_address, server, running) = start(&config).await;
+    let (address, metrics_address, server, running, clerk_instance) = start(&config).await;
     let db = Db::connect(&config.database, 2)
         .await
         .expect("test connection");
@@ -79,16 +82,18 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
         config,
         server,
         running,
+        clerk_instance,
     }
 }
 
 /// A started service: its address, its metrics address, a handle to stop
-/// it, and the task serving it.
+/// it, the task serving it, and its Clerk instance gate.
 type Started = (
     String,
     Option<String>,
     AppHandle,
     tokio::task::JoinHandle<std::io::Result<()>>,
+    InstanceGate,
 );
 
 async fn start(config: &Config) -> Started {
@@ -100,11 +105,13 @@ async fn start(config: &Config) -> Started {
         .metrics_port()
         .map(|port| format!("http://127.0.0.1:{port}"));
     let server = app.handle();
+    let clerk_instance = app.clerk_instance();
     (
         address,
         metrics_address,
         server,
         tokio::spawn(app.run_until_stopped()),
+        clerk_instance,
     )
 }
 
@@ -133,11 +140,12 @@ impl TestApp {
 
     /// Starts the stopped service again on the same database, on a new port.
     pub async fn start(&mut self) {
-        let (address, metrics_address, server, running) = start(&self.config).await;
+        let (address, metrics_address, server, running, clerk_instance) = start(&self.config).await;
         self.address = address;
         self.metrics_address = metrics_address;
         self.server = server;
         self.running = running;
+        self.clerk_instance = clerk_instance;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -184,7 +192,8 @@ impl TestApp {
 
     /// A drift audit over this service's database and Clerk, as replica
     /// `owner` would run it, for the test to run (`run_once`); with the
-    /// metrics it counts in.
+    /// metrics it counts in. It waits behind the service's own Clerk
+    /// instance gate.
     pub fn drift_audit(&self, owner: &str) -> (DriftAudit, Arc<Metrics>) {
         self.drift_audit_with(owner, |_| {})
     }
@@ -216,6 +225,7 @@ impl TestApp {
             owner.to_owned(),
             settings,
             Arc::clone(&metrics),
+            self.clerk_instance.clone(),
         );
         (audit, metrics)
     }

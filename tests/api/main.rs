@@ -13,6 +13,7 @@ mod errors;
 mod hardening;
 mod health;
 mod ingest;
+mod instance_binding;
 mod layout;
 mod observability;
 mod openapi;

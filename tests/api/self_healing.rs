@@ -13,6 +13,7 @@ use clerk_role_sync::db::{Db, DbError};
 use clerk_role_sync::domain::RoleSource;
 use clerk_role_sync::metrics::Metrics;
 use clerk_role_sync::startup::{audit_settings, clerk_client};
+use clerk_role_sync::sync::clerk_instance::InstanceGate;
 use clerk_role_sync::sync::drift_audit::{AuditSettings, DriftAudit, RunEnd};
 use clerk_role_sync::sync::walk_lease::WalkLease;
 use clerk_role_sync::with_conn;
@@ -278,10 +279,13 @@ async fn an_audit_leaves_users_with_a_pending_push_to_the_push(backend: Backend)
     };
     let audit = DriftAudit::new(
         app.db.clone(),
-        client,
+        client.clone(),
         "replica-a".into(),
         settings,
         Arc::new(Metrics::new()),
+        InstanceGate::confirm(&app.db, &client)
+            .await
+            .expect("the Clerk instance is confirmed"),
     );
     let run = finished(audit.run_once().await.expect("the audit runs")).await;
     assert_eq!(run.checked, 2, "{run:?}");

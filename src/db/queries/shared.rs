@@ -9,12 +9,12 @@ use diesel_async::RunQueryDsl;
 use super::{CLAIM_LOCK, Conn};
 use crate::db::queries::{Queries, claim_sql, concat_name_ws, lower};
 use crate::db::rows::{
-    DriftAuditRow, NewRoleChange, NewUser, OutboxSummary, Progress, RoleChangeRow, SyncRow,
-    UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
+    BoundInstance, DriftAuditRow, NewRoleChange, NewUser, OutboxSummary, Progress, RoleChangeRow,
+    SyncRow, UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
 };
 use crate::db::schema::{
-    backfill_progress, clerk_sync, drift_audit_holds, drift_audits, role_changes, role_counts,
-    users, walk_lease, webhook_events,
+    backfill_progress, clerk_instance, clerk_sync, drift_audit_holds, drift_audits, role_changes,
+    role_counts, users, walk_lease, webhook_events,
 };
 use crate::domain::{ClerkState, ClerkUserId, Role, Unrecorded};
 
@@ -275,6 +275,50 @@ impl Queries for Conn {
             .select((users::id, users::role))
             .load(self)
             .await
+    }
+
+    async fn bound_instance(&mut self) -> QueryResult<Option<BoundInstance>> {
+        clerk_instance::table
+            .select(BoundInstance::as_select())
+            .first(self)
+            .await
+            .optional()
+    }
+
+    async fn bind_instance(&mut self, instance: &BoundInstance) -> QueryResult<bool> {
+        diesel::insert_into(clerk_instance::table)
+            .values((clerk_instance::id.eq(1), instance))
+            .on_conflict(clerk_instance::id)
+            .do_nothing()
+            .execute(self)
+            .await
+            .map(|inserted| inserted == 1)
+    }
+
+    async fn rebind_instance(&mut self, instance: &BoundInstance) -> QueryResult<()> {
+        diesel::insert_into(clerk_instance::table)
+            .values((clerk_instance::id.eq(1), instance))
+            .on_conflict(clerk_instance::id)
+            .do_update()
+            .set(instance)
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
+    async fn live_user_ids(&mut self, admins: bool, limit: i64) -> QueryResult<Vec<ClerkUserId>> {
+        let mut query = users::table
+            .filter(users::deleted_at.is_null())
+            .order((users::created_at.desc(), users::id.desc()))
+            .select(users::id)
+            .limit(limit)
+            .into_boxed();
+        query = if admins {
+            query.filter(users::role.eq(Role::Admin))
+        } else {
+            query.filter(users::role.ne(Role::Admin))
+        };
+        query.load(self).await
     }
 
     async fn load_backfill_progress(&mut self) -> QueryResult<Option<Progress>> {

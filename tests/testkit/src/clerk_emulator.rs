@@ -1,6 +1,8 @@
 //! A stateful, in-process emulator of the parts of Clerk's Backend API the
-//! service uses: users and their metadata, the user list, JWKS, session
-//! tokens, and the webhooks Clerk sends (through Svix) when a user changes.
+//! service uses: the instance, users and their metadata, the user list,
+//! JWKS, session tokens, and the webhooks Clerk sends (through Svix) when a
+//! user changes. Each emulator is one instance, with a secret key and an
+//! instance id of its own: two emulators are two instances.
 //!
 //! It behaves as Clerk does where the service depends on it: the secret key
 //! is required, `PATCH /v1/users/{id}/metadata` deep-merges, `updated_at`
@@ -23,8 +25,10 @@ use serde_json::{Map, Value, json};
 
 use crate::svix;
 
-/// The Backend API secret key the emulator accepts.
+/// The Backend API secret key the emulator accepts (of [`ClerkEmulator::start`]).
 pub const SECRET_KEY: &str = "sk_test_emulator";
+/// The instance id of [`ClerkEmulator::start`]'s emulator.
+pub const INSTANCE_ID: &str = "ins_emulator";
 /// The `iss` of the session tokens the emulator mints.
 pub const ISSUER: &str = "https://clerk.emulator.test";
 /// The default `azp` of minted session tokens.
@@ -327,6 +331,12 @@ impl Reply {
 
 #[derive(Default)]
 struct State {
+    /// The only key this instance accepts.
+    secret_key: String,
+    /// `ins_…`: what `GET /v1/instance` answers, and webhooks carry.
+    instance_id: String,
+    /// `GET /v1/instance` answers 503 while set.
+    instance_down: bool,
     users: HashMap<String, Value>,
     /// The last timestamp handed out, in ms: `tick` never repeats one.
     clock_ms: i64,
@@ -415,6 +425,7 @@ impl State {
         let target = self.target.clone()?;
         let body = json!({
             "data": data,
+            "instance_id": self.instance_id,
             "object": "event",
             "type": kind,
             "timestamp": chrono::Utc::now().timestamp_millis(),
@@ -489,11 +500,24 @@ impl State {
         if !path.starts_with("/v1/") {
             return (Reply::not_found("resource"), None);
         }
-        if authorization != Some(format!("Bearer {SECRET_KEY}").as_str()) {
+        if authorization != Some(format!("Bearer {}", self.secret_key).as_str()) {
             return (Reply::unauthenticated(), None);
         }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (method, segments.as_slice()) {
+            ("GET", ["v1", "instance"]) if self.instance_down => {
+                (Reply::fault(Fault::Status(503)), None)
+            }
+            ("GET", ["v1", "instance"]) => (
+                Reply::ok(json!({
+                    "object": "instance",
+                    "id": self.instance_id,
+                    "environment_type": "development",
+                    "allowed_origins": null,
+                    "workspace_id": null,
+                })),
+                None,
+            ),
             ("GET", ["v1", "jwks"]) if self.jwks_down => (Reply::fault(Fault::Status(503)), None),
             ("GET", ["v1", "jwks"]) => (self.jwks(), None),
             ("GET", ["v1", "users"]) => (self.list_users(query), None),
@@ -934,8 +958,15 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
 }
 
 impl ClerkEmulator {
-    /// Starts the emulator on a free port of 127.0.0.1.
+    /// Starts the emulator on a free port of 127.0.0.1, as instance
+    /// [`INSTANCE_ID`] with key [`SECRET_KEY`].
     pub async fn start() -> Self {
+        Self::start_instance(SECRET_KEY, INSTANCE_ID).await
+    }
+
+    /// Starts another instance: one that accepts `secret_key` only and is
+    /// `instance_id` (`ins_…`).
+    pub async fn start_instance(secret_key: &str, instance_id: &str) -> Self {
         let listener =
             TcpListener::bind("127.0.0.1:0").expect("a free port for the Clerk emulator");
         let port = listener
@@ -943,7 +974,11 @@ impl ClerkEmulator {
             .expect("the emulator's bound address")
             .port();
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                secret_key: secret_key.to_owned(),
+                instance_id: instance_id.to_owned(),
+                ..State::default()
+            }),
             runtime: tokio::runtime::Handle::current(),
             client: reqwest::Client::builder()
                 .timeout(DELIVERY_TIMEOUT)
@@ -976,6 +1011,22 @@ impl ClerkEmulator {
     /// The base URL (`CLERK_API_URL`), without a trailing slash.
     pub fn url(&self) -> String {
         self.url.clone()
+    }
+
+    /// The secret key this instance accepts (`CLERK_SECRET_KEY`).
+    pub fn secret_key(&self) -> String {
+        self.shared.lock().secret_key.clone()
+    }
+
+    /// This instance's id (`ins_…`).
+    pub fn instance_id(&self) -> String {
+        self.shared.lock().instance_id.clone()
+    }
+
+    /// While `down`, `GET /v1/instance` answers 503 (Clerk unreachable for
+    /// that call).
+    pub fn set_instance_down(&self, down: bool) {
+        self.shared.lock().instance_down = down;
     }
 
     /// Creates a user as the dashboard would, with `public_metadata`

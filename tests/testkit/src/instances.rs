@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long a starting instance has to answer `/readyz`.
@@ -50,8 +50,14 @@ impl Instance {
         self.child.is_some()
     }
 
-    /// Starts the process and waits until it is ready.
-    pub async fn start(&mut self, client: &reqwest::Client) {
+    /// Sets environment variable `name` for the next starts (replacing it
+    /// if it was set).
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.retain(|(key, _)| key != name);
+        self.env.push((name.to_owned(), value.to_owned()));
+    }
+
+    fn spawn(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log = File::options()
             .create(true)
@@ -69,6 +75,43 @@ impl Instance {
             .spawn()
             .expect("the service starts");
         self.child = Some(child);
+    }
+
+    /// Starts the process for a start that is to be refused: waits until it
+    /// exits on its own (panics if it becomes ready or runs on), and returns
+    /// its exit status and what it logged.
+    pub async fn start_expecting_exit(&mut self, client: &reqwest::Client) -> (ExitStatus, String) {
+        let logged_before = std::fs::metadata(&self.log).map_or(0, |meta| meta.len());
+        self.spawn();
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            if let Some(Some(status)) = self.child.as_mut().map(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                let log = std::fs::read(&self.log).unwrap_or_default();
+                let start = usize::try_from(logged_before).unwrap_or(0).min(log.len());
+                return (status, String::from_utf8_lossy(&log[start..]).into_owned());
+            }
+            if let Ok(response) = client.get(self.url("/readyz")).send().await {
+                panic!(
+                    "{} answered /readyz ({}) instead of refusing to start:\n{}",
+                    self.name,
+                    response.status(),
+                    self.log_tail()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} neither exited nor became ready:\n{}",
+                self.name,
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts the process and waits until it is ready.
+    pub async fn start(&mut self, client: &reqwest::Client) {
+        self.spawn();
         let deadline = Instant::now() + READY_DEADLINE;
         loop {
             if let Ok(response) = client.get(self.url("/readyz")).send().await
