@@ -27,6 +27,8 @@ pub use crate::secret::Secret;
 pub struct Config {
     pub database: DatabaseUrl,
     pub database_max_connections: usize,
+    /// PostgreSQL: the longest a statement waits for a lock.
+    pub database_lock_timeout: Duration,
     pub bind_addr: SocketAddr,
     /// Where `/metrics` is served instead of the main port, when set.
     pub metrics_bind_addr: Option<SocketAddr>,
@@ -151,6 +153,12 @@ pub const VARIABLES: &[Variable] = &[
         name: "DATABASE_URL",
         default: DEFAULT_DATABASE_URL,
         meaning: "where the data lives; postgres://… selects PostgreSQL",
+    },
+    Variable {
+        name: "DATABASE_LOCK_TIMEOUT_MS",
+        default: "2000",
+        meaning: "PostgreSQL: longest wait for a row or table lock, 1 ms to 10 min; a webhook \
+                  batch blocked longer is split and its blocked events answer 503 (Svix retries)",
     },
     Variable {
         name: "DATABASE_MAX_CONNECTIONS",
@@ -380,6 +388,12 @@ impl Config {
         Ok(Self {
             database,
             database_max_connections: ranged(&var, "DATABASE_MAX_CONNECTIONS", 10, 1..=1000)?,
+            database_lock_timeout: millis(ranged(
+                &var,
+                "DATABASE_LOCK_TIMEOUT_MS",
+                2_000,
+                1..=600_000,
+            )?),
             bind_addr,
             metrics_bind_addr,
             clerk: ClerkConfig {

@@ -142,6 +142,10 @@ impl From<DbError> for ApiError {
                 tracing::warn!(reason, "database unavailable");
                 Self::Unavailable("the database is unavailable; retry shortly".into())
             }
+            error if error.is_timeout() => {
+                tracing::warn!(%error, "a database statement timed out");
+                Self::Unavailable("the database is busy; retry shortly".into())
+            }
             other => Self::Internal(other.into()),
         }
     }

@@ -461,7 +461,11 @@ pub async fn connect(config: &Config) -> anyhow::Result<Db> {
         DatabaseUrl::Postgres(_) => "PostgreSQL".to_owned(),
         DatabaseUrl::Sqlite(path) => format!("SQLite file {}", path.display()),
     };
-    Db::connect(&config.database, config.database_max_connections)
-        .await
-        .with_context(|| format!("connecting to {where_}"))
+    Db::connect_with(
+        &config.database,
+        config.database_max_connections,
+        config.database_lock_timeout,
+    )
+    .await
+    .with_context(|| format!("connecting to {where_}"))
 }

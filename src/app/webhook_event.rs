@@ -65,12 +65,26 @@ pub async fn apply_events<C: Store>(
         events = events.len(),
         "a batch of webhook events failed; applying them one by one"
     );
+    // A user whose event failed (its row held locked by another session,
+    // say) fails its later events at once: each would wait as long again,
+    // and the other users' events behind them with it.
+    let mut failed_users: HashSet<&ClerkUserId> = HashSet::new();
     let mut answers = Vec::with_capacity(events.len());
     for event in events {
+        let user = event.event.user_id();
+        if user.is_some_and(|user| failed_users.contains(user)) {
+            answers.push(Err(NotStored::from(
+                "an earlier event of this user could not be stored",
+            )));
+            continue;
+        }
         let answer = apply_batch(conn, std::slice::from_ref(event), allowance_ms, written).await;
         answers.push(match answer {
             Ok(outcomes) => Ok(outcomes[0]),
-            Err(error) => Err(NotStored::from(&error)),
+            Err(error) => {
+                failed_users.extend(user);
+                Err(NotStored::from(&error))
+            }
         });
     }
     answers

@@ -31,6 +31,25 @@ const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long SQLite waits for another connection's write lock.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 
+/// PostgreSQL session limits: no statement runs longer, and a session left
+/// idle inside a transaction (abandoned midway) is ended and its locks
+/// freed. (How long a statement waits for a lock is configured: see
+/// [`Db::connect_with`].)
+const PG_STATEMENT_TIMEOUT: &str = "30s";
+const PG_IDLE_IN_TRANSACTION_TIMEOUT: &str = "30s";
+/// The lock timeout of [`Db::connect`].
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+/// TCP keepalive on PostgreSQL connections: a half-open connection (a
+/// failover, a dropped NAT entry) is found dead within about a minute
+/// instead of the kernel's two hours, and its requests fail instead of
+/// hanging.
+const PG_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const PG_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const PG_KEEPALIVE_RETRIES: u32 = 3;
+/// How long opening a PostgreSQL connection may take, when the URL does not
+/// say.
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A database failure, as the rest of the service needs to tell them apart.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -46,6 +65,16 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// Whether a statement gave up waiting (PostgreSQL's lock or statement
+    /// timeout): retrying later may succeed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            Self::Query(diesel::result::Error::DatabaseError(_, info))
+                if info.message().starts_with("canceling statement due to")
+        )
+    }
+
     /// Whether a statement hit a unique constraint: a transaction lost a
     /// race to insert the same row (run again, it finds the row).
     pub fn is_unique_violation(&self) -> bool {
@@ -131,6 +160,17 @@ impl Db {
     /// SQLite always gets one connection: it allows one writer at a time, and
     /// a single connection turns lock waits into fair queueing in the pool.
     pub async fn connect(url: &DatabaseUrl, max_connections: usize) -> Result<Self, DbError> {
+        Self::connect_with(url, max_connections, DEFAULT_LOCK_TIMEOUT).await
+    }
+
+    /// Like [`connect`](Self::connect); on PostgreSQL no statement waits
+    /// longer than `lock_timeout` for a lock (a row an operator's session
+    /// holds, say): it fails instead, and its request answers 503.
+    pub async fn connect_with(
+        url: &DatabaseUrl,
+        max_connections: usize,
+        lock_timeout: Duration,
+    ) -> Result<Self, DbError> {
         // Connections are opened on the runtime that opens the pool, whoever
         // asks for them. A connection keeps a task on the runtime it was
         // opened on (PostgreSQL's connection driver, SQLite's blocking
@@ -143,10 +183,9 @@ impl Db {
                 let mut config = ManagerConfig::default();
                 config.custom_setup = Box::new(move |url| {
                     let url = url.to_owned();
-                    on_runtime(
-                        &runtime,
-                        async move { AsyncPgConnection::establish(&url).await },
-                    )
+                    on_runtime(&runtime, async move {
+                        connect_postgres(&url, lock_timeout).await
+                    })
                 });
                 let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
                     conn_str, config,
@@ -274,6 +313,38 @@ fn create_parent_dir(path: &std::path::Path) -> Result<(), DbError> {
             .map_err(|e| DbError::Unavailable(format!("cannot create {}: {e}", parent.display()))),
         _ => Ok(()),
     }
+}
+
+/// Opens a PostgreSQL connection with the service's session limits and
+/// TCP keepalive (see the `PG_*` constants), whatever the URL sets besides.
+async fn connect_postgres(
+    url: &str,
+    lock_timeout: Duration,
+) -> diesel::ConnectionResult<AsyncPgConnection> {
+    let mut config: tokio_postgres::Config =
+        url.parse().map_err(|error: tokio_postgres::Error| {
+            ConnectionError::InvalidConnectionUrl(error.to_string())
+        })?;
+    let options = format!(
+        "{} -c statement_timeout={PG_STATEMENT_TIMEOUT} -c lock_timeout={}ms \
+         -c idle_in_transaction_session_timeout={PG_IDLE_IN_TRANSACTION_TIMEOUT}",
+        config.get_options().unwrap_or_default(),
+        lock_timeout.as_millis()
+    );
+    config
+        .options(options.trim_start())
+        .keepalives(true)
+        .keepalives_idle(PG_KEEPALIVE_IDLE)
+        .keepalives_interval(PG_KEEPALIVE_INTERVAL)
+        .keepalives_retries(PG_KEEPALIVE_RETRIES);
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(PG_CONNECT_TIMEOUT);
+    }
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|error| ConnectionError::BadConnection(error.to_string()))?;
+    AsyncPgConnection::try_from_client_and_connection(client, connection).await
 }
 
 /// Opens a SQLite connection in WAL mode (readers never block the writer)

@@ -35,6 +35,12 @@ use crate::with_conn;
 /// The most events one transaction applies.
 pub const MAX_BATCH: usize = 256;
 
+/// The longest a webhook request waits for its event to be applied before
+/// it answers 503 (Svix delivers it again; if it was applied meanwhile, the
+/// redelivery is a duplicate): under Svix's own 15 s timeout, whatever
+/// holds the writers up (a lock, a slow or half-open database).
+pub const APPLY_DEADLINE: Duration = Duration::from_secs(10);
+
 /// An event waiting for the writer, and where its answer goes (with the
 /// event handed back).
 struct Job {
@@ -125,8 +131,13 @@ impl Ingest {
             answer,
         };
         let _pending = Pending::count(&self.pending);
-        self.jobs.send(job).await.map_err(|_| stopped())?;
-        let (event, outcome) = answered.await.map_err(|_| stopped())?;
+        let applied = async {
+            self.jobs.send(job).await.map_err(|_| stopped())?;
+            answered.await.map_err(|_| stopped())
+        };
+        let (event, outcome) = tokio::time::timeout(APPLY_DEADLINE, applied)
+            .await
+            .map_err(|_| NotStored::from("the event was not applied in time"))??;
         outcome.map(|outcome| (event, outcome))
     }
 }

@@ -45,6 +45,9 @@ pub fn test_config(test_db: &TestDb, extra: &[(&str, &str)]) -> Config {
         ("CLERK_WEBHOOK_SECRET".into(), svix::TEST_SECRET.into()),
         // Tests that audit turn it on, or run it themselves.
         ("RECONCILE_INTERVAL".into(), "0".into()),
+        // Tests that hold locks to catch the service waiting on them hold
+        // them for as long as they look; the lock timeout has its own test.
+        ("DATABASE_LOCK_TIMEOUT_MS".into(), "60000".into()),
     ]);
     for (key, value) in extra {
         vars.insert((*key).into(), (*value).into());

@@ -5,6 +5,8 @@
 //! mid-batch loses nothing acknowledged and half-applies nothing, and a
 //! batch given up midway leaves no lock behind.
 
+use std::time::Duration;
+
 use clerk_role_sync::app::Outcome;
 use clerk_role_sync::app::backfill::{self, BackfillOptions};
 use clerk_role_sync::app::webhook_event::{Received, apply_events};
@@ -24,7 +26,7 @@ use serde_json::{Value, json};
 use crate::both_backends;
 use crate::helpers::{
     Backend, HeldWrites, TestApp, TestDb, assert_counters_match_a_recount, deadlocks, metric,
-    outcome, post_signed, spawn_app, spawn_synced_app, wait_until,
+    outcome, post_signed, spawn_app, spawn_app_with, spawn_synced_app, wait_until,
 };
 use testkit::clerk_payloads::{deleted_event, user_event};
 use testkit::instances::Instance;
@@ -486,6 +488,8 @@ async fn a_crash_mid_batch_loses_nothing_acknowledged_and_half_applies_nothing(b
     let env: Vec<(String, String)> = [
         ("DATABASE_URL", test_db.url.as_str()),
         ("CLERK_WEBHOOK_SECRET", svix::TEST_SECRET),
+        // The batch waits on the held row until the service is killed.
+        ("DATABASE_LOCK_TIMEOUT_MS", "60000"),
     ]
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -639,6 +643,50 @@ async fn waiting_for_locks(db: &Db) -> i64 {
     waiting.expect("query pg_stat_activity")
 }
 
+/// One user's row held locked by another session (a long admin
+/// transaction, an operator's psql) delays only that user's events: the
+/// other users' events answer and apply while it is still held, the locked
+/// user's answers 503, and Svix's redelivery after the release applies it.
+/// (PostgreSQL: SQLite has no row locks.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_locked_row_stalls_no_other_user() {
+    let app = spawn_app_with(Backend::Postgres, &[("DATABASE_LOCK_TIMEOUT_MS", "1000")]).await;
+    let id = |i: usize| format!("user_l{i}");
+    for i in 0..7 {
+        let created = user_event("user.created", &id(i), 1_000, None);
+        assert_eq!(app.post_webhook(&created).await.status(), 200);
+    }
+    let edit = |i: usize| {
+        let event = user_event("user.updated", &id(i), 2_000, Some("INSTRUCTOR"));
+        (format!("msg_edit_{i}"), event)
+    };
+
+    let held = HeldWrites::take_user(&app.db, &id(0)).await;
+    let edits: Vec<(String, Value)> = (0..7).map(edit).collect();
+    let sent = post_all(&app.client, &app.url("/api/webhooks/clerk"), &edits);
+    let mut statuses = Vec::new();
+    for request in sent {
+        let answer = request.await.expect("joined").expect("answered");
+        statuses.push(answer.status().as_u16());
+    }
+    // Answered, every one, while the row is still held.
+    assert_eq!(statuses, [503, 200, 200, 200, 200, 200, 200]);
+    for i in 1..7 {
+        let user = app.user(&id(i)).await.expect("here");
+        assert_eq!(user.role, Role::Instructor, "{}", id(i));
+    }
+    let locked = app.user(&id(0)).await.expect("here");
+    assert_eq!(locked.role, Role::Student, "nothing applied under the lock");
+    assert_eq!(app.message_outcome("msg_edit_0").await, None);
+
+    held.release().await;
+    let (svix_id, event) = edit(0);
+    let redelivered = app.post_webhook_as(&svix_id, &event).await;
+    assert_eq!(outcome(redelivered).await, "applied");
+    assert_eq!(app.user(&id(0)).await.expect("here").role, Role::Instructor);
+    assert_counters_match_a_recount(&app.db).await;
+}
+
 /// Two replicas' batches holding the same messages, written at once: the
 /// second finds neither recorded (the first has not committed), waits on
 /// the first's rows, then fails on them, rolls back and runs again.
@@ -647,7 +695,11 @@ async fn waiting_for_locks(db: &Db) -> i64 {
 async fn two_replicas_batches_of_the_same_messages_apply_each_once() {
     let app = spawn_app(Backend::Postgres).await;
     let url = DatabaseUrl::parse(&app.test_db.url).expect("a database URL");
-    let replica = || async { Db::connect(&url, 1).await.expect("a connection") };
+    let replica = || async {
+        let lock_timeout = Duration::from_secs(60);
+        let db = Db::connect_with(&url, 1, lock_timeout).await;
+        db.expect("a connection")
+    };
     let (first, second) = (replica().await, replica().await);
     let batch = [
         received(
