@@ -10,6 +10,7 @@ mod cli;
 mod convergence;
 mod emulator_fidelity;
 mod errors;
+mod failover;
 mod hardening;
 mod health;
 mod ingest;

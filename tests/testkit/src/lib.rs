@@ -8,3 +8,4 @@ pub mod clerk_payloads;
 pub mod instances;
 pub mod svix;
 pub mod test_db;
+pub mod throwaway_postgres;
