@@ -405,11 +405,12 @@ async fn repair<C: Store>(
             held: false,
         };
         if step == Step::Find {
-            count_found(run, kind);
             finding.held = rules.mode.repairs() && destructive(&finding, rules.mode.prefer());
-            if finding.held {
-                conn.hold_drift_change(run.id, id, kind.as_str()).await?;
+            // Held already (a walk started over finds it again): counted once.
+            if finding.held && !conn.hold_drift_change(run.id, id, kind.as_str()).await? {
+                continue;
             }
+            count_found(run, kind);
         }
         if rules.mode.repairs() && !finding.held {
             finding.repaired = make(conn, &mut locked, id, *clerk, &actor, rules).await?;
