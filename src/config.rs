@@ -157,8 +157,9 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "DATABASE_LOCK_TIMEOUT_MS",
         default: "2000",
-        meaning: "PostgreSQL: longest wait for a row or table lock, 1 ms to 10 min; a webhook \
-                  batch blocked longer is split and its blocked events answer 503 (Svix retries)",
+        meaning: "PostgreSQL: longest wait for a row or table lock, 1 ms to 60 s; a webhook \
+                  batch blocked longer is split and its blocked events answer 503 (Svix retries); \
+                  keep it well under the webhook's 10 s answer deadline",
     },
     Variable {
         name: "DATABASE_MAX_CONNECTIONS",
@@ -392,7 +393,7 @@ impl Config {
                 &var,
                 "DATABASE_LOCK_TIMEOUT_MS",
                 2_000,
-                1..=600_000,
+                1..=60_000,
             )?),
             bind_addr,
             metrics_bind_addr,

@@ -409,7 +409,7 @@ impl LockedUsers {
     }
 
     /// Applies user `id`'s deletion, audited (its role → none): by Clerk's
-    /// own `user.deleted` (`deleted_by` `None`: final, never undone), or by
+    /// own `user.deleted` ([`Deleter::Clerk`]: final, never undone), or by
     /// the drift audit or `reconcile` finding it gone from Clerk (provisional:
     /// undone when Clerk shows the user again). A tombstone, kept with its
     /// history, gone from lists and counts. A deletion that arrives before

@@ -263,11 +263,14 @@ pub async fn unaudited<C: Store>(
 /// Applies what Clerk answered for users the walk did not find: `None`,
 /// Clerk has no such user (held back as a deletion); `Some`, the user as
 /// Clerk has it (the list missed it: applied like a page's). With the
-/// run's progress, in one transaction.
+/// run's progress, in one transaction: it resumes after `last_asked`, the
+/// last user looked up, answered or not (a user whose lookup Clerk refused
+/// is left to the next run, never asked about for ever).
 pub async fn apply_lookups<C: Store>(
     conn: &mut C,
     run: &DriftAuditRow,
     looked_up: &[(ClerkUserId, Option<ClerkUser>)],
+    last_asked: &ClerkUserId,
     rules: Rules,
 ) -> Result<(DriftAuditRow, Vec<Finding>), DbError> {
     let users: Vec<(ClerkUserId, Option<&ClerkUser>)> = looked_up
@@ -284,9 +287,7 @@ pub async fn apply_lookups<C: Store>(
             .map(|(id, _)| id.clone())
             .collect();
         conn.mark_audited(&found, run.started_at).await?;
-        if let Some((id, _)) = looked_up.last() {
-            next.after_local_id = Some(id.to_string());
-        }
+        next.after_local_id = Some(last_asked.to_string());
         conn.save_drift_audit(&next).await?;
         Ok((next, findings))
     }))

@@ -142,8 +142,9 @@ async fn apply_once<C: Store>(
         let applied = apply_in_transaction(conn, events, allowance_ms, written).await;
         if applied.is_err() {
             // Open still when a statement failed before the commit. A
-            // connection that cannot roll back stays marked broken, and the
-            // pool closes it: the batch's own error is the one to answer.
+            // connection that cannot roll back stays marked broken, and is
+            // closed as it is given back (`ClosedIfAbandoned`): the batch's
+            // own error is the one to answer.
             let _ = conn.roll_back().await;
         }
         applied

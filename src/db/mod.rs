@@ -20,7 +20,7 @@ mod store;
 mod url;
 
 pub use clerk_write::StatesWrite;
-pub use pool::{Backend, Db, DbError, Pool, SqliteConn};
+pub use pool::{Backend, ClosedIfAbandoned, Db, DbError, Pool, SqliteConn};
 pub use queries::Queries;
 pub use store::{LockedRows, Store};
 pub use url::DatabaseUrl;

@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
+use deadpool::managed::{Manager, Object};
 use diesel::SqliteConnection;
 use diesel::result::ConnectionError;
+use diesel_async::pooled_connection::PoolableConnection;
 use diesel_async::pooled_connection::deadpool::{Pool as DeadPool, PoolError};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
@@ -137,7 +139,8 @@ macro_rules! with_conn {
         match $db.pool() {
             $crate::db::Pool::Postgres(pool) => {
                 async {
-                    let mut pooled = pool.get().await.map_err($crate::db::DbError::from)?;
+                    let pooled = pool.get().await.map_err($crate::db::DbError::from)?;
+                    let mut pooled = $crate::db::ClosedIfAbandoned::new(pooled);
                     let $conn = &mut *pooled;
                     $body
                 }
@@ -145,7 +148,8 @@ macro_rules! with_conn {
             }
             $crate::db::Pool::Sqlite(pool) => {
                 async {
-                    let mut pooled = pool.get().await.map_err($crate::db::DbError::from)?;
+                    let pooled = pool.get().await.map_err($crate::db::DbError::from)?;
+                    let mut pooled = $crate::db::ClosedIfAbandoned::new(pooled);
                     let $conn = &mut *pooled;
                     $body
                 }
@@ -153,6 +157,57 @@ macro_rules! with_conn {
             }
         }
     };
+}
+
+/// A pooled connection that is closed, not handed back to the pool, when
+/// it is dropped inside a transaction (the task using it stopped or
+/// panicked midway, or a walk lost its lease): the database then ends the
+/// transaction and frees its locks at once, instead of when the pool next
+/// hands the connection out.
+pub struct ClosedIfAbandoned<M: Manager>(Option<Object<M>>)
+where
+    M::Type: PoolableConnection;
+
+impl<M: Manager> ClosedIfAbandoned<M>
+where
+    M::Type: PoolableConnection,
+{
+    pub fn new(pooled: Object<M>) -> Self {
+        Self(Some(pooled))
+    }
+}
+
+impl<M: Manager> std::ops::Deref for ClosedIfAbandoned<M>
+where
+    M::Type: PoolableConnection,
+{
+    type Target = M::Type;
+
+    fn deref(&self) -> &M::Type {
+        self.0.as_ref().expect("taken only on drop")
+    }
+}
+
+impl<M: Manager> std::ops::DerefMut for ClosedIfAbandoned<M>
+where
+    M::Type: PoolableConnection,
+{
+    fn deref_mut(&mut self) -> &mut M::Type {
+        self.0.as_mut().expect("taken only on drop")
+    }
+}
+
+impl<M: Manager> Drop for ClosedIfAbandoned<M>
+where
+    M::Type: PoolableConnection,
+{
+    fn drop(&mut self) {
+        if let Some(mut pooled) = self.0.take()
+            && pooled.is_broken()
+        {
+            drop(Object::take(pooled));
+        }
+    }
 }
 
 impl Db {

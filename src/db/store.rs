@@ -175,7 +175,8 @@ impl Store for AsyncPgConnection {
         messages: &[&str],
     ) -> QueryResult<LockedRows> {
         // Broken until COMMIT or ROLLBACK (see `finish_batch`): diesel's
-        // transaction manager does not know of this transaction.
+        // transaction manager does not know of this transaction, and a
+        // connection given back broken is closed (`ClosedIfAbandoned`).
         AnsiTransactionManager::transaction_manager_status_mut(self).set_in_error();
         let conn: &AsyncPgConnection = self;
         // BEGIN is polled first, so it goes out first: statements take

@@ -45,7 +45,7 @@ pub async fn get_sync_status(
             conn.unsettled_pushes(MAX_UNSETTLED).await?,
             conn.last_webhook_event().await?,
             conn.unfinished_drift_audit().await?,
-            conn.last_drift_audit(true).await?,
+            conn.last_drift_audit(false).await?,
             conn.walk_lease_holder(now()).await?,
         ))
     })?;

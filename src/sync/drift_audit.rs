@@ -335,13 +335,13 @@ impl DriftAudit {
             let ids = with_conn!(self.db, conn => {
                 drift_audit::unaudited(conn, run, LOOKUPS_PER_STEP).await
             })?;
-            if ids.is_empty() {
+            let Some(last_asked) = ids.last().cloned() else {
                 break;
-            }
+            };
             let looked_up = self.look_up(pacer, ids).await?;
             let (next, findings) = retried(async || {
                 with_conn!(self.db, conn => {
-                    drift_audit::apply_lookups(conn, run, &looked_up, rules).await
+                    drift_audit::apply_lookups(conn, run, &looked_up, &last_asked, rules).await
                 })
             })
             .await?;

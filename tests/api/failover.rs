@@ -143,6 +143,10 @@ async fn a_postgres_restart_under_load_loses_nothing_answered() {
         }
     }
     assert!(service.is_running(), "the same process served throughout");
+    assert!(
+        refused > 0,
+        "the restart was seen: some webhooks were refused"
+    );
 
     eprintln!(
         "acknowledged {}, refused or unanswered {refused}, ready {:?} after the restart",

@@ -772,10 +772,11 @@ async fn an_abandoned_batch_leaves_no_lock_behind(backend: Backend) {
         Ok(locked.users.len())
     });
     assert_eq!(locked.expect("begun"), 1);
-    assert!(find_user(&db, "user_a").await, "a connection again");
 
-    // The service's own writers can lock the user (within SQLite's busy
-    // timeout; PostgreSQL would wait for good).
+    // The connection was closed as the batch was left, not when the pool
+    // next hands it out (nothing asks for one before this): the service's
+    // own writers can lock the user at once (within SQLite's busy timeout;
+    // PostgreSQL would wait on the abandoned transaction's lock).
     let promoted = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         apply_batch(
@@ -790,5 +791,6 @@ async fn an_abandoned_batch_leaves_no_lock_behind(backend: Backend) {
     .expect("the user is not locked any more");
     assert_eq!(promoted, ["applied"]);
     assert_eq!(app.user("user_a").await.expect("kept").role, Role::Admin);
+    assert!(find_user(&db, "user_a").await, "a connection again");
     assert_counters_match_a_recount(&app.db).await;
 }
