@@ -21,6 +21,7 @@ mod push;
 mod replicas;
 mod safe_healing;
 mod self_healing;
+mod shutdown;
 mod storage;
 mod sync_views;
 mod two_way;
