@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin_auth;
+mod admin_read_plans;
 mod admin_roles;
 mod backfill;
 mod cli;
