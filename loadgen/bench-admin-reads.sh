@@ -27,7 +27,8 @@ source loadgen/bench-common.sh
 service=${SERVICE:-$service}
 
 measure() {
-    local name=$1 path=$2 out="$work/$1.out"
+    local name=$1 path=$2 out
+    out="$work/$(printf '%s' "$1" | tr -c 'A-Za-z0-9' _).out"
     for _ in $(seq 1 "$RUNS"); do
         "$loadgen" get --url "http://127.0.0.1:$PORT" --key "$key" --requests "$REQUESTS" --path "$path" |
             tee -a "$out" >&2
@@ -61,7 +62,9 @@ measure "  userId" "/api/admin/webhook-events?limit=50&userId=user_b123"
 measure "  type (1%)" "/api/admin/webhook-events?limit=50&type=session.created"
 measure "  type (65%)" "/api/admin/webhook-events?limit=50&type=user.updated"
 measure "  outcome (0.1%)" "/api/admin/webhook-events?limit=50&outcome=conflict"
-measure "  type and outcome" "/api/admin/webhook-events?limit=50&type=user.created&outcome=stale"
+measure "  outcome (none)" "/api/admin/webhook-events?limit=50&outcome=missing_id"
+measure "  type and outcome (3%)" "/api/admin/webhook-events?limit=50&type=user.created&outcome=stale"
+measure "  type and outcome (none)" "/api/admin/webhook-events?limit=50&type=user.deleted&outcome=applied"
 measure "  since and until" "/api/admin/webhook-events?limit=50&since=$day&until=$next_day"
 measure "  outcome, since" "/api/admin/webhook-events?limit=50&outcome=duplicate&since=$day"
 measure "sync/status" "/api/admin/sync/status"
