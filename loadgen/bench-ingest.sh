@@ -10,6 +10,7 @@
 #   RUNS=3 EVENTS=10000 loadgen/bench-ingest.sh
 #   CONCURRENCY=1 EVENTS=3000 loadgen/bench-ingest.sh      # one sender
 #   SERVICE=/path/to/old/clerk-role-sync loadgen/bench-ingest.sh   # another build
+#   BACKENDS=sqlite loadgen/bench-ingest.sh                  # one backend only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,7 @@ SECONDS_PER_PGBENCH=${SECONDS_PER_PGBENCH:-10}
 PG=${PG:-postgres://postgres@127.0.0.1:5432}
 PORT=${PORT:-18300}
 CONCURRENCY=${CONCURRENCY:-32}
+BACKENDS=${BACKENDS:-postgres sqlite}
 export CLERK_WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 
 # shellcheck source=loadgen/bench-common.sh
@@ -29,7 +31,7 @@ ingest() {
     "$loadgen" webhooks --url "http://127.0.0.1:$PORT" --events "$EVENTS" --concurrency "$CONCURRENCY" --service-pid "$pid" | tee -a "$work/$1.out" >&2
 }
 
-for backend in postgres sqlite; do
+for backend in $BACKENDS; do
     if [ "$backend" = postgres ]; then
         dropdb -h 127.0.0.1 -U postgres --if-exists bench_ingest
         createdb -h 127.0.0.1 -U postgres bench_ingest

@@ -197,12 +197,29 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "listening; Swagger UI at /swagger-ui/"
     );
     let handle = app.handle();
+    let (signalled, stop_asked) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");
+        let _ = signalled.send(());
         handle.stop(true).await;
     });
-    app.run_until_stopped().await.context("serving HTTP")
+    let serving = app.run_until_stopped();
+    tokio::pin!(serving);
+    tokio::select! {
+        served = &mut serving => return served.context("serving HTTP"),
+        _ = stop_asked => {}
+    }
+    match tokio::time::timeout(startup::STOP_DEADLINE, serving).await {
+        Ok(served) => {
+            tracing::info!("stopped");
+            served.context("serving HTTP")
+        }
+        Err(_) => anyhow::bail!(
+            "the stop took longer than {} s: exiting with work unfinished",
+            startup::STOP_DEADLINE.as_secs()
+        ),
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (container stop).

@@ -2,6 +2,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_cors::Cors;
@@ -34,8 +35,14 @@ use crate::sync::ingest::{Ingest, IngestHandle};
 use crate::sync::{PushWorker, WorkerHandle, allowance_ms, retention};
 use crate::webhooks::svix::Verifier;
 
-/// How long shutdown waits for in-flight requests.
-const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+/// How long shutdown waits for in-flight requests: well inside
+/// [`STOP_DEADLINE`], which also covers the ingest writers' last batch and
+/// the push worker's push in flight.
+const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
+
+/// How long `serve` takes at most to stop once told to (SIGTERM): under a
+/// container runtime's usual 10 s grace before it kills.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(9);
 
 /// Connections one HTTP worker (one per core) keeps open at once; beyond
 /// it, new connections wait in the kernel's backlog.
@@ -69,12 +76,15 @@ pub struct Application {
     /// be at start.
     confirming: Option<JoinHandle<()>>,
     clerk_instance: InstanceGate,
+    /// Shared with the routes: `/readyz` answers 503 once it is set.
+    stopping: Arc<AtomicBool>,
 }
 
 /// Stops a running [`Application`].
 #[derive(Clone)]
 pub struct AppHandle {
     servers: Vec<ServerHandle>,
+    stopping: Arc<AtomicBool>,
 }
 
 impl AppHandle {
@@ -82,6 +92,7 @@ impl AppHandle {
     /// `Drop` that cannot await. The push worker then finishes its pushes
     /// in flight as after [`stop`](Self::stop).
     pub fn stop_now(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
         for server in &self.servers {
             // actix sends the command when `stop` is called; the future only
             // waits for its completion.
@@ -92,6 +103,7 @@ impl AppHandle {
     /// Stops accepting connections; with `graceful`, lets requests in
     /// flight finish. The push worker then finishes its pushes in flight.
     pub async fn stop(&self, graceful: bool) {
+        self.stopping.store(true, Ordering::Relaxed);
         for server in &self.servers {
             server.stop(graceful).await;
         }
@@ -185,6 +197,7 @@ impl Application {
             drift_audit_interval,
             metrics_on_main_port: metrics_listener.is_none(),
             clerk_instance: instance,
+            stopping: Arc::new(AtomicBool::new(false)),
         });
         let origins = config.cors_allowed_origins.clone();
 
@@ -268,6 +281,7 @@ impl Application {
             drift_audit,
             confirming,
             clerk_instance: state.clerk_instance.clone(),
+            stopping: state.stopping.clone(),
         })
     }
 
@@ -294,6 +308,7 @@ impl Application {
                 .chain(&self.metrics_server)
                 .map(Server::handle)
                 .collect(),
+            stopping: self.stopping.clone(),
         }
     }
 

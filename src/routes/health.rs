@@ -1,5 +1,6 @@
 //! Liveness and readiness probes.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix_web::{HttpResponse, get, web};
@@ -76,11 +77,14 @@ pub async fn healthz() -> HttpResponse {
     tag = "health",
     responses(
         (status = 200, description = "Ready to serve", body = ReadyStatus),
-        (status = 503, description = "The database is unreachable, or the push worker has stopped going round its loop", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable, the push worker has stopped going round its loop, or the service is shutting down", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.stopping.load(Ordering::Relaxed) {
+        return Err(ApiError::Unavailable("the service is shutting down".into()));
+    }
     match tokio::time::timeout(READY_TIMEOUT, state.db.ping()).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => return Err(error.into()),

@@ -20,6 +20,7 @@ mod refusals;
 mod update_user_role;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use actix_web::{HttpResponse, Resource, web};
@@ -73,6 +74,9 @@ pub struct AppState {
     /// The Clerk instance the database is bound to, and whether the key's
     /// is confirmed as it (kept in memory: webhooks compare with it).
     pub clerk_instance: InstanceGate,
+    /// Set once the service has been told to stop (SIGTERM): `/readyz`
+    /// answers 503 from then on, while requests in flight drain.
+    pub stopping: Arc<AtomicBool>,
 }
 
 /// Registers every documented route (used by the server and by the OpenAPI

@@ -177,6 +177,11 @@ impl Writer {
         while let Some((turn, batch)) = Self::next_batch(queue, None, &mut stop).await {
             self.apply_while_busy(queue, &mut stop, turn, batch).await;
         }
+        // The queue also closes when the HTTP server stops, before the
+        // writers are told to: its requests held the last senders. Nothing
+        // can come any more; waiting for the stop keeps that orderly end
+        // from looking like a crash to the supervisor.
+        let _ = stop.wait_for(|stop| *stop).await;
     }
 
     /// The next turn (`held`, or the queue once the other writer lets go of

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin_auth;
+mod admin_read_plans;
 mod admin_roles;
 mod backfill;
 mod cli;
@@ -22,6 +23,7 @@ mod push;
 mod replicas;
 mod safe_healing;
 mod self_healing;
+mod shutdown;
 mod storage;
 mod sync_views;
 mod two_way;

@@ -139,3 +139,27 @@ async fn migrations_are_idempotent(backend: Backend) {
         .expect("a second run applies nothing and succeeds");
     assert_eq!(stats(&app.db).await.total(), 0);
 }
+
+#[derive(diesel::QueryableByName)]
+struct Synchronous {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    synchronous: i32,
+}
+
+/// A commit on SQLite (a webhook's batch, an admin's change) is synced to
+/// disk before it is answered: `synchronous = FULL` in WAL mode survives a
+/// power loss, not only a crash of the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_commits_are_synced_to_disk() {
+    let app = spawn_app(Backend::Sqlite).await;
+
+    let pragma: Result<Synchronous, DbError> = with_conn!(app.db, conn => {
+        Ok(diesel_async::RunQueryDsl::get_result(
+            diesel::sql_query("PRAGMA synchronous"),
+            conn,
+        )
+        .await?)
+    });
+
+    assert_eq!(pragma.expect("PRAGMA synchronous").synchronous, 2, "FULL");
+}

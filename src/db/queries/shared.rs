@@ -700,6 +700,10 @@ impl Queries for Conn {
             query = query.filter(webhook_events::received_at.lt(until));
         }
         if let Some((received_at, svix_id)) = &filter.after {
+            // The first condition is implied by the second; it is what lets
+            // the index scan start at the cursor instead of filtering every
+            // newer row on the way to it.
+            query = query.filter(webhook_events::received_at.le(*received_at));
             query = query.filter(
                 webhook_events::received_at
                     .lt(*received_at)

@@ -142,15 +142,22 @@ impl Instance {
 
     /// SIGTERM, and waits for the process to exit (a graceful shutdown).
     pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
+        let _ = self.terminate().await;
+    }
+
+    /// SIGTERM, and waits for the process to exit; its exit status (`None`
+    /// when it was not running).
+    pub async fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(child.id().to_string())
             .status();
         let deadline = Instant::now() + Duration::from_secs(40);
-        while child.try_wait().ok().flatten().is_none() {
+        loop {
+            if let Some(status) = child.try_wait().ok().flatten() {
+                return Some(status);
+            }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 panic!(
@@ -161,6 +168,12 @@ impl Instance {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Everything the process has logged (all its starts), for a caller
+    /// that remembers how much it had read.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The last lines the process logged.
