@@ -7,6 +7,7 @@ mod admin_auth;
 mod admin_roles;
 mod backfill;
 mod cli;
+mod clocks;
 mod convergence;
 mod emulator_fidelity;
 mod errors;
