@@ -612,3 +612,113 @@ async fn the_echo_of_a_push_nobody_recorded_cancels_no_newer_change(backend: Bac
     assert_eq!(roles, ["ADMIN", "INSTRUCTOR", "STUDENT"], "{history}");
     replica.stop().await;
 }
+
+/// A replica frozen past its lease while it reads Clerk before a retry
+/// (SIGSTOP: a stalled VM, CPU starvation) and woken while the replica that
+/// took its push over is sending it: the woken replica sends nothing, and
+/// Clerk receives the role once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stalled_past_its_lease_does_not_send_the_push_again() {
+    let test_db = TestDb::new(Backend::Postgres).await;
+    let clerk = ClerkEmulator::start().await;
+    let log_dir = tempfile::tempdir().expect("a log folder");
+    let env = replica_env(
+        &test_db,
+        &clerk,
+        &[
+            // Slow retries, so that the read before the retry can be held;
+            // a timeout longer than the stall.
+            ("CLERK_PUSH_RETRY_BASE_MS", "2000"),
+            ("CLERK_PUSH_RETRY_MAX_SECS", "2"),
+            ("CLERK_TIMEOUT_SECS", "60"),
+        ],
+    );
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_clerk-role-sync"));
+    let client = reqwest::Client::new();
+    let mut stalled = Instance::new(binary, "replica-stalled", &env, log_dir.path());
+    let mut other = Instance::new(binary, "replica-other", &env, log_dir.path());
+    stalled.start(&client).await;
+    let webhooks = stalled.url("/api/webhooks/clerk");
+    clerk.send_webhooks_to(&webhooks, svix::TEST_SECRET, Delivery::Retried);
+    clerk.add_user("user_admin", Some("ADMIN"));
+    clerk.add_user("user_s", None);
+    clerk.wait_for_deliveries().await;
+
+    // The first push fails; the retry's read of Clerk is answered only
+    // 15 s later, and the replica freezes while it waits for it.
+    clerk.fail_next(1, 503);
+    let token = clerk.mint_token("user_admin");
+    let response = client
+        .patch(stalled.url("/api/admin/users/user_s"))
+        .bearer_auth(&token)
+        .json(&json!({"role": "INSTRUCTOR"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    crate::helpers::wait_until("the first push failed", || async {
+        clerk
+            .metadata_patches("user_s")
+            .iter()
+            .any(|push| push.status == 503)
+    })
+    .await;
+    clerk.set_answer_delay(Duration::from_secs(15));
+    let read = |requests: &[RecordedRequest]| {
+        requests
+            .iter()
+            .any(|request| request.method == "GET" && request.path == "/v1/users/user_s")
+    };
+    crate::helpers::wait_until("the retry reads Clerk", || async {
+        read(&clerk.requests())
+    })
+    .await;
+    stalled.pause();
+    clerk.set_answer_delay(Duration::ZERO);
+    // Clerk is slow: the other replica's push is in flight for a while.
+    clerk.set_delay(Duration::from_secs(3));
+
+    // Once the frozen replica's lease expires, the other replica takes the
+    // push over and sends it.
+    other.start(&client).await;
+    crate::helpers::wait_until("the other replica sends the push", || async {
+        clerk.metadata_patches("user_s").iter().any(|push| {
+            push.user_agent
+                .as_deref()
+                .is_some_and(|agent| agent.contains("replica-other"))
+        })
+    })
+    .await;
+    stalled.resume();
+
+    // The woken replica gets its stale read, and either sends the role
+    // again or finds its claim lost.
+    crate::helpers::wait_until("the woken replica is done with the push", || async {
+        let sent_again = clerk.metadata_patches("user_s").iter().any(|push| {
+            push.status != 503
+                && push
+                    .user_agent
+                    .as_deref()
+                    .is_some_and(|agent| agent.contains("replica-stalled"))
+        });
+        sent_again || stalled.log_tail().contains("not sending it")
+    })
+    .await;
+    crate::helpers::wait_until("Clerk has the role", || async {
+        clerk.role("user_s").as_deref() == Some("INSTRUCTOR")
+    })
+    .await;
+    clerk.set_delay(Duration::ZERO);
+    let pushes: Vec<(u16, Option<String>)> = clerk
+        .metadata_patches("user_s")
+        .into_iter()
+        .map(|push| (push.status, push.user_agent))
+        .collect();
+    assert_eq!(
+        pushes.iter().filter(|(status, _)| *status != 503).count(),
+        1,
+        "the role was sent more than once: {pushes:?}"
+    );
+    stalled.stop().await;
+    other.stop().await;
+}
