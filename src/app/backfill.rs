@@ -112,7 +112,7 @@ pub async fn apply_page<C: Store>(
         // its user holds.
         for id in defaults {
             if let Some(row) = conn.find_user(id).await? {
-                conn.enqueue_push(id, row.role, now()).await?;
+                conn.enqueue_push(id, row.role).await?;
                 next.defaults_queued += 1;
             }
         }
@@ -153,7 +153,7 @@ async fn apply_user<C: Store>(
         && !locked.push_pending(id)
     {
         // Queued first, so that applying Clerk's state below keeps our role.
-        conn.enqueue_push(id, ours, now()).await?;
+        conn.enqueue_push(id, ours).await?;
         locked.reread_sync(conn, id).await?;
         progress.pushes_queued += 1;
     }

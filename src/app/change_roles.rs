@@ -63,7 +63,7 @@ pub async fn set_role<C: Store>(
         };
         conn.move_count(id, from, Some(role)).await?;
         record_change(conn, id, from, role, source, actor, now).await?;
-        conn.enqueue_push(id, role, now).await?;
+        conn.enqueue_push(id, role).await?;
         let user = conn
             .find_user(id)
             .await?
@@ -158,7 +158,7 @@ pub async fn change_roles<C: Store>(
                 now,
             )
             .await?;
-            conn.enqueue_push(id, change.role, now).await?;
+            conn.enqueue_push(id, change.role).await?;
             counts.add(id.shard(COUNT_SHARDS), Some(from), Some(change.role));
         }
         for (role, shard, delta) in counts.in_lock_order() {

@@ -329,7 +329,7 @@ impl LockedUsers {
             Some(version),
         ) = (verdict, pending_version)
         {
-            if conn.cancel_push(id, version, now, claimed_by).await? {
+            if conn.cancel_push(id, version, claimed_by).await? {
                 entry.sync = conn.find_sync(id).await?;
             } else {
                 // A worker claimed the push meanwhile: it is in flight, and

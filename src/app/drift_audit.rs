@@ -27,7 +27,7 @@ use super::audit::after_commit;
 use super::backfill::Prefer;
 use super::clerk_state::{Apply, Deleter, LockedUsers, Outcome};
 use crate::clerk::ClerkUser;
-use crate::db::rows::{DriftAuditRow, UserRow, now};
+use crate::db::rows::{DriftAuditRow, UserRow};
 use crate::db::{DbError, Store};
 use crate::domain::{ClerkUserId, Role, RoleSource};
 
@@ -445,7 +445,7 @@ async fn make<C: Store>(
     if let (Prefer::Db, Some(ours)) = (rules.mode.prefer(), ours)
         && user.metadata_role().role() != Some(ours)
     {
-        conn.enqueue_push(id, ours, now()).await?;
+        conn.enqueue_push(id, ours).await?;
         return Ok(true);
     }
     let apply = Apply {

@@ -1,8 +1,6 @@
 //! Landing a push: what Clerk answered (or held, read before a retry)
 //! becomes the newest Clerk state seen, and the race rule decides the role.
 
-use chrono::NaiveDateTime;
-
 use super::audit::{after_commit, record_change};
 use super::clerk_state::{Apply, apply_clerk_user, known};
 use crate::clerk::ClerkUser;
@@ -15,8 +13,8 @@ use crate::domain::{ClerkState, ClerkUserId, MetadataRole, RoleSource, Unrecorde
 pub enum PushResult {
     /// Clerk took the role; it now holds `ClerkState`.
     Landed(ClerkState),
-    /// Try again at the given time.
-    RetryAt(NaiveDateTime, String),
+    /// Try again this long (ms) after the database's clock.
+    RetryIn(i64, String),
     /// Stop retrying; the user shows as failing.
     GiveUp(String),
 }
@@ -77,7 +75,8 @@ pub async fn check_before_retry<C: Store>(
     .await
 }
 
-/// Records the outcome of pushing version `version` of a user's role.
+/// Records the outcome of pushing version `version` of a user's role, sent
+/// under `owner`'s claim.
 ///
 /// A landed push updates the newest Clerk state seen. Unless a newer role
 /// is still to be sent, the database role becomes the newest Clerk state:
@@ -87,16 +86,20 @@ pub async fn check_before_retry<C: Store>(
 ///
 /// A push Clerk answered with an error wrote nothing: a Clerk state that
 /// waited as its possible echo is then judged again by the race rule, and
-/// may cancel a newer change.
+/// may cancel a newer change. A failure is recorded, and a claim released,
+/// only while `owner` still holds the claim: a replica that took it over is
+/// sending that push, and records its own result.
 pub async fn finish_push<C: Store>(
     conn: &mut C,
     user_id: &ClerkUserId,
     version: i64,
     result: PushResult,
     allowance_ms: i64,
+    owner: &str,
 ) -> Result<(), DbError> {
     // Owned captures keep the transaction's future `Send` for spawned workers.
     let user_id = user_id.clone();
+    let owner = owner.to_owned();
     after_commit(conn.transaction(async move |conn| {
         let user_id = &user_id;
         let row = conn.lock_user(user_id).await?;
@@ -124,7 +127,7 @@ pub async fn finish_push<C: Store>(
                 if same_version {
                     conn.mark_synced(user_id, version).await?;
                 } else {
-                    conn.release_claim(user_id).await?;
+                    conn.release_claim(user_id, &owner).await?;
                 }
                 // Clerk's answer is recorded: whatever an earlier push left
                 // unrecorded is older than it in Clerk's order.
@@ -148,16 +151,17 @@ pub async fn finish_push<C: Store>(
                     .await?;
                 }
             }
-            PushResult::RetryAt(at, error) if same_version => {
-                conn.reschedule_push(user_id, version, Some(at), &error)
+            PushResult::RetryIn(wait_ms, error) if same_version => {
+                conn.reschedule_push(user_id, version, Some(wait_ms), &error, &owner)
                     .await?;
             }
             PushResult::GiveUp(error) if same_version => {
-                conn.reschedule_push(user_id, version, None, &error).await?;
+                conn.reschedule_push(user_id, version, None, &error, &owner)
+                    .await?;
             }
             // A newer role was written meanwhile: it is due now.
-            PushResult::RetryAt(..) | PushResult::GiveUp(_) => {
-                conn.release_claim(user_id).await?;
+            PushResult::RetryIn(..) | PushResult::GiveUp(_) => {
+                conn.release_claim(user_id, &owner).await?;
             }
         }
         if wrote_nothing {
@@ -189,7 +193,7 @@ async fn judge_again<C: Store>(
     if known.deleted.is_some()
         || known.clerk_from_push
         || !cancels(clerk, pending, allowance_ms)
-        || !conn.cancel_push(user_id, sync.version, now, None).await?
+        || !conn.cancel_push(user_id, sync.version, None).await?
     {
         return Ok(());
     }

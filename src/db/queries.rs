@@ -93,14 +93,10 @@ pub trait Queries: AsyncConnection + Send {
         filter: &UserFilter,
     ) -> QueryResult<Vec<(UserRow, Option<SyncRow>)>>;
 
-    /// Queues a push of `role`, replacing any role not yet sent (a push in
-    /// flight keeps its lease; the new version waits for it).
-    async fn enqueue_push(
-        &mut self,
-        user_id: &ClerkUserId,
-        role: Role,
-        now: chrono::NaiveDateTime,
-    ) -> QueryResult<()>;
+    /// Queues a push of `role`, due and queued at the database's clock,
+    /// replacing any role not yet sent (a push in flight keeps its lease;
+    /// the new version waits for it).
+    async fn enqueue_push(&mut self, user_id: &ClerkUserId, role: Role) -> QueryResult<()>;
 
     /// Stores the result of a landed push: the newest Clerk state (and
     /// whether it is the push's own) and the role.
@@ -116,13 +112,16 @@ pub trait Queries: AsyncConnection + Send {
     /// Marks version `version` as landed.
     async fn mark_synced(&mut self, user_id: &ClerkUserId, version: i64) -> QueryResult<()>;
 
-    /// Schedules another try of `version` (`None`: stop retrying).
+    /// Schedules another try of `version`, `retry_in_ms` after the
+    /// database's clock (`None`: stop retrying), if `owner` still claims it
+    /// (else another replica is sending it, and records its own result).
     async fn reschedule_push(
         &mut self,
         user_id: &ClerkUserId,
         version: i64,
-        next_attempt_at: Option<chrono::NaiveDateTime>,
+        retry_in_ms: Option<i64>,
         error: &str,
+        owner: &str,
     ) -> QueryResult<()>;
 
     /// Moves one live user's count from one role to another (`None`: the
@@ -171,8 +170,8 @@ pub trait Queries: AsyncConnection + Send {
     /// Forgets the backfill's progress (it finished, or starts over).
     async fn delete_backfill_progress(&mut self) -> QueryResult<()>;
 
-    /// Lets any worker take the row again.
-    async fn release_claim(&mut self, user_id: &ClerkUserId) -> QueryResult<()>;
+    /// Lets any worker take the row again, if `owner` claims it.
+    async fn release_claim(&mut self, user_id: &ClerkUserId, owner: &str) -> QueryResult<()>;
 
     /// Sets the roles a user's pushes may have written to Clerk unrecorded:
     /// once Clerk's answer or a read of Clerk is recorded, nothing older can
@@ -187,24 +186,39 @@ pub trait Queries: AsyncConnection + Send {
     /// how many there were.
     async fn release_claims_of(&mut self, owner: &str) -> QueryResult<usize>;
 
-    /// Extends the leases `owner` holds on `user_ids` until `until`; how
-    /// many it still held.
+    /// Extends the leases `owner` still holds on `user_ids` to `lease_ms`
+    /// after the database's clock; how many it still held.
     async fn renew_claims(
         &mut self,
         owner: &str,
         user_ids: &[ClerkUserId],
-        until: chrono::NaiveDateTime,
+        lease_ms: i64,
     ) -> QueryResult<usize>;
+
+    /// Right before sending version `version`: notes the roles its pushes
+    /// may write unrecorded and extends `owner`'s lease to `lease_ms` after
+    /// the database's clock (long enough to outlast the request), only if
+    /// `owner` still holds a live claim on that version of a pending push.
+    /// `false`: the claim was lost (expired and taken over, or the push
+    /// settled), and the push must not be sent.
+    async fn note_before_sending(
+        &mut self,
+        user_id: &ClerkUserId,
+        version: i64,
+        owner: &str,
+        pushes: Unrecorded,
+        lease_ms: i64,
+    ) -> QueryResult<bool>;
 
     /// Cancels version `version` of a user's push if it is still pending
     /// and no live claim (other than `owner`'s) is sending it; whether it did.
     /// A live claim sending an older version stays: that push is in flight,
     /// and its answer is recorded when it comes.
+    /// Claims are live by the database's clock.
     async fn cancel_push(
         &mut self,
         user_id: &ClerkUserId,
         version: i64,
-        now: chrono::NaiveDateTime,
         owner: Option<&str>,
     ) -> QueryResult<bool>;
 
@@ -216,30 +230,21 @@ pub trait Queries: AsyncConnection + Send {
         batch: i64,
     ) -> QueryResult<usize>;
 
-    /// When the next unclaimed push falls due, if any is queued.
-    async fn next_push_due(
-        &mut self,
-        now: chrono::NaiveDateTime,
-    ) -> QueryResult<Option<chrono::NaiveDateTime>>;
+    /// How long (ms, by the database's clock) until the next unclaimed push
+    /// falls due, if any is queued; 0 or less when one is due.
+    async fn next_push_due_in(&mut self) -> QueryResult<Option<i64>>;
 
-    /// Takes the lease on walking Clerk's user list for `owner` until
-    /// `until`: free, expired at `now`, or already `owner`'s (a renewal);
-    /// whether it did.
-    async fn take_walk_lease(
-        &mut self,
-        owner: &str,
-        now: chrono::NaiveDateTime,
-        until: chrono::NaiveDateTime,
-    ) -> QueryResult<bool>;
+    /// Takes the lease on walking Clerk's user list for `owner` for
+    /// `lease_ms` from the database's clock: free, expired, or already
+    /// `owner`'s (a renewal); whether it did.
+    async fn take_walk_lease(&mut self, owner: &str, lease_ms: i64) -> QueryResult<bool>;
 
     /// Gives the walk lease back, if `owner` holds it.
     async fn release_walk_lease(&mut self, owner: &str) -> QueryResult<()>;
 
-    /// Who holds the walk lease at `now`, and until when.
-    async fn walk_lease_holder(
-        &mut self,
-        now: chrono::NaiveDateTime,
-    ) -> QueryResult<Option<(String, chrono::NaiveDateTime)>>;
+    /// Who holds the walk lease now (by the database's clock), and until
+    /// when.
+    async fn walk_lease_holder(&mut self) -> QueryResult<Option<(String, chrono::NaiveDateTime)>>;
 
     /// The drift audit run of `serve` not finished yet, if any (a
     /// `reconcile` run is never resumed).
@@ -310,30 +315,31 @@ pub trait Queries: AsyncConnection + Send {
     /// Up to `limit` pushes pending or failing, oldest queued first.
     async fn unsettled_pushes(&mut self, limit: i64) -> QueryResult<Vec<SyncRow>>;
 
-    /// Takes up to `limit` due, unclaimed pushes for `owner` until
-    /// `lease_until`, counting an attempt for each. On PostgreSQL rows that
-    /// another replica is claiming at the same moment are skipped, not waited
-    /// for (each backend's `CLAIM_LOCK`).
+    /// Takes up to `limit` due, unclaimed pushes for `owner` for `lease_ms`,
+    /// due and leased by the database's clock, counting an attempt for each.
+    /// On PostgreSQL rows that another replica is claiming at the same
+    /// moment are skipped, not waited for (each backend's `CLAIM_LOCK`).
     async fn claim_due_pushes(
         &mut self,
         owner: &str,
-        now: chrono::NaiveDateTime,
-        lease_until: chrono::NaiveDateTime,
+        lease_ms: i64,
         limit: i64,
     ) -> QueryResult<Vec<SyncRow>>;
 }
 
-/// The claim, written for both backends; each backend adds its `CLAIM_LOCK`.
+/// The claim, written for both backends; each backend adds its `CLAIM_LOCK`,
+/// its clock `now` and the lease's end `lease_until` (from `$1`, in ms).
 /// Placeholders are numbered in the order they appear, which is how SQLite
 /// binds them.
-fn claim_sql(locking: &str) -> String {
+fn claim_sql(locking: &str, now: &str, lease_until: &str) -> String {
     format!(
-        "UPDATE clerk_sync SET claimed_until = $1, claimed_by = $2, attempts = attempts + 1, \
+        "UPDATE clerk_sync SET claimed_until = {lease_until}, claimed_by = $2, \
+             attempts = attempts + 1, \
              taken_over = (claimed_by IS NOT NULL), claimed_version = version \
          WHERE user_id IN ( \
              SELECT user_id FROM clerk_sync \
-             WHERE next_attempt_at <= $3 AND (claimed_until IS NULL OR claimed_until < $3) \
-             ORDER BY next_attempt_at LIMIT $4 {locking}) \
+             WHERE next_attempt_at <= {now} AND (claimed_until IS NULL OR claimed_until < {now}) \
+             ORDER BY next_attempt_at LIMIT $3 {locking}) \
          RETURNING user_id, desired_role, version, attempts, next_attempt_at, last_error, claimed_until, queued_at, claimed_by, seen_clerk_updated_at, taken_over, unrecorded_roles, unrecorded_until, claimed_version"
     )
 }

@@ -165,9 +165,27 @@ impl From<UserRow> for User {
     }
 }
 
-/// The current time as stored: UTC, microsecond precision on both backends.
+/// This replica's current time as stored: UTC, microsecond precision on
+/// both backends. Leases, due times and claim expiry never use it: they
+/// are the database's clock, in the statements themselves.
+///
+/// `CLOCK_OFFSET_SECS`, read only when set, moves this clock by that many
+/// seconds (negative: back). It is for tests of replicas whose clocks
+/// differ, not for production.
 pub fn now() -> NaiveDateTime {
-    Utc::now().naive_utc().trunc_subsecs(6)
+    (Utc::now() + clock_offset()).naive_utc().trunc_subsecs(6)
+}
+
+/// The test-only offset of [`now`]: `CLOCK_OFFSET_SECS`, or none.
+fn clock_offset() -> chrono::TimeDelta {
+    static OFFSET: std::sync::OnceLock<chrono::TimeDelta> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        std::env::var("CLOCK_OFFSET_SECS")
+            .ok()
+            .and_then(|secs| secs.trim().parse::<i64>().ok())
+            .and_then(chrono::TimeDelta::try_seconds)
+            .unwrap_or_default()
+    })
 }
 
 /// Live users per role.

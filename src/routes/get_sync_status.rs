@@ -6,7 +6,6 @@ use super::AppState;
 use super::auth::Admin;
 use super::dto::{DriftAuditStatus, SyncStatusResponse, UnsettledPush, WebhookEventResponse};
 use super::refusals::AdminReadRefusals;
-use crate::db::rows::now;
 use crate::db::{DbError, Queries as _};
 use crate::error::ApiError;
 use crate::with_conn;
@@ -46,7 +45,7 @@ pub async fn get_sync_status(
             conn.last_webhook_event().await?,
             conn.unfinished_drift_audit().await?,
             conn.last_drift_audit(false).await?,
-            conn.walk_lease_holder(now()).await?,
+            conn.walk_lease_holder().await?,
         ))
     })?;
     let waiting = match last.as_ref().filter(|run| run.waiting.is_some()) {

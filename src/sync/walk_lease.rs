@@ -3,13 +3,14 @@
 //! renew it while they do, so two walks never write the same users at once
 //! nor share Clerk's rate limit. A holder that dies leaves it for at most
 //! [`LEASE`]; one that restarts under the same name takes it back at once.
+//! The lease is timed by the database's clock, never a replica's: replicas
+//! whose clocks differ still never walk at once.
 
 use std::future::Future;
 use std::time::Duration;
 
-use chrono::{NaiveDateTime, TimeDelta};
+use chrono::NaiveDateTime;
 
-use crate::db::rows::now;
 use crate::db::{Db, DbError, Queries as _};
 use crate::with_conn;
 
@@ -46,11 +47,10 @@ impl WalkLease {
     /// Takes the lease for `owner`; who holds it when it is not free.
     pub async fn take(db: &Db, owner: &str) -> Result<Result<Self, Held>, DbError> {
         let taken = with_conn!(db, conn => {
-            let now = now();
-            if conn.take_walk_lease(owner, now, until(now)).await? {
+            if conn.take_walk_lease(owner, lease_ms()).await? {
                 return Ok::<_, DbError>(None);
             }
-            Ok(conn.walk_lease_holder(now).await?)
+            Ok(conn.walk_lease_holder().await?)
         })?;
         Ok(match taken {
             None => Ok(Self {
@@ -91,8 +91,7 @@ impl WalkLease {
         loop {
             tokio::time::sleep(RENEW_EVERY).await;
             let result = with_conn!(self.db, conn => {
-                let now = now();
-                Ok::<_, DbError>(conn.take_walk_lease(&self.owner, now, until(now)).await?)
+                Ok::<_, DbError>(conn.take_walk_lease(&self.owner, lease_ms()).await?)
             });
             match result {
                 Ok(true) => renewed = tokio::time::Instant::now(),
@@ -114,6 +113,7 @@ impl WalkLease {
     }
 }
 
-fn until(now: NaiveDateTime) -> NaiveDateTime {
-    now + TimeDelta::from_std(LEASE).unwrap_or(TimeDelta::MAX)
+/// The lease in ms, as the database adds it to its own clock.
+fn lease_ms() -> i64 {
+    i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX)
 }

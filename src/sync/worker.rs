@@ -8,6 +8,14 @@
 //! restarts takes them back at once. Several replicas may run on one
 //! PostgreSQL database: claims are taken with `SKIP LOCKED`.
 //!
+//! Leases and due times are the database's clock, never this replica's. A
+//! push is sent only under a live claim: right before the request, the
+//! note of what it may write is stored only if this replica still holds
+//! the claim, and it stretches the lease past the request's timeout, so no
+//! other replica can take the row over while the request is in flight. A
+//! replica that lost its claim (stalled past its lease, its row taken over
+//! or settled) sends nothing and records nothing.
+//!
 //! Nothing is claimed until the Clerk instance of the key is confirmed as
 //! the database's (the [`InstanceGate`]): a key of another instance never
 //! receives a push.
@@ -22,7 +30,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use chrono::{NaiveDateTime, TimeDelta};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{Stream, StreamExt as _};
 use tokio::sync::{Notify, watch};
@@ -270,26 +277,24 @@ impl PushWorker {
     }
 
     async fn renew(&self, user_ids: &[ClerkUserId]) -> Result<usize, DbError> {
-        let until = later(now(), LEASE);
-        with_conn!(self.db, conn => Ok(conn.renew_claims(&self.owner, user_ids, until).await?))
+        let lease = millis(LEASE);
+        with_conn!(self.db, conn => Ok(conn.renew_claims(&self.owner, user_ids, lease).await?))
     }
 
     /// The due push to send in the slot that has come, if any.
     async fn claim(&self) -> Result<Option<SyncRow>, DbError> {
-        let now = now();
-        let lease_until = later(now, LEASE);
+        let lease = millis(LEASE);
         let claimed: Result<Vec<SyncRow>, DbError> = with_conn!(self.db, conn => {
-            Ok(conn.claim_due_pushes(&self.owner, now, lease_until, 1).await?)
+            Ok(conn.claim_due_pushes(&self.owner, lease, 1).await?)
         });
         Ok(claimed?.pop())
     }
 
     async fn until_next_due(&self) -> Duration {
-        let now = now();
-        let due: Result<Option<NaiveDateTime>, DbError> =
-            with_conn!(self.db, conn => Ok(conn.next_push_due(now).await?));
+        let due: Result<Option<i64>, DbError> =
+            with_conn!(self.db, conn => Ok(conn.next_push_due_in().await?));
         match due {
-            Ok(Some(at)) => (at - now).to_std().unwrap_or(Duration::ZERO),
+            Ok(Some(ms)) => Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
             _ => POLL,
         }
     }
@@ -298,7 +303,7 @@ impl PushWorker {
     async fn push(&self, row: SyncRow) -> ClerkUserId {
         let user_id = &row.user_id;
         let (result, label) = self.attempt(user_id, row.desired_role, &row).await;
-        if let Some(PushResult::GiveUp(error) | PushResult::RetryAt(_, error)) = &result {
+        if let Some(PushResult::GiveUp(error) | PushResult::RetryIn(_, error)) = &result {
             tracing::warn!(user.id = %user_id, attempts = row.attempts, error, "push to Clerk failed");
         }
         if let Some(result) = result {
@@ -315,7 +320,7 @@ impl PushWorker {
         let allowance = allowance_ms(self.config.clock_skew_allowance);
         for attempt in 1..=RECORD_ATTEMPTS {
             let finished: Result<(), DbError> = with_conn!(self.db, conn => {
-                land_push::finish_push(conn, user_id, version, result.clone(), allowance).await
+                land_push::finish_push(conn, user_id, version, result.clone(), allowance, &self.owner).await
             });
             match finished {
                 Ok(()) => return,
@@ -387,9 +392,23 @@ impl PushWorker {
             roles: unrecorded.roles.with(role),
             until: Some(later_ms(unrecorded.until, self.config.timeout)),
         };
-        if let Err(error) = self.note_unrecorded(user_id, sending).await {
-            let error = format!("could not note the push before sending it: {error}");
-            return (Some(self.retry(row.attempts, None, error)), "retry");
+        // The claim must still be ours, by the database's clock, and it
+        // then lasts until the request has surely ended.
+        let lease = millis(self.config.timeout.saturating_add(LEASE));
+        let noted: Result<bool, DbError> = with_conn!(self.db, conn => {
+            Ok(conn.note_before_sending(user_id, row.version, &self.owner, sending, lease).await?)
+        });
+        match noted {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(user.id = %user_id, "the claim on this push was lost before sending (expired, taken over or settled); not sending it");
+                self.metrics.push_leases_expired.inc();
+                return (None, "cancelled");
+            }
+            Err(error) => {
+                let error = format!("could not note the push before sending it: {error}");
+                return (Some(self.retry(row.attempts, None, error)), "retry");
+            }
         }
         let sent = self.client.set_role(user_id, role).await;
         let after = match &sent {
@@ -479,7 +498,7 @@ impl PushWorker {
     /// The next attempt: exponential backoff with jitter, never before `not_before`.
     fn retry(&self, attempts: i32, not_before: Option<Duration>, error: String) -> PushResult {
         let wait = self.backoff(attempts).max(not_before.unwrap_or_default());
-        PushResult::RetryAt(later(now(), wait), error)
+        PushResult::RetryIn(millis(wait), error)
     }
 
     /// `base · 2^(attempts-1)`, capped, then scaled by a random factor in
@@ -500,7 +519,7 @@ impl PushWorker {
 /// `wait` from now in ms since the epoch, or `earlier` if that is later.
 fn later_ms(earlier: Option<i64>, wait: Duration) -> i64 {
     let wait = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-    let at = chrono::Utc::now().timestamp_millis().saturating_add(wait);
+    let at = now().and_utc().timestamp_millis().saturating_add(wait);
     earlier.map_or(at, |earlier| earlier.max(at))
 }
 
@@ -523,12 +542,9 @@ async fn drive<T>(
     }
 }
 
-/// `at + wait`, saturating where the calendar ends.
-fn later(at: NaiveDateTime, wait: Duration) -> NaiveDateTime {
-    TimeDelta::from_std(wait)
-        .ok()
-        .and_then(|wait| at.checked_add_signed(wait))
-        .unwrap_or(NaiveDateTime::MAX)
+/// A duration as the database adds it to its clock: ms, saturating.
+fn millis(wait: Duration) -> i64 {
+    i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The allowance as the domain rules take it.
@@ -541,9 +557,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn later_saturates_at_the_end_of_the_calendar() {
-        let at = NaiveDateTime::MAX - TimeDelta::seconds(1);
-        assert_eq!(later(at, Duration::from_secs(u64::MAX)), NaiveDateTime::MAX);
+    fn millis_saturate() {
+        assert_eq!(millis(Duration::from_secs(u64::MAX)), i64::MAX);
+        assert_eq!(millis(Duration::from_millis(1_500)), 1_500);
     }
 
     #[tokio::test(start_paused = true)]

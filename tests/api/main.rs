@@ -8,6 +8,7 @@ mod admin_read_plans;
 mod admin_roles;
 mod backfill;
 mod cli;
+mod clocks;
 mod convergence;
 mod emulator_fidelity;
 mod errors;

@@ -7,8 +7,14 @@
 //! after an attempt whose sender died, counters equal a recount, and
 //! PostgreSQL saw no deadlock.
 //!
+//! Repeated pushes are counted from what Clerk received: a push of the role
+//! the user's previous push carried, after that one landed, with no admin
+//! change and no kill of its sender between; the count must be 0.
+//!
 //! CI runs `REPLICA_SCHEDULES` schedules (default 2); a failing seed is
-//! printed and replays alone with `REPLICA_SEED=<seed>`.
+//! printed and replays alone with `REPLICA_SEED=<seed>`. A longer run by
+//! hand: `REPLICA_CHAOS_SECS=60 REPLICA_KILL_EVERY_SECS=10-15
+//! REPLICA_DOWN_SECS=5-12` (see `chaos_schedule`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -38,14 +44,20 @@ const ADMIN_USERS: [&str; 6] = [
 ];
 const DASHBOARD_USERS: [&str; 2] = ["user_d0", "user_d1"];
 const ROLES: [&str; 3] = ["STUDENT", "INSTRUCTOR", "ADMIN"];
-/// How long the faults go on.
+/// How long the faults go on, unless `REPLICA_CHAOS_SECS` says otherwise.
 const CHAOS: Duration = Duration::from_secs(12);
+/// How often a replica is killed (ms, a random pause in this range),
+/// unless `REPLICA_KILL_EVERY_SECS` (`10-15`) says otherwise.
+const KILL_EVERY_MS: std::ops::Range<u64> = 2_000..4_000;
+/// How long a killed replica stays down (ms), unless `REPLICA_DOWN_SECS`
+/// (`5-12`) says otherwise.
+const DOWN_MS: std::ops::Range<u64> = 500..1_500;
 /// The drain the design promises once the faults stop.
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// The environment of a replica on `test_db` talking to `clerk`, quick to
 /// retry, plus `extra`.
-fn replica_env(
+pub(crate) fn replica_env(
     test_db: &TestDb,
     clerk: &ClerkEmulator,
     extra: &[(&str, &str)],
@@ -247,10 +259,11 @@ impl Cluster {
     }
 
     /// Faults for [`CHAOS`]: a replica killed every 2 to 4 s, restarted 0.5
-    /// to 1.5 s later.
+    /// to 1.5 s later ([`chaos_schedule`] for longer runs).
     async fn chaos(&mut self) {
-        let end = Instant::now() + CHAOS;
-        let mut next_kill = Instant::now() + self.pause(2_000..4_000);
+        let (chaos, kill_every, down) = chaos_schedule();
+        let end = Instant::now() + chaos;
+        let mut next_kill = Instant::now() + self.pause(kill_every.clone());
         let mut restart: Option<(usize, Instant)> = None;
         while Instant::now() < end {
             if let Some((replica, at)) = restart
@@ -267,8 +280,8 @@ impl Cluster {
                 self.replicas[replica].kill();
                 self.kills
                     .push((self.replicas[replica].name.clone(), Instant::now()));
-                restart = Some((replica, Instant::now() + self.pause(500..1_500)));
-                next_kill = Instant::now() + self.pause(2_000..4_000);
+                restart = Some((replica, Instant::now() + self.pause(down.clone())));
+                next_kill = Instant::now() + self.pause(kill_every.clone());
             }
             self.step().await;
             tokio::time::sleep(self.pause(10..40)).await;
@@ -342,9 +355,19 @@ impl Cluster {
             self.server_errors
         );
 
-        for user in ADMIN_USERS {
-            self.check_no_duplicate_push(user);
-        }
+        let repeats = self.repeated_pushes();
+        self.log.push(format!("{} repeated pushes", repeats.len()));
+        assert!(
+            repeats.is_empty(),
+            "{} pushes repeated the one before with no failed attempt, no change and no \
+             kill of their first sender between:\n{}\nkills at {:?}",
+            repeats.len(),
+            repeats.join("\n"),
+            self.kills
+                .iter()
+                .map(|(replica, at)| (replica.as_str(), at.duration_since(self.started)))
+                .collect::<Vec<_>>()
+        );
 
         crate::helpers::assert_counters_match_a_recount(&self.db).await;
         assert_eq!(
@@ -354,72 +377,52 @@ impl Cluster {
         );
     }
 
-    /// Two successful pushes of one role in a row, with no admin change
-    /// between them, are one change sent twice: allowed only when the
-    /// first one's sender was killed before it could record the answer, or
-    /// when the first one may carry an older change to the same role (a
-    /// claim that waited, or retried, while the user was changed away and
-    /// back): the service then pushes the newest change as well, as the
-    /// race rule's model does.
-    fn check_no_duplicate_push(&self, user: &str) {
-        let pushes: Vec<RecordedRequest> = self
-            .clerk
-            .metadata_patches(user)
-            .into_iter()
-            .filter(|push| push.status == 200)
-            .collect();
-        let changes = self.changed_at.get(user).cloned().unwrap_or_default();
-        for pair in pushes.windows(2) {
-            let (first, second) = (&pair[0], &pair[1]);
-            if first.body != second.body {
-                continue;
-            }
-            if changes
+    /// Pushes that repeat the one before them for the same user: the same
+    /// role, after that one landed (Clerk answered 200: no failed attempt
+    /// between), with no admin change between the two and no kill of the
+    /// first one's sender between them. A change is sent at most once, so
+    /// each is a change sent twice. The only other push of a role just
+    /// pushed is a newer change to the same role that the first push could
+    /// not carry (see [`Self::may_carry_an_older_change`]).
+    fn repeated_pushes(&self) -> Vec<String> {
+        let mut repeats = Vec::new();
+        for user in ADMIN_USERS.iter().chain(&DASHBOARD_USERS) {
+            let pushes = self.clerk.metadata_patches(user);
+            let landed: Vec<RecordedRequest> = pushes
                 .iter()
-                .any(|(at, _)| *at > first.at && *at < second.at)
-            {
-                continue;
-            }
-            if self.may_carry_an_older_change(&pushes, &changes, first) {
-                continue;
-            }
-            let sender = first.user_agent.as_deref().unwrap_or_default();
-            let answered = first.answered.unwrap_or(first.at);
-            let sender_died = self.kills.iter().any(|(replica, at)| {
-                sender.contains(replica.as_str())
-                    && *at >= first.at
-                    && *at <= answered + Duration::from_secs(2)
-            });
-            let requests: Vec<String> = self
-                .clerk
-                .requests()
-                .iter()
-                .filter(|request| request.path.contains(user))
-                .map(|request| {
-                    format!(
-                        "{:?} {} {} {} -> {} by {:?}",
-                        request.at.duration_since(self.started),
-                        request.method,
-                        request.path,
-                        request.body,
-                        request.status,
-                        request.user_agent
-                    )
-                })
+                .filter(|push| push.status == 200)
+                .cloned()
                 .collect();
-            assert!(
-                sender_died,
-                "{user}: {} pushed twice (by {sender} and {:?}) with no change and no kill between; \
-                 changes at {:?}; Clerk received:\n{}",
-                first.body,
-                second.user_agent,
-                changes
+            let changes = self.changed_at.get(user).cloned().unwrap_or_default();
+            for pair in pushes.windows(2) {
+                let (first, second) = (&pair[0], &pair[1]);
+                if first.body != second.body || first.status != 200 {
+                    continue;
+                }
+                if changes
                     .iter()
-                    .map(|(at, role)| (at.duration_since(self.started), *role))
-                    .collect::<Vec<_>>(),
-                requests.join("\n")
-            );
+                    .any(|(at, _)| *at > first.at && *at < second.at)
+                    || self.may_carry_an_older_change(&landed, &changes, first)
+                {
+                    continue;
+                }
+                let sender = first.user_agent.as_deref().unwrap_or_default();
+                let sender_killed = self.kills.iter().any(|(replica, at)| {
+                    sender.contains(replica.as_str()) && *at >= first.at && *at <= second.at
+                });
+                if sender_killed {
+                    continue;
+                }
+                repeats.push(format!(
+                    "{user}: {} sent at {:?} by {sender:?}, again at {:?} by {:?}",
+                    first.body["public_metadata"]["role"],
+                    first.at.duration_since(self.started),
+                    second.at.duration_since(self.started),
+                    second.user_agent.as_deref().unwrap_or_default(),
+                ));
+            }
         }
+        repeats
     }
 
     /// Whether `push` may carry a change older than the last one before it:
@@ -446,6 +449,32 @@ impl Cluster {
                     && !pushes.iter().any(|p| p.at > *at && p.at < push.at)
             })
     }
+}
+
+/// How long the faults go on, how often a replica is killed and how long
+/// it stays down (ms): [`CHAOS`], [`KILL_EVERY_MS`] and [`DOWN_MS`], or
+/// for a longer run by hand `REPLICA_CHAOS_SECS=60`,
+/// `REPLICA_KILL_EVERY_SECS=10-15` and `REPLICA_DOWN_SECS=5-12`.
+fn chaos_schedule() -> (Duration, std::ops::Range<u64>, std::ops::Range<u64>) {
+    let chaos = std::env::var("REPLICA_CHAOS_SECS")
+        .ok()
+        .and_then(|secs| secs.parse().ok())
+        .map_or(CHAOS, Duration::from_secs);
+    let range_ms = |name: &str, default: std::ops::Range<u64>| {
+        std::env::var(name)
+            .ok()
+            .and_then(|range| {
+                let (low, high) = range.split_once('-')?;
+                let (low, high): (u64, u64) = (low.parse().ok()?, high.parse().ok()?);
+                (low < high).then(|| low * 1_000..high * 1_000)
+            })
+            .unwrap_or(default)
+    };
+    (
+        chaos,
+        range_ms("REPLICA_KILL_EVERY_SECS", KILL_EVERY_MS),
+        range_ms("REPLICA_DOWN_SECS", DOWN_MS),
+    )
 }
 
 async fn schedule(seed: u64) {
@@ -582,4 +611,114 @@ async fn the_echo_of_a_push_nobody_recorded_cancels_no_newer_change(backend: Bac
         .collect();
     assert_eq!(roles, ["ADMIN", "INSTRUCTOR", "STUDENT"], "{history}");
     replica.stop().await;
+}
+
+/// A replica frozen past its lease while it reads Clerk before a retry
+/// (SIGSTOP: a stalled VM, CPU starvation) and woken while the replica that
+/// took its push over is sending it: the woken replica sends nothing, and
+/// Clerk receives the role once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stalled_past_its_lease_does_not_send_the_push_again() {
+    let test_db = TestDb::new(Backend::Postgres).await;
+    let clerk = ClerkEmulator::start().await;
+    let log_dir = tempfile::tempdir().expect("a log folder");
+    let env = replica_env(
+        &test_db,
+        &clerk,
+        &[
+            // Slow retries, so that the read before the retry can be held;
+            // a timeout longer than the stall.
+            ("CLERK_PUSH_RETRY_BASE_MS", "2000"),
+            ("CLERK_PUSH_RETRY_MAX_SECS", "2"),
+            ("CLERK_TIMEOUT_SECS", "60"),
+        ],
+    );
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_clerk-role-sync"));
+    let client = reqwest::Client::new();
+    let mut stalled = Instance::new(binary, "replica-stalled", &env, log_dir.path());
+    let mut other = Instance::new(binary, "replica-other", &env, log_dir.path());
+    stalled.start(&client).await;
+    let webhooks = stalled.url("/api/webhooks/clerk");
+    clerk.send_webhooks_to(&webhooks, svix::TEST_SECRET, Delivery::Retried);
+    clerk.add_user("user_admin", Some("ADMIN"));
+    clerk.add_user("user_s", None);
+    clerk.wait_for_deliveries().await;
+
+    // The first push fails; the retry's read of Clerk is answered only
+    // 15 s later, and the replica freezes while it waits for it.
+    clerk.fail_next(1, 503);
+    let token = clerk.mint_token("user_admin");
+    let response = client
+        .patch(stalled.url("/api/admin/users/user_s"))
+        .bearer_auth(&token)
+        .json(&json!({"role": "INSTRUCTOR"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    crate::helpers::wait_until("the first push failed", || async {
+        clerk
+            .metadata_patches("user_s")
+            .iter()
+            .any(|push| push.status == 503)
+    })
+    .await;
+    clerk.set_answer_delay(Duration::from_secs(15));
+    let read = |requests: &[RecordedRequest]| {
+        requests
+            .iter()
+            .any(|request| request.method == "GET" && request.path == "/v1/users/user_s")
+    };
+    crate::helpers::wait_until("the retry reads Clerk", || async {
+        read(&clerk.requests())
+    })
+    .await;
+    stalled.pause();
+    clerk.set_answer_delay(Duration::ZERO);
+    // Clerk is slow: the other replica's push is in flight for a while.
+    clerk.set_delay(Duration::from_secs(3));
+
+    // Once the frozen replica's lease expires, the other replica takes the
+    // push over and sends it.
+    other.start(&client).await;
+    crate::helpers::wait_until("the other replica sends the push", || async {
+        clerk.metadata_patches("user_s").iter().any(|push| {
+            push.user_agent
+                .as_deref()
+                .is_some_and(|agent| agent.contains("replica-other"))
+        })
+    })
+    .await;
+    stalled.resume();
+
+    // The woken replica gets its stale read, and either sends the role
+    // again or finds its claim lost.
+    crate::helpers::wait_until("the woken replica is done with the push", || async {
+        let sent_again = clerk.metadata_patches("user_s").iter().any(|push| {
+            push.status != 503
+                && push
+                    .user_agent
+                    .as_deref()
+                    .is_some_and(|agent| agent.contains("replica-stalled"))
+        });
+        sent_again || stalled.log_tail().contains("not sending it")
+    })
+    .await;
+    crate::helpers::wait_until("Clerk has the role", || async {
+        clerk.role("user_s").as_deref() == Some("INSTRUCTOR")
+    })
+    .await;
+    clerk.set_delay(Duration::ZERO);
+    let pushes: Vec<(u16, Option<String>)> = clerk
+        .metadata_patches("user_s")
+        .into_iter()
+        .map(|push| (push.status, push.user_agent))
+        .collect();
+    assert_eq!(
+        pushes.iter().filter(|(status, _)| *status != 503).count(),
+        1,
+        "the role was sent more than once: {pushes:?}"
+    );
+    stalled.stop().await;
+    other.stop().await;
 }

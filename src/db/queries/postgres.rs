@@ -6,6 +6,16 @@ type Conn = diesel_async::AsyncPgConnection;
 /// waited for.
 const CLAIM_LOCK: &str = "FOR UPDATE SKIP LOCKED";
 
+/// The database's clock, as the `TIMESTAMP` (UTC) columns store time: the
+/// start of the statement's transaction.
+const NOW: &str = "(now() AT TIME ZONE 'UTC')";
+
+/// The database's clock plus `millis` (a placeholder or literal of
+/// milliseconds).
+fn now_plus(millis: &str) -> String {
+    format!("({NOW} + {millis} * interval '1 millisecond')")
+}
+
 #[expect(
     clippy::duplicate_mod,
     reason = "the one body of the queries, for each backend"

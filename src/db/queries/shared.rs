@@ -6,7 +6,7 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::{CLAIM_LOCK, Conn};
+use super::{CLAIM_LOCK, Conn, NOW, now_plus};
 use crate::db::queries::{Queries, claim_sql, concat_name_ws, lower};
 use crate::db::rows::{
     BoundInstance, DriftAuditRow, NewRoleChange, NewUser, OutboxSummary, Progress, RoleChangeRow,
@@ -158,12 +158,9 @@ impl Queries for Conn {
         query.load(self).await
     }
 
-    async fn enqueue_push(
-        &mut self,
-        user_id: &ClerkUserId,
-        role: Role,
-        now: chrono::NaiveDateTime,
-    ) -> QueryResult<()> {
+    async fn enqueue_push(&mut self, user_id: &ClerkUserId, role: Role) -> QueryResult<()> {
+        let now =
+            || diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::Timestamp>>(NOW);
         let seen = || {
             users::table
                 .find(user_id)
@@ -177,8 +174,8 @@ impl Queries for Conn {
                 clerk_sync::desired_role.eq(role),
                 clerk_sync::version.eq(1_i64),
                 clerk_sync::attempts.eq(0),
-                clerk_sync::next_attempt_at.eq(Some(now)),
-                clerk_sync::queued_at.eq(Some(now)),
+                clerk_sync::next_attempt_at.eq(now()),
+                clerk_sync::queued_at.eq(now()),
                 clerk_sync::seen_clerk_updated_at.eq(seen().nullable()),
             ))
             .on_conflict(clerk_sync::user_id)
@@ -187,9 +184,9 @@ impl Queries for Conn {
                 clerk_sync::desired_role.eq(role),
                 clerk_sync::version.eq(clerk_sync::version + 1_i64),
                 clerk_sync::attempts.eq(0),
-                clerk_sync::next_attempt_at.eq(Some(now)),
+                clerk_sync::next_attempt_at.eq(now()),
                 clerk_sync::last_error.eq(None::<String>),
-                clerk_sync::queued_at.eq(Some(now)),
+                clerk_sync::queued_at.eq(now()),
                 clerk_sync::seen_clerk_updated_at.eq(seen().nullable()),
             ))
             .execute(self)
@@ -239,20 +236,24 @@ impl Queries for Conn {
         &mut self,
         user_id: &ClerkUserId,
         version: i64,
-        next_attempt_at: Option<chrono::NaiveDateTime>,
+        retry_in_ms: Option<i64>,
         error: &str,
+        owner: &str,
     ) -> QueryResult<()> {
-        diesel::update(
-            clerk_sync::table
-                .find(user_id)
-                .filter(clerk_sync::version.eq(version)),
-        )
-        .set((
-            clerk_sync::next_attempt_at.eq(next_attempt_at),
-            clerk_sync::last_error.eq(Some(error)),
-            clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
-            clerk_sync::claimed_by.eq(None::<String>),
+        use diesel::sql_types::{BigInt, Nullable, Text};
+        // Placeholders in the order they first appear (SQLite binds them
+        // so); a NULL delay gives a NULL time: no more retries.
+        diesel::sql_query(format!(
+            "UPDATE clerk_sync SET next_attempt_at = {}, last_error = $2, \
+                 claimed_until = NULL, claimed_by = NULL \
+             WHERE user_id = $3 AND version = $4 AND claimed_by = $5",
+            now_plus("$1")
         ))
+        .bind::<Nullable<BigInt>, _>(retry_in_ms)
+        .bind::<Text, _>(error)
+        .bind::<Text, _>(user_id)
+        .bind::<BigInt, _>(version)
+        .bind::<Text, _>(owner)
         .execute(self)
         .await
         .map(drop)
@@ -362,15 +363,19 @@ impl Queries for Conn {
             .map(drop)
     }
 
-    async fn release_claim(&mut self, user_id: &ClerkUserId) -> QueryResult<()> {
-        diesel::update(clerk_sync::table.find(user_id))
-            .set((
-                clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
-                clerk_sync::claimed_by.eq(None::<String>),
-            ))
-            .execute(self)
-            .await
-            .map(drop)
+    async fn release_claim(&mut self, user_id: &ClerkUserId, owner: &str) -> QueryResult<()> {
+        diesel::update(
+            clerk_sync::table
+                .find(user_id)
+                .filter(clerk_sync::claimed_by.eq(owner)),
+        )
+        .set((
+            clerk_sync::claimed_until.eq(None::<chrono::NaiveDateTime>),
+            clerk_sync::claimed_by.eq(None::<String>),
+        ))
+        .execute(self)
+        .await
+        .map(drop)
     }
 
     async fn release_claims_of(&mut self, owner: &str) -> QueryResult<usize> {
@@ -387,45 +392,75 @@ impl Queries for Conn {
         &mut self,
         owner: &str,
         user_ids: &[ClerkUserId],
-        until: chrono::NaiveDateTime,
+        lease_ms: i64,
     ) -> QueryResult<usize> {
+        use diesel::sql_types::{BigInt, Text};
         // One row per statement: a statement holding some outbox rows while
         // it waits for another could close a cycle with a transaction that
-        // takes them in id order.
+        // takes them in id order. A lease already expired is not renewed:
+        // another replica may have taken the row over.
+        let sql = format!(
+            "UPDATE clerk_sync SET claimed_until = {} \
+             WHERE user_id = $2 AND claimed_by = $3 AND claimed_until >= {NOW}",
+            now_plus("$1")
+        );
         let mut renewed = 0;
         for user_id in user_ids {
-            renewed += diesel::update(
-                clerk_sync::table
-                    .find(user_id)
-                    .filter(clerk_sync::claimed_by.eq(owner)),
-            )
-            .set(clerk_sync::claimed_until.eq(Some(until)))
-            .execute(self)
-            .await?;
+            renewed += diesel::sql_query(&sql)
+                .bind::<BigInt, _>(lease_ms)
+                .bind::<Text, _>(user_id)
+                .bind::<Text, _>(owner)
+                .execute(self)
+                .await?;
         }
         Ok(renewed)
+    }
+
+    async fn note_before_sending(
+        &mut self,
+        user_id: &ClerkUserId,
+        version: i64,
+        owner: &str,
+        pushes: Unrecorded,
+        lease_ms: i64,
+    ) -> QueryResult<bool> {
+        use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+        diesel::sql_query(format!(
+            "UPDATE clerk_sync SET unrecorded_roles = $1, unrecorded_until = $2, \
+                 claimed_until = {} \
+             WHERE user_id = $4 AND claimed_by = $5 AND claimed_version = $6 \
+                 AND claimed_until >= {NOW} AND next_attempt_at IS NOT NULL",
+            now_plus("$3")
+        ))
+        .bind::<Integer, _>(pushes.roles.bits())
+        .bind::<Nullable<BigInt>, _>(pushes.until)
+        .bind::<BigInt, _>(lease_ms)
+        .bind::<Text, _>(user_id)
+        .bind::<Text, _>(owner)
+        .bind::<BigInt, _>(version)
+        .execute(self)
+        .await
+        .map(|noted| noted == 1)
     }
 
     async fn cancel_push(
         &mut self,
         user_id: &ClerkUserId,
         version: i64,
-        now: chrono::NaiveDateTime,
         owner: Option<&str>,
     ) -> QueryResult<bool> {
         // Placeholders in the order they first appear (SQLite binds
         // them so); no worker's id is empty, so "" is nobody.
-        diesel::sql_query(
+        diesel::sql_query(format!(
             "UPDATE clerk_sync SET next_attempt_at = NULL, last_error = NULL, \
-                 claimed_by = CASE WHEN claimed_until >= $1 AND claimed_version < $2 \
-                     AND claimed_by <> $3 THEN claimed_by END, \
-                 claimed_until = CASE WHEN claimed_until >= $1 AND claimed_version < $2 \
-                     AND claimed_by <> $3 THEN claimed_until END \
-             WHERE user_id = $4 AND version = $2 AND next_attempt_at IS NOT NULL \
-                 AND (claimed_until IS NULL OR claimed_until < $1 OR claimed_by = $3 \
-                     OR claimed_version < $2)",
-        )
-        .bind::<diesel::sql_types::Timestamp, _>(now)
+                 claimed_by = CASE WHEN claimed_until >= {NOW} AND claimed_version < $1 \
+                     AND claimed_by <> $2 THEN claimed_by END, \
+                 claimed_until = CASE WHEN claimed_until >= {NOW} AND claimed_version < $1 \
+                     AND claimed_by <> $2 THEN claimed_until END \
+             WHERE user_id = $3 AND version = $1 AND next_attempt_at IS NOT NULL \
+                 AND (claimed_until IS NULL OR claimed_until < {NOW} OR claimed_by = $2 \
+                     OR claimed_version < $1)",
+        ))
         .bind::<diesel::sql_types::BigInt, _>(version)
         .bind::<diesel::sql_types::Text, _>(owner.unwrap_or_default())
         .bind::<diesel::sql_types::Text, _>(user_id)
@@ -452,54 +487,46 @@ impl Queries for Conn {
     async fn claim_due_pushes(
         &mut self,
         owner: &str,
-        now: chrono::NaiveDateTime,
-        lease_until: chrono::NaiveDateTime,
+        lease_ms: i64,
         limit: i64,
     ) -> QueryResult<Vec<SyncRow>> {
-        use diesel::sql_types::{BigInt, Text, Timestamp};
-        diesel::sql_query(claim_sql(CLAIM_LOCK))
-            .bind::<Timestamp, _>(lease_until)
+        use diesel::sql_types::{BigInt, Text};
+        diesel::sql_query(claim_sql(CLAIM_LOCK, NOW, &now_plus("$1")))
+            .bind::<BigInt, _>(lease_ms)
             .bind::<Text, _>(owner)
-            .bind::<Timestamp, _>(now)
             .bind::<BigInt, _>(limit)
             .load(self)
             .await
     }
 
-    async fn next_push_due(
-        &mut self,
-        now: chrono::NaiveDateTime,
-    ) -> QueryResult<Option<chrono::NaiveDateTime>> {
-        clerk_sync::table
-            .filter(clerk_sync::next_attempt_at.is_not_null())
-            .filter(
-                clerk_sync::claimed_until
-                    .is_null()
-                    .or(clerk_sync::claimed_until.lt(now)),
-            )
-            .select(diesel::dsl::min(clerk_sync::next_attempt_at))
-            .first(self)
-            .await
+    async fn next_push_due_in(&mut self) -> QueryResult<Option<i64>> {
+        use diesel::sql_types::{Nullable, Timestamp};
+        #[derive(QueryableByName)]
+        struct Due {
+            #[diesel(sql_type = Nullable<Timestamp>)]
+            due: Option<chrono::NaiveDateTime>,
+            #[diesel(sql_type = Timestamp)]
+            now: chrono::NaiveDateTime,
+        }
+        let due: Due = diesel::sql_query(format!(
+            "SELECT min(next_attempt_at) AS due, {NOW} AS now FROM clerk_sync \
+             WHERE next_attempt_at IS NOT NULL \
+                 AND (claimed_until IS NULL OR claimed_until < {NOW})"
+        ))
+        .get_result(self)
+        .await?;
+        Ok(due.due.map(|at| (at - due.now).num_milliseconds()))
     }
 
-    async fn take_walk_lease(
-        &mut self,
-        owner: &str,
-        now: chrono::NaiveDateTime,
-        until: chrono::NaiveDateTime,
-    ) -> QueryResult<bool> {
-        diesel::update(
-            walk_lease::table.filter(
-                walk_lease::owner
-                    .is_null()
-                    .or(walk_lease::owner.eq(owner))
-                    .or(walk_lease::lease_until.lt(now)),
-            ),
-        )
-        .set((
-            walk_lease::owner.eq(owner),
-            walk_lease::lease_until.eq(until),
+    async fn take_walk_lease(&mut self, owner: &str, lease_ms: i64) -> QueryResult<bool> {
+        use diesel::sql_types::{BigInt, Text};
+        diesel::sql_query(format!(
+            "UPDATE walk_lease SET owner = $1, lease_until = {} \
+             WHERE owner IS NULL OR owner = $1 OR lease_until < {NOW}",
+            now_plus("$2")
         ))
+        .bind::<Text, _>(owner)
+        .bind::<BigInt, _>(lease_ms)
         .execute(self)
         .await
         .map(|taken| taken == 1)
@@ -516,19 +543,19 @@ impl Queries for Conn {
             .map(drop)
     }
 
-    async fn walk_lease_holder(
-        &mut self,
-        now: chrono::NaiveDateTime,
-    ) -> QueryResult<Option<(String, chrono::NaiveDateTime)>> {
-        let lease: Option<(Option<String>, Option<chrono::NaiveDateTime>)> = walk_lease::table
-            .select((walk_lease::owner, walk_lease::lease_until))
+    async fn walk_lease_holder(&mut self) -> QueryResult<Option<(String, chrono::NaiveDateTime)>> {
+        walk_lease::table
+            .filter(walk_lease::owner.is_not_null())
+            .filter(walk_lease::lease_until.ge(diesel::dsl::sql::<
+                diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
+            >(NOW)))
+            .select((
+                walk_lease::owner.assume_not_null(),
+                walk_lease::lease_until.assume_not_null(),
+            ))
             .first(self)
             .await
-            .optional()?;
-        Ok(match lease {
-            Some((Some(owner), Some(until))) if until >= now => Some((owner, until)),
-            _ => None,
-        })
+            .optional()
     }
 
     async fn unfinished_drift_audit(&mut self) -> QueryResult<Option<DriftAuditRow>> {

@@ -5,6 +5,15 @@ type Conn = crate::db::SqliteConn;
 /// None: the claim is one write, and SQLite lets one writer through at a time.
 const CLAIM_LOCK: &str = "";
 
+/// SQLite's clock, in the text format diesel stores a `Timestamp` in
+/// (`%F %T%.f`, UTC): text of the two compares in time order.
+const NOW: &str = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
+
+/// SQLite's clock plus `millis` (a placeholder or literal of milliseconds).
+fn now_plus(millis: &str) -> String {
+    format!("strftime('%Y-%m-%d %H:%M:%f', 'now', ({millis} / 1000.0) || ' seconds')")
+}
+
 #[expect(
     clippy::duplicate_mod,
     reason = "the one body of the queries, for each backend"

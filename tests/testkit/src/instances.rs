@@ -140,6 +140,27 @@ impl Instance {
         }
     }
 
+    /// Freezes the process (SIGSTOP), as a stalled VM, a long GC-like pause
+    /// or CPU starvation would: it holds its connections and does nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen process run on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the instance runs");
+        let sent = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill {signal} {}", self.name);
+    }
+
     /// SIGTERM, and waits for the process to exit (a graceful shutdown).
     pub async fn stop(&mut self) {
         let _ = self.terminate().await;
