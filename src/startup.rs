@@ -80,6 +80,10 @@ pub struct Application {
     stopping: Arc<AtomicBool>,
 }
 
+/// How long a stop gives the accept threads to stop accepting before the
+/// workers stop.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
 /// Stops a running [`Application`].
 #[derive(Clone)]
 pub struct AppHandle {
@@ -104,6 +108,15 @@ impl AppHandle {
     /// flight finish. The push worker then finishes its pushes in flight.
     pub async fn stop(&self, graceful: bool) {
         self.stopping.store(true, Ordering::Relaxed);
+        // Accepting stops first: actix tells its accept thread and its
+        // workers to stop at the same moment, and a connection accepted in
+        // between finds no worker to take it ("No workers", at ERROR). The
+        // pause is acknowledged before the accept thread acts on it, so it
+        // gets a moment to.
+        for server in &self.servers {
+            server.pause().await;
+        }
+        tokio::time::sleep(ACCEPT_PAUSE).await;
         for server in &self.servers {
             server.stop(graceful).await;
         }
