@@ -112,6 +112,19 @@ fn asked(clerk: &ClerkEmulator) -> Vec<String> {
         .collect()
 }
 
+/// `GET /api/admin/sync/status` of a real replica, as the admin `token`.
+async fn sync_status(client: &reqwest::Client, service: &Instance, token: &str) -> Value {
+    client
+        .get(service.url("/api/admin/sync/status"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("the sync status")
+}
+
 fn run_cli(args: &[&str], env: &[(String, String)]) -> Output {
     Command::new(BIN)
         .args(args)
@@ -222,15 +235,7 @@ async fn a_key_of_another_instance_stops_serve_before_anything_is_sent(backend: 
         .await
         .expect("a user");
     assert_eq!(user["role"], "INSTRUCTOR", "{user}");
-    let status: Value = client
-        .get(service.url("/api/admin/sync/status"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("the sync status");
+    let status = sync_status(&client, &service, &token).await;
     assert_eq!(status["clerkInstance"]["state"], "confirmed", "{status}");
     assert_eq!(
         status["clerkInstance"]["boundId"], "ins_emulator",
@@ -554,15 +559,7 @@ async fn an_unbound_database_whose_users_are_elsewhere_is_refused_until_rebound(
     assert!(stdout.contains("not bound before"), "{stdout}");
     service.start(&client).await;
     let token = clerk.mint_token("user_old_admin");
-    let status: Value = client
-        .get(service.url("/api/admin/sync/status"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("the sync status");
+    let status = sync_status(&client, &service, &token).await;
     assert_eq!(status["clerkInstance"]["state"], "confirmed", "{status}");
     assert_eq!(
         status["clerkInstance"]["boundId"], "ins_emulator",
