@@ -2,7 +2,7 @@
 //! user, an audit row, the counters and a queued push in one transaction.
 
 use super::audit::{after_commit, record_change};
-use crate::db::rows::{COUNT_SHARDS, NewUser, SyncRow, User, UserRow, now};
+use crate::db::rows::{COUNT_SHARDS, NewUser, SyncRow, User, UserRow};
 use crate::db::{DbError, Store};
 use crate::domain::{ClerkUserId, CountDeltas, Role, RoleSource};
 
@@ -45,8 +45,9 @@ pub async fn set_role<C: Store>(
     create_missing: bool,
 ) -> Result<RoleUpdate, RoleUpdateError> {
     after_commit(conn.transaction(async |conn| {
-        let now = now();
-        let from = match conn.lock_user(id).await? {
+        let locked = conn.lock_user(id).await?;
+        let now = conn.clock().await?;
+        let from = match locked {
             Some(row) if row.deleted_at.is_some() => return Err(RoleUpdateError::Deleted),
             Some(row) if row.role == role => {
                 return Ok(RoleUpdate::Unchanged(row.into()));
@@ -133,7 +134,7 @@ pub async fn change_roles<C: Store>(
             // Two demotions at once must not both remove "the other" admin.
             conn.lock_admin_count().await?;
         }
-        let now = now();
+        let now = conn.clock().await?;
         let mut counts = CountDeltas::default();
         // In id order, like the user rows: the outbox rows are taken in the
         // same order by every transaction.

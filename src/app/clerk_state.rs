@@ -8,7 +8,7 @@ use chrono::NaiveDateTime;
 
 use super::audit::log_role_change;
 use crate::clerk::ClerkUser;
-use crate::db::rows::{COUNT_SHARDS, NewRoleChange, NewWebhookEvent, SyncRow, UserRow, now};
+use crate::db::rows::{COUNT_SHARDS, NewRoleChange, NewWebhookEvent, SyncRow, UserRow};
 use crate::db::{DbError, LockedRows, StatesWrite, Store};
 use crate::domain::{
     ClerkState, ClerkUserId, CountDeltas, Known, PendingPush, Role, RoleSet, RoleSource, Tombstone,
@@ -154,6 +154,9 @@ pub struct LockedUsers {
     audits: Vec<NewRoleChange>,
     counts: CountDeltas,
     messages: Vec<NewWebhookEvent>,
+    /// The database's clock once the locks were held: the time of every
+    /// change written, and what claims are judged live by.
+    now: NaiveDateTime,
 }
 
 impl LockedUsers {
@@ -215,6 +218,7 @@ impl LockedUsers {
             audits: Vec::new(),
             counts: CountDeltas::default(),
             messages: Vec::new(),
+            now: locked.now,
         }
     }
 
@@ -282,7 +286,7 @@ impl LockedUsers {
         apply: Apply<'_>,
         message: Option<Message<'_>>,
     ) -> Result<Outcome, DbError> {
-        let now = now();
+        let now = self.now;
         let outcome = self.judge_and_apply(conn, id, user, apply, now).await?;
         self.note(message, Some(id), Some(user.updated_at), outcome, now);
         Ok(outcome)
@@ -423,7 +427,7 @@ impl LockedUsers {
         deleted_by: Deleter<'_>,
         message: Option<Message<'_>>,
     ) -> Result<Outcome, DbError> {
-        let now = now();
+        let now = self.now;
         let final_ = matches!(deleted_by, Deleter::Clerk { .. });
         let entry = self
             .users
@@ -487,7 +491,7 @@ impl LockedUsers {
     /// Records a message about no user we keep (another event type, a
     /// deletion without an id) with its outcome.
     pub fn record(&mut self, message: Message<'_>, outcome: Outcome) {
-        self.note(Some(message), None, None, outcome, now());
+        self.note(Some(message), None, None, outcome, self.now);
     }
 
     fn note(

@@ -4,7 +4,7 @@
 use super::audit::{after_commit, record_change};
 use super::clerk_state::{Apply, apply_clerk_user, known};
 use crate::clerk::ClerkUser;
-use crate::db::rows::{SyncRow, now};
+use crate::db::rows::SyncRow;
 use crate::db::{DbError, Store};
 use crate::domain::{ClerkState, ClerkUserId, MetadataRole, RoleSource, Unrecorded, cancels};
 
@@ -103,6 +103,7 @@ pub async fn finish_push<C: Store>(
     after_commit(conn.transaction(async move |conn| {
         let user_id = &user_id;
         let row = conn.lock_user(user_id).await?;
+        let now = conn.clock().await?;
         let current = conn.find_sync(user_id).await?;
         let same_version = current.as_ref().is_some_and(|c| c.version == version);
         // A newer role still to be sent keeps the database's role; with none
@@ -122,7 +123,7 @@ pub async fn finish_push<C: Store>(
                 let newest = pushed.newest(stored);
                 let new_role = if newer_pending { row.role } else { newest.role };
                 let from_push = newest == pushed;
-                conn.apply_push_result(user_id, new_role, newest, from_push, now())
+                conn.apply_push_result(user_id, new_role, newest, from_push, now)
                     .await?;
                 if same_version {
                     conn.mark_synced(user_id, version).await?;
@@ -146,7 +147,7 @@ pub async fn finish_push<C: Store>(
                         new_role,
                         RoleSource::ClerkWebhook,
                         None,
-                        now(),
+                        now,
                     )
                     .await?;
                 }
@@ -185,7 +186,7 @@ async fn judge_again<C: Store>(
         return Ok(());
     };
     let sync = conn.find_sync(user_id).await?;
-    let now = now();
+    let now = conn.clock().await?;
     let known = known(&row, sync.as_ref().filter(|s| s.is_pending()), now);
     let (Some(clerk), Some(pending), Some(sync)) = (known.clerk, known.pending, sync) else {
         return Ok(());

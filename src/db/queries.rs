@@ -5,7 +5,8 @@ use diesel_async::AsyncConnection;
 
 use super::rows::{
     BoundInstance, COUNT_SHARDS, DriftAuditRow, NewRoleChange, NewUser, OutboxSummary, Progress,
-    RoleChangeRow, RoleStats, SyncRow, UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
+    RoleChangeRow, RoleStats, Sending, SyncRow, UserFilter, UserRow, WebhookEventFilter,
+    WebhookEventRow,
 };
 use crate::domain::{ClerkState, ClerkUserId, Role, Unrecorded, count_deltas};
 
@@ -31,6 +32,11 @@ diesel::define_sql_function! {
 /// use-cases (`app/`), generic over `C: Store`.
 #[async_trait::async_trait]
 pub trait Queries: AsyncConnection + Send {
+    /// The database's clock, now (SQLite's on SQLite): the time every
+    /// transaction that changes a user stamps and judges claims by, so that
+    /// replicas whose own clocks differ agree.
+    async fn clock(&mut self) -> QueryResult<chrono::NaiveDateTime>;
+
     /// A user by id, deleted ones included.
     async fn find_user(&mut self, id: &ClerkUserId) -> QueryResult<Option<UserRow>>;
 
@@ -195,20 +201,22 @@ pub trait Queries: AsyncConnection + Send {
         lease_ms: i64,
     ) -> QueryResult<usize>;
 
-    /// Right before sending version `version`: notes the roles its pushes
-    /// may write unrecorded and extends `owner`'s lease to `lease_ms` after
-    /// the database's clock (long enough to outlast the request), only if
+    /// Right before sending version `version`: notes that its pushes may
+    /// write `roles` unrecorded until `may_apply_ms` after the database's
+    /// clock (or `earlier_until`, if later), and extends `owner`'s lease to
+    /// `lease_ms` after it (long enough to outlast the request), only if
     /// `owner` still holds a live claim on that version of a pending push.
-    /// `false`: the claim was lost (expired and taken over, or the push
+    /// Returns the database's clock (ms since the epoch) it noted at;
+    /// `None`: the claim was lost (expired and taken over, or the push
     /// settled), and the push must not be sent.
     async fn note_before_sending(
         &mut self,
         user_id: &ClerkUserId,
         version: i64,
         owner: &str,
-        pushes: Unrecorded,
+        sending: Sending,
         lease_ms: i64,
-    ) -> QueryResult<bool>;
+    ) -> QueryResult<Option<i64>>;
 
     /// Cancels version `version` of a user's push if it is still pending
     /// and no live claim (other than `owner`'s) is sending it; whether it did.
@@ -345,5 +353,5 @@ fn claim_sql(locking: &str, now: &str, lease_until: &str) -> String {
 }
 
 // The implementation, `queries/shared.rs`, compiled once per connection type.
-mod postgres;
-mod sqlite;
+pub(super) mod postgres;
+pub(super) mod sqlite;

@@ -166,8 +166,10 @@ impl From<UserRow> for User {
 }
 
 /// This replica's current time as stored: UTC, microsecond precision on
-/// both backends. Leases, due times and claim expiry never use it: they
-/// are the database's clock, in the statements themselves.
+/// both backends. Only for notes no rule reads (when the instance was
+/// bound, when a backfill started): leases, due times, claim expiry and
+/// the times of changes are the database's clock, in the statements
+/// themselves or read with [`Queries::clock`](super::Queries::clock).
 ///
 /// `CLOCK_OFFSET_SECS`, read only when set, moves this clock by that many
 /// seconds (negative: back). It is for tests of replicas whose clocks
@@ -226,6 +228,21 @@ pub struct SyncRow {
     pub unrecorded_until: Option<i64>,
     /// The version the claim is sending (`None`: the current one).
     pub claimed_version: Option<i64>,
+}
+
+/// What a push about to be sent may write to Clerk without its answer
+/// being recorded, as [`Queries::note_before_sending`] stores it.
+///
+/// [`Queries::note_before_sending`]: super::Queries::note_before_sending
+#[derive(Debug, Clone, Copy)]
+pub struct Sending {
+    /// The roles the user's pushes may have written, this one's included.
+    pub roles: crate::domain::RoleSet,
+    /// The latest time (ms) Clerk could have applied an earlier one.
+    pub earlier_until: Option<i64>,
+    /// How long after the database's clock Clerk may apply this one: the
+    /// request's timeout.
+    pub may_apply_ms: i64,
 }
 
 impl SyncRow {

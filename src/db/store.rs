@@ -4,11 +4,12 @@
 //! lock, the maintenance lock, the set-based write of applied Clerk states).
 
 use diesel::connection::TransactionManagerStatus;
+use diesel::dsl::sql;
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
+use diesel::sql_types::{BigInt, Timestamp};
 use diesel_async::{AnsiTransactionManager, TransactionManager as _};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use futures_util::future::{join, try_join, try_join_all, try_join3, try_join4};
+use futures_util::future::{join, try_join, try_join_all, try_join3, try_join5};
 
 use super::clerk_write::{StatesWrite, pg};
 use super::pool::SqliteConn;
@@ -19,7 +20,7 @@ use crate::domain::{ClerkUserId, Role};
 
 /// Users locked for a transaction, with what was read once the locks were
 /// held.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LockedRows {
     /// The users that exist (deleted ones too), by id.
     pub users: Vec<UserRow>,
@@ -27,6 +28,8 @@ pub struct LockedRows {
     pub syncs: Vec<SyncRow>,
     /// The Svix message ids asked about that are already recorded.
     pub recorded: Vec<String>,
+    /// The database's clock once the locks were held.
+    pub now: chrono::NaiveDateTime,
 }
 
 /// Every query of the service: what differs between the backends, on top of
@@ -275,11 +278,15 @@ async fn locked_rows(
         }
         pg::Recorded::new(messages).load(&mut &*conn).await
     };
-    let (_, users, syncs, recorded) = try_join4(generic_plans, users, syncs, recorded).await?;
+    let now =
+        diesel::select(sql::<Timestamp>(super::queries::postgres::CLOCK)).get_result(&mut &*conn);
+    let (_, users, syncs, recorded, now) =
+        try_join5(generic_plans, users, syncs, recorded, now).await?;
     Ok(LockedRows {
         users,
         syncs,
         recorded,
+        now,
     })
 }
 
@@ -459,6 +466,10 @@ mod sqlite {
                 .filter(webhook_events::svix_id.eq_any(messages))
                 .select(webhook_events::svix_id)
                 .load(conn)?,
+            now: diesel::select(diesel::dsl::sql::<diesel::sql_types::Timestamp>(
+                crate::db::queries::sqlite::CLOCK,
+            ))
+            .get_result(conn)?,
         })
     }
 

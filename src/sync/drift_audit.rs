@@ -30,7 +30,7 @@ use super::supervise::supervise;
 use super::walk_lease::{Held, LEASE, WalkLease};
 use crate::app::drift_audit::{self, Finding, Rules, RunMode, Waiting};
 use crate::clerk::{ClerkClient, ClerkError, ClerkUser};
-use crate::db::rows::{DriftAuditRow, now};
+use crate::db::rows::DriftAuditRow;
 use crate::db::{Db, DbError, Queries as _};
 use crate::domain::ClerkUserId;
 use crate::metrics::Metrics;
@@ -163,10 +163,11 @@ impl DriftAudit {
     /// How long until the next run is due: at once when one is unfinished
     /// or none ever ran, else an interval after the last one started.
     async fn until_due(&self) -> Result<Duration, DbError> {
-        let (unfinished, last) = with_conn!(self.db, conn => {
+        let (unfinished, last, now) = with_conn!(self.db, conn => {
             Ok::<_, DbError>((
                 conn.unfinished_drift_audit().await?,
                 conn.last_drift_audit(false).await?,
+                conn.clock().await?,
             ))
         })?;
         if let Some(last) = &last {
@@ -176,7 +177,7 @@ impl DriftAudit {
             (None, Some(last)) => last.started_at + delta(self.settings.interval),
             _ => return Ok(Duration::ZERO),
         };
-        Ok((due - now()).to_std().unwrap_or(Duration::ZERO))
+        Ok((due - now).to_std().unwrap_or(Duration::ZERO))
     }
 
     /// One audit run, resumed or new, if the walk lease is free; not before
@@ -190,7 +191,8 @@ impl DriftAudit {
         let ended = lease
             .hold(async {
                 let run = with_conn!(self.db, conn => {
-                    drift_audit::resume_or_start(conn, &self.owner, now()).await
+                    let now = conn.clock().await?;
+                    drift_audit::resume_or_start(conn, &self.owner, now).await
                 })?;
                 self.drive(run, RunMode::Audit, self.settings.max_deletions)
                     .await
@@ -225,7 +227,8 @@ impl DriftAudit {
         let ended = lease
             .hold(async {
                 let run = with_conn!(self.db, conn => {
-                    drift_audit::start(conn, &self.owner, now(), mode).await
+                    let now = conn.clock().await?;
+                    drift_audit::start(conn, &self.owner, now, mode).await
                 })?;
                 self.drive(run, mode, max_deletions).await
             })
@@ -273,7 +276,8 @@ impl DriftAudit {
             }
         };
         let run = with_conn!(self.db, conn => {
-            drift_audit::finish(conn, &run, now(), waiting.as_ref(), KEEP_RUNS).await
+            let now = conn.clock().await?;
+            drift_audit::finish(conn, &run, now, waiting.as_ref(), KEEP_RUNS).await
         })?;
         self.show_last(&run);
         match &waiting {

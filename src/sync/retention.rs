@@ -9,7 +9,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::supervise::supervise;
-use crate::db::rows::now;
 use crate::db::{Db, DbError, Queries as _, Store as _};
 use crate::with_conn;
 
@@ -55,9 +54,10 @@ pub async fn prune(
     retention: Duration,
     stop: &watch::Receiver<bool>,
 ) -> Result<usize, DbError> {
+    let now = with_conn!(db, conn => Ok::<_, DbError>(conn.clock().await?))?;
     let cutoff = chrono::TimeDelta::from_std(retention)
         .ok()
-        .and_then(|retention| now().checked_sub_signed(retention))
+        .and_then(|retention| now.checked_sub_signed(retention))
         .unwrap_or(chrono::NaiveDateTime::MIN);
     let mut total = 0;
     while !*stop.borrow() {

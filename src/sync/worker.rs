@@ -42,7 +42,7 @@ use super::supervise::supervise;
 use crate::app::land_push::{self, PushResult, RetryCheck};
 use crate::clerk::{ClerkClient, ClerkError, ClerkUser};
 use crate::config::PushConfig;
-use crate::db::rows::{SyncRow, now};
+use crate::db::rows::{Sending, SyncRow};
 use crate::db::{Db, DbError, Queries as _};
 use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role, RoleSet, Unrecorded};
 use crate::metrics::Metrics;
@@ -387,20 +387,21 @@ impl PushWorker {
         unrecorded: Unrecorded,
     ) -> (Option<PushResult>, &'static str) {
         // Until its answer comes, Clerk may apply it as late as the
-        // request's timeout.
-        let sending = Unrecorded {
+        // request's timeout, by the database's clock. The claim must still
+        // be ours, by that clock too, and it then lasts until the request
+        // has surely ended.
+        let sending = Sending {
             roles: unrecorded.roles.with(role),
-            until: Some(later_ms(unrecorded.until, self.config.timeout)),
+            earlier_until: unrecorded.until,
+            may_apply_ms: millis(self.config.timeout),
         };
-        // The claim must still be ours, by the database's clock, and it
-        // then lasts until the request has surely ended.
         let lease = millis(self.config.timeout.saturating_add(LEASE));
-        let noted: Result<bool, DbError> = with_conn!(self.db, conn => {
+        let noted: Result<Option<i64>, DbError> = with_conn!(self.db, conn => {
             Ok(conn.note_before_sending(user_id, row.version, &self.owner, sending, lease).await?)
         });
-        match noted {
-            Ok(true) => {}
-            Ok(false) => {
+        let noted_at = match noted {
+            Ok(Some(db_ms)) => DbClock::read(db_ms),
+            Ok(None) => {
                 tracing::warn!(user.id = %user_id, "the claim on this push was lost before sending (expired, taken over or settled); not sending it");
                 self.metrics.push_leases_expired.inc();
                 return (None, "cancelled");
@@ -409,7 +410,7 @@ impl PushWorker {
                 let error = format!("could not note the push before sending it: {error}");
                 return (Some(self.retry(row.attempts, None, error)), "retry");
             }
-        }
+        };
         let sent = self.client.set_role(user_id, role).await;
         let after = match &sent {
             // Clerk answered: its answer is recorded below.
@@ -418,8 +419,8 @@ impl PushWorker {
             Err(error) if !error.may_have_applied() => Some(unrecorded),
             // No answer: Clerk may have applied it, by now at the latest.
             Err(_) => Some(Unrecorded {
-                until: Some(later_ms(unrecorded.until, Duration::ZERO)),
-                ..sending
+                roles: sending.roles,
+                until: Some(noted_at.now_ms().max(unrecorded.until.unwrap_or(i64::MIN))),
             }),
         };
         if let Some(after) = after
@@ -516,11 +517,28 @@ impl PushWorker {
     }
 }
 
-/// `wait` from now in ms since the epoch, or `earlier` if that is later.
-fn later_ms(earlier: Option<i64>, wait: Duration) -> i64 {
-    let wait = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-    let at = now().and_utc().timestamp_millis().saturating_add(wait);
-    earlier.map_or(at, |earlier| earlier.max(at))
+/// The database's clock as read once, run on by this replica's monotonic
+/// clock: the database's time later on without asking it again, and
+/// whatever this replica's own wall clock says.
+#[derive(Debug, Clone, Copy)]
+struct DbClock {
+    read_ms: i64,
+    read_at: Instant,
+}
+
+impl DbClock {
+    /// The database's clock read as `db_ms` (ms since the epoch) just now.
+    fn read(db_ms: i64) -> Self {
+        Self {
+            read_ms: db_ms,
+            read_at: Instant::now(),
+        }
+    }
+
+    /// The database's time now, in ms since the epoch.
+    fn now_ms(&self) -> i64 {
+        self.read_ms.saturating_add(millis(self.read_at.elapsed()))
+    }
 }
 
 /// Awaits `work` while the pushes in flight go on (they may hold the pool's

@@ -9,7 +9,11 @@
 //!
 //! Repeated pushes are counted from what Clerk received: a push of the role
 //! the user's previous push carried, after that one landed, with no admin
-//! change and no kill of its sender between; the count must be 0.
+//! change and no kill of its sender between; the count must be 0. Once a
+//! run, a replica is also frozen (SIGSTOP) while it reads Clerk before a
+//! retry, past its lease, and woken after another replica took its push
+//! over: a sender that does not check its claim before sending sends that
+//! push a second time, and the count catches it.
 //!
 //! CI runs `REPLICA_SCHEDULES` schedules (default 2); a failing seed is
 //! printed and replays alone with `REPLICA_SEED=<seed>`. A longer run by
@@ -45,7 +49,12 @@ const ADMIN_USERS: [&str; 6] = [
 const DASHBOARD_USERS: [&str; 2] = ["user_d0", "user_d1"];
 const ROLES: [&str; 3] = ["STUDENT", "INSTRUCTOR", "ADMIN"];
 /// How long the faults go on, unless `REPLICA_CHAOS_SECS` says otherwise.
-const CHAOS: Duration = Duration::from_secs(12);
+const CHAOS: Duration = Duration::from_secs(20);
+/// When the run's stall is armed (ms after the faults start).
+const STALL_AFTER_MS: std::ops::Range<u64> = 2_000..4_000;
+/// How long a replica stays frozen: past its claim's lease, so that
+/// another replica takes the push it was about to send over.
+const FROZEN_FOR: Duration = Duration::from_secs(13);
 /// How often a replica is killed (ms, a random pause in this range),
 /// unless `REPLICA_KILL_EVERY_SECS` (`10-15`) says otherwise.
 const KILL_EVERY_MS: std::ops::Range<u64> = 2_000..4_000;
@@ -111,7 +120,30 @@ struct Cluster {
     started: Instant,
     /// 5xx answers from replicas that were not being killed.
     server_errors: Vec<String>,
+    /// The run's one stall of a replica.
+    stall: Stall,
     log: Vec<String>,
+}
+
+/// The run's one stall: a replica frozen while it reads Clerk before a
+/// retry, for [`FROZEN_FOR`].
+#[derive(Debug, Clone, Copy)]
+enum Stall {
+    /// Armed at that time.
+    Due(Instant),
+    /// Clerk holds its answers and fails the next push, so that a retry
+    /// reads Clerk: the first replica to read a user since request
+    /// `since` is frozen, unless none does before `until`.
+    Armed {
+        since: usize,
+        until: Instant,
+    },
+    /// `replica` is frozen until `until`.
+    Frozen {
+        replica: usize,
+        until: Instant,
+    },
+    Over,
 }
 
 impl Cluster {
@@ -164,14 +196,90 @@ impl Cluster {
             kills: Vec::new(),
             started: Instant::now(),
             server_errors: Vec::new(),
+            stall: Stall::Over,
             log: Vec::new(),
         }
     }
 
+    /// The replicas that run and answer (not frozen).
     fn running(&self) -> Vec<usize> {
+        let frozen = match self.stall {
+            Stall::Frozen { replica, .. } => Some(replica),
+            _ => None,
+        };
         (0..REPLICAS)
-            .filter(|i| self.replicas[*i].is_running())
+            .filter(|i| self.replicas[*i].is_running() && Some(*i) != frozen)
             .collect()
+    }
+
+    /// Moves the run's stall on: arms it when due, freezes the first
+    /// replica that reads a user from Clerk, wakes it when its time is up.
+    /// The faults end at `end`.
+    fn advance_stall(&mut self, end: Instant) {
+        let now = Instant::now();
+        self.stall = match self.stall {
+            Stall::Due(at) if now >= at => {
+                self.log
+                    .push("clerk holds its answers; the next push fails".into());
+                self.clerk.set_answer_delay(Duration::from_secs(2));
+                self.clerk.fail_next(1, 503);
+                Stall::Armed {
+                    since: self.clerk.requests().len(),
+                    until: now + Duration::from_secs(3),
+                }
+            }
+            Stall::Armed { since, until } => {
+                let reader = self.clerk.requests()[since..]
+                    .iter()
+                    .filter(|request| {
+                        request.method == "GET" && request.path.starts_with("/v1/users/user_")
+                    })
+                    .find_map(|request| {
+                        let agent = request.user_agent.as_deref()?;
+                        (0..REPLICAS).find(|i| agent.contains(&format!("replica-{i}")))
+                    })
+                    .filter(|replica| self.running().contains(replica));
+                match reader {
+                    Some(replica) => {
+                        self.replicas[replica].pause();
+                        self.clerk.set_answer_delay(Duration::ZERO);
+                        self.log
+                            .push(format!("freeze replica-{replica} while it reads Clerk"));
+                        Stall::Frozen {
+                            replica,
+                            until: now + FROZEN_FOR,
+                        }
+                    }
+                    // Armed again while a whole freeze still fits.
+                    None if now >= until && now + FROZEN_FOR < end => Stall::Due(now),
+                    None if now >= until => {
+                        self.clerk.set_answer_delay(Duration::ZERO);
+                        self.log.push("no replica read Clerk to be frozen".into());
+                        Stall::Over
+                    }
+                    None => self.stall,
+                }
+            }
+            Stall::Frozen { until, .. } if now >= until => {
+                self.wake();
+                Stall::Over
+            }
+            stall => stall,
+        };
+    }
+
+    /// Wakes a frozen replica, or lets Clerk answer again if the stall is
+    /// still armed.
+    fn wake(&mut self) {
+        match self.stall {
+            Stall::Frozen { replica, .. } => {
+                self.log.push(format!("wake replica-{replica}"));
+                self.replicas[replica].resume();
+            }
+            Stall::Armed { .. } => self.clerk.set_answer_delay(Duration::ZERO),
+            Stall::Due(_) | Stall::Over => {}
+        }
+        self.stall = Stall::Over;
     }
 
     /// Sets `user`'s role through any running replica, again through
@@ -265,7 +373,9 @@ impl Cluster {
         let end = Instant::now() + chaos;
         let mut next_kill = Instant::now() + self.pause(kill_every.clone());
         let mut restart: Option<(usize, Instant)> = None;
+        self.stall = Stall::Due(Instant::now() + self.pause(STALL_AFTER_MS));
         while Instant::now() < end {
+            self.advance_stall(end);
             if let Some((replica, at)) = restart
                 && Instant::now() >= at
             {
@@ -274,8 +384,10 @@ impl Cluster {
                 self.replicas[replica].start(&client).await;
                 restart = None;
             }
-            if restart.is_none() && Instant::now() >= next_kill {
-                let replica = self.rng.random_range(0..REPLICAS);
+            if restart.is_none()
+                && Instant::now() >= next_kill
+                && let Some(&replica) = self.running().choose(&mut self.rng)
+            {
                 self.log.push(format!("kill -9 replica-{replica}"));
                 self.replicas[replica].kill();
                 self.kills
@@ -286,6 +398,7 @@ impl Cluster {
             self.step().await;
             tokio::time::sleep(self.pause(10..40)).await;
         }
+        self.wake();
         self.log.push("faults stop".into());
         self.clerk.clear_faults();
         self.clerk.set_delay(Duration::ZERO);
@@ -505,8 +618,13 @@ async fn schedule(seed: u64) {
         );
     }
     let changes: usize = cluster.changed_at.values().map(Vec::len).sum();
+    let stall = cluster
+        .log
+        .iter()
+        .find(|step| step.starts_with("freeze") || step.starts_with("no replica read"))
+        .map_or("no stall", String::as_str);
     eprintln!(
-        "seed {seed}: {changes} admin changes, {} kills, {}",
+        "seed {seed}: {changes} admin changes, {} kills, {stall}, {}",
         cluster.kills.len(),
         cluster.log.last().map_or("", String::as_str)
     );

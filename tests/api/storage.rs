@@ -1,9 +1,9 @@
 //! The schema and the role bookkeeping, on both backends.
 
 use clerk_role_sync::app::change_roles::{self, RoleUpdate, RoleUpdateError};
-use clerk_role_sync::db::rows::RoleStats;
+use clerk_role_sync::db::rows::{RoleStats, Sending};
 use clerk_role_sync::db::{DbError, Queries};
-use clerk_role_sync::domain::{Role, RoleSource};
+use clerk_role_sync::domain::{Role, RoleSet, RoleSource};
 use clerk_role_sync::with_conn;
 use diesel_async::SimpleAsyncConnection;
 
@@ -36,7 +36,8 @@ both_backends!(
     unknown_users_are_not_created_unless_asked,
     the_schema_refuses_roles_outside_the_three,
     a_svix_id_is_stored_once,
-    migrations_are_idempotent
+    migrations_are_idempotent,
+    a_push_is_noted_by_the_databases_clock_under_its_claim
 );
 
 async fn role_changes_move_counts_and_write_audit_rows(backend: Backend) {
@@ -162,4 +163,59 @@ async fn sqlite_commits_are_synced_to_disk() {
     });
 
     assert_eq!(pragma.expect("PRAGMA synchronous").synchronous, 2, "FULL");
+}
+
+/// Right before a push is sent, the latest time it may land unrecorded is
+/// the database's clock plus the request's timeout (or an earlier push's
+/// time, when later), the lease is stretched by the database's clock, and
+/// nothing is noted under a claim that is not the sender's.
+async fn a_push_is_noted_by_the_databases_clock_under_its_claim(backend: Backend) {
+    let app = spawn_app(backend).await;
+    set_role(&app.db, "user_n", Role::Admin, true)
+        .await
+        .expect("created");
+    let user = id("user_n");
+    let noted: Result<_, DbError> = with_conn!(app.db, conn => {
+        let claimed = conn.claim_due_pushes("replica-a", 10_000, 1).await?;
+        let version = claimed.first().expect("the push is claimed").version;
+        let sending = |earlier_until| Sending {
+            roles: RoleSet::from_bits(0).with(Role::Admin),
+            earlier_until,
+            may_apply_ms: 5_000,
+        };
+        let before = conn.clock().await?.and_utc().timestamp_millis();
+        let by_another = conn
+            .note_before_sending(&user, version, "replica-b", sending(None), 60_000)
+            .await?;
+        let noted = conn
+            .note_before_sending(&user, version, "replica-a", sending(None), 60_000)
+            .await?;
+        let first = conn.find_sync(&user).await?.expect("an outbox row");
+        let later = noted.map(|at| at + 3_600_000);
+        conn.note_before_sending(&user, version, "replica-a", sending(later), 60_000)
+            .await?;
+        let second = conn.find_sync(&user).await?.expect("an outbox row");
+        Ok::<_, DbError>((before, by_another, noted, first, second, later))
+    });
+    let (before, by_another, noted, first, second, later) = noted.expect("noted");
+    assert_eq!(by_another, None, "noted under another replica's claim");
+    let at = noted.expect("noted under its own claim");
+    assert!(
+        (before..before + 5_000).contains(&at),
+        "noted at {at}, the database's clock read {before}"
+    );
+    assert_eq!(first.unrecorded_until, Some(at + 5_000));
+    let lease = first
+        .claimed_until
+        .expect("claimed")
+        .and_utc()
+        .timestamp_millis();
+    assert!(
+        (at + 55_000..=at + 60_000).contains(&lease),
+        "lease until {lease}, noted at {at}"
+    );
+    assert_eq!(
+        second.unrecorded_until, later,
+        "an earlier push's later time stays"
+    );
 }

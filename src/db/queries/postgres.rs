@@ -10,6 +10,16 @@ const CLAIM_LOCK: &str = "FOR UPDATE SKIP LOCKED";
 /// start of the statement's transaction.
 const NOW: &str = "(now() AT TIME ZONE 'UTC')";
 
+/// The database's clock as it runs on, whatever the transaction: for a
+/// reading of "now" rather than a statement's own time.
+pub(in crate::db) const CLOCK: &str = "(clock_timestamp() AT TIME ZONE 'UTC')";
+
+/// [`NOW`] in ms since the Unix epoch, as `unrecorded_until` holds time.
+const NOW_MS: &str = "(extract(epoch FROM now()) * 1000)::bigint";
+
+/// The larger of its arguments.
+const GREATEST: &str = "GREATEST";
+
 /// The database's clock plus `millis` (a placeholder or literal of
 /// milliseconds).
 fn now_plus(millis: &str) -> String {

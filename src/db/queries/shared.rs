@@ -6,11 +6,11 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::{CLAIM_LOCK, Conn, NOW, now_plus};
+use super::{CLAIM_LOCK, CLOCK, Conn, GREATEST, NOW, NOW_MS, now_plus};
 use crate::db::queries::{Queries, claim_sql, concat_name_ws, lower};
 use crate::db::rows::{
     BoundInstance, DriftAuditRow, NewRoleChange, NewUser, OutboxSummary, Progress, RoleChangeRow,
-    SyncRow, UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
+    Sending, SyncRow, UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
 };
 use crate::db::schema::{
     backfill_progress, clerk_instance, clerk_sync, drift_audit_holds, drift_audits, role_changes,
@@ -20,6 +20,12 @@ use crate::domain::{ClerkState, ClerkUserId, Role, Unrecorded};
 
 #[async_trait::async_trait]
 impl Queries for Conn {
+    async fn clock(&mut self) -> QueryResult<chrono::NaiveDateTime> {
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Timestamp>(CLOCK))
+            .get_result(self)
+            .await
+    }
+
     async fn find_user(&mut self, id: &ClerkUserId) -> QueryResult<Option<UserRow>> {
         users::table
             .find(id)
@@ -421,26 +427,35 @@ impl Queries for Conn {
         user_id: &ClerkUserId,
         version: i64,
         owner: &str,
-        pushes: Unrecorded,
+        sending: Sending,
         lease_ms: i64,
-    ) -> QueryResult<bool> {
+    ) -> QueryResult<Option<i64>> {
         use diesel::sql_types::{BigInt, Integer, Nullable, Text};
-        diesel::sql_query(format!(
-            "UPDATE clerk_sync SET unrecorded_roles = $1, unrecorded_until = $2, \
+        #[derive(QueryableByName)]
+        struct Noted {
+            #[diesel(sql_type = BigInt)]
+            now_ms: i64,
+        }
+        let noted: Option<Noted> = diesel::sql_query(format!(
+            "UPDATE clerk_sync SET unrecorded_roles = $1, \
+                 unrecorded_until = {GREATEST}(COALESCE($2, {NOW_MS}), {NOW_MS} + $3), \
                  claimed_until = {} \
-             WHERE user_id = $4 AND claimed_by = $5 AND claimed_version = $6 \
-                 AND claimed_until >= {NOW} AND next_attempt_at IS NOT NULL",
-            now_plus("$3")
+             WHERE user_id = $5 AND claimed_by = $6 AND claimed_version = $7 \
+                 AND claimed_until >= {NOW} AND next_attempt_at IS NOT NULL \
+             RETURNING {NOW_MS} AS now_ms",
+            now_plus("$4")
         ))
-        .bind::<Integer, _>(pushes.roles.bits())
-        .bind::<Nullable<BigInt>, _>(pushes.until)
+        .bind::<Integer, _>(sending.roles.bits())
+        .bind::<Nullable<BigInt>, _>(sending.earlier_until)
+        .bind::<BigInt, _>(sending.may_apply_ms)
         .bind::<BigInt, _>(lease_ms)
         .bind::<Text, _>(user_id)
         .bind::<Text, _>(owner)
         .bind::<BigInt, _>(version)
-        .execute(self)
+        .get_result(self)
         .await
-        .map(|noted| noted == 1)
+        .optional()?;
+        Ok(noted.map(|noted| noted.now_ms))
     }
 
     async fn cancel_push(

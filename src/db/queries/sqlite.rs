@@ -9,6 +9,15 @@ const CLAIM_LOCK: &str = "";
 /// (`%F %T%.f`, UTC): text of the two compares in time order.
 const NOW: &str = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
 
+/// SQLite's clock: each statement reads it once.
+pub(in crate::db) const CLOCK: &str = NOW;
+
+/// [`NOW`] in ms since the Unix epoch, as `unrecorded_until` holds time.
+const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+
+/// The larger of its arguments (SQLite's scalar `max`).
+const GREATEST: &str = "max";
+
 /// SQLite's clock plus `millis` (a placeholder or literal of milliseconds).
 fn now_plus(millis: &str) -> String {
     format!("strftime('%Y-%m-%d %H:%M:%f', 'now', ({millis} / 1000.0) || ' seconds')")
