@@ -1,6 +1,7 @@
 //! The layers of DESIGN.md ("Structure"), read from the sources: the domain
 //! imports nothing of ours, storage only the domain, and no two files of
-//! `src/` import each other in a circle.
+//! `src/` import each other in a circle. And the Clerk emulator's files: each
+//! says what it emulates and is named in the README's Layout.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -185,6 +186,34 @@ fn the_lower_layers_import_only_what_is_below_them() {
                 "{module} imports {target}: only {allowed:?} are below it"
             );
         }
+    }
+}
+
+#[test]
+fn each_file_of_the_clerk_emulator_says_what_it_emulates_and_the_readme_names_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let layout = readme
+        .split("\n## ")
+        .find(|section| section.starts_with("Layout"))
+        .expect("the README has a Layout section");
+    let dir = root.join("tests/testkit/src/clerk_emulator");
+    for entry in std::fs::read_dir(&dir).expect("the emulator's directory is readable") {
+        let path = entry.expect("an entry").path();
+        let name = path
+            .file_name()
+            .expect("a file name")
+            .to_string_lossy()
+            .into_owned();
+        let source = std::fs::read_to_string(&path).expect("a source file");
+        assert!(
+            source.starts_with("//! "),
+            "clerk_emulator/{name} does not open with a `//!` saying what it emulates"
+        );
+        assert!(
+            layout.contains(&format!("`{name}`")),
+            "the README's Layout does not name clerk_emulator/{name}"
+        );
     }
 }
 
