@@ -1,34 +1,7 @@
 //! The audit of role changes: one `role_changes` row and one log line per
 //! change, the line written only once its transaction has committed.
 
-use diesel::QueryResult;
-
-use crate::db::Queries;
-use crate::db::rows::NewRoleChange;
 use crate::domain::{ClerkUserId, Role, RoleSource};
-
-/// Appends one audit row, and notes the change for the log (one line per
-/// role change, whatever its source).
-pub async fn record_change<C: Queries>(
-    conn: &mut C,
-    id: &ClerkUserId,
-    from: Option<Role>,
-    to: Role,
-    source: RoleSource,
-    actor: Option<&str>,
-    now: chrono::NaiveDateTime,
-) -> QueryResult<()> {
-    log_role_change(id, from, Some(to), source, actor);
-    conn.insert_role_change(&NewRoleChange {
-        user_id: id.clone(),
-        old_role: from,
-        new_role: Some(to),
-        source,
-        actor: actor.map(str::to_owned),
-        changed_at: now,
-    })
-    .await
-}
 
 /// One role change, logged once its transaction has committed.
 struct RoleChangeLine {

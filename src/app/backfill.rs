@@ -3,7 +3,8 @@
 //! backfill resumes exactly after the last page it finished.
 
 use super::audit::after_commit;
-use super::clerk_state::{Apply, LockedUsers, Outcome};
+use super::clerk_state::{Apply, Outcome};
+use super::unit_of_work::UnitOfWork;
 use crate::clerk::ClerkUser;
 use crate::db::rows::{Progress, now};
 use crate::db::{DbError, Store};
@@ -100,22 +101,16 @@ pub async fn apply_page<C: Store>(
             .collect();
         page.sort_by(|a, b| a.0.cmp(&b.0));
         next.skipped += (users.len() - page.len()) as i64;
-        let mut locked = LockedUsers::take(conn, page.iter().map(|(id, _)| id), &[]).await?;
-        let mut defaults = Vec::new();
+        let mut locked = UnitOfWork::take(conn, page.iter().map(|(id, _)| id), &[]).await?;
         for (id, user) in &page {
-            if apply_user(conn, &mut locked, id, user, options, &mut next).await? {
-                defaults.push(id);
-            }
-        }
-        locked.write(conn).await?;
-        // Once the users are written: a queued push notes the Clerk state
-        // its user holds.
-        for id in defaults {
-            if let Some(row) = conn.find_user(id).await? {
-                conn.enqueue_push(id, row.role).await?;
+            if apply_user(conn, &mut locked, id, user, options, &mut next).await?
+                && let Some(role) = locked.row(id).map(|row| row.role)
+            {
+                locked.queue_push(conn, id, role).await?;
                 next.defaults_queued += 1;
             }
         }
+        locked.write(conn).await?;
         next.pages += 1;
         next.last_user_id = users.last().map(|user| user.id.clone());
         if options.dry_run {
@@ -136,7 +131,7 @@ pub async fn apply_page<C: Store>(
 /// be queued (`--write-defaults`: Clerk holds no role for it).
 async fn apply_user<C: Store>(
     conn: &mut C,
-    locked: &mut LockedUsers,
+    locked: &mut UnitOfWork,
     id: &ClerkUserId,
     user: &ClerkUser,
     options: BackfillOptions,
@@ -153,8 +148,7 @@ async fn apply_user<C: Store>(
         && !locked.push_pending(id)
     {
         // Queued first, so that applying Clerk's state below keeps our role.
-        conn.enqueue_push(id, ours).await?;
-        locked.reread_sync(conn, id).await?;
+        locked.queue_push(conn, id, ours).await?;
         progress.pushes_queued += 1;
     }
     let apply = Apply {

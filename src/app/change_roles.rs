@@ -1,10 +1,11 @@
 //! Role changes made here (an admin's PATCH, the CLI): each writes the
 //! user, an audit row, the counters and a queued push in one transaction.
 
-use super::audit::{after_commit, record_change};
-use crate::db::rows::{COUNT_SHARDS, NewUser, SyncRow, User, UserRow};
+use super::audit::after_commit;
+use super::unit_of_work::{RoleChanged, UnitOfWork};
+use crate::db::rows::{SyncRow, User, UserRow};
 use crate::db::{DbError, Store};
-use crate::domain::{ClerkUserId, CountDeltas, Role, RoleSource};
+use crate::domain::{ClerkUserId, Role, RoleSource};
 
 /// What a role change did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,26 +46,17 @@ pub async fn set_role<C: Store>(
     create_missing: bool,
 ) -> Result<RoleUpdate, RoleUpdateError> {
     after_commit(conn.transaction(async |conn| {
-        let locked = conn.lock_user(id).await?;
-        let now = conn.clock().await?;
-        let from = match locked {
-            Some(row) if row.deleted_at.is_some() => return Err(RoleUpdateError::Deleted),
-            Some(row) if row.role == role => {
+        let mut unit = UnitOfWork::take(conn, [id], &[]).await?;
+        let from = match unit.change_role(id, role, source, actor, create_missing) {
+            RoleChanged::Changed { from } => from,
+            RoleChanged::Unchanged => {
+                let row = unit.row(id).cloned().ok_or(RoleUpdateError::NotFound)?;
                 return Ok(RoleUpdate::Unchanged(row.into()));
             }
-            Some(row) => {
-                conn.update_role(id, role, now).await?;
-                Some(row.role)
-            }
-            None if create_missing => {
-                conn.insert_user(&NewUser::bare(id, role, now)).await?;
-                None
-            }
-            None => return Err(RoleUpdateError::NotFound),
+            RoleChanged::NotFound => return Err(RoleUpdateError::NotFound),
+            RoleChanged::Deleted => return Err(RoleUpdateError::Deleted),
         };
-        conn.move_count(id, from, Some(role)).await?;
-        record_change(conn, id, from, role, source, actor, now).await?;
-        conn.enqueue_push(id, role).await?;
+        unit.write(conn).await?;
         let user = conn
             .find_user(id)
             .await?
@@ -113,58 +105,32 @@ pub async fn change_roles<C: Store>(
 ) -> Result<Vec<(UserRow, Option<SyncRow>)>, AdminChangeError> {
     after_commit(conn.transaction(async |conn| {
         // Lock order, the same everywhere: user rows (by id), then counter
-        // rows by (role, shard). Every other transaction touches one user and
-        // then its counters in that order, so none can wait on us while
-        // holding what we wait for.
-        let mut ids: Vec<&ClerkUserId> = changes.iter().map(|c| &c.user_id).collect();
-        ids.sort();
-        let mut current = std::collections::HashMap::new();
-        for id in ids {
-            let row = conn
-                .lock_user(id)
-                .await?
-                .filter(|row| row.deleted_at.is_none())
-                .ok_or_else(|| AdminChangeError::NotFound(id.clone()))?;
-            current.insert(id, row.role);
+        // rows by (role, shard).
+        let mut unit = UnitOfWork::take(conn, changes.iter().map(|c| &c.user_id), &[]).await?;
+        let mut demotes_an_admin = false;
+        for change in changes {
+            let id = &change.user_id;
+            match unit.row(id) {
+                Some(row) if row.deleted_at.is_none() => {
+                    demotes_an_admin |= row.role == Role::Admin && change.role != Role::Admin;
+                }
+                _ => return Err(AdminChangeError::NotFound(id.clone())),
+            }
         }
-        let demotes_an_admin = changes
-            .iter()
-            .any(|c| current.get(&c.user_id) == Some(&Role::Admin) && c.role != Role::Admin);
         if demotes_an_admin {
             // Two demotions at once must not both remove "the other" admin.
             conn.lock_admin_count().await?;
         }
-        let now = conn.clock().await?;
-        let mut counts = CountDeltas::default();
-        // In id order, like the user rows: the outbox rows are taken in the
-        // same order by every transaction.
-        let mut in_order: Vec<&RoleChange> = changes.iter().collect();
-        in_order.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-        for change in in_order {
-            let id = &change.user_id;
-            let Some(&from) = current.get(id) else {
-                continue;
-            };
-            if from == change.role {
-                continue;
-            }
-            conn.update_role(id, change.role, now).await?;
-            record_change(
-                conn,
-                id,
-                Some(from),
+        for change in changes {
+            unit.change_role(
+                &change.user_id,
                 change.role,
                 RoleSource::AdminApi,
                 Some(admin.as_str()),
-                now,
-            )
-            .await?;
-            conn.enqueue_push(id, change.role).await?;
-            counts.add(id.shard(COUNT_SHARDS), Some(from), Some(change.role));
+                false,
+            );
         }
-        for (role, shard, delta) in counts.in_lock_order() {
-            conn.adjust_role_count(role, shard, delta).await?;
-        }
+        unit.write(conn).await?;
         if demotes_an_admin && conn.role_stats().await?.admins == 0 {
             return Err(AdminChangeError::LastAdmin);
         }

@@ -25,7 +25,8 @@ use chrono::NaiveDateTime;
 
 use super::audit::after_commit;
 use super::backfill::Prefer;
-use super::clerk_state::{Apply, Deleter, LockedUsers, Outcome};
+use super::clerk_state::{Apply, Deleter, Outcome};
+use super::unit_of_work::UnitOfWork;
 use crate::clerk::ClerkUser;
 use crate::db::rows::{DriftAuditRow, UserRow};
 use crate::db::{DbError, Store};
@@ -385,7 +386,7 @@ async fn repair<C: Store>(
     rules: Rules,
     step: Step,
 ) -> Result<Vec<Finding>, DbError> {
-    let mut locked = LockedUsers::take(conn, users.iter().map(|(id, _)| id), &[]).await?;
+    let mut locked = UnitOfWork::take(conn, users.iter().map(|(id, _)| id), &[]).await?;
     let mut in_order: Vec<&(ClerkUserId, Option<&ClerkUser>)> = users.iter().collect();
     in_order.sort_by(|a, b| a.0.cmp(&b.0));
     let actor = format!("{ACTOR}/{}", run.id);
@@ -427,7 +428,7 @@ async fn repair<C: Store>(
 /// our role pushed), or the user tombstoned when Clerk has none.
 async fn make<C: Store>(
     conn: &mut C,
-    locked: &mut LockedUsers,
+    locked: &mut UnitOfWork,
     id: &ClerkUserId,
     clerk: Option<&ClerkUser>,
     actor: &str,
@@ -445,7 +446,7 @@ async fn make<C: Store>(
     if let (Prefer::Db, Some(ours)) = (rules.mode.prefer(), ours)
         && user.metadata_role().role() != Some(ours)
     {
-        conn.enqueue_push(id, ours).await?;
+        locked.queue_push(conn, id, ours).await?;
         return Ok(true);
     }
     let apply = Apply {

@@ -1,12 +1,12 @@
 //! Landing a push: what Clerk answered (or held, read before a retry)
 //! becomes the newest Clerk state seen, and the race rule decides the role.
 
-use super::audit::{after_commit, record_change};
-use super::clerk_state::{Apply, apply_clerk_user, known};
+use super::audit::after_commit;
+use super::clerk_state::Apply;
+use super::unit_of_work::{FailedPush, UnitOfWork};
 use crate::clerk::ClerkUser;
-use crate::db::rows::SyncRow;
 use crate::db::{DbError, Store};
-use crate::domain::{ClerkState, ClerkUserId, MetadataRole, RoleSource, Unrecorded, cancels};
+use crate::domain::{ClerkState, ClerkUserId, MetadataRole, RoleSource};
 
 /// What the worker should do after a push.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,9 +50,9 @@ pub async fn check_before_retry<C: Store>(
         claimed_by: Some(owner),
     };
     after_commit(conn.transaction(async |conn| {
-        apply_clerk_user(conn, user_id, user, apply).await?;
-        let sync = conn.find_sync(user_id).await?;
-        let check = match sync.as_ref().filter(|sync| sync.is_pending()) {
+        let mut unit = UnitOfWork::take(conn, [user_id], &[]).await?;
+        unit.apply_state(conn, user_id, user, apply, None).await?;
+        let check = match unit.pending_push(user_id) {
             None => RetryCheck::Cancelled,
             Some(sync) => match user.metadata_role() {
                 MetadataRole::Known(role)
@@ -68,8 +68,8 @@ pub async fn check_before_retry<C: Store>(
         };
         // Clerk was just read: whatever earlier pushes may have written is
         // older than what it holds now.
-        conn.set_unrecorded_pushes(user_id, Unrecorded::NONE)
-            .await?;
+        unit.forget_unrecorded_pushes(conn, user_id).await?;
+        unit.write(conn).await?;
         Ok(check)
     }))
     .await
@@ -102,119 +102,32 @@ pub async fn finish_push<C: Store>(
     let owner = owner.to_owned();
     after_commit(conn.transaction(async move |conn| {
         let user_id = &user_id;
-        let row = conn.lock_user(user_id).await?;
-        let now = conn.clock().await?;
-        let current = conn.find_sync(user_id).await?;
-        let same_version = current.as_ref().is_some_and(|c| c.version == version);
-        // A newer role still to be sent keeps the database's role; with none
-        // (this version, or a newer one a dashboard edit cancelled while
-        // this push was in flight) the newest Clerk state is the role.
-        let newer_pending = !same_version && current.as_ref().is_some_and(SyncRow::is_pending);
-        let wrote_nothing = !matches!(result, PushResult::Landed(_));
+        let mut unit = UnitOfWork::take(conn, [user_id], &[]).await?;
         match result {
             PushResult::Landed(pushed) => {
-                let Some(row) = row.filter(|r| r.deleted_at.is_none()) else {
-                    return Ok(());
+                unit.land_push(conn, user_id, version, pushed, &owner)
+                    .await?;
+            }
+            PushResult::RetryIn(wait_ms, error) => {
+                let failed = FailedPush {
+                    version,
+                    error: &error,
+                    retry_in_ms: Some(wait_ms),
                 };
-                let stored = match (row.clerk_role, row.clerk_updated_at) {
-                    (Some(role), Some(updated_at)) => Some(ClerkState { role, updated_at }),
-                    _ => None,
+                unit.fail_push(conn, user_id, failed, &owner, allowance_ms)
+                    .await?;
+            }
+            PushResult::GiveUp(error) => {
+                let failed = FailedPush {
+                    version,
+                    error: &error,
+                    retry_in_ms: None,
                 };
-                let newest = pushed.newest(stored);
-                let new_role = if newer_pending { row.role } else { newest.role };
-                let from_push = newest == pushed;
-                conn.apply_push_result(user_id, new_role, newest, from_push, now)
+                unit.fail_push(conn, user_id, failed, &owner, allowance_ms)
                     .await?;
-                if same_version {
-                    conn.mark_synced(user_id, version).await?;
-                } else {
-                    conn.release_claim(user_id, &owner).await?;
-                }
-                // Clerk's answer is recorded: whatever an earlier push left
-                // unrecorded is older than it in Clerk's order.
-                conn.set_unrecorded_pushes(user_id, Unrecorded::NONE)
-                    .await?;
-                let role = row.role;
-                if new_role != role {
-                    // Clerk's order settles it: a dashboard edit landed after
-                    // our push, or our push after a dashboard edit that
-                    // cancelled a newer change.
-                    conn.move_count(user_id, Some(role), Some(new_role)).await?;
-                    record_change(
-                        conn,
-                        user_id,
-                        Some(role),
-                        new_role,
-                        RoleSource::ClerkWebhook,
-                        None,
-                        now,
-                    )
-                    .await?;
-                }
-            }
-            PushResult::RetryIn(wait_ms, error) if same_version => {
-                conn.reschedule_push(user_id, version, Some(wait_ms), &error, &owner)
-                    .await?;
-            }
-            PushResult::GiveUp(error) if same_version => {
-                conn.reschedule_push(user_id, version, None, &error, &owner)
-                    .await?;
-            }
-            // A newer role was written meanwhile: it is due now.
-            PushResult::RetryIn(..) | PushResult::GiveUp(_) => {
-                conn.release_claim(user_id, &owner).await?;
             }
         }
-        if wrote_nothing {
-            judge_again(conn, user_id, allowance_ms).await?;
-        }
-        Ok(())
+        unit.write(conn).await
     }))
     .await
-}
-
-/// Once a push is known to have written nothing, the newest Clerk state
-/// seen is judged again against the pending push: while that push was in
-/// flight, a Clerk state with its role could have been its echo, and
-/// cancelled nothing. Must run inside the transaction holding the user.
-async fn judge_again<C: Store>(
-    conn: &mut C,
-    user_id: &ClerkUserId,
-    allowance_ms: i64,
-) -> Result<(), DbError> {
-    let Some(row) = conn.find_user(user_id).await? else {
-        return Ok(());
-    };
-    let sync = conn.find_sync(user_id).await?;
-    let now = conn.clock().await?;
-    let known = known(&row, sync.as_ref().filter(|s| s.is_pending()), now);
-    let (Some(clerk), Some(pending), Some(sync)) = (known.clerk, known.pending, sync) else {
-        return Ok(());
-    };
-    if known.deleted.is_some()
-        || known.clerk_from_push
-        || !cancels(clerk, pending, allowance_ms)
-        || !conn.cancel_push(user_id, sync.version, None).await?
-    {
-        return Ok(());
-    }
-    tracing::info!(
-        user.id = %user_id,
-        role = %clerk.role,
-        "a newer role from Clerk cancelled the pending push"
-    );
-    conn.update_role(user_id, clerk.role, now).await?;
-    conn.move_count(user_id, Some(known.role), Some(clerk.role))
-        .await?;
-    record_change(
-        conn,
-        user_id,
-        Some(known.role),
-        clerk.role,
-        RoleSource::ClerkWebhook,
-        None,
-        now,
-    )
-    .await?;
-    Ok(())
 }

@@ -9,6 +9,7 @@ pub mod clerk_instance;
 pub mod clerk_state;
 pub mod drift_audit;
 pub mod land_push;
+pub mod unit_of_work;
 pub mod webhook_event;
 
 pub use clerk_state::Outcome;

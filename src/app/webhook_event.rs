@@ -8,7 +8,8 @@ use std::sync::Arc;
 use diesel::result::DatabaseErrorKind;
 
 use super::audit::after_commit;
-use super::clerk_state::{Apply, Deleter, LockedUsers, Message, Outcome, apply_clerk_user};
+use super::clerk_state::{Apply, Deleter, Message, Outcome};
+use super::unit_of_work::{UnitOfWork, apply_clerk_user};
 use crate::clerk::ClerkUser;
 use crate::db::{DbError, Store};
 use crate::domain::{ClerkUserId, RoleSource};
@@ -170,7 +171,7 @@ async fn apply_in_transaction<C: Store>(
     let ids = events
         .iter()
         .filter_map(|received| received.event.user_id());
-    let mut users = LockedUsers::begin(conn, ids, &svix_ids).await?;
+    let mut users = UnitOfWork::begin(conn, ids, &svix_ids).await?;
     for i in order {
         let Received { svix_id, event } = &events[i];
         if users.was_recorded(svix_id) {

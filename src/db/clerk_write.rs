@@ -10,7 +10,7 @@
 //! same transaction.
 
 use super::rows::{NewRoleChange, NewWebhookEvent, UserRow};
-use crate::domain::{ClerkUserId, CountDeltas};
+use crate::domain::{ClerkUserId, CountDeltas, Role};
 
 /// What applying a batch of Clerk states writes, in the order it is written
 /// (the order every transaction takes its locks in: users, then the outbox
@@ -26,6 +26,9 @@ pub struct StatesWrite {
     /// Users whose push Clerk refused for good, now superseded by Clerk's
     /// state: the error is cleared. In id order.
     pub cleared_sync_errors: Vec<ClerkUserId>,
+    /// Pushes to queue once the users are written (a queued push notes the
+    /// Clerk state its user holds), by user id.
+    pub queued: Vec<(ClerkUserId, Role)>,
     /// One audit row per role change, in the order the changes were made.
     pub audits: Vec<NewRoleChange>,
     pub counts: CountDeltas,

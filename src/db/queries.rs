@@ -4,11 +4,10 @@ use diesel::prelude::*;
 use diesel_async::AsyncConnection;
 
 use super::rows::{
-    BoundInstance, COUNT_SHARDS, DriftAuditRow, NewRoleChange, NewUser, OutboxSummary, Progress,
-    RoleChangeRow, RoleStats, Sending, SyncRow, UserFilter, UserRow, WebhookEventFilter,
-    WebhookEventRow,
+    BoundInstance, DriftAuditRow, OutboxSummary, Progress, RoleChangeRow, RoleStats, Sending,
+    SyncRow, UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
 };
-use crate::domain::{ClerkState, ClerkUserId, Role, Unrecorded, count_deltas};
+use crate::domain::{ClerkUserId, Role, Unrecorded};
 
 diesel::define_sql_function! {
     /// SQL `lower()`, on both backends.
@@ -39,21 +38,6 @@ pub trait Queries: AsyncConnection + Send {
 
     /// A user by id, deleted ones included.
     async fn find_user(&mut self, id: &ClerkUserId) -> QueryResult<Option<UserRow>>;
-
-    async fn insert_user(&mut self, user: &NewUser<'_>) -> QueryResult<()>;
-
-    /// Sets a user's role and `updated_at`.
-    async fn update_role(
-        &mut self,
-        id: &ClerkUserId,
-        role: Role,
-        now: chrono::NaiveDateTime,
-    ) -> QueryResult<()>;
-
-    async fn insert_role_change(&mut self, change: &NewRoleChange) -> QueryResult<()>;
-
-    /// Adds `delta` to one shard of a role's live-user counter.
-    async fn adjust_role_count(&mut self, role: Role, shard: i16, delta: i64) -> QueryResult<()>;
 
     /// Every counter shard as `(role, count)`: 48 rows, whatever the user count.
     async fn role_count_shards(&mut self) -> QueryResult<Vec<(Role, i64)>>;
@@ -104,17 +88,6 @@ pub trait Queries: AsyncConnection + Send {
     /// the new version waits for it).
     async fn enqueue_push(&mut self, user_id: &ClerkUserId, role: Role) -> QueryResult<()>;
 
-    /// Stores the result of a landed push: the newest Clerk state (and
-    /// whether it is the push's own) and the role.
-    async fn apply_push_result(
-        &mut self,
-        user_id: &ClerkUserId,
-        role: Role,
-        clerk: ClerkState,
-        from_push: bool,
-        now: chrono::NaiveDateTime,
-    ) -> QueryResult<()>;
-
     /// Marks version `version` as landed.
     async fn mark_synced(&mut self, user_id: &ClerkUserId, version: i64) -> QueryResult<()>;
 
@@ -129,23 +102,6 @@ pub trait Queries: AsyncConnection + Send {
         error: &str,
         owner: &str,
     ) -> QueryResult<()>;
-
-    /// Moves one live user's count from one role to another (`None`: the
-    /// user appears or disappears). Shard rows are always updated in the same
-    /// order (by role name), so two transactions never wait on each other's
-    /// counters in a cycle.
-    async fn move_count(
-        &mut self,
-        id: &ClerkUserId,
-        from: Option<Role>,
-        to: Option<Role>,
-    ) -> QueryResult<()> {
-        let shard = id.shard(COUNT_SHARDS);
-        for (role, delta) in count_deltas(from, to) {
-            self.adjust_role_count(role, shard, delta).await?;
-        }
-        Ok(())
-    }
 
     /// Pushes queued or retrying, and when the oldest of them was queued.
     async fn push_queue_stats(&mut self) -> QueryResult<(i64, Option<chrono::NaiveDateTime>)>;
@@ -349,6 +305,23 @@ fn claim_sql(locking: &str, now: &str, lease_until: &str) -> String {
              WHERE next_attempt_at <= {now} AND (claimed_until IS NULL OR claimed_until < {now}) \
              ORDER BY next_attempt_at LIMIT $3 {locking}) \
          RETURNING user_id, desired_role, version, attempts, next_attempt_at, last_error, claimed_until, queued_at, claimed_by, seen_clerk_updated_at, taken_over, unrecorded_roles, unrecorded_until, claimed_version"
+    )
+}
+
+/// Queues a push of role `$2` for user `$1`: a new version of its outbox
+/// row, due now, noting the Clerk state the user holds (what the race rule
+/// compares Clerk's later states with). `now` is the backend's clock.
+pub(super) fn enqueue_sql(now: &str) -> String {
+    format!(
+        "INSERT INTO clerk_sync (user_id, desired_role, version, attempts, next_attempt_at, \
+             queued_at, seen_clerk_updated_at) \
+         VALUES ($1, $2, 1, 0, {now}, {now}, \
+             (SELECT clerk_updated_at FROM users WHERE id = $1)) \
+         ON CONFLICT (user_id) DO UPDATE SET desired_role = excluded.desired_role, \
+             version = clerk_sync.version + 1, attempts = 0, \
+             next_attempt_at = excluded.next_attempt_at, last_error = NULL, \
+             queued_at = excluded.queued_at, \
+             seen_clerk_updated_at = excluded.seen_clerk_updated_at"
     )
 }
 

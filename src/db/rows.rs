@@ -37,26 +37,11 @@ pub struct UserRow {
     pub deletion_final: bool,
 }
 
-#[derive(Debug, Insertable)]
-#[diesel(table_name = users)]
-pub struct NewUser<'a> {
-    pub id: &'a ClerkUserId,
-    pub email: Option<&'a str>,
-    pub first_name: Option<&'a str>,
-    pub last_name: Option<&'a str>,
-    pub image_url: Option<&'a str>,
-    pub role: Role,
-    pub clerk_updated_at: Option<i64>,
-    pub clerk_role: Option<Role>,
-    pub created_at: NaiveDateTime,
-    pub updated_at: NaiveDateTime,
-}
-
-impl<'a> NewUser<'a> {
+impl UserRow {
     /// A user known only by id and role (no profile, no Clerk state yet).
-    pub fn bare(id: &'a ClerkUserId, role: Role, now: NaiveDateTime) -> Self {
+    pub fn bare(id: &ClerkUserId, role: Role, now: NaiveDateTime) -> Self {
         Self {
-            id,
+            id: id.clone(),
             email: None,
             first_name: None,
             last_name: None,
@@ -64,8 +49,11 @@ impl<'a> NewUser<'a> {
             role,
             clerk_updated_at: None,
             clerk_role: None,
+            clerk_from_push: false,
             created_at: now,
             updated_at: now,
+            deleted_at: None,
+            deletion_final: false,
         }
     }
 }

@@ -6,14 +6,14 @@
 use diesel::connection::TransactionManagerStatus;
 use diesel::dsl::sql;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Timestamp};
+use diesel::sql_types::{BigInt, Text, Timestamp};
 use diesel_async::{AnsiTransactionManager, TransactionManager as _};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use futures_util::future::{join, try_join, try_join_all, try_join3, try_join5};
+use futures_util::future::{join, try_join, try_join_all, try_join4, try_join5};
 
 use super::clerk_write::{StatesWrite, pg};
 use super::pool::SqliteConn;
-use super::queries::Queries;
+use super::queries::{Queries, enqueue_sql, postgres};
 use super::rows::{SyncRow, UserRow};
 use super::schema::{clerk_sync, role_counts, users};
 use crate::domain::{ClerkUserId, Role};
@@ -278,8 +278,7 @@ async fn locked_rows(
         }
         pg::Recorded::new(messages).load(&mut &*conn).await
     };
-    let now =
-        diesel::select(sql::<Timestamp>(super::queries::postgres::CLOCK)).get_result(&mut &*conn);
+    let now = diesel::select(sql::<Timestamp>(postgres::CLOCK)).get_result(&mut &*conn);
     let (_, users, syncs, recorded, now) =
         try_join5(generic_plans, users, syncs, recorded, now).await?;
     Ok(LockedRows {
@@ -308,8 +307,15 @@ async fn write_pipelined(conn: &AsyncPgConnection, write: &StatesWrite) -> Query
         .set(clerk_sync::last_error.eq(None::<String>))
         .execute(&mut &*conn)
     }));
+    let enqueue = enqueue_sql(postgres::NOW);
+    let queued = try_join_all(write.queued.iter().map(|(id, role)| {
+        diesel::sql_query(&enqueue)
+            .bind::<Text, _>(id)
+            .bind::<Text, _>(role)
+            .execute(&mut &*conn)
+    }));
     let counts = run(statements.counts.as_ref().map(|q| q.execute(&mut &*conn)));
-    try_join3(users, cleared, counts).await.map(drop)
+    try_join4(users, cleared, queued, counts).await.map(drop)
 }
 
 #[async_trait::async_trait]
@@ -491,6 +497,13 @@ mod sqlite {
         )
         .set(clerk_sync::last_error.eq(None::<String>))
         .execute(conn)?;
+        let enqueue = crate::db::queries::enqueue_sql(crate::db::queries::sqlite::NOW);
+        for (id, role) in &write.queued {
+            diesel::sql_query(&enqueue)
+                .bind::<diesel::sql_types::Text, _>(id)
+                .bind::<diesel::sql_types::Text, _>(role)
+                .execute(conn)?;
+        }
         for audit in &write.audits {
             diesel::insert_into(role_changes::table)
                 .values(audit)

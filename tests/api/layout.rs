@@ -1,17 +1,25 @@
 //! The layers of DESIGN.md ("Structure"), read from the sources: the domain
-//! imports nothing of ours, storage only the domain, and no two files of
-//! `src/` import each other in a circle. And the Clerk emulator's files: each
+//! imports nothing of ours, storage only the domain, no two files of `src/`
+//! import each other in a circle, and only the unit of work writes users,
+//! audit rows, counters and the outbox. And the Clerk emulator's files: each
 //! says what it emulates and is named in the README's Layout.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Every file of `src/` as its module path (`db::rows`; `""` for the crate
-/// root), with the modules of ours it names.
-fn imports() -> BTreeMap<String, BTreeSet<String>> {
+/// root), with its source (unit tests left out).
+fn sources() -> BTreeMap<String, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = BTreeMap::new();
     collect(&root, &root, &mut files);
+    files
+}
+
+/// Every file of `src/` as its module path, with the modules of ours it
+/// names.
+fn imports() -> BTreeMap<String, BTreeSet<String>> {
+    let files = sources();
     let modules: BTreeSet<String> = files.keys().cloned().collect();
     files
         .iter()
@@ -184,6 +192,67 @@ fn the_lower_layers_import_only_what_is_below_them() {
             assert!(
                 allowed.contains(&layer(target).as_str()),
                 "{module} imports {target}: only {allowed:?} are below it"
+            );
+        }
+    }
+}
+
+/// The storage calls that write users, audit rows, counters or the outbox,
+/// and the only modules that may make them.
+const WRITERS: &[(&str, &[&str])] = &[
+    // Users, audit rows, counters, Svix messages and queued pushes, decided
+    // by the race rule in one place.
+    ("write_states", &["app::unit_of_work"]),
+    ("write_and_commit", &["app::unit_of_work"]),
+    ("enqueue_push", &["app::unit_of_work"]),
+    ("cancel_push", &["app::unit_of_work"]),
+    ("delete_sync", &["app::unit_of_work"]),
+    ("mark_synced", &["app::unit_of_work"]),
+    ("reschedule_push", &["app::unit_of_work"]),
+    ("release_claim", &["app::unit_of_work"]),
+    // The push worker's claims: taken, renewed, noted before a send,
+    // handed back.
+    (
+        "set_unrecorded_pushes",
+        &["app::unit_of_work", "sync::worker"],
+    ),
+    ("claim_due_pushes", &["sync::worker"]),
+    ("renew_claims", &["sync::worker"]),
+    ("note_before_sending", &["sync::worker"]),
+    ("release_claims_of", &["sync::worker"]),
+    // The drift audit's note of the users a run found in Clerk.
+    ("mark_audited", &["app::drift_audit"]),
+];
+
+#[test]
+fn only_the_unit_of_work_writes_users_audit_rows_counters_and_the_outbox() {
+    let files = sources();
+    for (write, allowed) in WRITERS {
+        let call = format!(".{write}(");
+        let callers: Vec<&String> = files
+            .iter()
+            .filter(|(module, source)| !module.starts_with("db") && source.contains(&call))
+            .map(|(module, _)| module)
+            .collect();
+        for caller in &callers {
+            assert!(
+                allowed.contains(&caller.as_str()),
+                "{caller} calls {write}: only {allowed:?} may"
+            );
+        }
+        assert!(!callers.is_empty(), "nobody calls {write}: a stale entry");
+    }
+    // Nor does anything above storage write those tables in SQL of its own.
+    for (module, source) in files.iter().filter(|(module, _)| !module.starts_with("db")) {
+        for statement in [
+            "INSERT INTO",
+            "UPDATE users",
+            "UPDATE clerk_sync",
+            "DELETE FROM",
+        ] {
+            assert!(
+                !source.contains(statement),
+                "{module} writes SQL of its own ({statement})"
             );
         }
     }

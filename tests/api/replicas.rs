@@ -49,12 +49,16 @@ const ADMIN_USERS: [&str; 6] = [
 const DASHBOARD_USERS: [&str; 2] = ["user_d0", "user_d1"];
 const ROLES: [&str; 3] = ["STUDENT", "INSTRUCTOR", "ADMIN"];
 /// How long the faults go on, unless `REPLICA_CHAOS_SECS` says otherwise.
-const CHAOS: Duration = Duration::from_secs(20);
+const CHAOS: Duration = Duration::from_secs(24);
 /// When the run's stall is armed (ms after the faults start).
 const STALL_AFTER_MS: std::ops::Range<u64> = 2_000..4_000;
-/// How long a replica stays frozen: past its claim's lease, so that
-/// another replica takes the push it was about to send over.
-const FROZEN_FOR: Duration = Duration::from_secs(13);
+/// When Clerk slows down after a replica froze: shortly before its claim's
+/// lease (10 s) expires and another replica takes the push over.
+const STALL_SLOW_AFTER: Duration = Duration::from_secs(8);
+/// How slow Clerk is then.
+const CLERK_SLOW: Duration = Duration::from_secs(3);
+/// The longest a replica stays frozen.
+const STALL_GIVE_UP: Duration = Duration::from_secs(16);
 /// How often a replica is killed (ms, a random pause in this range),
 /// unless `REPLICA_KILL_EVERY_SECS` (`10-15`) says otherwise.
 const KILL_EVERY_MS: std::ops::Range<u64> = 2_000..4_000;
@@ -126,8 +130,9 @@ struct Cluster {
 }
 
 /// The run's one stall: a replica frozen while it reads Clerk before a
-/// retry, for [`FROZEN_FOR`].
-#[derive(Debug, Clone, Copy)]
+/// retry, past its lease, and woken while the replica that took its push
+/// over is sending it (Clerk slow then, so that both sends would land).
+#[derive(Debug, Clone)]
 enum Stall {
     /// Armed at that time.
     Due(Instant),
@@ -138,9 +143,20 @@ enum Stall {
         since: usize,
         until: Instant,
     },
-    /// `replica` is frozen until `until`.
+    /// `replica` is frozen since request `since`, in its read of `user`.
+    /// Clerk slows down at `slow_at`, shortly before its claim expires; it
+    /// wakes once another replica sends `user`'s push, or at `give_up`.
     Frozen {
         replica: usize,
+        user: String,
+        since: usize,
+        slow_at: Instant,
+        give_up: Instant,
+    },
+    /// Woken; Clerk stays slow until `until`, so that what the woken
+    /// replica sends lands after the push it raced.
+    Woken {
+        user: String,
         until: Instant,
     },
     Over,
@@ -156,7 +172,9 @@ impl Cluster {
             &[
                 ("DATABASE_MAX_CONNECTIONS", "4"),
                 ("CLERK_PUSH_RATE", "100"),
-                ("CLERK_TIMEOUT_SECS", "5"),
+                // Longer than a stall: a replica frozen mid-request finds
+                // its answer when it wakes, not a timeout.
+                ("CLERK_TIMEOUT_SECS", "30"),
                 ("LOG_FORMAT", "json"),
                 ("RUST_LOG", "info"),
             ],
@@ -212,12 +230,15 @@ impl Cluster {
             .collect()
     }
 
-    /// Moves the run's stall on: arms it when due, freezes the first
-    /// replica that reads a user from Clerk, wakes it when its time is up.
-    /// The faults end at `end`.
+    /// Moves the run's stall on (see [`Stall`]); the faults end at `end`.
     fn advance_stall(&mut self, end: Instant) {
         let now = Instant::now();
-        self.stall = match self.stall {
+        if let Stall::Frozen { slow_at, .. } = self.stall
+            && now >= slow_at
+        {
+            self.clerk.set_delay(CLERK_SLOW);
+        }
+        self.stall = match std::mem::replace(&mut self.stall, Stall::Over) {
             Stall::Due(at) if now >= at => {
                 self.log
                     .push("clerk holds its answers; the next push fails".into());
@@ -229,57 +250,101 @@ impl Cluster {
                 }
             }
             Stall::Armed { since, until } => {
-                let reader = self.clerk.requests()[since..]
-                    .iter()
-                    .filter(|request| {
-                        request.method == "GET" && request.path.starts_with("/v1/users/user_")
-                    })
-                    .find_map(|request| {
-                        let agent = request.user_agent.as_deref()?;
-                        (0..REPLICAS).find(|i| agent.contains(&format!("replica-{i}")))
-                    })
-                    .filter(|replica| self.running().contains(replica));
-                match reader {
-                    Some(replica) => {
+                let requests = self.clerk.requests();
+                let read = requests[since..].iter().find_map(|request| {
+                    let user = request.path.strip_prefix("/v1/users/")?;
+                    let agent = request.user_agent.as_deref()?;
+                    let replica =
+                        (0..REPLICAS).find(|i| agent.contains(&format!("replica-{i}")))?;
+                    (request.method == "GET" && !user.contains('/'))
+                        .then(|| (replica, user.to_owned()))
+                });
+                match read.filter(|(replica, _)| self.running().contains(replica)) {
+                    Some((replica, user)) => {
                         self.replicas[replica].pause();
                         self.clerk.set_answer_delay(Duration::ZERO);
                         self.log
-                            .push(format!("freeze replica-{replica} while it reads Clerk"));
+                            .push(format!("freeze replica-{replica} while it reads {user}"));
                         Stall::Frozen {
                             replica,
-                            until: now + FROZEN_FOR,
+                            user,
+                            since: requests.len(),
+                            slow_at: now + STALL_SLOW_AFTER,
+                            give_up: now + STALL_GIVE_UP,
                         }
                     }
-                    // Armed again while a whole freeze still fits.
-                    None if now >= until && now + FROZEN_FOR < end => Stall::Due(now),
+                    // Armed again while a whole stall still fits.
+                    None if now >= until && now + STALL_GIVE_UP < end => Stall::Due(now),
                     None if now >= until => {
                         self.clerk.set_answer_delay(Duration::ZERO);
                         self.log.push("no replica read Clerk to be frozen".into());
                         Stall::Over
                     }
-                    None => self.stall,
+                    None => Stall::Armed { since, until },
                 }
             }
-            Stall::Frozen { until, .. } if now >= until => {
-                self.wake();
+            Stall::Frozen {
+                replica,
+                user,
+                since,
+                give_up,
+                ..
+            } if now >= give_up || self.sent_by_another(replica, &user, since) => {
+                self.log.push(format!("wake replica-{replica}"));
+                self.replicas[replica].resume();
+                Stall::Woken {
+                    user,
+                    until: now + CLERK_SLOW + Duration::from_secs(1),
+                }
+            }
+            Stall::Woken { until, .. } if now >= until => {
+                self.clerk.set_delay(Duration::ZERO);
                 Stall::Over
             }
             stall => stall,
         };
     }
 
-    /// Wakes a frozen replica, or lets Clerk answer again if the stall is
-    /// still armed.
+    /// Whether a replica other than `replica` sent `user`'s push since
+    /// request `since`.
+    fn sent_by_another(&self, replica: usize, user: &str, since: usize) -> bool {
+        let path = format!("/v1/users/{user}/metadata");
+        let frozen = format!("replica-{replica}");
+        self.clerk.requests()[since..].iter().any(|request| {
+            request.method == "PATCH"
+                && request.path == path
+                && !request
+                    .user_agent
+                    .as_deref()
+                    .is_some_and(|agent| agent.contains(&frozen))
+        })
+    }
+
+    /// The user whose push the stall races: admins leave it alone
+    /// meanwhile, so that a second send of that push shows as one.
+    fn stalled_user(&self) -> Option<&str> {
+        match &self.stall {
+            Stall::Frozen { user, .. } | Stall::Woken { user, .. } => Some(user),
+            Stall::Due(_) | Stall::Armed { .. } | Stall::Over => None,
+        }
+    }
+
+    /// Whether the stall decides how slow Clerk is now.
+    fn stall_slows_clerk(&self) -> bool {
+        matches!(self.stall, Stall::Frozen { slow_at, .. } if Instant::now() >= slow_at)
+            || matches!(self.stall, Stall::Woken { .. })
+    }
+
+    /// Ends the stall: wakes a frozen replica, lets Clerk answer at once.
     fn wake(&mut self) {
-        match self.stall {
+        match std::mem::replace(&mut self.stall, Stall::Over) {
             Stall::Frozen { replica, .. } => {
                 self.log.push(format!("wake replica-{replica}"));
                 self.replicas[replica].resume();
             }
             Stall::Armed { .. } => self.clerk.set_answer_delay(Duration::ZERO),
-            Stall::Due(_) | Stall::Over => {}
+            Stall::Due(_) | Stall::Woken { .. } | Stall::Over => {}
         }
-        self.stall = Stall::Over;
     }
 
     /// Sets `user`'s role through any running replica, again through
@@ -328,7 +393,13 @@ impl Cluster {
     async fn step(&mut self) {
         match self.rng.random_range(0..100) {
             0..60 => {
-                let user = *ADMIN_USERS.choose(&mut self.rng).unwrap_or(&ADMIN_USERS[0]);
+                let stalled = self.stalled_user();
+                let users: Vec<&'static str> = ADMIN_USERS
+                    .iter()
+                    .copied()
+                    .filter(|user| Some(*user) != stalled)
+                    .collect();
+                let user = *users.choose(&mut self.rng).unwrap_or(&ADMIN_USERS[0]);
                 let current = self.intents.get(user).copied().unwrap_or("STUDENT");
                 let choices: Vec<&'static str> =
                     ROLES.iter().copied().filter(|r| *r != current).collect();
@@ -360,8 +431,10 @@ impl Cluster {
             }
             _ => {
                 let delay = Duration::from_millis(self.rng.random_range(0..200));
-                self.log.push(format!("clerk answers after {delay:?}"));
-                self.clerk.set_delay(delay);
+                if !self.stall_slows_clerk() {
+                    self.log.push(format!("clerk answers after {delay:?}"));
+                    self.clerk.set_delay(delay);
+                }
             }
         }
     }

@@ -8,7 +8,7 @@ const CLAIM_LOCK: &str = "FOR UPDATE SKIP LOCKED";
 
 /// The database's clock, as the `TIMESTAMP` (UTC) columns store time: the
 /// start of the statement's transaction.
-const NOW: &str = "(now() AT TIME ZONE 'UTC')";
+pub(in crate::db) const NOW: &str = "(now() AT TIME ZONE 'UTC')";
 
 /// The database's clock as it runs on, whatever the transaction: for a
 /// reading of "now" rather than a statement's own time.

@@ -7,16 +7,16 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::{CLAIM_LOCK, CLOCK, Conn, GREATEST, NOW, NOW_MS, now_plus};
-use crate::db::queries::{Queries, claim_sql, concat_name_ws, lower};
+use crate::db::queries::{Queries, claim_sql, concat_name_ws, enqueue_sql, lower};
 use crate::db::rows::{
-    BoundInstance, DriftAuditRow, NewRoleChange, NewUser, OutboxSummary, Progress, RoleChangeRow,
-    Sending, SyncRow, UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
+    BoundInstance, DriftAuditRow, OutboxSummary, Progress, RoleChangeRow, Sending, SyncRow,
+    UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
 };
 use crate::db::schema::{
     backfill_progress, clerk_instance, clerk_sync, drift_audit_holds, drift_audits, role_changes,
     role_counts, users, walk_lease, webhook_events,
 };
-use crate::domain::{ClerkState, ClerkUserId, Role, Unrecorded};
+use crate::domain::{ClerkUserId, Role, Unrecorded};
 
 #[async_trait::async_trait]
 impl Queries for Conn {
@@ -33,43 +33,6 @@ impl Queries for Conn {
             .first(self)
             .await
             .optional()
-    }
-
-    async fn insert_user(&mut self, user: &NewUser<'_>) -> QueryResult<()> {
-        diesel::insert_into(users::table)
-            .values(user)
-            .execute(self)
-            .await
-            .map(drop)
-    }
-
-    async fn update_role(
-        &mut self,
-        id: &ClerkUserId,
-        role: Role,
-        now: chrono::NaiveDateTime,
-    ) -> QueryResult<()> {
-        diesel::update(users::table.find(id))
-            .set((users::role.eq(role), users::updated_at.eq(now)))
-            .execute(self)
-            .await
-            .map(drop)
-    }
-
-    async fn insert_role_change(&mut self, change: &NewRoleChange) -> QueryResult<()> {
-        diesel::insert_into(role_changes::table)
-            .values(change)
-            .execute(self)
-            .await
-            .map(drop)
-    }
-
-    async fn adjust_role_count(&mut self, role: Role, shard: i16, delta: i64) -> QueryResult<()> {
-        diesel::update(role_counts::table.find((role, shard)))
-            .set(role_counts::count.eq(role_counts::count + delta))
-            .execute(self)
-            .await
-            .map(drop)
     }
 
     async fn role_count_shards(&mut self) -> QueryResult<Vec<(Role, i64)>> {
@@ -165,57 +128,9 @@ impl Queries for Conn {
     }
 
     async fn enqueue_push(&mut self, user_id: &ClerkUserId, role: Role) -> QueryResult<()> {
-        let now =
-            || diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::Timestamp>>(NOW);
-        let seen = || {
-            users::table
-                .find(user_id)
-                .select(users::clerk_updated_at)
-                .single_value()
-                .assume_not_null()
-        };
-        diesel::insert_into(clerk_sync::table)
-            .values((
-                clerk_sync::user_id.eq(user_id),
-                clerk_sync::desired_role.eq(role),
-                clerk_sync::version.eq(1_i64),
-                clerk_sync::attempts.eq(0),
-                clerk_sync::next_attempt_at.eq(now()),
-                clerk_sync::queued_at.eq(now()),
-                clerk_sync::seen_clerk_updated_at.eq(seen().nullable()),
-            ))
-            .on_conflict(clerk_sync::user_id)
-            .do_update()
-            .set((
-                clerk_sync::desired_role.eq(role),
-                clerk_sync::version.eq(clerk_sync::version + 1_i64),
-                clerk_sync::attempts.eq(0),
-                clerk_sync::next_attempt_at.eq(now()),
-                clerk_sync::last_error.eq(None::<String>),
-                clerk_sync::queued_at.eq(now()),
-                clerk_sync::seen_clerk_updated_at.eq(seen().nullable()),
-            ))
-            .execute(self)
-            .await
-            .map(drop)
-    }
-
-    async fn apply_push_result(
-        &mut self,
-        user_id: &ClerkUserId,
-        role: Role,
-        clerk: ClerkState,
-        from_push: bool,
-        now: chrono::NaiveDateTime,
-    ) -> QueryResult<()> {
-        diesel::update(users::table.find(user_id))
-            .set((
-                users::role.eq(role),
-                users::clerk_role.eq(Some(clerk.role)),
-                users::clerk_updated_at.eq(Some(clerk.updated_at)),
-                users::clerk_from_push.eq(from_push),
-                users::updated_at.eq(now),
-            ))
+        diesel::sql_query(enqueue_sql(NOW))
+            .bind::<diesel::sql_types::Text, _>(user_id)
+            .bind::<diesel::sql_types::Text, _>(role)
             .execute(self)
             .await
             .map(drop)

@@ -7,7 +7,7 @@ const CLAIM_LOCK: &str = "";
 
 /// SQLite's clock, in the text format diesel stores a `Timestamp` in
 /// (`%F %T%.f`, UTC): text of the two compares in time order.
-const NOW: &str = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
+pub(in crate::db) const NOW: &str = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
 
 /// SQLite's clock: each statement reads it once.
 pub(in crate::db) const CLOCK: &str = NOW;
