@@ -1,4 +1,4 @@
-//! The command line: `clerk-role-sync [serve|migrate|openapi|set-role|backfill|reconcile|rebind-instance]`.
+//! The command line: `clerk-role-sync [serve|migrate|openapi|env-example|set-role|backfill|reconcile|rebind-instance]`.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -12,7 +12,7 @@ use crate::app::change_roles::{self, RoleUpdate};
 use crate::app::clerk_instance;
 use crate::app::drift_audit::{self, RunMode};
 use crate::clerk::ClerkClient;
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::db::Db;
 use crate::db::rows::DriftAuditRow;
 use crate::domain::{ClerkUserId, Role, RoleSource};
@@ -32,7 +32,7 @@ use crate::{openapi, telemetry, with_conn};
     long_about = "Keeps each user's role (STUDENT, INSTRUCTOR, ADMIN) identical in our \
                   database and in Clerk's public_metadata.role, in both directions.\n\n\
                   Configuration comes from the environment and from .env; see the README.",
-    after_help = crate::config::environment_help()
+    after_help = config::environment_help()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -42,12 +42,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the HTTP API (the default).
-    #[command(after_help = crate::config::environment_help())]
+    #[command(after_help = config::environment_help())]
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
     /// Print the OpenAPI document (YAML) to stdout.
     Openapi,
+    /// Print `.env.example` (every variable, what it takes, its default) to stdout.
+    EnvExample,
     /// Bring every existing Clerk user in (resumable; paced under Clerk's limits).
     Backfill {
         /// Print what would change; write nothing.
@@ -131,9 +133,16 @@ pub async fn run() -> ExitCode {
 }
 
 async fn execute(command: Command) -> anyhow::Result<ExitCode> {
-    if let Command::Openapi = command {
-        print!("{}", openapi::yaml()?);
-        return Ok(ExitCode::SUCCESS);
+    match command {
+        Command::Openapi => {
+            print!("{}", openapi::yaml()?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::EnvExample => {
+            print!("{}", config::env_example());
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
     }
     let config = Config::from_env()?;
     telemetry::init(config.log_format);
@@ -184,7 +193,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let max_deletions = max_deletions.unwrap_or(config.drift_audit.max_deletions);
             return reconcile(&config, mode, max_deletions, rate).await;
         }
-        Command::Openapi => {}
+        Command::Openapi | Command::EnvExample => {}
     }
     Ok(ExitCode::SUCCESS)
 }

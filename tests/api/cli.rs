@@ -52,12 +52,25 @@ fn unreachable_postgres_is_a_clear_start_up_error() {
 
 #[test]
 fn openapi_prints_the_committed_document() {
-    let output = run(&["openapi"], &[]);
+    assert_prints_the_committed("openapi", "openapi.yaml");
+}
+
+#[test]
+fn env_example_prints_the_committed_file() {
+    assert_prints_the_committed("env-example", ".env.example");
+}
+
+/// `command` succeeds and prints exactly the committed `file`.
+fn assert_prints_the_committed(command: &str, file: &str) {
+    let output = run(&[command], &[]);
 
     assert!(output.status.success());
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml"))
-        .unwrap_or_default();
-    assert!(String::from_utf8_lossy(&output.stdout) == committed);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&output.stdout) == committed,
+        "{file} is not what `{command}` prints"
+    );
 }
 
 #[test]
@@ -266,14 +279,14 @@ fn help_lists_every_variable_with_its_default() {
         let help = String::from_utf8_lossy(&output.stdout);
         for variable in clerk_role_sync::config::VARIABLES {
             assert!(
-                help.contains(variable.name),
+                help.contains(variable.name()),
                 "{args:?} lacks {}",
-                variable.name
+                variable.name()
             );
             assert!(
-                help.contains(&format!("[default: {}]", variable.default)),
+                help.contains(&format!("[default: {}]", variable.default().shown())),
                 "{args:?}: {}",
-                variable.name
+                variable.name()
             );
         }
     }

@@ -1,16 +1,21 @@
 //! Configuration, read once at start-up from the environment (and from a
 //! `.env` file in the working directory when one exists).
 //!
-//! Every variable, its default and meaning are listed once, in
-//! [`VARIABLES`]: `--help` prints that table, and tests hold it, the parser,
-//! `.env.example` and README's table to the same names.
+//! Every variable is declared once, in [`variables`]: its name, what it is
+//! for, its default and the values it takes. [`Config::from_lookup`] reads
+//! each through its declaration; `--help` and `.env.example` are written
+//! from the same declarations (`listing`), and tests hold README's table
+//! to them.
 //!
 //! A malformed or out-of-range value is a [`ConfigError`] naming the
-//! variable, never a panic: every accepted value works.
+//! variable and what it takes, never a panic: every accepted value works.
 
-use std::fmt;
+mod listing;
+pub mod values;
+pub mod variable;
+pub mod variables;
+
 use std::net::SocketAddr;
-use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -19,8 +24,13 @@ use url::Url;
 
 use crate::clerk::Connection;
 pub use crate::db::DatabaseUrl;
-use crate::domain::DEFAULT_CLOCK_SKEW_ALLOWANCE_MS;
 pub use crate::secret::Secret;
+
+pub use listing::{env_example, environment_help};
+pub use variable::{ConfigError, Declared, DefaultValue, Variable};
+use variable::{Env, invalid};
+use variables::*;
+pub use variables::{DEFAULT_CLERK_API_VERSION, DEFAULT_LOG_FILTER, LogFormat, VARIABLES};
 
 /// Everything the service needs to know about its surroundings.
 #[derive(Debug, Clone)]
@@ -109,215 +119,6 @@ pub struct DriftAuditConfig {
     pub max_deletions: i64,
 }
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Pretty,
-    Json,
-}
-
-/// A configuration value that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{variable} is not valid: {reason}")]
-    Invalid {
-        variable: &'static str,
-        reason: String,
-    },
-}
-
-fn invalid(variable: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        variable,
-        reason: reason.into(),
-    }
-}
-
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://clerk-role-sync.db";
-pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8080";
-pub const DEFAULT_CLERK_API_URL: &str = "https://api.clerk.com";
-pub const DEFAULT_CLERK_API_VERSION: &str = "2026-05-12";
-
-/// One environment variable the service reads.
-#[derive(Debug, Clone, Copy)]
-pub struct Variable {
-    pub name: &'static str,
-    /// The value used when it is unset, or what being unset means.
-    pub default: &'static str,
-    pub meaning: &'static str,
-}
-
-/// Every variable the service reads, in README's order.
-pub const VARIABLES: &[Variable] = &[
-    Variable {
-        name: "DATABASE_URL",
-        default: DEFAULT_DATABASE_URL,
-        meaning: "where the data lives; postgres://… selects PostgreSQL",
-    },
-    Variable {
-        name: "DATABASE_LOCK_TIMEOUT_MS",
-        default: "2000",
-        meaning: "PostgreSQL: longest wait for a row or table lock, 1 ms to 60 s; a webhook \
-                  batch blocked longer is split and its blocked events answer 503 (Svix retries); \
-                  keep it well under the webhook's 10 s answer deadline",
-    },
-    Variable {
-        name: "DATABASE_MAX_CONNECTIONS",
-        default: "10",
-        meaning: "PostgreSQL pool size, 1 to 1000 (SQLite uses one connection)",
-    },
-    Variable {
-        name: "BIND_ADDR",
-        default: DEFAULT_BIND_ADDR,
-        meaning: "host:port of the HTTP API",
-    },
-    Variable {
-        name: "METRICS_BIND_ADDR",
-        default: "unset: /metrics on the main port",
-        meaning: "host:port that alone serves /metrics (recommended in production)",
-    },
-    Variable {
-        name: "CLERK_SECRET_KEY",
-        default: "unset: pushes to Clerk wait",
-        meaning: "Clerk secret key (sk_…), for pushes, backfill and reconcile",
-    },
-    Variable {
-        name: "CLERK_WEBHOOK_SECRET",
-        default: "unset: the webhook answers 503",
-        meaning: "Svix signing secret (whsec_…; several, space- or comma-separated, while \
-                  rotating); alias CLERK_WEBHOOK_SIGNING_SECRET",
-    },
-    Variable {
-        name: "CLERK_API_URL",
-        default: DEFAULT_CLERK_API_URL,
-        meaning: "Clerk's Backend API",
-    },
-    Variable {
-        name: "CLERK_JWT_KEY",
-        default: "unset: Clerk's JWKS is used",
-        meaning: "PEM public key that verifies session tokens without fetching the JWKS",
-    },
-    Variable {
-        name: "CLERK_PUBLISHABLE_KEY",
-        default: "unset: iss is not pinned",
-        meaning: "pk_… key; the issuer it names is required in tokens (or set CLERK_ISSUER)",
-    },
-    Variable {
-        name: "CLERK_ISSUER",
-        default: "unset: iss is not pinned",
-        meaning: "the issuer required in session tokens; wins over CLERK_PUBLISHABLE_KEY",
-    },
-    Variable {
-        name: "CLERK_API_VERSION",
-        default: DEFAULT_CLERK_API_VERSION,
-        meaning: "the Clerk-API-Version header, a date (YYYY-MM-DD); other values are \
-                  ignored with a warning",
-    },
-    Variable {
-        name: "CLERK_AUTHORIZED_PARTIES",
-        default: "unset: azp is not checked",
-        meaning: "comma-separated origins allowed in a token's azp",
-    },
-    Variable {
-        name: "CLERK_PUSH_RATE",
-        default: "10",
-        meaning: "requests per second to Clerk per replica, 0.1 to 1000",
-    },
-    Variable {
-        name: "CLERK_PUSH_RETRY_BASE_MS",
-        default: "1000",
-        meaning: "first retry delay, doubled per attempt with jitter, 1 ms to 1 h",
-    },
-    Variable {
-        name: "CLERK_PUSH_RETRY_MAX_SECS",
-        default: "600",
-        meaning: "longest retry delay and longest Retry-After honoured, 1 s to 1 day",
-    },
-    Variable {
-        name: "CLERK_TIMEOUT_SECS",
-        default: "10",
-        meaning: "timeout of one request to Clerk, 1 to 300",
-    },
-    Variable {
-        name: "CLERK_JWKS_REFRESH_SECS",
-        default: "5",
-        meaning: "fewest seconds between two JWKS fetches, 1 to 3600",
-    },
-    Variable {
-        name: "CLERK_JWKS_CACHE_SECS",
-        default: "300",
-        meaning: "how long fetched JWKS keys are trusted, 1 to 86400",
-    },
-    Variable {
-        name: "CLOCK_SKEW_ALLOWANCE_MS",
-        default: "2000",
-        meaning: "within it of an admin's change, the lower role wins a race, 0 to 60000",
-    },
-    Variable {
-        name: "CORS_ALLOWED_ORIGINS",
-        default: "unset: no cross-origin access",
-        meaning: "comma-separated origins of the admin frontend",
-    },
-    Variable {
-        name: "HTTP_BODY_TIMEOUT_SECS",
-        default: "10",
-        meaning: "a request body must arrive within it, else 408, 1 to 300",
-    },
-    Variable {
-        name: "WEBHOOK_EVENTS_RETENTION_DAYS",
-        default: "30",
-        meaning: "how long processed Svix messages are kept, 1 to 3650",
-    },
-    Variable {
-        name: "RECONCILE_INTERVAL",
-        default: "24h",
-        meaning: "time between two drift audits inside serve (e.g. 30m, 24h, 7d; 0 turns it off), \
-                  1s to 365d",
-    },
-    Variable {
-        name: "RECONCILE_RATE_SHARE",
-        default: "0.2",
-        meaning: "the drift audit's requests to Clerk, as a share of CLERK_PUSH_RATE, 0.01 to 1",
-    },
-    Variable {
-        name: "RECONCILE_MAX_DELETIONS",
-        default: "10",
-        meaning: "deletions and ADMIN demotions one drift audit run may make, 0 to 1000000; \
-                  a run that finds more makes none and waits for \
-                  `reconcile --fix --max-deletions N`",
-    },
-    Variable {
-        name: "REPLICA_ID",
-        default: "the host name",
-        meaning: "names this replica's claims on pushes; unique per replica, stable across restarts",
-    },
-    Variable {
-        name: "LOG_FORMAT",
-        default: "pretty",
-        meaning: "pretty or json (one object per line)",
-    },
-    Variable {
-        name: "RUST_LOG",
-        default: "info",
-        meaning: "log filter, e.g. clerk_role_sync=debug",
-    },
-];
-
-/// The variables as `--help` prints them.
-pub fn environment_help() -> String {
-    let width = VARIABLES.iter().map(|v| v.name.len()).max().unwrap_or(0);
-    let mut help = String::from(
-        "Environment (also read from .env in the working directory; see .env.example):\n",
-    );
-    for variable in VARIABLES {
-        help.push_str(&format!(
-            "  {:width$}  {}\n  {:width$}  [default: {}]\n",
-            variable.name, variable.meaning, "", variable.default
-        ));
-    }
-    help
-}
-
 impl Config {
     /// Reads `.env` (when present) and then the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -332,224 +133,85 @@ impl Config {
 
     /// Builds the configuration from any variable lookup (tests pass a map).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let var = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        let env = Env::new(&lookup);
+        let database = DatabaseUrl::parse(&DATABASE_URL.read(&env)?)
+            .map_err(|reason| invalid(DATABASE_URL.name, reason))?;
 
-        let database =
-            DatabaseUrl::parse(&var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()))
-                .map_err(|reason| invalid("DATABASE_URL", reason))?;
-        let bind_addr = var("BIND_ADDR")
-            .unwrap_or_else(|| DEFAULT_BIND_ADDR.into())
-            .trim()
-            .parse()
-            .map_err(|_| invalid("BIND_ADDR", "expected host:port, e.g. 127.0.0.1:8080"))?;
-
-        let api_url =
-            Url::parse(&var("CLERK_API_URL").unwrap_or_else(|| DEFAULT_CLERK_API_URL.into()))
-                .ok()
-                .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
-                .ok_or_else(|| invalid("CLERK_API_URL", "expected an http(s) URL"))?;
-
-        key_environments_match(
-            var("CLERK_SECRET_KEY").as_deref(),
-            var("CLERK_PUBLISHABLE_KEY").as_deref(),
-        )?;
-        let issuer = match (var("CLERK_ISSUER"), var("CLERK_PUBLISHABLE_KEY")) {
+        let secret_key = CLERK_SECRET_KEY.get(&env)?;
+        let publishable_key = CLERK_PUBLISHABLE_KEY.get(&env)?;
+        key_environments_match(secret_key.as_deref(), publishable_key.as_deref())?;
+        let issuer = match (CLERK_ISSUER.get(&env)?, publishable_key) {
             (Some(issuer), _) => Some(issuer.trim().trim_end_matches('/').to_owned()),
             (None, Some(key)) => Some(issuer_from_publishable_key(key.trim())?),
             (None, None) => None,
         };
-
-        let metrics_bind_addr = var("METRICS_BIND_ADDR")
-            .map(|value| {
-                value.trim().parse().map_err(|_| {
-                    invalid(
-                        "METRICS_BIND_ADDR",
-                        "expected host:port, e.g. 127.0.0.1:9090",
-                    )
-                })
-            })
-            .transpose()?;
-
-        let replica_id = replica_id(var("REPLICA_ID"))?;
-        let mut warnings = Vec::new();
-        let api_version = match var("CLERK_API_VERSION") {
-            None => DEFAULT_CLERK_API_VERSION.to_owned(),
-            Some(value) if is_date(value.trim()) => value.trim().to_owned(),
-            // Clerk's own SDKs read this name as the URL path version (`v1`):
-            // a shared `.env` must not send that as the header.
-            Some(value) => {
-                warnings.push(format!(
-                    "CLERK_API_VERSION={value:?} is not a date (YYYY-MM-DD), as the Clerk-API-Version \
-                     header needs (Clerk's SDKs use the name for the path version); using \
-                     {DEFAULT_CLERK_API_VERSION}"
-                ));
-                DEFAULT_CLERK_API_VERSION.to_owned()
-            }
+        let webhook_secrets = match CLERK_WEBHOOK_SECRET.get(&env)? {
+            Some(secrets) => Some(secrets),
+            None => CLERK_WEBHOOK_SIGNING_SECRET.get(&env)?,
         };
+
+        let replica_id = match REPLICA_ID.get(&env)? {
+            Some(id) => id,
+            None => REPLICA_ID.parse(&hostname())?,
+        };
+        let mut warnings = Vec::new();
+        let api_version = api_version(&env, &mut warnings);
         Ok(Self {
             database,
-            database_max_connections: ranged(&var, "DATABASE_MAX_CONNECTIONS", 10, 1..=1000)?,
-            database_lock_timeout: millis(ranged(
-                &var,
-                "DATABASE_LOCK_TIMEOUT_MS",
-                2_000,
-                1..=60_000,
-            )?),
-            bind_addr,
-            metrics_bind_addr,
+            database_max_connections: DATABASE_MAX_CONNECTIONS.read(&env)?,
+            database_lock_timeout: DATABASE_LOCK_TIMEOUT_MS.read(&env)?,
+            bind_addr: BIND_ADDR.read(&env)?,
+            metrics_bind_addr: METRICS_BIND_ADDR.get(&env)?,
             clerk: ClerkConfig {
-                secret_key: var("CLERK_SECRET_KEY").map(Secret::new),
-                webhook_secrets: var("CLERK_WEBHOOK_SECRET")
-                    .or_else(|| var("CLERK_WEBHOOK_SIGNING_SECRET"))
-                    .map(Secret::new),
-                api_url,
-                jwt_key: var("CLERK_JWT_KEY"),
+                secret_key: secret_key.map(Secret::new),
+                webhook_secrets: webhook_secrets.map(Secret::new),
+                api_url: CLERK_API_URL.read(&env)?,
+                jwt_key: CLERK_JWT_KEY.get(&env)?,
                 issuer,
                 api_version,
-                authorized_parties: list(var("CLERK_AUTHORIZED_PARTIES")),
+                authorized_parties: CLERK_AUTHORIZED_PARTIES.get(&env)?.unwrap_or_default(),
                 push: PushConfig {
-                    rate_per_sec: ranged(&var, "CLERK_PUSH_RATE", 10.0, 0.1..=1000.0)?,
-                    retry_base: millis(ranged(
-                        &var,
-                        "CLERK_PUSH_RETRY_BASE_MS",
-                        1000,
-                        1..=3_600_000,
-                    )?),
-                    retry_max: secs(ranged(&var, "CLERK_PUSH_RETRY_MAX_SECS", 600, 1..=86_400)?),
-                    timeout: secs(ranged(&var, "CLERK_TIMEOUT_SECS", 10, 1..=300)?),
-                    clock_skew_allowance: millis(ranged(
-                        &var,
-                        "CLOCK_SKEW_ALLOWANCE_MS",
-                        DEFAULT_CLOCK_SKEW_ALLOWANCE_MS.unsigned_abs(),
-                        0..=60_000,
-                    )?),
+                    rate_per_sec: CLERK_PUSH_RATE.read(&env)?,
+                    retry_base: CLERK_PUSH_RETRY_BASE_MS.read(&env)?,
+                    retry_max: CLERK_PUSH_RETRY_MAX_SECS.read(&env)?,
+                    timeout: CLERK_TIMEOUT_SECS.read(&env)?,
+                    clock_skew_allowance: CLOCK_SKEW_ALLOWANCE_MS.read(&env)?,
                 },
-                jwks_min_refetch: secs(ranged(&var, "CLERK_JWKS_REFRESH_SECS", 5, 1..=3600)?),
-                jwks_cache_ttl: secs(ranged(&var, "CLERK_JWKS_CACHE_SECS", 300, 1..=86_400)?),
+                jwks_min_refetch: CLERK_JWKS_REFRESH_SECS.read(&env)?,
+                jwks_cache_ttl: CLERK_JWKS_CACHE_SECS.read(&env)?,
                 user_agent: format!(
                     "clerk-role-sync/{} ({replica_id})",
                     env!("CARGO_PKG_VERSION")
                 ),
             },
-            cors_allowed_origins: list(var("CORS_ALLOWED_ORIGINS")),
-            log_format: match var("LOG_FORMAT").as_deref().map(str::trim) {
-                None | Some("pretty") => LogFormat::Pretty,
-                Some("json") => LogFormat::Json,
-                Some(_) => return Err(invalid("LOG_FORMAT", "expected `pretty` or `json`")),
-            },
-            body_timeout: secs(ranged(&var, "HTTP_BODY_TIMEOUT_SECS", 10, 1..=300)?),
-            webhook_events_retention: secs(
-                ranged(&var, "WEBHOOK_EVENTS_RETENTION_DAYS", 30, 1..=3650)? * 86_400,
-            ),
+            cors_allowed_origins: CORS_ALLOWED_ORIGINS.get(&env)?.unwrap_or_default(),
+            log_format: LOG_FORMAT.read(&env)?,
+            body_timeout: HTTP_BODY_TIMEOUT_SECS.read(&env)?,
+            webhook_events_retention: WEBHOOK_EVENTS_RETENTION_DAYS.read(&env)?,
             replica_id,
             drift_audit: DriftAuditConfig {
-                interval: match var("RECONCILE_INTERVAL") {
-                    None => Some(DEFAULT_RECONCILE_INTERVAL),
-                    Some(value) => {
-                        let interval = interval(&value).ok_or_else(|| {
-                            invalid(
-                                "RECONCILE_INTERVAL",
-                                "expected 0 (off) or a duration from 1s to 365d, e.g. 30m, 24h, 7d",
-                            )
-                        })?;
-                        (!interval.is_zero()).then_some(interval)
-                    }
-                },
-                rate_share: ranged(&var, "RECONCILE_RATE_SHARE", 0.2, 0.01..=1.0)?,
-                max_deletions: ranged(&var, "RECONCILE_MAX_DELETIONS", 10, 0..=1_000_000)?,
+                interval: RECONCILE_INTERVAL.read(&env)?,
+                rate_share: RECONCILE_RATE_SHARE.read(&env)?,
+                max_deletions: RECONCILE_MAX_DELETIONS.read(&env)?,
             },
             warnings,
         })
     }
 }
 
-/// The drift audit's default cadence.
-const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(86_400);
-
-/// `0`, or a number of seconds, minutes, hours or days (`90s`, `30m`,
-/// `24h`, `7d`; a bare number is seconds) from 1 s to 365 days.
-fn interval(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if value == "0" {
-        return Some(Duration::ZERO);
-    }
-    let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => value.split_at(at),
-        None => (value, "s"),
-    };
-    let seconds_per_unit = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    let seconds = number.parse::<u64>().ok()?.checked_mul(seconds_per_unit)?;
-    (1..=365 * 86_400)
-        .contains(&seconds)
-        .then(|| Duration::from_secs(seconds))
-}
-
-/// A number within `range`, or `default` when unset. Every bound is one that
-/// the code using the value can take without overflowing or stalling.
-fn ranged<T>(
-    var: &dyn Fn(&str) -> Option<String>,
-    name: &'static str,
-    default: T,
-    range: RangeInclusive<T>,
-) -> Result<T, ConfigError>
-where
-    T: std::str::FromStr + PartialOrd + fmt::Display,
-{
-    let Some(value) = var(name) else {
-        return Ok(default);
-    };
-    value
-        .trim()
-        .parse::<T>()
-        .ok()
-        .filter(|n| range.contains(n))
-        .ok_or_else(|| {
-            invalid(
-                name,
-                format!(
-                    "expected a number from {} to {}",
-                    range.start(),
-                    range.end()
-                ),
-            )
-        })
-}
-
-/// `YYYY-MM-DD`, a real calendar date.
-fn is_date(value: &str) -> bool {
-    value.len() == 10 && chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").is_ok()
-}
-
-fn secs(value: u64) -> Duration {
-    Duration::from_secs(value)
-}
-
-fn millis(value: u64) -> Duration {
-    Duration::from_millis(value)
-}
-
-/// `REPLICA_ID`, or the host name: short printable ASCII, since it is
-/// stored with every claim and logged.
-fn replica_id(value: Option<String>) -> Result<String, ConfigError> {
-    let id = match value {
-        Some(value) => value.trim().to_owned(),
-        None => hostname(),
-    };
-    let valid = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic());
-    if valid {
-        Ok(id)
-    } else {
-        Err(invalid(
-            "REPLICA_ID",
-            "expected 1 to 64 printable ASCII characters without spaces",
-        ))
-    }
+/// `CLERK_API_VERSION`, or the default with a warning where it is not a
+/// date: Clerk's own SDKs read this name as the URL path version (`v1`),
+/// and a shared `.env` must not send that as the header.
+fn api_version(env: &Env, warnings: &mut Vec<String>) -> String {
+    CLERK_API_VERSION.read(env).unwrap_or_else(|_| {
+        let value = env.get(CLERK_API_VERSION.name).unwrap_or_default();
+        warnings.push(format!(
+            "CLERK_API_VERSION={value:?} is not a date (YYYY-MM-DD), as the Clerk-API-Version \
+             header needs (Clerk's SDKs use the name for the path version); using \
+             {DEFAULT_CLERK_API_VERSION}"
+        ));
+        DEFAULT_CLERK_API_VERSION.to_owned()
+    })
 }
 
 /// The host name (the pod or container name in an orchestrator), or a
@@ -561,17 +223,6 @@ fn hostname() -> String {
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty() && name.len() <= 64)
         .unwrap_or_else(|| "clerk-role-sync".to_owned())
-}
-
-/// Splits a comma- or space-separated list, dropping empty entries.
-fn list(value: Option<String>) -> Vec<String> {
-    value
-        .unwrap_or_default()
-        .split([',', ' '])
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 /// A secret key `sk_live_…` or `sk_test_…` and a publishable key `pk_live_…`
@@ -649,11 +300,10 @@ mod tests {
         })
         .expect("defaults are valid");
         let mut asked = asked.into_inner();
-        // Read by its own crate (the log filter) and as an alias.
+        // Read by its own crate (the log filter).
         asked.insert("RUST_LOG".into());
-        asked.remove("CLERK_WEBHOOK_SIGNING_SECRET");
         let listed: std::collections::BTreeSet<String> =
-            VARIABLES.iter().map(|v| v.name.to_owned()).collect();
+            VARIABLES.iter().map(|v| v.name().to_owned()).collect();
         assert_eq!(asked, listed);
     }
 
@@ -661,33 +311,109 @@ mod tests {
     fn env_example_and_readme_list_every_variable_with_its_default() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let example = std::fs::read_to_string(root.join(".env.example")).expect(".env.example");
+        assert_eq!(
+            example,
+            env_example(),
+            ".env.example is out of date: run `cargo run -q -- env-example > .env.example`"
+        );
+
         let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+        let table: Vec<Vec<&str>> = readme
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .map(|line| line.split(" | ").collect())
+            .collect();
         for variable in VARIABLES {
-            let line = example
-                .lines()
-                .find(|line| {
-                    line.trim_start_matches(['#', ' '])
-                        .starts_with(&format!("{}=", variable.name))
-                })
-                .unwrap_or_else(|| panic!(".env.example lacks {}", variable.name));
-            if !variable.default.starts_with("unset") && variable.name != "REPLICA_ID" {
-                assert_eq!(
-                    line.trim_start_matches(['#', ' ']),
-                    format!("{}={}", variable.name, variable.default),
-                    ".env.example: {}'s default",
-                    variable.name
-                );
-            }
-            let quoted = format!("`{}`", variable.name);
+            let quoted = format!("`{}`", variable.name());
+            let row = table
+                .iter()
+                .find(|cells| cells[0].contains(&quoted))
+                .unwrap_or_else(|| panic!("README's configuration table lacks {quoted}"));
+            let default = match variable.default() {
+                DefaultValue::Text(text) => format!("`{text}`"),
+                DefaultValue::Unset { .. } => variable.default().shown(),
+            };
             assert!(
-                readme
-                    .lines()
-                    .any(|line| line.starts_with("| `") && line.contains(&quoted)),
-                "README's configuration table lacks {}",
-                variable.name
+                row[1].starts_with(&default),
+                "README gives {quoted} the default {:?}, declared: {default}",
+                row[1]
             );
         }
-        assert!(environment_help().contains("CLOCK_SKEW_ALLOWANCE_MS"));
+    }
+
+    #[test]
+    fn every_default_and_example_is_a_value_its_variable_takes() {
+        for variable in VARIABLES {
+            let (DefaultValue::Text(value) | DefaultValue::Unset { example: value, .. }) =
+                variable.default();
+            assert!(
+                variable.accepts(value),
+                "{}={value:?} is not within {:?}",
+                variable.name(),
+                variable.allowed()
+            );
+        }
+    }
+
+    #[test]
+    fn the_clock_skew_default_is_the_domains() {
+        let allowance = CLOCK_SKEW_ALLOWANCE_MS.default_value().expect("valid");
+        assert_eq!(
+            allowance,
+            Some(Duration::from_millis(
+                crate::domain::DEFAULT_CLOCK_SKEW_ALLOWANCE_MS.unsigned_abs()
+            ))
+        );
+    }
+
+    #[test]
+    fn durations_take_a_bare_number_in_the_unit_of_their_name_or_a_duration() {
+        for (variable, value, expected) in [
+            ("CLERK_TIMEOUT_SECS", "5", Duration::from_secs(5)),
+            ("CLERK_TIMEOUT_SECS", "5s", Duration::from_secs(5)),
+            (
+                "DATABASE_LOCK_TIMEOUT_MS",
+                "2s",
+                Duration::from_millis(2_000),
+            ),
+            (
+                "CLERK_PUSH_RETRY_BASE_MS",
+                "250",
+                Duration::from_millis(250),
+            ),
+        ] {
+            let config = config(&[(variable, value)]).expect(value);
+            let read = match variable {
+                "CLERK_TIMEOUT_SECS" => config.clerk.push.timeout,
+                "DATABASE_LOCK_TIMEOUT_MS" => config.database_lock_timeout,
+                _ => config.clerk.push.retry_base,
+            };
+            assert_eq!(read, expected, "{variable}={value}");
+        }
+        let config = config(&[("WEBHOOK_EVENTS_RETENTION_DAYS", "7")]).expect("valid");
+        assert_eq!(
+            config.webhook_events_retention,
+            Duration::from_secs(7 * 86_400)
+        );
+    }
+
+    #[test]
+    fn an_out_of_range_value_names_the_range() {
+        for (variable, value, range) in [
+            ("CLERK_TIMEOUT_SECS", "301", "from 1s to 5m"),
+            ("DATABASE_MAX_CONNECTIONS", "0", "from 1 to 1000"),
+            ("CLERK_PUSH_RATE", "0", "from 0.1 to 1000"),
+            (
+                "RECONCILE_INTERVAL",
+                "366d",
+                "0 (off) or a duration from 1s to 365d",
+            ),
+            ("LOG_FORMAT", "xml", "pretty or json"),
+        ] {
+            let error = config(&[(variable, value)]).expect_err(value).to_string();
+            assert!(error.starts_with(variable), "{error}");
+            assert!(error.contains(range), "{error}");
+        }
     }
 
     #[test]
@@ -817,7 +543,7 @@ mod tests {
             ("REPLICA_ID", "two words"),
             ("RECONCILE_INTERVAL", "0s"),
             ("RECONCILE_INTERVAL", "366d"),
-            ("RECONCILE_INTERVAL", "1w"),
+            ("RECONCILE_INTERVAL", "1x"),
             ("RECONCILE_INTERVAL", "-1h"),
             ("RECONCILE_INTERVAL", "h"),
             ("RECONCILE_INTERVAL", "99999999999999999999d"),
