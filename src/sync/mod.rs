@@ -5,6 +5,7 @@
 //! goes with them (pruning processed webhook records).
 
 pub mod backfill;
+mod backoff;
 pub mod clerk_instance;
 pub mod drift_audit;
 pub mod ingest;
