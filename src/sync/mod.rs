@@ -9,6 +9,7 @@ mod backoff;
 pub mod clerk_instance;
 pub mod drift_audit;
 pub mod ingest;
+mod list_walk;
 mod pacer;
 pub mod retention;
 mod retry;
