@@ -6,10 +6,8 @@ use utoipa::IntoParams;
 
 use super::AppState;
 use super::auth::Admin;
-use super::dto::{
-    RoleChangeResponse, RoleHistory, UserIdPath, decode_history_cursor, encode_history_cursor,
-    not_found, one_page, page_limit,
-};
+use super::cursor::{self, one_page};
+use super::dto::{RoleChangeResponse, RoleHistory, UserIdPath, not_found, page_limit};
 use super::list_users::{DEFAULT_LIMIT, MAX_LIMIT};
 use super::refusals::{AdminReadRefusals, MalformedQuery};
 use crate::db::{DbError, Queries as _};
@@ -57,7 +55,7 @@ pub async fn get_user_role_history(
 ) -> Result<web::Json<RoleHistory>, ApiError> {
     let id = path.user_id()?;
     let limit = page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
-    let before = decode_history_cursor(query.cursor.as_deref())?;
+    let before = cursor::ROLE_HISTORY.decode(query.cursor.as_deref())?;
     let rows = with_conn!(state.db, conn => {
         match conn.find_user(&id).await? {
             // Deleted users too: the audit outlives the user.
@@ -70,7 +68,7 @@ pub async fn get_user_role_history(
         }
     })?
     .ok_or_else(not_found)?;
-    let (rows, next_cursor) = one_page(rows, limit, |row| encode_history_cursor(row.id));
+    let (rows, next_cursor) = one_page(rows, limit, |row| cursor::ROLE_HISTORY.encode(&row.id));
     let data = rows.into_iter().map(RoleChangeResponse::from).collect();
     Ok(web::Json(RoleHistory { data, next_cursor }))
 }

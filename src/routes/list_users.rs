@@ -6,9 +6,8 @@ use utoipa::IntoParams;
 
 use super::AppState;
 use super::auth::Admin;
-use super::dto::{
-    UserPage, UserResponse, decode_cursor, encode_cursor, one_page, page_limit, parse_role,
-};
+use super::cursor::{self, one_page};
+use super::dto::{UserPage, UserResponse, page_limit, parse_role};
 use super::refusals::{AdminReadRefusals, MalformedQuery};
 use crate::db::Queries as _;
 use crate::db::rows::{UserFilter, search_pattern};
@@ -83,7 +82,7 @@ pub async fn list_users(
     let filter = UserFilter {
         role: query.role.as_deref().map(parse_role).transpose()?,
         search_pattern: search.map(search_pattern),
-        after: decode_cursor(query.cursor.as_deref())?,
+        after: cursor::USERS.decode(query.cursor.as_deref())?,
         // One more than asked tells whether another page follows.
         limit: limit + 1,
     };
@@ -91,7 +90,7 @@ pub async fn list_users(
         Ok::<_, crate::db::DbError>(conn.list_users(&filter).await?)
     })?;
     let (rows, next_cursor) = one_page(rows, limit, |(user, _)| {
-        encode_cursor(user.created_at, user.id.as_str())
+        cursor::USERS.encode(&(user.created_at, user.id.to_string()))
     });
     let data = rows
         .into_iter()

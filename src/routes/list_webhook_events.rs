@@ -9,10 +9,8 @@ use utoipa::IntoParams;
 
 use super::AppState;
 use super::auth::Admin;
-use super::dto::{
-    WebhookEventPage, WebhookEventResponse, decode_event_cursor, encode_event_cursor, one_page,
-    page_limit,
-};
+use super::cursor::{self, one_page};
+use super::dto::{WebhookEventPage, WebhookEventResponse, page_limit};
 use super::refusals::{AdminReadRefusals, MalformedQuery};
 use crate::app::Outcome;
 use crate::db::Queries as _;
@@ -126,7 +124,7 @@ pub async fn list_webhook_events(
         outcome: outcome.map(|outcome| outcome.as_str().to_owned()),
         since: query.since.map(|at| at.naive_utc()),
         until: query.until.map(|at| at.naive_utc()),
-        after: decode_event_cursor(query.cursor.as_deref())?,
+        after: cursor::WEBHOOK_EVENTS.decode(query.cursor.as_deref())?,
         // One more than asked tells whether another page follows.
         limit: limit + 1,
     };
@@ -134,7 +132,7 @@ pub async fn list_webhook_events(
         Ok::<_, crate::db::DbError>(conn.list_webhook_events(&filter).await?)
     })?;
     let (rows, next_cursor) = one_page(rows, limit, |event| {
-        encode_event_cursor(event.received_at, &event.svix_id)
+        cursor::WEBHOOK_EVENTS.encode(&(event.received_at, event.svix_id.clone()))
     });
     let data = rows.into_iter().map(WebhookEventResponse::from).collect();
     Ok(web::Json(WebhookEventPage { data, next_cursor }))

@@ -3,6 +3,7 @@
 mod auth;
 pub mod body;
 mod bulk_update_user_roles;
+mod cursor;
 pub mod dto;
 pub mod get_metrics;
 mod get_role_stats;

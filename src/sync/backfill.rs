@@ -3,20 +3,20 @@
 //! resumable after an interruption.
 
 use std::io::IsTerminal as _;
+use std::pin::pin;
 use std::time::Duration;
 
+use futures_util::TryStreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Pacer;
+use super::list_walk::{ListWalk, Step};
 use super::retry::{LONGEST_WAIT, call_clerk};
 use crate::app::backfill::{self, BackfillOptions};
-use crate::clerk::{ClerkClient, ClerkUser};
+use crate::clerk::ClerkClient;
 use crate::db::Db;
 use crate::db::rows::Progress;
 use crate::with_conn;
-
-/// Users per page: Clerk's maximum.
-pub const PAGE_SIZE: usize = 500;
 
 /// Runs (or resumes) a backfill and returns its totals.
 pub async fn run(
@@ -36,43 +36,31 @@ pub async fn run(
     }
     let total = call_clerk(&pacer, LONGEST_WAIT, || client.user_count()).await?;
     let bar = Bar::new(total, progress.seen);
-    loop {
-        let after = progress.last_user_id.clone();
-        let page = call_clerk(&pacer, LONGEST_WAIT, || {
-            client.list_users(PAGE_SIZE, after.as_deref())
-        })
-        .await?;
+    let walk = ListWalk {
+        client,
+        pacer: &pacer,
+        max_wait: LONGEST_WAIT,
+        // A refused cursor stops the backfill: it resumes from there.
+        restarts: 0,
+    };
+    let mut pages = pin!(walk.pages(progress.last_user_id.clone()));
+    while let Some(step) = pages.try_next().await? {
+        let Step::Page { users: page, .. } = step else {
+            continue; // only a walk that may start over yields this
+        };
         if page.is_empty() {
             break;
         }
-        ensure_advances(after.as_deref(), &page)?;
         progress = with_conn!(db, conn => {
             backfill::apply_page(conn, &page, options, &progress).await
         })?;
         bar.page(&progress, page.len());
-        if page.len() < PAGE_SIZE {
-            break;
-        }
     }
     bar.finish();
     if !options.dry_run {
         with_conn!(db, conn => backfill::forget(conn).await)?;
     }
     Ok(progress)
-}
-
-/// Stops a walk whose cursor does not move (Clerk answering the same page
-/// again, or one that starts with the user it was to start after), which
-/// would otherwise loop for ever.
-pub fn ensure_advances(after: Option<&str>, page: &[ClerkUser]) -> anyhow::Result<()> {
-    let repeats = after.is_some_and(|after| page.iter().any(|user| user.id == after));
-    if repeats {
-        anyhow::bail!(
-            "Clerk's user list did not advance past {} (the page starts over or repeats); stopping",
-            after.unwrap_or_default()
-        );
-    }
-    Ok(())
 }
 
 /// A progress bar on a terminal; a log line per page otherwise.

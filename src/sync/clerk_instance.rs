@@ -13,15 +13,15 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::backoff::Backoff;
 use crate::app::clerk_instance::{self, Binding, ConfirmError, Refusal};
 use crate::clerk::{ClerkClient, ClerkInstance};
 use crate::db::Db;
 use crate::db::rows::BoundInstance;
 
-/// First wait before asking Clerk again; doubled after each failure.
-const RETRY_FIRST: Duration = Duration::from_secs(1);
-/// Longest wait between two tries.
-const RETRY_MAX: Duration = Duration::from_secs(60);
+/// Waits before asking Clerk again: 1 s, doubled after each failure up to
+/// 60 s.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
 
 /// What is known of the database's instance and the current key's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,8 +177,9 @@ pub async fn keep_confirming(
     clerk: ClerkClient,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut wait = RETRY_FIRST;
+    let mut failures = 0;
     loop {
+        let wait = RETRY.delay(failures);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
@@ -206,7 +207,7 @@ pub async fn keep_confirming(
                 tracing::warn!(%error, retry_in = ?wait, "the Clerk instance is still not confirmed");
             }
         }
-        wait = (wait * 2).min(RETRY_MAX);
+        failures = failures.saturating_add(1);
     }
 }
 

@@ -16,15 +16,17 @@
 //! confirmed by a fresh lookup, and a list far shorter than the users here
 //! stops the run before any lookup.
 
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDateTime, TimeDelta};
+use futures_util::TryStreamExt as _;
 use tokio::sync::watch;
 
 use super::Pacer;
-use super::backfill::{PAGE_SIZE, ensure_advances};
 use super::clerk_instance::InstanceGate;
+use super::list_walk::{ListWalk, Step};
 use super::retry::call_clerk;
 use super::supervise::supervise;
 use super::walk_lease::{Held, LEASE, WalkLease};
@@ -371,22 +373,20 @@ impl DriftAudit {
         run: &mut DriftAuditRow,
         rules: Rules,
     ) -> anyhow::Result<()> {
-        let mut restarts = 0;
-        while !run.walked {
-            let after = run.after_user_id.clone();
-            let listed = call_clerk(pacer, self.settings.max_wait, || {
-                self.client.list_users(PAGE_SIZE, after.as_deref())
-            })
-            .await;
-            let page = match listed {
-                Ok(page) => page,
-                Err(ClerkError::Refused { status, .. })
-                    if after.is_some()
-                        && status != 401
-                        && status != 403
-                        && restarts < MAX_WALK_RESTARTS =>
-                {
-                    restarts += 1;
+        if run.walked {
+            return Ok(());
+        }
+        let walk = ListWalk {
+            client: &self.client,
+            pacer,
+            max_wait: self.settings.max_wait,
+            restarts: MAX_WALK_RESTARTS,
+        };
+        let mut pages = pin!(walk.pages(run.after_user_id.clone()));
+        while let Some(step) = pages.try_next().await? {
+            let (page, last) = match step {
+                Step::Page { users, last } => (users, last),
+                Step::StartedOver { status } => {
                     tracing::warn!(
                         run = run.id,
                         status,
@@ -396,10 +396,7 @@ impl DriftAudit {
                     *run = with_conn!(self.db, conn => drift_audit::restart_walk(conn, run).await)?;
                     continue;
                 }
-                Err(error) => return Err(error.into()),
             };
-            ensure_advances(after.as_deref(), &page)?;
-            let last = page.len() < PAGE_SIZE;
             let (next, findings) = retried(async || {
                 with_conn!(self.db, conn => {
                     drift_audit::apply_page(conn, run, &page, last, rules).await

@@ -5,9 +5,11 @@
 //! goes with them (pruning processed webhook records).
 
 pub mod backfill;
+mod backoff;
 pub mod clerk_instance;
 pub mod drift_audit;
 pub mod ingest;
+mod list_walk;
 mod pacer;
 pub mod retention;
 mod retry;

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use super::Pacer;
+use super::backoff::Backoff;
 use crate::clerk::ClerkError;
 
 /// The longest wait of a walk that has no configured one (`backfill`): the
@@ -14,6 +15,10 @@ pub const LONGEST_WAIT: Duration = Duration::from_secs(600);
 
 /// Tries before a transient failure is given up on.
 const MAX_ATTEMPTS: u32 = 10;
+
+/// Waits after a failure that Clerk gave no `Retry-After` for: 0.5 s,
+/// doubling up to 16 s.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(16));
 
 /// Runs `call` in the pacer's next slot until it succeeds, fails for good, or
 /// has failed [`MAX_ATTEMPTS`] times in a row. No wait is longer than
@@ -38,7 +43,7 @@ where
                     ClerkError::RateLimited {
                         retry_after: Some(wait),
                     } => *wait,
-                    _ => Duration::from_millis(250) * 2_u32.pow(attempt.min(6)),
+                    _ => BACKOFF.delay(attempt - 1),
                 }
                 .min(max_wait);
                 tracing::warn!(%error, attempt, wait = ?wait, "Clerk call failed; retrying");

@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::Pacer;
+use super::backoff::Backoff;
 use super::clerk_instance::InstanceGate;
 use super::supervise::supervise;
 use crate::app::land_push::{self, PushResult, RetryCheck};
@@ -502,18 +503,12 @@ impl PushWorker {
         PushResult::RetryIn(millis(wait), error)
     }
 
-    /// `base · 2^(attempts-1)`, capped, then scaled by a random factor in
-    /// [0.5, 1] so that many failed pushes do not retry in lockstep.
+    /// The delay after `attempts` tries, with jitter (see [`Backoff`]).
     fn backoff(&self, attempts: i32) -> Duration {
-        let exponent = u32::try_from(attempts.saturating_sub(1))
-            .unwrap_or(0)
-            .min(20);
-        let full = self
-            .config
-            .retry_base
-            .saturating_mul(2_u32.saturating_pow(exponent))
-            .min(self.config.retry_max);
-        full.mul_f64(rand::random_range(0.5..=1.0))
+        let retry = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0);
+        Backoff::new(self.config.retry_base, self.config.retry_max)
+            .with_jitter()
+            .delay(retry)
     }
 }
 
