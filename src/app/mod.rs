@@ -8,7 +8,7 @@ pub mod change_roles;
 pub mod clerk_instance;
 pub mod clerk_state;
 pub mod drift_audit;
-pub mod land_push;
+pub mod push;
 pub mod unit_of_work;
 pub mod webhook_event;
 

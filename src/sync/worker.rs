@@ -40,7 +40,7 @@ use super::Pacer;
 use super::backoff::Backoff;
 use super::clerk_instance::InstanceGate;
 use super::supervise::supervise;
-use crate::app::land_push::{self, PushResult, RetryCheck};
+use crate::app::push::{self, PushResult, RetryCheck};
 use crate::clerk::{ClerkClient, ClerkError, ClerkUser};
 use crate::config::PushConfig;
 use crate::db::rows::{Sending, SyncRow};
@@ -274,21 +274,18 @@ impl PushWorker {
     }
 
     async fn release_own_claims(&self) -> Result<usize, DbError> {
-        with_conn!(self.db, conn => Ok(conn.release_claims_of(&self.owner).await?))
+        with_conn!(self.db, conn => push::hand_back(conn, &self.owner).await)
     }
 
     async fn renew(&self, user_ids: &[ClerkUserId]) -> Result<usize, DbError> {
         let lease = millis(LEASE);
-        with_conn!(self.db, conn => Ok(conn.renew_claims(&self.owner, user_ids, lease).await?))
+        with_conn!(self.db, conn => push::renew(conn, &self.owner, user_ids, lease).await)
     }
 
     /// The due push to send in the slot that has come, if any.
     async fn claim(&self) -> Result<Option<SyncRow>, DbError> {
         let lease = millis(LEASE);
-        let claimed: Result<Vec<SyncRow>, DbError> = with_conn!(self.db, conn => {
-            Ok(conn.claim_due_pushes(&self.owner, lease, 1).await?)
-        });
-        Ok(claimed?.pop())
+        with_conn!(self.db, conn => push::claim(conn, &self.owner, lease).await)
     }
 
     async fn until_next_due(&self) -> Duration {
@@ -321,7 +318,7 @@ impl PushWorker {
         let allowance = allowance_ms(self.config.clock_skew_allowance);
         for attempt in 1..=RECORD_ATTEMPTS {
             let finished: Result<(), DbError> = with_conn!(self.db, conn => {
-                land_push::finish_push(conn, user_id, version, result.clone(), allowance, &self.owner).await
+                push::finish_push(conn, user_id, version, result.clone(), allowance, &self.owner).await
             });
             match finished {
                 Ok(()) => return,
@@ -398,7 +395,7 @@ impl PushWorker {
         };
         let lease = millis(self.config.timeout.saturating_add(LEASE));
         let noted: Result<Option<i64>, DbError> = with_conn!(self.db, conn => {
-            Ok(conn.note_before_sending(user_id, row.version, &self.owner, sending, lease).await?)
+            push::note_before_sending(conn, user_id, row.version, &self.owner, sending, lease).await
         });
         let noted_at = match noted {
             Ok(Some(db_ms)) => DbClock::read(db_ms),
@@ -455,9 +452,7 @@ impl PushWorker {
         user_id: &ClerkUserId,
         pushes: Unrecorded,
     ) -> Result<(), DbError> {
-        with_conn!(self.db, conn => {
-            Ok(conn.set_unrecorded_pushes(user_id, pushes).await?)
-        })
+        with_conn!(self.db, conn => push::note_unrecorded(conn, user_id, pushes).await)
     }
 
     /// Applies what Clerk holds now by the race rule, in the name of this
@@ -469,7 +464,7 @@ impl PushWorker {
     ) -> Result<RetryCheck, DbError> {
         let allowance = allowance_ms(self.config.clock_skew_allowance);
         with_conn!(self.db, conn => {
-            land_push::check_before_retry(conn, &row.user_id, user, row.version, &self.owner, allowance).await
+            push::check_before_retry(conn, &row.user_id, user, row.version, &self.owner, allowance).await
         })
     }
 

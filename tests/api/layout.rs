@@ -210,16 +210,12 @@ const WRITERS: &[(&str, &[&str])] = &[
     ("mark_synced", &["app::unit_of_work"]),
     ("reschedule_push", &["app::unit_of_work"]),
     ("release_claim", &["app::unit_of_work"]),
-    // The push worker's claims: taken, renewed, noted before a send,
-    // handed back.
-    (
-        "set_unrecorded_pushes",
-        &["app::unit_of_work", "sync::worker"],
-    ),
-    ("claim_due_pushes", &["sync::worker"]),
-    ("renew_claims", &["sync::worker"]),
-    ("note_before_sending", &["sync::worker"]),
-    ("release_claims_of", &["sync::worker"]),
+    // The push's claims: taken, renewed, noted before a send, handed back.
+    ("set_unrecorded_pushes", &["app::unit_of_work", "app::push"]),
+    ("claim_due_pushes", &["app::push"]),
+    ("renew_claims", &["app::push"]),
+    ("note_before_sending", &["app::push"]),
+    ("release_claims_of", &["app::push"]),
     // The drift audit's note of the users a run found in Clerk.
     ("mark_audited", &["app::drift_audit"]),
 ];

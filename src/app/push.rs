@@ -1,12 +1,17 @@
-//! Landing a push: what Clerk answered (or held, read before a retry)
-//! becomes the newest Clerk state seen, and the race rule decides the role.
+//! The push to Clerk, as the worker drives it: a claim on a due push taken,
+//! renewed and handed back; a note of what the push may write, stored
+//! right before it is sent and only under a live claim; Clerk read before a
+//! retry; and the push landed or failed, after which the race rule decides
+//! the role. Claims and notes are the database's clock; the changes to
+//! users go through the [`UnitOfWork`].
 
 use super::audit::after_commit;
 use super::clerk_state::Apply;
 use super::unit_of_work::{FailedPush, UnitOfWork};
 use crate::clerk::ClerkUser;
+use crate::db::rows::{Sending, SyncRow};
 use crate::db::{DbError, Store};
-use crate::domain::{ClerkState, ClerkUserId, MetadataRole, RoleSource};
+use crate::domain::{ClerkState, ClerkUserId, MetadataRole, RoleSource, Unrecorded};
 
 /// What the worker should do after a push.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,4 +135,58 @@ pub async fn finish_push<C: Store>(
         unit.write(conn).await
     }))
     .await
+}
+
+/// Claims the due push that comes first, for `owner`, for `lease_ms` after
+/// the database's clock.
+pub async fn claim<C: Store>(
+    conn: &mut C,
+    owner: &str,
+    lease_ms: i64,
+) -> Result<Option<SyncRow>, DbError> {
+    Ok(conn.claim_due_pushes(owner, lease_ms, 1).await?.pop())
+}
+
+/// Extends the claims `owner` still holds on `user_ids` to `lease_ms` after
+/// the database's clock; how many it still held.
+pub async fn renew<C: Store>(
+    conn: &mut C,
+    owner: &str,
+    user_ids: &[ClerkUserId],
+    lease_ms: i64,
+) -> Result<usize, DbError> {
+    Ok(conn.renew_claims(owner, user_ids, lease_ms).await?)
+}
+
+/// Hands back every claim `owner` holds (at its start, and as it stops);
+/// how many there were.
+pub async fn hand_back<C: Store>(conn: &mut C, owner: &str) -> Result<usize, DbError> {
+    Ok(conn.release_claims_of(owner).await?)
+}
+
+/// Right before version `version` of a push is sent: notes what it may
+/// write and stretches `owner`'s claim to `lease_ms`, only if the claim is
+/// still live and `owner`'s. Returns the database's clock (ms) it noted at;
+/// `None`: the claim was lost, and the push must not be sent.
+pub async fn note_before_sending<C: Store>(
+    conn: &mut C,
+    user_id: &ClerkUserId,
+    version: i64,
+    owner: &str,
+    sending: Sending,
+    lease_ms: i64,
+) -> Result<Option<i64>, DbError> {
+    Ok(conn
+        .note_before_sending(user_id, version, owner, sending, lease_ms)
+        .await?)
+}
+
+/// Stores what a user's pushes may have written to Clerk without their
+/// answer being recorded, once a send ended without one.
+pub async fn note_unrecorded<C: Store>(
+    conn: &mut C,
+    user_id: &ClerkUserId,
+    pushes: Unrecorded,
+) -> Result<(), DbError> {
+    Ok(conn.set_unrecorded_pushes(user_id, pushes).await?)
 }
