@@ -341,6 +341,7 @@ impl UnitOfWork {
                 let role = row.role;
                 entry.changed = true;
                 entry.outbox = None;
+                entry.queue = None;
                 entry.clear_sync_error = false;
                 conn.delete_sync(id).await?;
                 let (source, actor) = deleted_by.audited_as();

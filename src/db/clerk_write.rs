@@ -92,6 +92,23 @@ pub mod pg {
         Rollback = "ROLLBACK";
     }
 
+    /// The database's clock as it runs on (see `Queries::clock`): a
+    /// statement of its own, prepared once per connection.
+    #[derive(Debug, Clone, Copy, QueryId)]
+    pub struct Clock;
+
+    impl QueryFragment<Pg> for Clock {
+        fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+            out.push_sql("SELECT ");
+            out.push_sql(crate::db::queries::postgres::CLOCK);
+            Ok(())
+        }
+    }
+
+    impl Query for Clock {
+        type SqlType = Timestamp;
+    }
+
     impl QueryId for MoveCounts {
         type QueryId = MoveCounts;
         const HAS_STATIC_QUERY_ID: bool = true;

@@ -4,9 +4,8 @@
 //! lock, the maintenance lock, the set-based write of applied Clerk states).
 
 use diesel::connection::TransactionManagerStatus;
-use diesel::dsl::sql;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text, Timestamp};
+use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AnsiTransactionManager, TransactionManager as _};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::future::{join, try_join, try_join_all, try_join4, try_join5};
@@ -278,7 +277,7 @@ async fn locked_rows(
         }
         pg::Recorded::new(messages).load(&mut &*conn).await
     };
-    let now = diesel::select(sql::<Timestamp>(postgres::CLOCK)).get_result(&mut &*conn);
+    let now = pg::Clock.get_result(&mut &*conn);
     let (_, users, syncs, recorded, now) =
         try_join5(generic_plans, users, syncs, recorded, now).await?;
     Ok(LockedRows {

@@ -394,11 +394,14 @@ impl PushWorker {
             may_apply_ms: millis(self.config.timeout),
         };
         let lease = millis(self.config.timeout.saturating_add(LEASE));
+        // Counted from before the note: the database's time later on is
+        // then never behind.
+        let asked_at = Instant::now();
         let noted: Result<Option<i64>, DbError> = with_conn!(self.db, conn => {
             push::note_before_sending(conn, user_id, row.version, &self.owner, sending, lease).await
         });
         let noted_at = match noted {
-            Ok(Some(db_ms)) => DbClock::read(db_ms),
+            Ok(Some(db_ms)) => DbClock::read(db_ms, asked_at),
             Ok(None) => {
                 tracing::warn!(user.id = %user_id, "the claim on this push was lost before sending (expired, taken over or settled); not sending it");
                 self.metrics.push_leases_expired.inc();
@@ -517,11 +520,12 @@ struct DbClock {
 }
 
 impl DbClock {
-    /// The database's clock read as `db_ms` (ms since the epoch) just now.
-    fn read(db_ms: i64) -> Self {
+    /// The database's clock read as `db_ms` (ms since the epoch) by a
+    /// request sent at `asked_at`.
+    fn read(db_ms: i64, asked_at: Instant) -> Self {
         Self {
             read_ms: db_ms,
-            read_at: Instant::now(),
+            read_at: asked_at,
         }
     }
 

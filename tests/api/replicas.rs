@@ -329,6 +329,12 @@ impl Cluster {
         }
     }
 
+    /// Whether a replica is frozen: it may hold user rows locked (a batch of
+    /// webhooks, a push's landing) until it wakes.
+    fn stall_holds_locks(&self) -> bool {
+        matches!(self.stall, Stall::Frozen { .. })
+    }
+
     /// Whether the stall decides how slow Clerk is now.
     fn stall_slows_clerk(&self) -> bool {
         matches!(self.stall, Stall::Frozen { slow_at, .. } if Instant::now() >= slow_at)
@@ -372,6 +378,17 @@ impl Cluster {
                 Ok(response) if response.status() == 200 => {
                     self.intents.insert(user, role);
                     return;
+                }
+                // A row the frozen replica holds locked: the lock timeout
+                // answers 503 and nothing was written; sent again.
+                Ok(response) if response.status() == 503 && self.stall_holds_locks() => {
+                    self.log
+                        .push(format!("PATCH {user} waited on the frozen replica: 503"));
+                    assert!(
+                        Instant::now() < deadline,
+                        "no replica took {user} -> {role}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Ok(response) => {
                     let status = response.status();

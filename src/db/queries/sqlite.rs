@@ -13,7 +13,9 @@ pub(in crate::db) const NOW: &str = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
 pub(in crate::db) const CLOCK: &str = NOW;
 
 /// [`NOW`] in ms since the Unix epoch, as `unrecorded_until` holds time.
-const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+/// (`julianday` is SQLite's ms count divided by 86,400,000: rounded, not
+/// truncated, it gives that count back exactly.)
+const NOW_MS: &str = "CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
 
 /// The larger of its arguments (SQLite's scalar `max`).
 const GREATEST: &str = "max";
