@@ -40,8 +40,7 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::app::Outcome;
-use crate::app::drift_audit::DriftKind;
+use crate::domain::{DriftKind, Outcome};
 
 /// The `type` label values of `clerk_role_sync_webhooks_total`.
 const WEBHOOK_TYPES: [&str; 4] = ["user.created", "user.updated", "user.deleted", "other"];

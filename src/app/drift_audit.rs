@@ -30,6 +30,7 @@ use super::unit_of_work::UnitOfWork;
 use crate::clerk::ClerkUser;
 use crate::db::rows::{DriftAuditRow, UserRow};
 use crate::db::{DbError, Store};
+pub use crate::domain::DriftKind;
 use crate::domain::{ClerkUserId, Role, RoleSource};
 
 /// Longest reason kept for a run that stopped (Clerk's messages can be long).
@@ -41,38 +42,6 @@ pub const SHORT_LIST_MIN_LIVE: i64 = 20;
 
 /// The actor of the audit rows the drift audit writes.
 pub const ACTOR: &str = "drift-audit";
-
-/// What kind of drift a user showed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DriftKind {
-    MissingHere,
-    RoleDiffers,
-    Outdated,
-    MissingInClerk,
-}
-
-impl DriftKind {
-    /// Every kind, for metrics that start at zero.
-    pub const ALL: [DriftKind; 4] = [
-        Self::MissingHere,
-        Self::RoleDiffers,
-        Self::Outdated,
-        Self::MissingInClerk,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::MissingHere => "missing_here",
-            Self::RoleDiffers => "role_differs",
-            Self::Outdated => "outdated",
-            Self::MissingInClerk => "missing_in_clerk",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == value)
-    }
-}
 
 /// What a run does with the drift it finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

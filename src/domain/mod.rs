@@ -3,10 +3,12 @@
 //! Knows no HTTP and no SQL: its values only declare that they are stored
 //! as text (`db/columns.rs` says how).
 
+mod labels;
 mod role;
 mod sync;
 mod user_id;
 
+pub use labels::{DriftKind, Outcome};
 pub use role::{Role, RoleParseError, RoleSet, RoleSource, RoleSourceParseError};
 pub use sync::{
     ClerkState, CountDeltas, DEFAULT_CLOCK_SKEW_ALLOWANCE_MS, Known, MetadataRole, PendingPush,
