@@ -134,18 +134,6 @@ async fn a_walk_is_not_taken_over_by_a_clock_a_minute_ahead(backend: Backend) {
         .env("CLOCK_OFFSET_SECS", "61")
         .output()
         .expect("the command runs");
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("replica-a is walking Clerk's users"),
-        "{stderr}"
-    );
-    assert!(
-        !clerk
-            .requests()
-            .iter()
-            .any(|request| request.path == "/v1/users"),
-        "the refused backfill did not read Clerk"
-    );
+    crate::helpers::assert_backfill_refused_by_walk(&refused, "replica-a", &clerk);
     lease.release().await;
 }

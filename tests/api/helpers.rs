@@ -585,3 +585,25 @@ macro_rules! both_backends {
         }
     )+};
 }
+
+/// A backfill refused because `holder` walks Clerk's users: it failed,
+/// named the walker, and read nothing from Clerk.
+pub fn assert_backfill_refused_by_walk(
+    refused: &std::process::Output,
+    holder: &str,
+    clerk: &ClerkEmulator,
+) {
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{holder} is walking Clerk's users")),
+        "{stderr}"
+    );
+    assert!(
+        !clerk
+            .requests()
+            .iter()
+            .any(|request| request.path == "/v1/users"),
+        "the refused backfill did not read Clerk"
+    );
+}

@@ -518,19 +518,7 @@ async fn a_backfill_does_not_run_beside_an_audit() {
             .expect("the command runs")
     };
     let refused = backfill(&env);
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("replica-a is walking Clerk's users"),
-        "{stderr}"
-    );
-    assert!(
-        !clerk
-            .requests()
-            .iter()
-            .any(|request| request.path == "/v1/users"),
-        "the refused backfill did not read Clerk"
-    );
+    crate::helpers::assert_backfill_refused_by_walk(&refused, "replica-a", &clerk);
 
     lease.release().await;
     let done = backfill(&env);
