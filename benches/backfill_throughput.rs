@@ -12,7 +12,7 @@ use clerk_role_sync::app::backfill::BackfillOptions;
 use clerk_role_sync::clerk::ClerkClient;
 use clerk_role_sync::config::Config;
 use clerk_role_sync::db::Db;
-use clerk_role_sync::sync::backfill;
+use clerk_role_sync::jobs::backfill;
 use testkit::clerk_emulator::{self, ClerkEmulator};
 use testkit::test_db::{Backend, TestDb};
 

@@ -16,12 +16,12 @@ use crate::config::{self, Config};
 use crate::db::Db;
 use crate::db::rows::DriftAuditRow;
 use crate::domain::{ClerkUserId, Role, RoleSource};
+use crate::jobs::clerk_instance::{InstanceGate, InstanceState, confirm_or_refuse};
+use crate::jobs::drift_audit::{AuditSettings, DriftAudit};
+use crate::jobs::walk_lease::WalkLease;
+use crate::jobs::{allowance_ms, backfill};
 use crate::metrics::Metrics;
 use crate::startup::{self, Application};
-use crate::sync::clerk_instance::{InstanceGate, InstanceState, confirm_or_refuse};
-use crate::sync::drift_audit::{AuditSettings, DriftAudit};
-use crate::sync::walk_lease::WalkLease;
-use crate::sync::{allowance_ms, backfill};
 use crate::{openapi, telemetry, with_conn};
 
 #[derive(Debug, Parser)]

@@ -21,6 +21,10 @@ use crate::clerk::jwt::SessionVerifier;
 use crate::config::{Config, DatabaseUrl};
 use crate::db::Db;
 use crate::error::{ApiError, problem_for_bare_errors};
+use crate::jobs::clerk_instance::{self, InstanceGate};
+use crate::jobs::drift_audit::{AuditSettings, DriftAudit};
+use crate::jobs::ingest::{Ingest, IngestHandle};
+use crate::jobs::{PushWorker, WorkerHandle, allowance_ms, retention};
 use crate::metrics::Metrics;
 use crate::openapi;
 use crate::routes::body::body_deadline;
@@ -29,10 +33,6 @@ use crate::routes::head::head_as_get;
 use crate::routes::headers::security_headers;
 use crate::routes::observe::observe;
 use crate::routes::{self, AppState};
-use crate::sync::clerk_instance::{self, InstanceGate};
-use crate::sync::drift_audit::{AuditSettings, DriftAudit};
-use crate::sync::ingest::{Ingest, IngestHandle};
-use crate::sync::{PushWorker, WorkerHandle, allowance_ms, retention};
 use crate::webhooks::svix::Verifier;
 
 /// How long shutdown waits for in-flight requests: well inside

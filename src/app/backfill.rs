@@ -3,7 +3,7 @@
 //! backfill resumes exactly after the last page it finished.
 
 use super::audit::after_commit;
-use super::clerk_state::{Apply, Outcome};
+use super::clerk_state::{Outcome, StateContext};
 use super::unit_of_work::UnitOfWork;
 use crate::clerk::ClerkUser;
 use crate::db::rows::{Progress, now};
@@ -151,7 +151,7 @@ async fn apply_user<C: Store>(
         locked.queue_push(conn, id, ours).await?;
         progress.pushes_queued += 1;
     }
-    let apply = Apply {
+    let apply = StateContext {
         source: RoleSource::Backfill,
         actor: "backfill",
         // A page is Clerk's state read just now: it settles a conflict, and

@@ -3,7 +3,7 @@
 
 use super::audit::after_commit;
 use super::unit_of_work::{RoleChanged, UnitOfWork};
-use crate::db::rows::{SyncRow, User, UserRow};
+use crate::db::rows::{OutboxRow, User, UserRow};
 use crate::db::{DbError, Store};
 use crate::domain::{ClerkUserId, Role, RoleSource};
 
@@ -102,7 +102,7 @@ pub async fn change_roles<C: Store>(
     conn: &mut C,
     changes: &[RoleChange],
     admin: &ClerkUserId,
-) -> Result<Vec<(UserRow, Option<SyncRow>)>, AdminChangeError> {
+) -> Result<Vec<(UserRow, Option<OutboxRow>)>, AdminChangeError> {
     after_commit(conn.transaction(async |conn| {
         // Lock order, the same everywhere: user rows (by id), then counter
         // rows by (role, shard).
@@ -137,7 +137,7 @@ pub async fn change_roles<C: Store>(
         let mut users = Vec::with_capacity(changes.len());
         for change in changes {
             let user = conn
-                .find_user_with_sync(&change.user_id)
+                .find_user_with_outbox_row(&change.user_id)
                 .await?
                 .ok_or_else(|| AdminChangeError::NotFound(change.user_id.clone()))?;
             users.push(user);

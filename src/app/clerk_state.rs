@@ -1,5 +1,5 @@
 //! The words of a Clerk state applied to a user: where it came from
-//! ([`Apply`], [`Message`]) and who deletes ([`Deleter`]); what it did is
+//! ([`StateContext`], [`Message`]) and who deletes ([`Deleter`]); what it did is
 //! an [`Outcome`]. The unit of work (`unit_of_work.rs`) applies them.
 
 pub use crate::domain::Outcome;
@@ -14,7 +14,7 @@ pub struct Message<'a> {
 
 /// How to apply a Clerk state: where it came from and under which rules.
 #[derive(Debug, Clone, Copy)]
-pub struct Apply<'a> {
+pub struct StateContext<'a> {
     /// The audit source of a role change it makes.
     pub source: RoleSource,
     /// The audit actor (the Svix message id, or `backfill`).

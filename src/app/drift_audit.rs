@@ -25,7 +25,7 @@ use chrono::NaiveDateTime;
 
 use super::audit::after_commit;
 use super::backfill::Prefer;
-use super::clerk_state::{Apply, Deleter, Outcome};
+use super::clerk_state::{Deleter, Outcome, StateContext};
 use super::unit_of_work::UnitOfWork;
 use crate::clerk::ClerkUser;
 use crate::db::rows::{DriftAuditRow, UserRow};
@@ -418,7 +418,7 @@ async fn make<C: Store>(
         locked.queue_push(conn, id, ours).await?;
         return Ok(true);
     }
-    let apply = Apply {
+    let apply = StateContext {
         source: RoleSource::Reconcile,
         actor,
         // What Clerk holds now settles what its last instant held.

@@ -6,12 +6,12 @@
 //! users go through the [`UnitOfWork`].
 
 use super::audit::after_commit;
-use super::clerk_state::Apply;
+use super::clerk_state::StateContext;
 use super::unit_of_work::{FailedPush, UnitOfWork};
 use crate::clerk::ClerkUser;
-use crate::db::rows::{Sending, SyncRow};
+use crate::db::rows::{OutboxRow, Sending};
 use crate::db::{DbError, Store};
-use crate::domain::{ClerkState, ClerkUserId, MetadataRole, RoleSource, Unrecorded};
+use crate::domain::{ClerkState, ClerkUserId, MetadataRole, RoleSource, UnrecordedPushes};
 
 /// What the worker should do after a push.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub async fn check_before_retry<C: Store>(
     owner: &str,
     allowance_ms: i64,
 ) -> Result<RetryCheck, DbError> {
-    let apply = Apply {
+    let apply = StateContext {
         source: RoleSource::ClerkWebhook,
         actor: "clerk",
         // Clerk's answer settles what that instant held.
@@ -143,7 +143,7 @@ pub async fn claim<C: Store>(
     conn: &mut C,
     owner: &str,
     lease_ms: i64,
-) -> Result<Option<SyncRow>, DbError> {
+) -> Result<Option<OutboxRow>, DbError> {
     Ok(conn.claim_due_pushes(owner, lease_ms, 1).await?.pop())
 }
 
@@ -186,7 +186,7 @@ pub async fn note_before_sending<C: Store>(
 pub async fn note_unrecorded<C: Store>(
     conn: &mut C,
     user_id: &ClerkUserId,
-    pushes: Unrecorded,
+    pushes: UnrecordedPushes,
 ) -> Result<(), DbError> {
     Ok(conn.set_unrecorded_pushes(user_id, pushes).await?)
 }

@@ -4,20 +4,20 @@
 //! role change, a push that landed or failed, our role to push), and
 //! [`write`](UnitOfWork::write) or [`commit`](UnitOfWork::commit) it. It
 //! alone writes users, audit rows, counters and the outbox, deciding by the
-//! race rule ([`crate::domain::sync`]) in one place.
+//! race rule ([`crate::domain::rules`]) in one place.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::NaiveDateTime;
 
 use super::audit::log_role_change;
-use super::clerk_state::{Apply, Deleter, Message, Outcome};
+use super::clerk_state::{Deleter, Message, Outcome, StateContext};
 use crate::clerk::ClerkUser;
-use crate::db::rows::{COUNT_SHARDS, NewRoleChange, NewWebhookEvent, SyncRow, UserRow};
-use crate::db::{DbError, LockedRows, StatesWrite, Store};
+use crate::db::rows::{COUNT_SHARDS, NewRoleChange, NewWebhookEvent, OutboxRow, UserRow};
+use crate::db::{DbError, LockedRows, Store, WriteSet};
 use crate::domain::{
-    ClerkState, ClerkUserId, CountDeltas, Known, PendingPush, Role, RoleSet, RoleSource, Tombstone,
-    Unrecorded, Verdict, cancels, judge, judge_reread,
+    ClerkState, ClerkUserId, CountDeltas, PendingPush, Role, RoleSet, RoleSource, StateDecision,
+    StoredUser, Tombstone, UnrecordedPushes, cancels, judge, judge_reread,
 };
 
 /// One locked user, as the intents applied so far left it.
@@ -26,7 +26,7 @@ struct LockedUser {
     /// `None` while the user does not exist here.
     row: Option<UserRow>,
     /// Its outbox row, as last read.
-    outbox: Option<SyncRow>,
+    outbox: Option<OutboxRow>,
     /// The user existed when it was locked (it is updated, not inserted).
     in_database: bool,
     /// `row` changed since the user was locked.
@@ -85,8 +85,8 @@ impl UnitOfWork {
     }
 
     fn locked(ids: Vec<ClerkUserId>, locked: LockedRows) -> Self {
-        let mut syncs: HashMap<ClerkUserId, SyncRow> = locked
-            .syncs
+        let mut outbox: HashMap<ClerkUserId, OutboxRow> = locked
+            .outbox
             .into_iter()
             .map(|sync| (sync.user_id.clone(), sync))
             .collect();
@@ -105,7 +105,7 @@ impl UnitOfWork {
             })
             .collect();
         for row in locked.users {
-            let sync = syncs.remove(&row.id);
+            let sync = outbox.remove(&row.id);
             if let Some(entry) = users.get_mut(&row.id) {
                 entry.outbox = sync;
                 entry.row = Some(row);
@@ -139,7 +139,7 @@ impl UnitOfWork {
     }
 
     /// User `id`'s push still to be sent, if any.
-    pub fn pending_push(&self, id: &ClerkUserId) -> Option<&SyncRow> {
+    pub fn pending_push(&self, id: &ClerkUserId) -> Option<&OutboxRow> {
         self.entry(id)
             .outbox
             .as_ref()
@@ -178,7 +178,7 @@ impl UnitOfWork {
         conn: &mut C,
         id: &ClerkUserId,
         user: &ClerkUser,
-        apply: Apply<'_>,
+        apply: StateContext<'_>,
         message: Option<Message<'_>>,
     ) -> Result<Outcome, DbError> {
         let now = self.now;
@@ -192,10 +192,10 @@ impl UnitOfWork {
         conn: &mut C,
         id: &ClerkUserId,
         user: &ClerkUser,
-        apply: Apply<'_>,
+        apply: StateContext<'_>,
         now: NaiveDateTime,
     ) -> Result<Outcome, DbError> {
-        let Apply {
+        let StateContext {
             source,
             actor,
             reread,
@@ -222,7 +222,7 @@ impl UnitOfWork {
         let metadata = user.metadata_role();
         let mut verdict = rule(known, metadata, user.updated_at, allowance_ms);
         if let (
-            Verdict::Apply {
+            StateDecision::Apply {
                 cancels_push: true, ..
             },
             Some(version),
@@ -231,19 +231,19 @@ impl UnitOfWork {
         {
             // A worker claimed the push meanwhile: it is in flight, and
             // Clerk's answer settles it.
-            let known = known.map(Known::with_push_in_flight);
+            let known = known.map(StoredUser::with_push_in_flight);
             verdict = rule(known, metadata, user.updated_at, allowance_ms);
         }
         let (clerk, role, unknown_role, cancelled) = match verdict {
-            Verdict::Apply {
+            StateDecision::Apply {
                 clerk,
                 role,
                 unknown_role,
                 cancels_push,
             } => (clerk, role, unknown_role, cancels_push),
-            Verdict::Stale => return Ok(Outcome::Stale),
-            Verdict::Deleted => return Ok(Outcome::UserDeleted),
-            Verdict::Conflict => {
+            StateDecision::Stale => return Ok(Outcome::Stale),
+            StateDecision::Deleted => return Ok(Outcome::UserDeleted),
+            StateDecision::Conflict => {
                 tracing::warn!(user.id = %id, "Clerk sent two roles for one instant; re-read needed");
                 return Ok(Outcome::Conflict);
             }
@@ -343,7 +343,7 @@ impl UnitOfWork {
                 entry.outbox = None;
                 entry.queue = None;
                 entry.clear_sync_error = false;
-                conn.delete_sync(id).await?;
+                conn.delete_outbox_row(id).await?;
                 let (source, actor) = deleted_by.audited_as();
                 self.audits.push(NewRoleChange {
                     user_id: id.clone(),
@@ -435,7 +435,7 @@ impl UnitOfWork {
         let entry = self.entry_mut(id);
         if entry.in_database && !entry.changed {
             conn.enqueue_push(id, role).await?;
-            entry.outbox = conn.find_sync(id).await?;
+            entry.outbox = conn.find_outbox_row(id).await?;
         } else {
             entry.queue = Some(role);
         }
@@ -460,7 +460,8 @@ impl UnitOfWork {
         let now = self.now;
         let entry = self.entry_mut(id);
         let same_version = entry.outbox.as_ref().is_some_and(|o| o.version == version);
-        let newer_pending = !same_version && entry.outbox.as_ref().is_some_and(SyncRow::is_pending);
+        let newer_pending =
+            !same_version && entry.outbox.as_ref().is_some_and(OutboxRow::is_pending);
         let Some(row) = entry.row.as_mut().filter(|row| row.deleted_at.is_none()) else {
             return Ok(());
         };
@@ -480,8 +481,9 @@ impl UnitOfWork {
         } else {
             conn.release_claim(id, owner).await?;
         }
-        conn.set_unrecorded_pushes(id, Unrecorded::NONE).await?;
-        entry.outbox = conn.find_sync(id).await?;
+        conn.set_unrecorded_pushes(id, UnrecordedPushes::NONE)
+            .await?;
+        entry.outbox = conn.find_outbox_row(id).await?;
         if to != from {
             // Clerk's order settles it: a dashboard edit landed after our
             // push, or our push after a dashboard edit that cancelled a
@@ -519,7 +521,7 @@ impl UnitOfWork {
         } else {
             conn.release_claim(id, owner).await?;
         }
-        entry.outbox = conn.find_sync(id).await?;
+        entry.outbox = conn.find_outbox_row(id).await?;
         self.judge_again(conn, id, allowance_ms).await
     }
 
@@ -578,8 +580,9 @@ impl UnitOfWork {
         conn: &mut C,
         id: &ClerkUserId,
     ) -> Result<(), DbError> {
-        conn.set_unrecorded_pushes(id, Unrecorded::NONE).await?;
-        self.entry_mut(id).outbox = conn.find_sync(id).await?;
+        conn.set_unrecorded_pushes(id, UnrecordedPushes::NONE)
+            .await?;
+        self.entry_mut(id).outbox = conn.find_outbox_row(id).await?;
         Ok(())
     }
 
@@ -628,22 +631,17 @@ impl UnitOfWork {
     /// Writes everything applied. A message another transaction recorded
     /// since the users were locked fails it with a unique violation.
     pub async fn write<C: Store>(self, conn: &mut C) -> Result<(), DbError> {
-        Ok(conn.write_states(self.into_write()).await?)
+        Ok(conn.write_changes(self.into_write()).await?)
     }
 
     /// Writes everything applied and commits the transaction
-    /// [`begin`](Self::begin) began (see [`write`](Self::write));
-    /// `written` is called once the writes are done (see
-    /// [`Store::write_and_commit`]).
-    pub async fn commit<C: Store>(
-        self,
-        conn: &mut C,
-        written: &mut (dyn FnMut() + Send),
-    ) -> Result<(), DbError> {
-        Ok(conn.write_and_commit(self.into_write(), written).await?)
+    /// [`begin`](Self::begin) began (see [`write`](Self::write)), in one
+    /// round trip on PostgreSQL.
+    pub async fn commit<C: Store>(self, conn: &mut C) -> Result<(), DbError> {
+        Ok(conn.write_and_commit(self.into_write()).await?)
     }
 
-    fn into_write(self) -> StatesWrite {
+    fn into_write(self) -> WriteSet {
         let Self {
             users,
             audits,
@@ -651,10 +649,10 @@ impl UnitOfWork {
             mut messages,
             ..
         } = self;
-        let mut write = StatesWrite {
+        let mut write = WriteSet {
             audits,
             counts,
-            ..StatesWrite::default()
+            ..WriteSet::default()
         };
         for (id, entry) in users {
             match (entry.row, entry.changed, entry.in_database) {
@@ -714,7 +712,7 @@ async fn cancel_pending<C: Store>(
     if !conn.cancel_push(id, version, owner).await? {
         return Ok(false);
     }
-    entry.outbox = conn.find_sync(id).await?;
+    entry.outbox = conn.find_outbox_row(id).await?;
     Ok(true)
 }
 
@@ -739,7 +737,7 @@ pub async fn apply_clerk_user<C: Store>(
     conn: &mut C,
     id: &ClerkUserId,
     user: &ClerkUser,
-    apply: Apply<'_>,
+    apply: StateContext<'_>,
 ) -> Result<Outcome, DbError> {
     let mut users = UnitOfWork::take(conn, [id], &[]).await?;
     let outcome = users.apply_state(conn, id, user, apply, None).await?;
@@ -748,7 +746,7 @@ pub async fn apply_clerk_user<C: Store>(
 }
 
 /// What the rules need to know of a stored user and its pending push.
-pub(crate) fn known(row: &UserRow, pending: Option<&SyncRow>, now: NaiveDateTime) -> Known {
+pub(crate) fn known(row: &UserRow, pending: Option<&OutboxRow>, now: NaiveDateTime) -> StoredUser {
     let clerk = clerk_state(row);
     let pending = pending.map(|sync| PendingPush {
         role: sync.desired_role,
@@ -758,12 +756,12 @@ pub(crate) fn known(row: &UserRow, pending: Option<&SyncRow>, now: NaiveDateTime
             .map_or(i64::MIN, |at| at.and_utc().timestamp_millis()),
         seen_at_commit: sync.seen_clerk_updated_at,
         in_flight: sync.in_flight(now),
-        unrecorded: Unrecorded {
+        unrecorded: UnrecordedPushes {
             roles: RoleSet::from_bits(sync.unrecorded_roles),
             until: sync.unrecorded_until,
         },
     });
-    Known {
+    StoredUser {
         role: row.role,
         clerk,
         clerk_from_push: row.clerk_from_push,

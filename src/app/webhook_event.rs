@@ -8,7 +8,7 @@ use std::sync::Arc;
 use diesel::result::DatabaseErrorKind;
 
 use super::audit::after_commit;
-use super::clerk_state::{Apply, Deleter, Message, Outcome};
+use super::clerk_state::{Deleter, Message, Outcome, StateContext};
 use super::unit_of_work::{UnitOfWork, apply_clerk_user};
 use crate::clerk::ClerkUser;
 use crate::db::{DbError, Store};
@@ -44,16 +44,13 @@ impl From<&DbError> for NotStored {
 /// All of them in one transaction when it commits. When it fails, the
 /// events are applied again one by one, each in its own transaction, so that
 /// one event the database refuses fails alone; when the database is
-/// unreachable, every event fails at once. `written` is called once the
-/// batch is written, before its commit (on SQLite, with it): the next batch
-/// may start then.
+/// unreachable, every event fails at once.
 pub async fn apply_events<C: Store>(
     conn: &mut C,
     events: &[Received],
     allowance_ms: i64,
-    written: &mut (dyn FnMut() + Send),
 ) -> Vec<Result<Outcome, NotStored>> {
-    let error = match apply_batch(conn, events, allowance_ms, written).await {
+    let error = match apply_batch(conn, events, allowance_ms).await {
         Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
         Err(error) => error,
     };
@@ -79,7 +76,7 @@ pub async fn apply_events<C: Store>(
             )));
             continue;
         }
-        let answer = apply_batch(conn, std::slice::from_ref(event), allowance_ms, written).await;
+        let answer = apply_batch(conn, std::slice::from_ref(event), allowance_ms).await;
         answers.push(match answer {
             Ok(outcomes) => Ok(outcomes[0]),
             Err(error) => {
@@ -113,12 +110,11 @@ async fn apply_batch<C: Store>(
     conn: &mut C,
     events: &[Received],
     allowance_ms: i64,
-    written: &mut (dyn FnMut() + Send),
 ) -> Result<Vec<Outcome>, DbError> {
     let mut attempts_left = 3;
     loop {
         attempts_left -= 1;
-        match apply_once(conn, events, allowance_ms, written).await {
+        match apply_once(conn, events, allowance_ms).await {
             Err(error) if attempts_left > 0 && error.is_unique_violation() => {}
             answer => return answer,
         }
@@ -137,10 +133,9 @@ async fn apply_once<C: Store>(
     conn: &mut C,
     events: &[Received],
     allowance_ms: i64,
-    written: &mut (dyn FnMut() + Send),
 ) -> Result<Vec<Outcome>, DbError> {
     after_commit(async {
-        let applied = apply_in_transaction(conn, events, allowance_ms, written).await;
+        let applied = apply_in_transaction(conn, events, allowance_ms).await;
         if applied.is_err() {
             // Open still when a statement failed before the commit. A
             // connection that cannot roll back stays marked broken, and is
@@ -159,7 +154,6 @@ async fn apply_in_transaction<C: Store>(
     conn: &mut C,
     events: &[Received],
     allowance_ms: i64,
-    written: &mut (dyn FnMut() + Send),
 ) -> Result<Vec<Outcome>, DbError> {
     let mut outcomes = vec![Outcome::Duplicate; events.len()];
     let mut first_seen = HashSet::new();
@@ -183,7 +177,7 @@ async fn apply_in_transaction<C: Store>(
         };
         outcomes[i] = match event {
             ClerkEvent::UserUpserted { id, user, .. } => {
-                let apply = Apply {
+                let apply = StateContext {
                     source: RoleSource::ClerkWebhook,
                     actor: svix_id,
                     reread: false,
@@ -208,7 +202,7 @@ async fn apply_in_transaction<C: Store>(
             }
         };
     }
-    users.commit(conn, written).await?;
+    users.commit(conn).await?;
     Ok(outcomes)
 }
 
@@ -231,7 +225,7 @@ pub async fn apply_reread<C: Store>(
     svix_id: &str,
     allowance_ms: i64,
 ) -> Result<Outcome, DbError> {
-    let apply = Apply {
+    let apply = StateContext {
         source: RoleSource::ClerkWebhook,
         actor: svix_id,
         reread: true,

@@ -9,7 +9,6 @@
 //! backend to code that is generic over `Store`. The rows are [`rows`]; the use-cases that compose queries into
 //! transactions live in `app/`.
 
-mod clerk_write;
 mod columns;
 mod pool;
 mod queries;
@@ -19,8 +18,7 @@ mod sqlite_runtime;
 mod store;
 mod url;
 
-pub use clerk_write::StatesWrite;
 pub use pool::{Backend, ClosedIfAbandoned, Db, DbError, Pool, SqliteConn};
 pub use queries::Queries;
-pub use store::{LockedRows, Store};
+pub use store::{LockedRows, Store, WriteSet};
 pub use url::DatabaseUrl;

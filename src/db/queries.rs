@@ -4,10 +4,10 @@ use diesel::prelude::*;
 use diesel_async::AsyncConnection;
 
 use super::rows::{
-    BoundInstance, DriftAuditRow, OutboxSummary, Progress, RoleChangeRow, RoleStats, Sending,
-    SyncRow, UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
+    BoundInstance, DriftAuditRow, OutboxRow, OutboxSummary, Progress, RoleChangeRow, RoleStats,
+    Sending, UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
 };
-use crate::domain::{ClerkUserId, Role, Unrecorded};
+use crate::domain::{ClerkUserId, Role, UnrecordedPushes};
 
 diesel::define_sql_function! {
     /// SQL `lower()`, on both backends.
@@ -57,10 +57,10 @@ pub trait Queries: AsyncConnection + Send {
     }
 
     /// A user's outbox row, if any.
-    async fn find_sync(&mut self, user_id: &ClerkUserId) -> QueryResult<Option<SyncRow>>;
+    async fn find_outbox_row(&mut self, user_id: &ClerkUserId) -> QueryResult<Option<OutboxRow>>;
 
     /// Removes a user's outbox row, if any.
-    async fn delete_sync(&mut self, user_id: &ClerkUserId) -> QueryResult<()>;
+    async fn delete_outbox_row(&mut self, user_id: &ClerkUserId) -> QueryResult<()>;
 
     /// Up to `limit` of a user's audit rows, newest first, older than the
     /// row `before` when given.
@@ -72,16 +72,16 @@ pub trait Queries: AsyncConnection + Send {
     ) -> QueryResult<Vec<RoleChangeRow>>;
 
     /// A user with its outbox row.
-    async fn find_user_with_sync(
+    async fn find_user_with_outbox_row(
         &mut self,
         id: &ClerkUserId,
-    ) -> QueryResult<Option<(UserRow, Option<SyncRow>)>>;
+    ) -> QueryResult<Option<(UserRow, Option<OutboxRow>)>>;
 
     /// One page of live users, newest first, after `filter.after`.
     async fn list_users(
         &mut self,
         filter: &UserFilter,
-    ) -> QueryResult<Vec<(UserRow, Option<SyncRow>)>>;
+    ) -> QueryResult<Vec<(UserRow, Option<OutboxRow>)>>;
 
     /// Queues a push of `role`, due and queued at the database's clock,
     /// replacing any role not yet sent (a push in flight keeps its lease;
@@ -141,7 +141,7 @@ pub trait Queries: AsyncConnection + Send {
     async fn set_unrecorded_pushes(
         &mut self,
         user_id: &ClerkUserId,
-        pushes: Unrecorded,
+        pushes: UnrecordedPushes,
     ) -> QueryResult<()>;
 
     /// Hands back every claim `owner` holds (at its start, and as it stops);
@@ -277,7 +277,7 @@ pub trait Queries: AsyncConnection + Send {
     async fn outbox_summary(&mut self) -> QueryResult<OutboxSummary>;
 
     /// Up to `limit` pushes pending or failing, oldest queued first.
-    async fn unsettled_pushes(&mut self, limit: i64) -> QueryResult<Vec<SyncRow>>;
+    async fn unsettled_pushes(&mut self, limit: i64) -> QueryResult<Vec<OutboxRow>>;
 
     /// Takes up to `limit` due, unclaimed pushes for `owner` for `lease_ms`,
     /// due and leased by the database's clock, counting an attempt for each.
@@ -288,7 +288,7 @@ pub trait Queries: AsyncConnection + Send {
         owner: &str,
         lease_ms: i64,
         limit: i64,
-    ) -> QueryResult<Vec<SyncRow>>;
+    ) -> QueryResult<Vec<OutboxRow>>;
 }
 
 /// The claim, written for both backends; each backend adds its `CLAIM_LOCK`,

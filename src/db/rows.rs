@@ -195,7 +195,7 @@ impl RoleStats {
 /// A `clerk_sync` row as stored.
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = clerk_sync)]
-pub struct SyncRow {
+pub struct OutboxRow {
     pub user_id: ClerkUserId,
     pub desired_role: Role,
     pub version: i64,
@@ -233,7 +233,7 @@ pub struct Sending {
     pub may_apply_ms: i64,
 }
 
-impl SyncRow {
+impl OutboxRow {
     /// Whether a live claim is sending the current version: then Clerk's
     /// order settles it. A newer version queued behind an older one in
     /// flight is not in flight itself.
@@ -245,7 +245,7 @@ impl SyncRow {
     }
 }
 
-impl SyncRow {
+impl OutboxRow {
     /// Still to be sent. Retrying stops (`next_attempt_at` cleared) when the
     /// push landed, or after a refusal from Clerk that a retry cannot fix.
     pub fn is_pending(&self) -> bool {
@@ -275,7 +275,7 @@ pub struct SyncState {
 }
 
 impl SyncState {
-    pub fn of(row: Option<&SyncRow>) -> Self {
+    pub fn of(row: Option<&OutboxRow>) -> Self {
         let Some(row) = row else {
             return Self {
                 status: SyncStatus::Synced,

@@ -5,13 +5,14 @@
 
 mod labels;
 mod role;
-mod sync;
+mod rules;
 mod user_id;
 
 pub use labels::{DriftKind, Outcome};
 pub use role::{Role, RoleParseError, RoleSet, RoleSource, RoleSourceParseError};
-pub use sync::{
-    ClerkState, CountDeltas, DEFAULT_CLOCK_SKEW_ALLOWANCE_MS, Known, MetadataRole, PendingPush,
-    Tombstone, Unrecorded, Verdict, cancels, count_deltas, judge, judge_reread,
+pub use rules::{
+    ClerkState, CountDeltas, DEFAULT_CLOCK_SKEW_ALLOWANCE_MS, MetadataRole, PendingPush,
+    StateDecision, StoredUser, Tombstone, UnrecordedPushes, cancels, count_deltas, judge,
+    judge_reread,
 };
 pub use user_id::{ClerkUserId, UserIdError};

@@ -29,7 +29,7 @@ pub async fn get_user(
 ) -> Result<web::Json<UserResponse>, ApiError> {
     let id = path.user_id()?;
     let found = with_conn!(state.db, conn => {
-        Ok::<_, DbError>(conn.find_user_with_sync(&id).await?)
+        Ok::<_, DbError>(conn.find_user_with_outbox_row(&id).await?)
     })?;
     let (user, sync) = found
         .filter(|(user, _)| user.deleted_at.is_none())

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use crate::db::Backend;
 use crate::error::{ApiError, Problem};
-use crate::sync::clerk_instance::InstanceState;
+use crate::jobs::clerk_instance::InstanceState;
 
 /// How long readiness waits for the database before answering 503.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);

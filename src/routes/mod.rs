@@ -34,10 +34,10 @@ use crate::clerk::ClerkClient;
 use crate::clerk::jwt::SessionVerifier;
 use crate::db::Db;
 use crate::error::ApiError;
+use crate::jobs::WorkerLink;
+use crate::jobs::clerk_instance::InstanceGate;
+use crate::jobs::ingest::Ingest;
 use crate::metrics::Metrics;
-use crate::sync::WorkerLink;
-use crate::sync::clerk_instance::InstanceGate;
-use crate::sync::ingest::Ingest;
 use crate::webhooks::svix::Verifier;
 use crate::with_conn;
 

@@ -11,7 +11,7 @@ use clerk_role_sync::config::Config;
 use clerk_role_sync::db::rows::{DriftAuditRow, Progress, UserFilter};
 use clerk_role_sync::db::{Db, DbError, Queries as _};
 use clerk_role_sync::domain::{ClerkUserId, Role, RoleSource};
-use clerk_role_sync::sync::backfill;
+use clerk_role_sync::jobs::backfill;
 use clerk_role_sync::with_conn;
 
 use crate::both_backends;
@@ -83,7 +83,7 @@ async fn snapshot(db: &Db) -> BTreeMap<String, (Role, bool, Option<String>, usiz
             let user_id = user_id(&id(i));
             if let Some(user) = conn.find_user(&user_id).await? {
                 let audit = conn.role_history(&user_id, None, i64::MAX).await?.len();
-                let pending = conn.find_sync(&user_id).await?.is_some_and(|s| s.is_pending());
+                let pending = conn.find_outbox_row(&user_id).await?.is_some_and(|s| s.is_pending());
                 all.insert(user_id.into(), (user.role, user.deleted_at.is_some(), user.email, audit, pending));
             }
         }

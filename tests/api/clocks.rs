@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use clerk_role_sync::config::DatabaseUrl;
 use clerk_role_sync::db::Db;
-use clerk_role_sync::sync::walk_lease::WalkLease;
+use clerk_role_sync::jobs::walk_lease::WalkLease;
 use serde_json::json;
 
 use crate::both_backends;

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 
 use crate::admin_auth::seed as seed_users;
 use crate::helpers::{Backend, TestApp, spawn_synced_app_with};
-use clerk_role_sync::sync::drift_audit::RunEnd;
+use clerk_role_sync::jobs::drift_audit::RunEnd;
 use testkit::clerk_emulator::{ClerkEmulator, Delivery, RecordedRequest};
 use testkit::svix;
 
@@ -289,7 +289,7 @@ impl World {
                 for user in USERS {
                     let row: Result<_, clerk_role_sync::db::DbError> = clerk_role_sync::with_conn!(self.app.db, conn => {
                         use clerk_role_sync::db::Queries as _;
-                        Ok(conn.find_sync(&crate::helpers::user_id(user)).await?)
+                        Ok(conn.find_outbox_row(&crate::helpers::user_id(user)).await?)
                     });
                     states.push(format!("{user}: {:?}", row));
                 }

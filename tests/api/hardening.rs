@@ -580,7 +580,7 @@ async fn role_history_pages_like_the_user_list(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_prune_one_at_a_time() {
-    use clerk_role_sync::sync::retention;
+    use clerk_role_sync::jobs::retention;
     use diesel_async::{AsyncConnection as _, AsyncPgConnection, SimpleAsyncConnection as _};
 
     let app = spawn_app_with(Backend::Postgres, &[]).await;

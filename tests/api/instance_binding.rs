@@ -11,8 +11,8 @@ use clerk_role_sync::app::change_roles;
 use clerk_role_sync::config::DatabaseUrl;
 use clerk_role_sync::db::{Db, DbError};
 use clerk_role_sync::domain::{Role, RoleSource};
+use clerk_role_sync::jobs::clerk_instance::InstanceGate;
 use clerk_role_sync::startup::{Application, clerk_client};
-use clerk_role_sync::sync::clerk_instance::InstanceGate;
 use clerk_role_sync::with_conn;
 use serde_json::{Value, json};
 

@@ -202,11 +202,11 @@ fn the_lower_layers_import_only_what_is_below_them() {
 const WRITERS: &[(&str, &[&str])] = &[
     // Users, audit rows, counters, Svix messages and queued pushes, decided
     // by the race rule in one place.
-    ("write_states", &["app::unit_of_work"]),
+    ("write_changes", &["app::unit_of_work"]),
     ("write_and_commit", &["app::unit_of_work"]),
     ("enqueue_push", &["app::unit_of_work"]),
     ("cancel_push", &["app::unit_of_work"]),
-    ("delete_sync", &["app::unit_of_work"]),
+    ("delete_outbox_row", &["app::unit_of_work"]),
     ("mark_synced", &["app::unit_of_work"]),
     ("reschedule_push", &["app::unit_of_work"]),
     ("release_claim", &["app::unit_of_work"]),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clerk_role_sync::app::backfill::Prefer;
 use clerk_role_sync::app::drift_audit::RunMode;
 use clerk_role_sync::db::rows::DriftAuditRow;
-use clerk_role_sync::sync::drift_audit::{DriftAudit, RunEnd};
+use clerk_role_sync::jobs::drift_audit::{DriftAudit, RunEnd};
 use serde_json::json;
 
 use crate::admin_auth::seed;

@@ -11,11 +11,11 @@ use clerk_role_sync::db::rows::DriftAuditRow;
 use clerk_role_sync::db::schema::drift_audits;
 use clerk_role_sync::db::{Db, DbError};
 use clerk_role_sync::domain::RoleSource;
+use clerk_role_sync::jobs::clerk_instance::InstanceGate;
+use clerk_role_sync::jobs::drift_audit::{AuditSettings, DriftAudit, RunEnd};
+use clerk_role_sync::jobs::walk_lease::WalkLease;
 use clerk_role_sync::metrics::Metrics;
 use clerk_role_sync::startup::{audit_settings, clerk_client};
-use clerk_role_sync::sync::clerk_instance::InstanceGate;
-use clerk_role_sync::sync::drift_audit::{AuditSettings, DriftAudit, RunEnd};
-use clerk_role_sync::sync::walk_lease::WalkLease;
 use clerk_role_sync::with_conn;
 use serde_json::json;
 

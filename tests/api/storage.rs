@@ -190,11 +190,11 @@ async fn a_push_is_noted_by_the_databases_clock_under_its_claim(backend: Backend
         let noted = conn
             .note_before_sending(&user, version, "replica-a", sending(None), 60_000)
             .await?;
-        let first = conn.find_sync(&user).await?.expect("an outbox row");
+        let first = conn.find_outbox_row(&user).await?.expect("an outbox row");
         let later = noted.map(|at| at + 3_600_000);
         conn.note_before_sending(&user, version, "replica-a", sending(later), 60_000)
             .await?;
-        let second = conn.find_sync(&user).await?.expect("an outbox row");
+        let second = conn.find_outbox_row(&user).await?.expect("an outbox row");
         Ok::<_, DbError>((before, by_another, noted, first, second, later))
     });
     let (before, by_another, noted, first, second, later) = noted.expect("noted");

@@ -379,7 +379,7 @@ async fn unclaimed(app: &TestApp, id: &str) {
     use clerk_role_sync::db::Queries as _;
     wait_until("the push row is unclaimed", || async {
         let row: Result<_, clerk_role_sync::db::DbError> =
-            with_conn!(app.db, conn => Ok(conn.find_sync(&user_id(id)).await?));
+            with_conn!(app.db, conn => Ok(conn.find_outbox_row(&user_id(id)).await?));
         row.expect("query")
             .is_some_and(|row| row.claimed_by.is_none())
     })
@@ -573,7 +573,7 @@ async fn shutdown_lets_a_push_in_flight_finish() {
         .expect("db");
     let row: Result<_, clerk_role_sync::db::DbError> = with_conn!(db, conn => {
         use clerk_role_sync::db::Queries as _;
-        Ok(conn.find_sync(&user_id("user_slow")).await?)
+        Ok(conn.find_outbox_row(&user_id("user_slow")).await?)
     });
     let row = row.expect("query").expect("a sync row");
     assert!(

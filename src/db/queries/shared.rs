@@ -9,14 +9,14 @@ use diesel_async::RunQueryDsl;
 use super::{CLAIM_LOCK, CLOCK, Conn, GREATEST, NOW, NOW_MS, now_plus};
 use crate::db::queries::{Queries, claim_sql, concat_name_ws, enqueue_sql, lower};
 use crate::db::rows::{
-    BoundInstance, DriftAuditRow, OutboxSummary, Progress, RoleChangeRow, Sending, SyncRow,
+    BoundInstance, DriftAuditRow, OutboxRow, OutboxSummary, Progress, RoleChangeRow, Sending,
     UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
 };
 use crate::db::schema::{
     backfill_progress, clerk_instance, clerk_sync, drift_audit_holds, drift_audits, role_changes,
     role_counts, users, walk_lease, webhook_events,
 };
-use crate::domain::{ClerkUserId, Role, Unrecorded};
+use crate::domain::{ClerkUserId, Role, UnrecordedPushes};
 
 #[async_trait::async_trait]
 impl Queries for Conn {
@@ -42,16 +42,16 @@ impl Queries for Conn {
             .await
     }
 
-    async fn find_sync(&mut self, user_id: &ClerkUserId) -> QueryResult<Option<SyncRow>> {
+    async fn find_outbox_row(&mut self, user_id: &ClerkUserId) -> QueryResult<Option<OutboxRow>> {
         clerk_sync::table
             .find(user_id)
-            .select(SyncRow::as_select())
+            .select(OutboxRow::as_select())
             .first(self)
             .await
             .optional()
     }
 
-    async fn delete_sync(&mut self, user_id: &ClerkUserId) -> QueryResult<()> {
+    async fn delete_outbox_row(&mut self, user_id: &ClerkUserId) -> QueryResult<()> {
         diesel::delete(clerk_sync::table.find(user_id))
             .execute(self)
             .await
@@ -76,14 +76,14 @@ impl Queries for Conn {
         query.load(self).await
     }
 
-    async fn find_user_with_sync(
+    async fn find_user_with_outbox_row(
         &mut self,
         id: &ClerkUserId,
-    ) -> QueryResult<Option<(UserRow, Option<SyncRow>)>> {
+    ) -> QueryResult<Option<(UserRow, Option<OutboxRow>)>> {
         users::table
             .left_join(clerk_sync::table)
             .filter(users::id.eq(id))
-            .select((UserRow::as_select(), Option::<SyncRow>::as_select()))
+            .select((UserRow::as_select(), Option::<OutboxRow>::as_select()))
             .first(self)
             .await
             .optional()
@@ -92,11 +92,11 @@ impl Queries for Conn {
     async fn list_users(
         &mut self,
         filter: &UserFilter,
-    ) -> QueryResult<Vec<(UserRow, Option<SyncRow>)>> {
+    ) -> QueryResult<Vec<(UserRow, Option<OutboxRow>)>> {
         let mut query = users::table
             .left_join(clerk_sync::table)
             .filter(users::deleted_at.is_null())
-            .select((UserRow::as_select(), Option::<SyncRow>::as_select()))
+            .select((UserRow::as_select(), Option::<OutboxRow>::as_select()))
             .order((users::created_at.desc(), users::id.desc()))
             .limit(filter.limit)
             .into_boxed();
@@ -272,7 +272,7 @@ impl Queries for Conn {
     async fn set_unrecorded_pushes(
         &mut self,
         user_id: &ClerkUserId,
-        pushes: Unrecorded,
+        pushes: UnrecordedPushes,
     ) -> QueryResult<()> {
         diesel::update(clerk_sync::table.find(user_id))
             .set((
@@ -419,7 +419,7 @@ impl Queries for Conn {
         owner: &str,
         lease_ms: i64,
         limit: i64,
-    ) -> QueryResult<Vec<SyncRow>> {
+    ) -> QueryResult<Vec<OutboxRow>> {
         use diesel::sql_types::{BigInt, Text};
         diesel::sql_query(claim_sql(CLAIM_LOCK, NOW, &now_plus("$1")))
             .bind::<BigInt, _>(lease_ms)
@@ -698,7 +698,7 @@ impl Queries for Conn {
         })
     }
 
-    async fn unsettled_pushes(&mut self, limit: i64) -> QueryResult<Vec<SyncRow>> {
+    async fn unsettled_pushes(&mut self, limit: i64) -> QueryResult<Vec<OutboxRow>> {
         clerk_sync::table
             .filter(
                 clerk_sync::next_attempt_at
@@ -706,7 +706,7 @@ impl Queries for Conn {
                     .or(clerk_sync::last_error.is_not_null()),
             )
             .order((clerk_sync::queued_at.asc(), clerk_sync::user_id.asc()))
-            .select(SyncRow::as_select())
+            .select(OutboxRow::as_select())
             .limit(limit)
             .load(self)
             .await

@@ -7,9 +7,9 @@ use utoipa::ToSchema;
 
 use super::users::SyncStateName;
 use super::webhook_events::WebhookEventResponse;
-use crate::db::rows::{DriftAuditRow, OutboxSummary, SyncRow, SyncState};
+use crate::db::rows::{DriftAuditRow, OutboxRow, OutboxSummary, SyncState};
 use crate::domain::{ClerkUserId, Role};
-use crate::sync::clerk_instance::InstanceState;
+use crate::jobs::clerk_instance::InstanceState;
 
 /// Where synchronisation stands.
 #[derive(Debug, Serialize, ToSchema)]
@@ -150,8 +150,8 @@ pub struct UnsettledPush {
     pub queued_at: Option<DateTime<Utc>>,
 }
 
-impl From<SyncRow> for UnsettledPush {
-    fn from(row: SyncRow) -> Self {
+impl From<OutboxRow> for UnsettledPush {
+    fn from(row: OutboxRow) -> Self {
         let state = SyncState::of(Some(&row));
         Self {
             user_id: row.user_id.to_string(),

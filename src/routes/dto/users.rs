@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::db::rows::{RoleStats, SyncRow, SyncState, SyncStatus, User, UserRow};
+use crate::db::rows::{OutboxRow, RoleStats, SyncState, SyncStatus, User, UserRow};
 use crate::domain::{ClerkUserId, Role};
 use crate::error::ApiError;
 
@@ -66,7 +66,7 @@ impl From<SyncStatus> for SyncStateName {
 }
 
 impl UserResponse {
-    pub fn from_rows(user: UserRow, sync: Option<&SyncRow>) -> Self {
+    pub fn from_rows(user: UserRow, sync: Option<&OutboxRow>) -> Self {
         let user = User::from(user);
         let sync = SyncState::of(sync);
         Self {

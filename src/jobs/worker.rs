@@ -43,9 +43,9 @@ use super::supervise::supervise;
 use crate::app::push::{self, PushResult, RetryCheck};
 use crate::clerk::{ClerkClient, ClerkError, ClerkUser};
 use crate::config::PushConfig;
-use crate::db::rows::{Sending, SyncRow};
+use crate::db::rows::{OutboxRow, Sending};
 use crate::db::{Db, DbError, Queries as _};
-use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role, RoleSet, Unrecorded};
+use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role, RoleSet, UnrecordedPushes};
 use crate::metrics::Metrics;
 use crate::with_conn;
 
@@ -213,7 +213,7 @@ impl PushWorker {
                 renewed_at = Instant::now();
                 if !held.is_empty() {
                     let ids: Vec<ClerkUserId> = held.iter().cloned().collect();
-                    match drive(&mut in_flight, &mut held, self.renew(&ids)).await {
+                    match alongside_pushes(&mut in_flight, &mut held, self.renew(&ids)).await {
                         Ok(renewed) => self
                             .metrics
                             .push_lease_renewals
@@ -228,7 +228,7 @@ impl PushWorker {
             let can_send = !stopping && confirmed && in_flight.len() < CONCURRENCY;
             let mut wait = POLL;
             if can_send && self.pacer.is_ready() {
-                match drive(&mut in_flight, &mut held, self.claim()).await {
+                match alongside_pushes(&mut in_flight, &mut held, self.claim()).await {
                     Ok(Some(row)) => {
                         self.pacer.take();
                         if row.taken_over {
@@ -240,7 +240,8 @@ impl PushWorker {
                         wait = self.pacer.until_ready();
                     }
                     Ok(None) => {
-                        wait = drive(&mut in_flight, &mut held, self.until_next_due()).await;
+                        wait = alongside_pushes(&mut in_flight, &mut held, self.until_next_due())
+                            .await;
                     }
                     Err(error) => tracing::warn!(%error, "could not claim a push; retrying"),
                 }
@@ -283,7 +284,7 @@ impl PushWorker {
     }
 
     /// The due push to send in the slot that has come, if any.
-    async fn claim(&self) -> Result<Option<SyncRow>, DbError> {
+    async fn claim(&self) -> Result<Option<OutboxRow>, DbError> {
         let lease = millis(LEASE);
         with_conn!(self.db, conn => push::claim(conn, &self.owner, lease).await)
     }
@@ -298,7 +299,7 @@ impl PushWorker {
     }
 
     /// Sends one claimed row and records what happened; returns its user id.
-    async fn push(&self, row: SyncRow) -> ClerkUserId {
+    async fn push(&self, row: OutboxRow) -> ClerkUserId {
         let user_id = &row.user_id;
         let (result, label) = self.attempt(user_id, row.desired_role, &row).await;
         if let Some(PushResult::GiveUp(error) | PushResult::RetryIn(_, error)) = &result {
@@ -340,10 +341,10 @@ impl PushWorker {
         &self,
         user_id: &ClerkUserId,
         role: Role,
-        row: &SyncRow,
+        row: &OutboxRow,
     ) -> (Option<PushResult>, &'static str) {
         // What earlier pushes of this user may have written unrecorded.
-        let mut unrecorded = Unrecorded {
+        let mut unrecorded = UnrecordedPushes {
             roles: RoleSet::from_bits(row.unrecorded_roles),
             until: row.unrecorded_until,
         };
@@ -354,7 +355,7 @@ impl PushWorker {
             match self.client.get_user(user_id).await {
                 Ok(Some(user)) => match self.check_before_retry(&user, row).await {
                     // Clerk's state is recorded: nothing older can echo.
-                    Ok(RetryCheck::Send) => unrecorded = Unrecorded::NONE,
+                    Ok(RetryCheck::Send) => unrecorded = UnrecordedPushes::NONE,
                     Ok(RetryCheck::Cancelled) => return (None, "cancelled"),
                     Ok(RetryCheck::AlreadyThere(state)) => {
                         return (Some(PushResult::Landed(state)), "landed");
@@ -381,8 +382,8 @@ impl PushWorker {
         &self,
         user_id: &ClerkUserId,
         role: Role,
-        row: &SyncRow,
-        unrecorded: Unrecorded,
+        row: &OutboxRow,
+        unrecorded: UnrecordedPushes,
     ) -> (Option<PushResult>, &'static str) {
         // Until its answer comes, Clerk may apply it as late as the
         // request's timeout, by the database's clock. The claim must still
@@ -419,7 +420,7 @@ impl PushWorker {
             // Clerk answered with an error: it wrote nothing.
             Err(error) if !error.may_have_applied() => Some(unrecorded),
             // No answer: Clerk may have applied it, by now at the latest.
-            Err(_) => Some(Unrecorded {
+            Err(_) => Some(UnrecordedPushes {
                 roles: sending.roles,
                 until: Some(noted_at.now_ms().max(unrecorded.until.unwrap_or(i64::MIN))),
             }),
@@ -453,7 +454,7 @@ impl PushWorker {
     async fn note_unrecorded(
         &self,
         user_id: &ClerkUserId,
-        pushes: Unrecorded,
+        pushes: UnrecordedPushes,
     ) -> Result<(), DbError> {
         with_conn!(self.db, conn => push::note_unrecorded(conn, user_id, pushes).await)
     }
@@ -463,7 +464,7 @@ impl PushWorker {
     async fn check_before_retry(
         &self,
         user: &ClerkUser,
-        row: &SyncRow,
+        row: &OutboxRow,
     ) -> Result<RetryCheck, DbError> {
         let allowance = allowance_ms(self.config.clock_skew_allowance);
         with_conn!(self.db, conn => {
@@ -472,7 +473,7 @@ impl PushWorker {
     }
 
     /// What to record after Clerk refused or failed.
-    fn failed(&self, row: &SyncRow, error: ClerkError) -> (Option<PushResult>, &'static str) {
+    fn failed(&self, row: &OutboxRow, error: ClerkError) -> (Option<PushResult>, &'static str) {
         match error {
             ClerkError::RateLimited { retry_after } => {
                 // Clerk's number is taken at its word only up to our longest
@@ -538,7 +539,7 @@ impl DbClock {
 /// Awaits `work` while the pushes in flight go on (they may hold the pool's
 /// connections, which `work` may be waiting for); those that finish leave
 /// `held`.
-async fn drive<T>(
+async fn alongside_pushes<T>(
     in_flight: &mut (impl Stream<Item = ClerkUserId> + Unpin),
     held: &mut HashSet<ClerkUserId>,
     work: impl Future<Output = T>,

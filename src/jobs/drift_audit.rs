@@ -196,7 +196,7 @@ impl DriftAudit {
                     let now = conn.clock().await?;
                     drift_audit::resume_or_start(conn, &self.owner, now).await
                 })?;
-                self.drive(run, RunMode::Audit, self.settings.max_deletions)
+                self.run_to_end(run, RunMode::Audit, self.settings.max_deletions)
                     .await
             })
             .await;
@@ -232,7 +232,7 @@ impl DriftAudit {
                     let now = conn.clock().await?;
                     drift_audit::start(conn, &self.owner, now, mode).await
                 })?;
-                self.drive(run, mode, max_deletions).await
+                self.run_to_end(run, mode, max_deletions).await
             })
             .await;
         lease.release().await;
@@ -241,7 +241,7 @@ impl DriftAudit {
 
     /// Takes `run` to its end: finished (perhaps waiting for an operator)
     /// or stopped on an error, noted either way.
-    async fn drive(
+    async fn run_to_end(
         &self,
         mut run: DriftAuditRow,
         mode: RunMode,

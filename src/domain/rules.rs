@@ -73,19 +73,19 @@ pub struct PendingPush {
     pub in_flight: bool,
     /// Pushes of this user that Clerk may have applied without our
     /// recording its answer (a replica died in between, or no answer came).
-    pub unrecorded: Unrecorded,
+    pub unrecorded: UnrecordedPushes,
 }
 
 /// Pushes whose answer from Clerk was never recorded: the roles they sent,
 /// and the latest time (ms, our clock) Clerk could have applied one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Unrecorded {
+pub struct UnrecordedPushes {
     pub roles: RoleSet,
     pub until: Option<i64>,
 }
 
-impl Unrecorded {
-    pub const NONE: Unrecorded = Unrecorded {
+impl UnrecordedPushes {
+    pub const NONE: UnrecordedPushes = UnrecordedPushes {
         roles: RoleSet::EMPTY,
         until: None,
     };
@@ -114,7 +114,7 @@ pub enum Tombstone {
 
 /// What we know of a user before applying a Clerk state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Known {
+pub struct StoredUser {
     /// The role in our database.
     pub role: Role,
     /// The newest Clerk state applied so far, if any.
@@ -127,7 +127,7 @@ pub struct Known {
     pub pending: Option<PendingPush>,
 }
 
-impl Known {
+impl StoredUser {
     /// The same user, with its pending push (if any) found in flight.
     pub fn with_push_in_flight(self) -> Self {
         Self {
@@ -142,7 +142,7 @@ impl Known {
 
 /// What to do with a Clerk state (from a webhook or a re-read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum StateDecision {
     /// Store `clerk` as the newest Clerk state, refresh the profile and set
     /// the database role to `role` (which may be the current one).
     Apply {
@@ -166,32 +166,32 @@ pub enum Verdict {
 /// we know as `known` (`None` for a user we have never seen).
 /// `allowance_ms` is the clock-skew allowance between Clerk and us.
 pub fn judge(
-    known: Option<Known>,
+    known: Option<StoredUser>,
     metadata: MetadataRole,
     updated_at: i64,
     allowance_ms: i64,
-) -> Verdict {
+) -> StateDecision {
     judge_with(known, metadata, updated_at, allowance_ms, false)
 }
 
 /// Like [`judge`], for a state just read back from Clerk after a
-/// [`Verdict::Conflict`]: Clerk's answer settles which role that instant had.
+/// [`StateDecision::Conflict`]: Clerk's answer settles which role that instant had.
 pub fn judge_reread(
-    known: Option<Known>,
+    known: Option<StoredUser>,
     metadata: MetadataRole,
     updated_at: i64,
     allowance_ms: i64,
-) -> Verdict {
+) -> StateDecision {
     judge_with(known, metadata, updated_at, allowance_ms, true)
 }
 
 fn judge_with(
-    known: Option<Known>,
+    known: Option<StoredUser>,
     metadata: MetadataRole,
     updated_at: i64,
     allowance_ms: i64,
     reread: bool,
-) -> Verdict {
+) -> StateDecision {
     let fallback = known.map_or(Role::Student, |k| k.role);
     let (incoming, unknown_role) = match metadata.role() {
         Some(role) => (role, false),
@@ -202,7 +202,7 @@ fn judge_with(
         updated_at,
     };
     let Some(known) = known else {
-        return Verdict::Apply {
+        return StateDecision::Apply {
             clerk,
             role: incoming,
             unknown_role,
@@ -215,11 +215,11 @@ fn judge_with(
             return judge_with(None, metadata, updated_at, allowance_ms, reread);
         }
         // A webhook may be older than the deletion: only a read settles it.
-        Some(_) => return Verdict::Deleted,
+        Some(_) => return StateDecision::Deleted,
         None => {}
     }
     match known.clerk {
-        Some(applied) if updated_at < applied.updated_at => return Verdict::Stale,
+        Some(applied) if updated_at < applied.updated_at => return StateDecision::Stale,
         // (An unknown value at the same instant is the state we already kept.)
         Some(applied)
             if updated_at == applied.updated_at
@@ -227,12 +227,12 @@ fn judge_with(
                 && !unknown_role
                 && !reread =>
         {
-            return Verdict::Conflict;
+            return StateDecision::Conflict;
         }
         _ => {}
     }
     let Some(pending) = known.pending else {
-        return Verdict::Apply {
+        return StateDecision::Apply {
             clerk,
             role: incoming,
             unknown_role,
@@ -242,7 +242,7 @@ fn judge_with(
     // The echo of our own push cancels nothing.
     let echo = known.clerk_from_push && known.clerk == Some(clerk);
     let cancels_push = !echo && !unknown_role && cancels(clerk, pending, allowance_ms);
-    Verdict::Apply {
+    StateDecision::Apply {
         clerk,
         role: if cancels_push { incoming } else { known.role },
         unknown_role,
@@ -318,8 +318,8 @@ mod tests {
         role: Role,
         clerk: Option<(Role, i64)>,
         pending: Option<PendingPush>,
-    ) -> Option<Known> {
-        Some(Known {
+    ) -> Option<StoredUser> {
+        Some(StoredUser {
             role,
             clerk: clerk.map(|(role, updated_at)| ClerkState { role, updated_at }),
             clerk_from_push: false,
@@ -334,20 +334,24 @@ mod tests {
             committed_at,
             seen_at_commit: None,
             in_flight: false,
-            unrecorded: Unrecorded::NONE,
+            unrecorded: UnrecordedPushes::NONE,
         })
     }
 
-    fn judge(known: Option<Known>, metadata: MetadataRole, updated_at: i64) -> Verdict {
+    fn judge(known: Option<StoredUser>, metadata: MetadataRole, updated_at: i64) -> StateDecision {
         super::judge(known, metadata, updated_at, ALLOWANCE)
     }
 
-    fn judge_reread(known: Option<Known>, metadata: MetadataRole, updated_at: i64) -> Verdict {
+    fn judge_reread(
+        known: Option<StoredUser>,
+        metadata: MetadataRole,
+        updated_at: i64,
+    ) -> StateDecision {
         super::judge_reread(known, metadata, updated_at, ALLOWANCE)
     }
 
-    fn apply(role: Role, clerk_role: Role, updated_at: i64) -> Verdict {
-        Verdict::Apply {
+    fn apply(role: Role, clerk_role: Role, updated_at: i64) -> StateDecision {
+        StateDecision::Apply {
             clerk: ClerkState {
                 role: clerk_role,
                 updated_at,
@@ -371,7 +375,7 @@ mod tests {
         );
         assert_eq!(
             judge(None, MetadataRole::Unknown, 1),
-            Verdict::Apply {
+            StateDecision::Apply {
                 clerk: ClerkState {
                     role: Student,
                     updated_at: 1
@@ -392,7 +396,7 @@ mod tests {
         );
         assert!(matches!(
             verdict,
-            Verdict::Apply {
+            StateDecision::Apply {
                 role: Role::Instructor,
                 unknown_role: true,
                 ..
@@ -405,37 +409,37 @@ mod tests {
         let user = known(Role::Admin, Some((Role::Admin, 10)), None);
         assert_eq!(
             judge(user, MetadataRole::Known(Role::Student), 9),
-            Verdict::Stale
+            StateDecision::Stale
         );
-        let deleted = Some(Known {
+        let deleted = Some(StoredUser {
             deleted: Some(Tombstone::Final),
             ..user.expect("some")
         });
         assert_eq!(
             judge(deleted, MetadataRole::Known(Role::Student), 11),
-            Verdict::Deleted
+            StateDecision::Deleted
         );
         assert_eq!(
             judge_reread(deleted, MetadataRole::Known(Role::Student), 11),
-            Verdict::Deleted
+            StateDecision::Deleted
         );
     }
 
     #[test]
     fn a_provisional_tombstone_is_undone_only_by_a_fresh_read_of_clerk() {
         let user = known(Role::Admin, Some((Role::Admin, 10)), None);
-        let deleted = Some(Known {
+        let deleted = Some(StoredUser {
             deleted: Some(Tombstone::Provisional),
             ..user.expect("some")
         });
         assert_eq!(
             judge(deleted, MetadataRole::Known(Role::Instructor), 11),
-            Verdict::Deleted
+            StateDecision::Deleted
         );
         // Even a state older than the one applied: Clerk holds it now.
         assert_eq!(
             judge_reread(deleted, MetadataRole::Known(Role::Instructor), 9),
-            Verdict::Apply {
+            StateDecision::Apply {
                 clerk: ClerkState {
                     role: Role::Instructor,
                     updated_at: 9
@@ -447,7 +451,7 @@ mod tests {
         );
         assert!(matches!(
             judge_reread(deleted, MetadataRole::Missing, 11),
-            Verdict::Apply {
+            StateDecision::Apply {
                 role: Role::Student,
                 ..
             }
@@ -459,7 +463,7 @@ mod tests {
         let user = known(Role::Admin, Some((Role::Admin, 10)), None);
         assert_eq!(
             judge(user, MetadataRole::Known(Role::Student), 10),
-            Verdict::Conflict
+            StateDecision::Conflict
         );
         assert_eq!(
             judge(user, MetadataRole::Known(Role::Admin), 10),
@@ -476,7 +480,7 @@ mod tests {
         );
         assert_eq!(
             judge_reread(user, MetadataRole::Known(Role::Student), 9),
-            Verdict::Stale
+            StateDecision::Stale
         );
     }
 
@@ -504,7 +508,7 @@ mod tests {
         for role in [Role::Student, Role::Instructor] {
             assert_eq!(
                 judge(user, MetadataRole::Known(role), 12_001),
-                Verdict::Apply {
+                StateDecision::Apply {
                     clerk: ClerkState {
                         role,
                         updated_at: 12_001
@@ -523,7 +527,7 @@ mod tests {
         );
         assert!(matches!(
             judge(demoting, MetadataRole::Known(Role::Admin), 12_001),
-            Verdict::Apply {
+            StateDecision::Apply {
                 role: Role::Admin,
                 cancels_push: true,
                 ..
@@ -542,7 +546,7 @@ mod tests {
             assert!(
                 matches!(
                     judge(promoting, MetadataRole::Known(Role::Student), at),
-                    Verdict::Apply {
+                    StateDecision::Apply {
                         role: Role::Student,
                         cancels_push: true,
                         ..
@@ -577,7 +581,7 @@ mod tests {
                 committed_at: 10_000,
                 seen_at_commit: Some(9_500),
                 in_flight: false,
-                unrecorded: Unrecorded::NONE,
+                unrecorded: UnrecordedPushes::NONE,
             }),
         );
         assert_eq!(
@@ -586,7 +590,7 @@ mod tests {
         );
         assert!(matches!(
             judge(user, MetadataRole::Known(Role::Student), 9_501),
-            Verdict::Apply {
+            StateDecision::Apply {
                 cancels_push: true,
                 ..
             }
@@ -603,7 +607,7 @@ mod tests {
                 committed_at: 10_000,
                 seen_at_commit: Some(1_000),
                 in_flight: false,
-                unrecorded: Unrecorded { roles, until },
+                unrecorded: UnrecordedPushes { roles, until },
             })
         };
         let after = 10_000 + ALLOWANCE + 1;
@@ -621,7 +625,7 @@ mod tests {
         // A role no unrecorded push sent is a dashboard edit...
         assert!(matches!(
             judge(echo, MetadataRole::Known(Role::Instructor), after),
-            Verdict::Apply {
+            StateDecision::Apply {
                 cancels_push: true,
                 ..
             }
@@ -630,7 +634,7 @@ mod tests {
         let later = 12_000 + ALLOWANCE + 1;
         assert!(matches!(
             judge(echo, MetadataRole::Known(Role::Student), later),
-            Verdict::Apply {
+            StateDecision::Apply {
                 cancels_push: true,
                 ..
             }
@@ -642,7 +646,7 @@ mod tests {
         );
         assert!(matches!(
             judge(edit, MetadataRole::Known(Role::Student), after),
-            Verdict::Apply {
+            StateDecision::Apply {
                 cancels_push: true,
                 ..
             }
@@ -656,7 +660,7 @@ mod tests {
             committed_at: 10_000,
             seen_at_commit: None,
             in_flight: true,
-            unrecorded: Unrecorded::NONE,
+            unrecorded: UnrecordedPushes::NONE,
         });
         let user = known(Role::Admin, Some((Role::Student, 1_000)), in_flight);
         assert_eq!(
@@ -673,7 +677,7 @@ mod tests {
             Some((Role::Student, 11_000)),
             pending(Role::Admin, 10_000),
         )
-        .map(|known| Known {
+        .map(|known| StoredUser {
             clerk_from_push: true,
             ..known
         });
@@ -690,7 +694,7 @@ mod tests {
         );
         assert!(matches!(
             judge(theirs, MetadataRole::Known(Role::Student), 11_000),
-            Verdict::Apply {
+            StateDecision::Apply {
                 role: Role::Student,
                 cancels_push: true,
                 ..
@@ -703,7 +707,7 @@ mod tests {
         );
         assert!(matches!(
             judge(user, MetadataRole::Unknown, 60_000),
-            Verdict::Apply {
+            StateDecision::Apply {
                 role: Role::Admin,
                 cancels_push: false,
                 unknown_role: true,
@@ -717,7 +721,7 @@ mod tests {
         let user = known(Role::Admin, None, pending(Role::Admin, i64::MIN));
         assert!(matches!(
             judge(user, MetadataRole::Known(Role::Student), i64::MAX),
-            Verdict::Apply {
+            StateDecision::Apply {
                 cancels_push: true,
                 ..
             }
@@ -725,7 +729,7 @@ mod tests {
         let user = known(Role::Admin, None, pending(Role::Admin, i64::MAX));
         assert!(matches!(
             judge(user, MetadataRole::Known(Role::Instructor), i64::MIN),
-            Verdict::Apply {
+            StateDecision::Apply {
                 cancels_push: false,
                 ..
             }
@@ -797,12 +801,12 @@ mod tests {
             let mut deliveries: Vec<ClerkState> = order.iter().map(|i| *i.get(&timeline)).collect();
             // The newest state is delivered at least once, somewhere.
             deliveries.push(*timeline.last().expect("non-empty"));
-            let mut user: Option<Known> = None;
+            let mut user: Option<StoredUser> = None;
             for state in deliveries {
-                if let Verdict::Apply { clerk, role, .. } =
+                if let StateDecision::Apply { clerk, role, .. } =
                     judge(user, MetadataRole::Known(state.role), state.updated_at)
                 {
-                    user = Some(Known { role, clerk: Some(clerk), clerk_from_push: false, deleted: None, pending: None });
+                    user = Some(StoredUser { role, clerk: Some(clerk), clerk_from_push: false, deleted: None, pending: None });
                 }
             }
             let newest = timeline.last().expect("non-empty");

@@ -7,9 +7,10 @@
 //! has committed. Nothing waits for a batch to fill: a lone event is applied
 //! at once, and events arriving meanwhile make the next batch.
 //!
-//! On PostgreSQL two writers take turns, so that one batch is being judged
-//! and written while the other waits for its commit, and a writer keeps its
-//! connection for as long as events keep coming. SQLite has one writer,
+//! On PostgreSQL two writers take turns: the events that come while one
+//! writer applies its batch make the next batch, which the other writer
+//! begins while the first commits. A writer keeps its connection for as
+//! long as events keep coming. SQLite has one writer,
 //! which gives the one connection back after each batch: nothing else waits
 //! behind it for longer than one batch.
 //!
@@ -84,7 +85,10 @@ impl Ingest {
         let (jobs, queue) = mpsc::channel(MAX_BATCH);
         // Shared by the writers, and by a writer's runs: one that panicked
         // leaves the queue to the next.
-        let queue = Arc::new(Mutex::new(queue));
+        let queue = Arc::new(Mutex::new(Queue {
+            jobs: queue,
+            taken: None,
+        }));
         let (stop, stopped) = watch::channel(false);
         let pending = metrics.ingest_pending.clone();
         let writers = match db.backend() {
@@ -165,15 +169,18 @@ struct Writer {
 /// checked again between batches; idle, it goes back to the pool.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// The queue the writers take turns at.
-type Queue = Mutex<mpsc::Receiver<Job>>;
+/// The queue the writers take turns at, and the event a writer took from it
+/// on seeing that events wait (the next batch starts with it).
+struct Queue {
+    jobs: mpsc::Receiver<Job>,
+    taken: Option<Job>,
+}
 
-/// A writer's turn: while it holds the queue, it takes a batch and writes
-/// it; it hands the queue on before its commit when events wait in it.
-type Turn<'q> = MutexGuard<'q, mpsc::Receiver<Job>>;
+/// A writer's turn at the queue: while it holds it, the other writer waits.
+type HeldQueue<'q> = MutexGuard<'q, Queue>;
 
 impl Writer {
-    async fn run(&self, queue: &Queue, mut stop: watch::Receiver<bool>) {
+    async fn run(&self, queue: &Mutex<Queue>, mut stop: watch::Receiver<bool>) {
         while let Some((turn, batch)) = Self::next_batch(queue, None, &mut stop).await {
             self.apply_while_busy(queue, &mut stop, turn, batch).await;
         }
@@ -189,23 +196,26 @@ impl Writer {
     /// queued (up to [`MAX_BATCH`] events). `None` once told to stop with
     /// nothing queued.
     async fn next_batch<'q>(
-        queue: &'q Queue,
-        held: Option<Turn<'q>>,
+        queue: &'q Mutex<Queue>,
+        held: Option<HeldQueue<'q>>,
         stop: &mut watch::Receiver<bool>,
-    ) -> Option<(Turn<'q>, Vec<Job>)> {
+    ) -> Option<(HeldQueue<'q>, Vec<Job>)> {
         let mut turn = match held {
             Some(turn) => turn,
             None => queue.lock().await,
         };
-        let first = tokio::select! {
-            biased;
-            job = turn.recv() => job,
-            // Told to stop: what is queued is still applied.
-            _ = stop.wait_for(|stop| *stop) => turn.try_recv().ok(),
-        }?;
+        let first = match turn.taken.take() {
+            Some(job) => job,
+            None => tokio::select! {
+                biased;
+                job = turn.jobs.recv() => job,
+                // Told to stop: what is queued is still applied.
+                _ = stop.wait_for(|stop| *stop) => turn.jobs.try_recv().ok(),
+            }?,
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
-            match turn.try_recv() {
+            match turn.jobs.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
@@ -217,11 +227,17 @@ impl Writer {
     /// one connection while they keep coming. On SQLite, whose one
     /// connection the rest of the service shares, the connection goes back
     /// after each batch.
+    ///
+    /// The writer keeps its turn while it applies a batch, and lets go of it
+    /// once an event comes meanwhile: the other writer then applies the
+    /// events that come during this batch while this one commits. Events
+    /// that come one at a time (a lone sender waiting for each answer) find
+    /// the writer that served the last one, with no hand-over between.
     async fn apply_while_busy<'q>(
         &self,
-        queue: &'q Queue,
+        queue: &'q Mutex<Queue>,
         stop: &mut watch::Receiver<bool>,
-        turn: Turn<'q>,
+        turn: HeldQueue<'q>,
         batch: Vec<Job>,
     ) {
         let keep_connection = self.db.backend() == Backend::Postgres;
@@ -229,16 +245,12 @@ impl Writer {
         let served: Result<(), DbError> = with_conn!(self.db, conn => {
             while let Some((turn, batch)) = next.take() {
                 let mut turn = Some(turn);
-                // Once the batch is written, the queue goes to the other
-                // writer if events wait in it: the next batch is written
-                // while this one commits. With none waiting, this writer
-                // keeps it and serves the next event itself.
-                let mut hand_over = || {
-                    if turn.as_ref().is_some_and(|queue| !queue.is_empty()) {
-                        turn = None;
-                    }
+                let applying = self.apply(conn, batch);
+                tokio::pin!(applying);
+                let all_stored = tokio::select! {
+                    all_stored = &mut applying => all_stored,
+                    () = let_go_once_events_wait(&mut turn) => applying.await,
                 };
-                let all_stored = self.apply(conn, batch, &mut hand_over).await;
                 // A failed batch may have broken the connection: the pool
                 // checks it before handing it out again.
                 if !keep_connection || !all_stored {
@@ -261,19 +273,13 @@ impl Writer {
 
     /// Applies one batch and answers each of its requests; whether every
     /// event was stored.
-    async fn apply<C: Store>(
-        &self,
-        conn: &mut C,
-        batch: Vec<Job>,
-        written: &mut (dyn FnMut() + Send),
-    ) -> bool {
+    async fn apply<C: Store>(&self, conn: &mut C, batch: Vec<Job>) -> bool {
         let started = Instant::now();
         let (received, answers): (Vec<Received>, Vec<_>) = batch
             .into_iter()
             .map(|job| (job.received, job.answer))
             .unzip();
-        let outcomes =
-            webhook_event::apply_events(conn, &received, self.allowance_ms, written).await;
+        let outcomes = webhook_event::apply_events(conn, &received, self.allowance_ms).await;
         self.metrics
             .ingest_batch(received.len(), started.elapsed().as_secs_f64());
         let all_stored = outcomes.iter().all(Result::is_ok);
@@ -284,4 +290,18 @@ impl Writer {
         }
         all_stored
     }
+}
+
+/// Waits, while `turn` is held, for an event to come into the queue; then
+/// keeps it for the next batch and lets go of the queue. Never
+/// returns when no turn is held or the queue has closed.
+async fn let_go_once_events_wait(turn: &mut Option<HeldQueue<'_>>) {
+    if let Some(queued) = turn.as_mut()
+        && let Some(job) = queued.jobs.recv().await
+    {
+        queued.taken = Some(job);
+        *turn = None;
+        return;
+    }
+    std::future::pending().await
 }
