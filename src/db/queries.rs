@@ -5,9 +5,9 @@ use diesel_async::AsyncConnection;
 
 use super::rows::{
     BoundInstance, DriftAuditRow, OutboxRow, OutboxSummary, Progress, RoleChangeRow, RoleStats,
-    Sending, UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
+    UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
 };
-use crate::domain::{ClerkUserId, Role, UnrecordedPushes};
+use crate::domain::{ClerkUserId, Role};
 
 diesel::define_sql_function! {
     /// SQL `lower()`, on both backends.
@@ -25,7 +25,10 @@ diesel::define_sql_function! {
 }
 
 /// Every query that reads the same on both backends, for either backend's
-/// connection.
+/// connection, but the outbox's writes ([`Outbox`](super::Outbox)): reads
+/// of every table, and writes of the tables no unit of work holds (the
+/// instance binding, backfill progress, the walk lease, drift audit runs,
+/// pruning of processed webhooks).
 ///
 /// Each method is one statement; transactions are composed by the
 /// use-cases (`app/`), generic over `C: Store`.
@@ -59,9 +62,6 @@ pub trait Queries: AsyncConnection + Send {
     /// A user's outbox row, if any.
     async fn find_outbox_row(&mut self, user_id: &ClerkUserId) -> QueryResult<Option<OutboxRow>>;
 
-    /// Removes a user's outbox row, if any.
-    async fn delete_outbox_row(&mut self, user_id: &ClerkUserId) -> QueryResult<()>;
-
     /// Up to `limit` of a user's audit rows, newest first, older than the
     /// row `before` when given.
     async fn role_history(
@@ -82,26 +82,6 @@ pub trait Queries: AsyncConnection + Send {
         &mut self,
         filter: &UserFilter,
     ) -> QueryResult<Vec<(UserRow, Option<OutboxRow>)>>;
-
-    /// Queues a push of `role`, due and queued at the database's clock,
-    /// replacing any role not yet sent (a push in flight keeps its lease;
-    /// the new version waits for it).
-    async fn enqueue_push(&mut self, user_id: &ClerkUserId, role: Role) -> QueryResult<()>;
-
-    /// Marks version `version` as landed.
-    async fn mark_synced(&mut self, user_id: &ClerkUserId, version: i64) -> QueryResult<()>;
-
-    /// Schedules another try of `version`, `retry_in_ms` after the
-    /// database's clock (`None`: stop retrying), if `owner` still claims it
-    /// (else another replica is sending it, and records its own result).
-    async fn reschedule_push(
-        &mut self,
-        user_id: &ClerkUserId,
-        version: i64,
-        retry_in_ms: Option<i64>,
-        error: &str,
-        owner: &str,
-    ) -> QueryResult<()>;
 
     /// Pushes queued or retrying, and when the oldest of them was queued.
     async fn push_queue_stats(&mut self) -> QueryResult<(i64, Option<chrono::NaiveDateTime>)>;
@@ -131,60 +111,6 @@ pub trait Queries: AsyncConnection + Send {
 
     /// Forgets the backfill's progress (it finished, or starts over).
     async fn delete_backfill_progress(&mut self) -> QueryResult<()>;
-
-    /// Lets any worker take the row again, if `owner` claims it.
-    async fn release_claim(&mut self, user_id: &ClerkUserId, owner: &str) -> QueryResult<()>;
-
-    /// Sets the roles a user's pushes may have written to Clerk unrecorded:
-    /// once Clerk's answer or a read of Clerk is recorded, nothing older can
-    /// be the newest Clerk state, so only a push about to be sent counts.
-    async fn set_unrecorded_pushes(
-        &mut self,
-        user_id: &ClerkUserId,
-        pushes: UnrecordedPushes,
-    ) -> QueryResult<()>;
-
-    /// Hands back every claim `owner` holds (at its start, and as it stops);
-    /// how many there were.
-    async fn release_claims_of(&mut self, owner: &str) -> QueryResult<usize>;
-
-    /// Extends the leases `owner` still holds on `user_ids` to `lease_ms`
-    /// after the database's clock; how many it still held.
-    async fn renew_claims(
-        &mut self,
-        owner: &str,
-        user_ids: &[ClerkUserId],
-        lease_ms: i64,
-    ) -> QueryResult<usize>;
-
-    /// Right before sending version `version`: notes that its pushes may
-    /// write `roles` unrecorded until `may_apply_ms` after the database's
-    /// clock (or `earlier_until`, if later), and extends `owner`'s lease to
-    /// `lease_ms` after it (long enough to outlast the request), only if
-    /// `owner` still holds a live claim on that version of a pending push.
-    /// Returns the database's clock (ms since the epoch) it noted at;
-    /// `None`: the claim was lost (expired and taken over, or the push
-    /// settled), and the push must not be sent.
-    async fn note_before_sending(
-        &mut self,
-        user_id: &ClerkUserId,
-        version: i64,
-        owner: &str,
-        sending: Sending,
-        lease_ms: i64,
-    ) -> QueryResult<Option<i64>>;
-
-    /// Cancels version `version` of a user's push if it is still pending
-    /// and no live claim (other than `owner`'s) is sending it; whether it did.
-    /// A live claim sending an older version stays: that push is in flight,
-    /// and its answer is recorded when it comes.
-    /// Claims are live by the database's clock.
-    async fn cancel_push(
-        &mut self,
-        user_id: &ClerkUserId,
-        version: i64,
-        owner: Option<&str>,
-    ) -> QueryResult<bool>;
 
     /// Deletes up to `batch` processed messages received before `cutoff`;
     /// how many.
@@ -278,17 +204,6 @@ pub trait Queries: AsyncConnection + Send {
 
     /// Up to `limit` pushes pending or failing, oldest queued first.
     async fn unsettled_pushes(&mut self, limit: i64) -> QueryResult<Vec<OutboxRow>>;
-
-    /// Takes up to `limit` due, unclaimed pushes for `owner` for `lease_ms`,
-    /// due and leased by the database's clock, counting an attempt for each.
-    /// On PostgreSQL rows that another replica is claiming at the same
-    /// moment are skipped, not waited for (each backend's `CLAIM_LOCK`).
-    async fn claim_due_pushes(
-        &mut self,
-        owner: &str,
-        lease_ms: i64,
-        limit: i64,
-    ) -> QueryResult<Vec<OutboxRow>>;
 }
 
 /// The claim, written for both backends; each backend adds its `CLAIM_LOCK`,

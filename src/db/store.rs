@@ -1,5 +1,5 @@
 //! [`Store`]: every query of the service, for either backend's connection:
-//! the [`Queries`] that read the same on both, and here, what PostgreSQL
+//! the [`Queries`] and [`Outbox`] writes that read the same on both, and here, what PostgreSQL
 //! (`postgres.rs`) and SQLite (`sqlite.rs`) do differently: row locks, the
 //! counter lock, the maintenance lock, and the transaction that changes
 //! users, begun with its locks and committed with its [`WriteSet`].
@@ -12,6 +12,7 @@
 
 use diesel::QueryResult;
 
+use super::outbox::Outbox;
 use super::queries::Queries;
 use super::rows::{NewRoleChange, NewWebhookEvent, OutboxRow, UserRow};
 use crate::domain::{ClerkUserId, CountDeltas, Role};
@@ -34,9 +35,10 @@ pub struct LockedRows {
 }
 
 /// Every query of the service: what differs between the backends, on top of
-/// the [`Queries`] that do not. Use-cases are generic over `C: Store`.
+/// the [`Queries`] and the [`Outbox`] writes that do not. Use-cases are
+/// generic over `C: Store`.
 #[async_trait::async_trait]
-pub trait Store: Queries {
+pub trait Store: Queries + Outbox {
     /// Loads a user (deleted ones too) and holds its row until the
     /// transaction ends, so concurrent changes to one user serialize.
     async fn lock_user(&mut self, id: &ClerkUserId) -> QueryResult<Option<UserRow>>;

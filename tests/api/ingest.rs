@@ -328,7 +328,11 @@ async fn events_that_queue_while_the_writer_waits_are_applied_together(backend: 
     // Each writer's first batch waited behind the held lock (two writers on
     // PostgreSQL, one on SQLite); everything that arrived meanwhile made one
     // more batch.
-    let writers = if backend == Backend::Postgres { 2.0 } else { 1.0 };
+    let writers = if backend == Backend::Postgres {
+        2.0
+    } else {
+        1.0
+    };
     assert!(
         (1.0..=writers + 1.0).contains(&batches),
         "{batches} batches for {} events",

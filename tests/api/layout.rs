@@ -197,8 +197,9 @@ fn the_lower_layers_import_only_what_is_below_them() {
     }
 }
 
-/// The storage calls that write users, audit rows, counters or the outbox,
-/// and the only modules that may make them.
+/// The storage calls that write users, audit rows, counters or the outbox
+/// (`Store`'s transaction writes and `Outbox`), and the only modules that
+/// may make them.
 const WRITERS: &[(&str, &[&str])] = &[
     // Users, audit rows, counters, Svix messages and queued pushes, decided
     // by the race rule in one place.
@@ -237,6 +238,25 @@ fn only_the_unit_of_work_writes_users_audit_rows_counters_and_the_outbox() {
             );
         }
         assert!(!callers.is_empty(), "nobody calls {write}: a stale entry");
+    }
+    // The queries any use-case may call write none of those tables: the
+    // outbox's writes are `Outbox`'s, the rest go in a unit of work's
+    // `WriteSet`.
+    let queries = files["db::queries::shared"].to_lowercase();
+    for table in ["users", "role_changes", "role_counts", "clerk_sync"] {
+        for write in [
+            format!("insert_into({table}::"),
+            format!("update({table}::"),
+            format!("delete({table}::"),
+            format!("insert into {table} "),
+            format!("update {table} "),
+            format!("delete from {table} "),
+        ] {
+            assert!(
+                !queries.contains(&write),
+                "Queries writes {table} ({write})"
+            );
+        }
     }
     // Nor does anything above storage write tables of its own, in SQL or
     // with diesel's builders.

@@ -2,7 +2,7 @@
 
 use clerk_role_sync::app::change_roles::{self, RoleUpdate, RoleUpdateError};
 use clerk_role_sync::db::rows::{RoleStats, Sending};
-use clerk_role_sync::db::{DbError, Queries};
+use clerk_role_sync::db::{DbError, Outbox, Queries};
 use clerk_role_sync::domain::{Role, RoleSet, RoleSource};
 use clerk_role_sync::with_conn;
 use diesel_async::SimpleAsyncConnection;

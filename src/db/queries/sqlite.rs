@@ -31,3 +31,10 @@ fn now_plus(millis: &str) -> String {
 )]
 #[path = "shared.rs"]
 mod shared;
+
+#[expect(
+    clippy::duplicate_mod,
+    reason = "the one body of the outbox's writes, for each backend"
+)]
+#[path = "outbox.rs"]
+mod outbox;
