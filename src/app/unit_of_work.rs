@@ -88,7 +88,7 @@ impl UnitOfWork {
         let mut outbox: HashMap<ClerkUserId, OutboxRow> = locked
             .outbox
             .into_iter()
-            .map(|sync| (sync.user_id.clone(), sync))
+            .map(|push| (push.user_id.clone(), push))
             .collect();
         let mut users: BTreeMap<ClerkUserId, LockedUser> = ids
             .into_iter()
@@ -105,9 +105,9 @@ impl UnitOfWork {
             })
             .collect();
         for row in locked.users {
-            let sync = outbox.remove(&row.id);
+            let push = outbox.remove(&row.id);
             if let Some(entry) = users.get_mut(&row.id) {
-                entry.outbox = sync;
+                entry.outbox = push;
                 entry.row = Some(row);
                 entry.in_database = true;
             }
@@ -143,7 +143,7 @@ impl UnitOfWork {
         self.entry(id)
             .outbox
             .as_ref()
-            .filter(|sync| sync.is_pending())
+            .filter(|push| push.is_pending())
     }
 
     /// Whether a push of user `id`'s role is waiting, or failed and was
@@ -152,7 +152,7 @@ impl UnitOfWork {
         self.entry(id)
             .outbox
             .as_ref()
-            .is_some_and(|sync| sync.is_pending() || sync.last_error.is_some())
+            .is_some_and(|push| push.is_pending() || push.last_error.is_some())
     }
 
     fn entry(&self, id: &ClerkUserId) -> &LockedUser {
@@ -205,16 +205,16 @@ impl UnitOfWork {
         let entry = self.entry_mut(id);
         let (known, pending_version) = match &entry.row {
             Some(row) => {
-                let sync = entry.outbox.as_ref();
-                let pending = sync.filter(|sync| sync.is_pending());
+                let push = entry.outbox.as_ref();
+                let pending = push.filter(|push| push.is_pending());
                 let mut known = known(row, pending, now);
                 if let Some(pending) = &mut known.pending
                     && claimed_by.is_some()
-                    && sync.and_then(|sync| sync.claimed_by.as_deref()) == claimed_by
+                    && push.and_then(|push| push.claimed_by.as_deref()) == claimed_by
                 {
                     pending.in_flight = false;
                 }
-                (Some(known), pending.map(|sync| sync.version))
+                (Some(known), pending.map(|push| push.version))
             }
             None => (None, None),
         };
@@ -267,9 +267,9 @@ impl UnitOfWork {
             .filter(|known| known.deleted.is_none())
             .map(|known| known.role);
         // A push that Clerk refused for good is superseded by Clerk's state.
-        if let Some(sync) = &mut entry.outbox
-            && !sync.is_pending()
-            && sync.last_error.take().is_some()
+        if let Some(push) = &mut entry.outbox
+            && !push.is_pending()
+            && push.last_error.take().is_some()
         {
             entry.clear_sync_error = true;
         }
@@ -538,8 +538,8 @@ impl UnitOfWork {
         let Some(row) = &entry.row else {
             return Ok(());
         };
-        let pending = entry.outbox.as_ref().filter(|sync| sync.is_pending());
-        let version = pending.map(|sync| sync.version);
+        let pending = entry.outbox.as_ref().filter(|push| push.is_pending());
+        let version = pending.map(|push| push.version);
         let known = known(row, pending, now);
         let (Some(clerk), Some(pending), Some(version)) = (known.clerk, known.pending, version)
         else {
@@ -748,17 +748,17 @@ pub async fn apply_clerk_user<C: Store>(
 /// What the rules need to know of a stored user and its pending push.
 pub(crate) fn known(row: &UserRow, pending: Option<&OutboxRow>, now: NaiveDateTime) -> StoredUser {
     let clerk = clerk_state(row);
-    let pending = pending.map(|sync| PendingPush {
-        role: sync.desired_role,
+    let pending = pending.map(|push| PendingPush {
+        role: push.desired_role,
         // A row queued before commit times were kept counts as old.
-        committed_at: sync
+        committed_at: push
             .queued_at
             .map_or(i64::MIN, |at| at.and_utc().timestamp_millis()),
-        seen_at_commit: sync.seen_clerk_updated_at,
-        in_flight: sync.in_flight(now),
+        seen_at_commit: push.seen_clerk_updated_at,
+        in_flight: push.in_flight(now),
         unrecorded: UnrecordedPushes {
-            roles: RoleSet::from_bits(sync.unrecorded_roles),
-            until: sync.unrecorded_until,
+            roles: RoleSet::from_bits(push.unrecorded_roles),
+            until: push.unrecorded_until,
         },
     });
     StoredUser {
