@@ -560,6 +560,58 @@ async fn rate_limit_next_answers_429_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_lets_so_many_requests_through_per_window() {
+    let emu = ClerkEmulator::start().await;
+    let before = emu.add_user("user_busy", Some("STUDENT"));
+    // A window no test run outlasts: the first three pass, then every
+    // request is refused with the whole seconds until the window frees.
+    emu.enforce_rate_limit(3, Duration::from_secs(600));
+    for _ in 0..3 {
+        assert_eq!(get(&emu, "/v1/users/user_busy").await.status(), 200);
+    }
+    let patched = patch_metadata(
+        &emu,
+        "user_busy",
+        &json!({ "public_metadata": { "role": "ADMIN" } }),
+    )
+    .await;
+    assert_eq!(patched.status(), 429);
+    let retry_after: u64 = patched.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("whole seconds");
+    assert!((595..=600).contains(&retry_after), "{retry_after}");
+    assert_eq!(error_code(patched).await, "too_many_requests");
+    assert_eq!(
+        emu.user("user_busy"),
+        Some(before),
+        "a refused write changes nothing"
+    );
+    // Refusals do not count; lifting the limit lets everything through.
+    assert_eq!(get(&emu, "/v1/users/user_busy").await.status(), 429);
+    emu.lift_rate_limit();
+    assert_eq!(get(&emu, "/v1/users/user_busy").await.status(), 200);
+
+    // A short window frees itself.
+    emu.enforce_rate_limit(2, Duration::from_millis(300));
+    assert_eq!(get(&emu, "/v1/users/user_busy").await.status(), 200);
+    assert_eq!(get(&emu, "/v1/users/user_busy").await.status(), 200);
+    let refused = get(&emu, "/v1/users/user_busy").await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let mut passed = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if get(&emu, "/v1/users/user_busy").await.status() == 200 {
+            passed = true;
+            break;
+        }
+    }
+    assert!(passed, "the window never freed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_delay_holds_the_answer_and_the_effect() {
     let emu = ClerkEmulator::start().await;
     emu.add_user("user_slow", Some("STUDENT"));

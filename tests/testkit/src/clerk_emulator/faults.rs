@@ -1,11 +1,12 @@
 //! Clerk misbehaving on demand: error statuses (5xx and others) and 429s
 //! with `Retry-After` for the next requests to users, slow requests and
-//! slow answers, a user list that ignores or refuses cursors or is cut
-//! short, users Clerk does not show, and the instance or the JWKS down.
+//! slow answers, a per-instance rate limit as Clerk enforces one, a user
+//! list that ignores or refuses cursors or is cut short, users Clerk does
+//! not show, and the instance or the JWKS down.
 //! The router and the user list read them where each takes effect.
 
 use std::collections::{HashSet, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::ClerkEmulator;
 use super::router::Reply;
@@ -42,6 +43,41 @@ pub(super) struct Faults {
     /// Users Clerk does not show for now: left out of the list, 404 to
     /// lookups and writes.
     pub(super) hidden: HashSet<String>,
+    /// The instance's rate limit on requests to users, if enforced.
+    pub(super) rate_limit: Option<RateLimit>,
+}
+
+/// At most `requests` requests to users within any `window`, as Clerk
+/// limits an instance: one more answers 429, with `Retry-After` the whole
+/// seconds until the oldest of them leaves the window. Refused requests do
+/// not count.
+pub(super) struct RateLimit {
+    requests: usize,
+    window: Duration,
+    /// When the requests let through within the last `window` came.
+    recent: VecDeque<Instant>,
+}
+
+impl RateLimit {
+    /// Counts a request at `now` against the limit; the 429 to answer
+    /// instead when it is over.
+    pub(super) fn admit(&mut self, now: Instant) -> Option<Fault> {
+        while self
+            .recent
+            .front()
+            .is_some_and(|at| now.saturating_duration_since(*at) >= self.window)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() < self.requests {
+            self.recent.push_back(now);
+            return None;
+        }
+        let oldest = *self.recent.front()?;
+        let free_in = (oldest + self.window).saturating_duration_since(now);
+        let seconds = free_in.as_secs() + u64::from(free_in.subsec_nanos() > 0);
+        Some(Fault::RateLimited(seconds.max(1).to_string()))
+    }
 }
 
 impl Reply {
@@ -120,6 +156,23 @@ impl ClerkEmulator {
             Fault::RateLimited(retry_after.to_owned()),
             count,
         ));
+    }
+
+    /// From now on, at most `requests` requests to `/v1/users...` within
+    /// any `window`; one more answers 429 with `Retry-After` and has no
+    /// effect ([`lift_rate_limit`](Self::lift_rate_limit) ends it).
+    pub fn enforce_rate_limit(&self, requests: usize, window: Duration) {
+        assert!(requests > 0, "a rate limit lets some requests through");
+        self.shared.lock().faults.rate_limit = Some(RateLimit {
+            requests,
+            window,
+            recent: VecDeque::new(),
+        });
+    }
+
+    /// Stops enforcing the rate limit.
+    pub fn lift_rate_limit(&self) {
+        self.shared.lock().faults.rate_limit = None;
     }
 
     /// Forgets the faults not yet used up.

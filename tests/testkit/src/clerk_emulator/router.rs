@@ -151,11 +151,11 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
     let (index, fault, delay, answer_delay) = {
         let mut state = shared.lock();
         let (fault, delay, answer_delay) = if is_users {
-            (
-                state.faults.next.pop_front(),
-                state.faults.delay,
-                state.faults.answer_delay,
-            )
+            let fault = state.faults.next.pop_front().or_else(|| {
+                let limit = state.faults.rate_limit.as_mut()?;
+                limit.admit(Instant::now())
+            });
+            (fault, state.faults.delay, state.faults.answer_delay)
         } else {
             (None, Duration::ZERO, Duration::ZERO)
         };
