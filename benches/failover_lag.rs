@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use rand::seq::IndexedRandom as _;
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::json;
-use testkit::clerk_emulator::{self, ClerkEmulator, Delivery};
-use testkit::instances::Instance;
+use testkit::clerk_emulator::{self, ClerkEmulator};
+use testkit::instances::start_replicas;
 use testkit::svix;
 use testkit::test_db::{Backend, TestDb};
 
@@ -74,17 +74,7 @@ async fn run(database_url: &str) {
         .timeout(Duration::from_secs(10))
         .build()
         .expect("a client");
-    let mut replicas: Vec<Instance> = (0..REPLICAS)
-        .map(|i| Instance::new(&binary, &format!("replica-{i}"), &env, logs.path()))
-        .collect();
-    for replica in &mut replicas {
-        replica.start(&client).await;
-    }
-    let endpoints: Vec<String> = replicas
-        .iter()
-        .map(|r| r.url("/api/webhooks/clerk"))
-        .collect();
-    clerk.send_webhooks_to_any(&endpoints, svix::TEST_SECRET, Delivery::Retried);
+    let mut replicas = start_replicas(&binary, REPLICAS, &env, logs.path(), &client, &clerk).await;
     clerk.add_user("user_admin", Some("ADMIN"));
     let users: Vec<String> = (0..USERS).map(|i| format!("user_f{i}")).collect();
     for user in &users {

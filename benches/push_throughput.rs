@@ -19,8 +19,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use testkit::clerk_emulator::{self, ClerkEmulator, Delivery};
-use testkit::instances::Instance;
+use testkit::clerk_emulator::{self, ClerkEmulator};
+use testkit::instances::start_replicas;
 use testkit::svix;
 use testkit::test_db::{Backend, TestDb};
 
@@ -112,17 +112,15 @@ async fn run(
         .timeout(Duration::from_secs(30))
         .build()
         .expect("a client");
-    let mut replicas: Vec<Instance> = (0..scenario.replicas)
-        .map(|i| Instance::new(binary, &format!("replica-{i}"), &env, logs.path()))
-        .collect();
-    for replica in &mut replicas {
-        replica.start(&client).await;
-    }
-    let endpoints: Vec<String> = replicas
-        .iter()
-        .map(|r| r.url("/api/webhooks/clerk"))
-        .collect();
-    clerk.send_webhooks_to_any(&endpoints, svix::TEST_SECRET, Delivery::Retried);
+    let mut replicas = start_replicas(
+        binary,
+        scenario.replicas,
+        &env,
+        logs.path(),
+        &client,
+        &clerk,
+    )
+    .await;
     clerk.add_user("user_admin", Some("ADMIN"));
     let users: Vec<String> = (0..count).map(|i| format!("user_bulk{i}")).collect();
     for user in &users {

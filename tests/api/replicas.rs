@@ -38,7 +38,7 @@ use serde_json::json;
 use crate::both_backends;
 use crate::helpers::{Backend, TestDb};
 use testkit::clerk_emulator::{self, ClerkEmulator, Delivery, RecordedRequest};
-use testkit::instances::Instance;
+use testkit::instances::{Instance, start_replicas};
 use testkit::svix;
 
 const REPLICAS: usize = 3;
@@ -184,17 +184,7 @@ impl Cluster {
             .timeout(Duration::from_secs(10))
             .build()
             .expect("a client");
-        let mut replicas: Vec<Instance> = (0..REPLICAS)
-            .map(|i| Instance::new(binary, &format!("replica-{i}"), &env, log_dir))
-            .collect();
-        for replica in &mut replicas {
-            replica.start(&client).await;
-        }
-        let endpoints: Vec<String> = replicas
-            .iter()
-            .map(|r| r.url("/api/webhooks/clerk"))
-            .collect();
-        clerk.send_webhooks_to_any(&endpoints, svix::TEST_SECRET, Delivery::Retried);
+        let replicas = start_replicas(binary, REPLICAS, &env, log_dir, &client, &clerk).await;
         clerk.add_user("user_admin", Some("ADMIN"));
         for user in ADMIN_USERS.iter().chain(&DASHBOARD_USERS) {
             clerk.add_user(user, None);

@@ -210,3 +210,32 @@ impl Drop for Instance {
         self.kill();
     }
 }
+
+/// `count` replicas of `binary` (`replica-0`, `replica-1`, …) started with
+/// `env`, logging to `log_dir`; `clerk` delivers its webhooks to any of
+/// them that runs, retried as Svix retries.
+pub async fn start_replicas(
+    binary: &Path,
+    count: usize,
+    env: &[(String, String)],
+    log_dir: &Path,
+    client: &reqwest::Client,
+    clerk: &crate::clerk_emulator::ClerkEmulator,
+) -> Vec<Instance> {
+    let mut replicas: Vec<Instance> = (0..count)
+        .map(|i| Instance::new(binary, &format!("replica-{i}"), env, log_dir))
+        .collect();
+    for replica in &mut replicas {
+        replica.start(client).await;
+    }
+    let endpoints: Vec<String> = replicas
+        .iter()
+        .map(|replica| replica.url("/api/webhooks/clerk"))
+        .collect();
+    clerk.send_webhooks_to_any(
+        &endpoints,
+        crate::svix::TEST_SECRET,
+        crate::clerk_emulator::Delivery::Retried,
+    );
+    replicas
+}
