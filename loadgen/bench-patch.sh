@@ -25,24 +25,24 @@ key=tests/testkit/keys/primary.key.pem
 source loadgen/bench-common.sh
 service=${SERVICE:-$service}
 
-patch() {
+run_patches() {
     "$loadgen" patch --url "http://127.0.0.1:$PORT" --key "$key" --requests "$1" \
         --concurrency "$CONCURRENCY" --users "$USERS"
 }
 
 for backend in $BACKENDS; do
     if [ "$backend" = postgres ]; then
-        dropdb -h 127.0.0.1 -U postgres --if-exists bench_patch
-        createdb -h 127.0.0.1 -U postgres bench_patch
+        dropdb --maintenance-db="$PG/postgres" --if-exists bench_patch
+        createdb --maintenance-db="$PG/postgres" bench_patch
         start "$PG/bench_patch" CLERK_JWT_KEY="$(cat "${key%.key.pem}.pub.pem")"
     else
         start "sqlite://$work/bench.db" CLERK_JWT_KEY="$(cat "${key%.key.pem}.pub.pem")"
     fi
     echo "== $backend: warm-up" >&2
-    patch 300 >/dev/null
+    run_patches 300 >/dev/null
     for run in $(seq 1 "$RUNS"); do
         echo "== $backend: run $run" >&2
-        patch "$REQUESTS" | tee -a "$work/$backend.out" >&2
+        run_patches "$REQUESTS" | tee -a "$work/$backend.out" >&2
     done
     stop
     bad=$(grep '^results:' "$work/$backend.out" | grep -v '^results: 200 [0-9]*$' || true)

@@ -29,7 +29,7 @@
 //!
 //! Every family is prefixed `clerk_role_sync_` (but `process_*`). Every
 //! label value comes from a fixed, small set: nothing a client sends
-//! becomes a label as it is, so no request can add a series. StoredUser label
+//! becomes a label as it is, so no request can add a series. Known label
 //! values are exported at zero from the start. Counters and the claim
 //! gauge are per replica (sum them); the outbox gauges are read from the
 //! database every replica shares (take their `max`).

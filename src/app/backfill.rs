@@ -151,7 +151,7 @@ async fn apply_user<C: Store>(
         locked.queue_push(conn, id, ours).await?;
         progress.pushes_queued += 1;
     }
-    let apply = StateContext {
+    let context = StateContext {
         source: RoleSource::Backfill,
         actor: "backfill",
         // A page is Clerk's state read just now: it settles a conflict, and
@@ -160,7 +160,7 @@ async fn apply_user<C: Store>(
         allowance_ms: options.allowance_ms,
         claimed_by: None,
     };
-    let outcome = locked.apply_state(conn, id, user, apply, None).await?;
+    let outcome = locked.apply_state(conn, id, user, context, None).await?;
     match (outcome, prior_role) {
         (Outcome::Applied | Outcome::UnknownRole | Outcome::Unchanged, None) => {
             progress.created += 1;

@@ -19,7 +19,7 @@ pub struct StateContext<'a> {
     pub source: RoleSource,
     /// The audit actor (the Svix message id, or `backfill`).
     pub actor: &'a str,
-    /// A re-read after a conflict ([`judge_reread`]).
+    /// A re-read after a conflict ([`judge_reread`](crate::domain::judge_reread)).
     pub reread: bool,
     /// The clock-skew allowance of the race rule.
     pub allowance_ms: i64,

@@ -418,7 +418,7 @@ async fn make<C: Store>(
         locked.queue_push(conn, id, ours).await?;
         return Ok(true);
     }
-    let apply = StateContext {
+    let context = StateContext {
         source: RoleSource::Reconcile,
         actor,
         // What Clerk holds now settles what its last instant held.
@@ -426,7 +426,7 @@ async fn make<C: Store>(
         allowance_ms: rules.allowance_ms,
         claimed_by: None,
     };
-    let outcome = locked.apply_state(conn, id, user, apply, None).await?;
+    let outcome = locked.apply_state(conn, id, user, context, None).await?;
     Ok(matches!(
         outcome,
         Outcome::Applied | Outcome::Unchanged | Outcome::UnknownRole

@@ -46,7 +46,7 @@ pub async fn check_before_retry<C: Store>(
     owner: &str,
     allowance_ms: i64,
 ) -> Result<RetryCheck, DbError> {
-    let apply = StateContext {
+    let context = StateContext {
         source: RoleSource::ClerkWebhook,
         actor: "clerk",
         // Clerk's answer settles what that instant held.
@@ -56,7 +56,7 @@ pub async fn check_before_retry<C: Store>(
     };
     after_commit(conn.transaction(async |conn| {
         let mut unit = UnitOfWork::take(conn, [user_id], &[]).await?;
-        unit.apply_state(conn, user_id, user, apply, None).await?;
+        unit.apply_state(conn, user_id, user, context, None).await?;
         let check = match unit.pending_push(user_id) {
             None => RetryCheck::Cancelled,
             Some(sync) => match user.metadata_role() {

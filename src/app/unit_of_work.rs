@@ -4,7 +4,7 @@
 //! role change, a push that landed or failed, our role to push), and
 //! [`write`](UnitOfWork::write) or [`commit`](UnitOfWork::commit) it. It
 //! alone writes users, audit rows, counters and the outbox, deciding by the
-//! race rule ([`crate::domain::rules`]) in one place.
+//! race rule ([`crate::domain::judge`]) in one place.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -32,7 +32,7 @@ struct LockedUser {
     /// `row` changed since the user was locked.
     changed: bool,
     /// Its push, refused by Clerk for good, is superseded by Clerk's state.
-    clear_sync_error: bool,
+    clear_push_error: bool,
     /// A push of this role, queued once the user is written.
     queue: Option<Role>,
 }
@@ -98,7 +98,7 @@ impl UnitOfWork {
                     outbox: None,
                     in_database: false,
                     changed: false,
-                    clear_sync_error: false,
+                    clear_push_error: false,
                     queue: None,
                 };
                 (id, entry)
@@ -178,11 +178,11 @@ impl UnitOfWork {
         conn: &mut C,
         id: &ClerkUserId,
         user: &ClerkUser,
-        apply: StateContext<'_>,
+        context: StateContext<'_>,
         message: Option<Message<'_>>,
     ) -> Result<Outcome, DbError> {
         let now = self.now;
-        let outcome = self.judge_and_apply(conn, id, user, apply, now).await?;
+        let outcome = self.judge_and_apply(conn, id, user, context, now).await?;
         self.note(message, Some(id), Some(user.updated_at), outcome, now);
         Ok(outcome)
     }
@@ -192,7 +192,7 @@ impl UnitOfWork {
         conn: &mut C,
         id: &ClerkUserId,
         user: &ClerkUser,
-        apply: StateContext<'_>,
+        context: StateContext<'_>,
         now: NaiveDateTime,
     ) -> Result<Outcome, DbError> {
         let StateContext {
@@ -201,40 +201,40 @@ impl UnitOfWork {
             reread,
             allowance_ms,
             claimed_by,
-        } = apply;
+        } = context;
         let entry = self.entry_mut(id);
-        let (known, pending_version) = match &entry.row {
+        let (stored, pending_version) = match &entry.row {
             Some(row) => {
                 let push = entry.outbox.as_ref();
                 let pending = push.filter(|push| push.is_pending());
-                let mut known = known(row, pending, now);
-                if let Some(pending) = &mut known.pending
+                let mut stored = stored_user(row, pending, now);
+                if let Some(pending) = &mut stored.pending
                     && claimed_by.is_some()
                     && push.and_then(|push| push.claimed_by.as_deref()) == claimed_by
                 {
                     pending.in_flight = false;
                 }
-                (Some(known), pending.map(|push| push.version))
+                (Some(stored), pending.map(|push| push.version))
             }
             None => (None, None),
         };
         let rule = if reread { judge_reread } else { judge };
         let metadata = user.metadata_role();
-        let mut verdict = rule(known, metadata, user.updated_at, allowance_ms);
+        let mut decision = rule(stored, metadata, user.updated_at, allowance_ms);
         if let (
             StateDecision::Apply {
                 cancels_push: true, ..
             },
             Some(version),
-        ) = (verdict, pending_version)
+        ) = (decision, pending_version)
             && !cancel_pending(conn, id, entry, version, claimed_by).await?
         {
             // A worker claimed the push meanwhile: it is in flight, and
             // Clerk's answer settles it.
-            let known = known.map(StoredUser::with_push_in_flight);
-            verdict = rule(known, metadata, user.updated_at, allowance_ms);
+            let stored = stored.map(StoredUser::with_push_in_flight);
+            decision = rule(stored, metadata, user.updated_at, allowance_ms);
         }
-        let (clerk, role, unknown_role, cancelled) = match verdict {
+        let (clerk, role, unknown_role, cancelled) = match decision {
             StateDecision::Apply {
                 clerk,
                 role,
@@ -263,15 +263,15 @@ impl UnitOfWork {
             );
         }
         // A user back from a tombstone was not counted, as a new one.
-        let from = known
-            .filter(|known| known.deleted.is_none())
-            .map(|known| known.role);
+        let from = stored
+            .filter(|stored| stored.deleted.is_none())
+            .map(|stored| stored.role);
         // A push that Clerk refused for good is superseded by Clerk's state.
         if let Some(push) = &mut entry.outbox
             && !push.is_pending()
             && push.last_error.take().is_some()
         {
-            entry.clear_sync_error = true;
+            entry.clear_push_error = true;
         }
         entry.row = Some(UserRow {
             id: id.clone(),
@@ -282,8 +282,8 @@ impl UnitOfWork {
             role,
             clerk_updated_at: Some(clerk.updated_at),
             clerk_role: Some(clerk.role),
-            clerk_from_push: known
-                .is_some_and(|known| known.clerk_from_push && known.clerk == Some(clerk)),
+            clerk_from_push: stored
+                .is_some_and(|stored| stored.clerk_from_push && stored.clerk == Some(clerk)),
             // Sign-up order, not the order we heard of users in.
             created_at: user
                 .created_at()
@@ -342,7 +342,7 @@ impl UnitOfWork {
                 entry.changed = true;
                 entry.outbox = None;
                 entry.queue = None;
-                entry.clear_sync_error = false;
+                entry.clear_push_error = false;
                 conn.delete_outbox_row(id).await?;
                 let (source, actor) = deleted_by.audited_as();
                 self.audits.push(NewRoleChange {
@@ -540,13 +540,13 @@ impl UnitOfWork {
         };
         let pending = entry.outbox.as_ref().filter(|push| push.is_pending());
         let version = pending.map(|push| push.version);
-        let known = known(row, pending, now);
-        let (Some(clerk), Some(pending), Some(version)) = (known.clerk, known.pending, version)
+        let stored = stored_user(row, pending, now);
+        let (Some(clerk), Some(pending), Some(version)) = (stored.clerk, stored.pending, version)
         else {
             return Ok(());
         };
-        if known.deleted.is_some()
-            || known.clerk_from_push
+        if stored.deleted.is_some()
+            || stored.clerk_from_push
             || !cancels(clerk, pending, allowance_ms)
             || !cancel_pending(conn, id, entry, version, None).await?
         {
@@ -564,7 +564,7 @@ impl UnitOfWork {
         entry.changed = true;
         self.move_role(
             id,
-            Some(known.role),
+            Some(stored.role),
             clerk.role,
             RoleSource::ClerkWebhook,
             None,
@@ -663,8 +663,8 @@ impl UnitOfWork {
             if let Some(role) = entry.queue {
                 write.queued.push((id.clone(), role));
             }
-            if entry.clear_sync_error {
-                write.cleared_sync_errors.push(id);
+            if entry.clear_push_error {
+                write.cleared_push_errors.push(id);
             }
         }
         // In one order, so two transactions recording the same messages
@@ -737,16 +737,20 @@ pub async fn apply_clerk_user<C: Store>(
     conn: &mut C,
     id: &ClerkUserId,
     user: &ClerkUser,
-    apply: StateContext<'_>,
+    context: StateContext<'_>,
 ) -> Result<Outcome, DbError> {
     let mut users = UnitOfWork::take(conn, [id], &[]).await?;
-    let outcome = users.apply_state(conn, id, user, apply, None).await?;
+    let outcome = users.apply_state(conn, id, user, context, None).await?;
     users.write(conn).await?;
     Ok(outcome)
 }
 
 /// What the rules need to know of a stored user and its pending push.
-pub(crate) fn known(row: &UserRow, pending: Option<&OutboxRow>, now: NaiveDateTime) -> StoredUser {
+pub(crate) fn stored_user(
+    row: &UserRow,
+    pending: Option<&OutboxRow>,
+    now: NaiveDateTime,
+) -> StoredUser {
     let clerk = clerk_state(row);
     let pending = pending.map(|push| PendingPush {
         role: push.desired_role,

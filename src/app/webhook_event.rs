@@ -177,7 +177,7 @@ async fn apply_in_transaction<C: Store>(
         };
         outcomes[i] = match event {
             ClerkEvent::UserUpserted { id, user, .. } => {
-                let apply = StateContext {
+                let context = StateContext {
                     source: RoleSource::ClerkWebhook,
                     actor: svix_id,
                     reread: false,
@@ -185,7 +185,7 @@ async fn apply_in_transaction<C: Store>(
                     claimed_by: None,
                 };
                 users
-                    .apply_state(conn, id, user, apply, Some(message))
+                    .apply_state(conn, id, user, context, Some(message))
                     .await?
             }
             ClerkEvent::UserDeleted { id: Some(id) } => {
@@ -225,12 +225,13 @@ pub async fn apply_reread<C: Store>(
     svix_id: &str,
     allowance_ms: i64,
 ) -> Result<Outcome, DbError> {
-    let apply = StateContext {
+    let context = StateContext {
         source: RoleSource::ClerkWebhook,
         actor: svix_id,
         reread: true,
         allowance_ms,
         claimed_by: None,
     };
-    after_commit(conn.transaction(async |conn| apply_clerk_user(conn, id, user, apply).await)).await
+    after_commit(conn.transaction(async |conn| apply_clerk_user(conn, id, user, context).await))
+        .await
 }

@@ -9,8 +9,7 @@
 //! `queries/outbox.rs`), and the few that differ (`store/`).
 //! [`with_conn!`](crate::with_conn) hands a pooled connection of either
 //! backend to code that is generic over `Store`. The rows are [`rows`]; the
-//! use-cases that compose queries into
-//! transactions live in `app/`.
+//! use-cases that compose queries into transactions live in `app/`.
 
 mod columns;
 mod outbox;

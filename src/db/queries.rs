@@ -206,40 +206,6 @@ pub trait Queries: AsyncConnection + Send {
     async fn unsettled_pushes(&mut self, limit: i64) -> QueryResult<Vec<OutboxRow>>;
 }
 
-/// The claim, written for both backends; each backend adds its `CLAIM_LOCK`,
-/// its clock `now` and the lease's end `lease_until` (from `$1`, in ms).
-/// Placeholders are numbered in the order they appear, which is how SQLite
-/// binds them.
-fn claim_sql(locking: &str, now: &str, lease_until: &str) -> String {
-    format!(
-        "UPDATE clerk_sync SET claimed_until = {lease_until}, claimed_by = $2, \
-             attempts = attempts + 1, \
-             taken_over = (claimed_by IS NOT NULL), claimed_version = version \
-         WHERE user_id IN ( \
-             SELECT user_id FROM clerk_sync \
-             WHERE next_attempt_at <= {now} AND (claimed_until IS NULL OR claimed_until < {now}) \
-             ORDER BY next_attempt_at LIMIT $3 {locking}) \
-         RETURNING user_id, desired_role, version, attempts, next_attempt_at, last_error, claimed_until, queued_at, claimed_by, seen_clerk_updated_at, taken_over, unrecorded_roles, unrecorded_until, claimed_version"
-    )
-}
-
-/// Queues a push of role `$2` for user `$1`: a new version of its outbox
-/// row, due now, noting the Clerk state the user holds (what the race rule
-/// compares Clerk's later states with). `now` is the backend's clock.
-pub(super) fn enqueue_sql(now: &str) -> String {
-    format!(
-        "INSERT INTO clerk_sync (user_id, desired_role, version, attempts, next_attempt_at, \
-             queued_at, seen_clerk_updated_at) \
-         VALUES ($1, $2, 1, 0, {now}, {now}, \
-             (SELECT clerk_updated_at FROM users WHERE id = $1)) \
-         ON CONFLICT (user_id) DO UPDATE SET desired_role = excluded.desired_role, \
-             version = clerk_sync.version + 1, attempts = 0, \
-             next_attempt_at = excluded.next_attempt_at, last_error = NULL, \
-             queued_at = excluded.queued_at, \
-             seen_clerk_updated_at = excluded.seen_clerk_updated_at"
-    )
-}
-
 // The implementation, `queries/shared.rs`, compiled once per connection type.
 pub(super) mod postgres;
 pub(super) mod sqlite;

@@ -219,9 +219,9 @@ pub struct OutboxRow {
 }
 
 /// What a push about to be sent may write to Clerk without its answer
-/// being recorded, as [`Queries::note_before_sending`] stores it.
+/// being recorded, as [`Outbox::note_before_sending`] stores it.
 ///
-/// [`Queries::note_before_sending`]: super::Queries::note_before_sending
+/// [`Outbox::note_before_sending`]: super::Outbox::note_before_sending
 #[derive(Debug, Clone, Copy)]
 pub struct Sending {
     /// The roles the user's pushes may have written, this one's included.

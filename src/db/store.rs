@@ -1,8 +1,9 @@
 //! [`Store`]: every query of the service, for either backend's connection:
-//! the [`Queries`] and [`Outbox`] writes that read the same on both, and here, what PostgreSQL
-//! (`postgres.rs`) and SQLite (`sqlite.rs`) do differently: row locks, the
-//! counter lock, the maintenance lock, and the transaction that changes
-//! users, begun with its locks and committed with its [`WriteSet`].
+//! the [`Queries`] and the [`Outbox`], written once for both backends, and
+//! here what PostgreSQL (`postgres.rs`) and SQLite (`sqlite.rs`) do
+//! differently: row locks, the counter lock, the maintenance lock, and the
+//! transaction that changes users, begun with its locks and committed with
+//! its [`WriteSet`].
 //!
 //! A [`WriteSet`] is decided before anything is written, so it is written in
 //! a few set-based statements whatever the number of users: on PostgreSQL
@@ -108,14 +109,14 @@ pub trait Store: Queries + Outbox {
     async fn try_lock_maintenance(&mut self) -> QueryResult<bool>;
 }
 
-/// Everything a unit of work writes: the users as they end, the outbox rows
-/// that lose a superseded error, the pushes queued, the audit rows, the
-/// counter moves and the Svix messages with their outcomes; in the order it
-/// is written
-/// (the order every transaction takes its locks in: users, then the outbox
-/// rows of those users, then counters by role name and shard). Outbox rows
-/// that go (users deleted in Clerk) or whose push is cancelled are written
-/// as the states are judged, in id order, before this.
+/// What a unit of work writes at its end: the users as they end, the
+/// outbox rows that lose a superseded error, the pushes queued, the audit
+/// rows, the counter moves and the Svix messages with their outcomes; in
+/// the order it is written (the order every transaction takes its locks in:
+/// users, then the outbox rows of those users, then counters by role name
+/// and shard). Outbox rows that go (users deleted in Clerk) or whose push is
+/// cancelled are written as the states are judged, in id order, before
+/// this.
 #[derive(Debug, Default)]
 pub struct WriteSet {
     /// Users new to the database, as they end (tombstones included).
@@ -124,7 +125,7 @@ pub struct WriteSet {
     pub updated: Vec<UserRow>,
     /// Users whose push Clerk refused for good, now superseded by Clerk's
     /// state: the error is cleared. In id order.
-    pub cleared_sync_errors: Vec<ClerkUserId>,
+    pub cleared_push_errors: Vec<ClerkUserId>,
     /// Pushes to queue once the users are written (a queued push notes the
     /// Clerk state its user holds), by user id.
     pub queued: Vec<(ClerkUserId, Role)>,

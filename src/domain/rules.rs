@@ -163,36 +163,36 @@ pub enum StateDecision {
 }
 
 /// Decides what a Clerk state at `updated_at` with `metadata` does to a user
-/// we know as `known` (`None` for a user we have never seen).
+/// stored as `stored` (`None` for a user we have never seen).
 /// `allowance_ms` is the clock-skew allowance between Clerk and us.
 pub fn judge(
-    known: Option<StoredUser>,
+    stored: Option<StoredUser>,
     metadata: MetadataRole,
     updated_at: i64,
     allowance_ms: i64,
 ) -> StateDecision {
-    judge_with(known, metadata, updated_at, allowance_ms, false)
+    judge_with(stored, metadata, updated_at, allowance_ms, false)
 }
 
 /// Like [`judge`], for a state just read back from Clerk after a
 /// [`StateDecision::Conflict`]: Clerk's answer settles which role that instant had.
 pub fn judge_reread(
-    known: Option<StoredUser>,
+    stored: Option<StoredUser>,
     metadata: MetadataRole,
     updated_at: i64,
     allowance_ms: i64,
 ) -> StateDecision {
-    judge_with(known, metadata, updated_at, allowance_ms, true)
+    judge_with(stored, metadata, updated_at, allowance_ms, true)
 }
 
 fn judge_with(
-    known: Option<StoredUser>,
+    stored: Option<StoredUser>,
     metadata: MetadataRole,
     updated_at: i64,
     allowance_ms: i64,
     reread: bool,
 ) -> StateDecision {
-    let fallback = known.map_or(Role::Student, |k| k.role);
+    let fallback = stored.map_or(Role::Student, |k| k.role);
     let (incoming, unknown_role) = match metadata.role() {
         Some(role) => (role, false),
         None => (fallback, true),
@@ -201,7 +201,7 @@ fn judge_with(
         role: incoming,
         updated_at,
     };
-    let Some(known) = known else {
+    let Some(stored) = stored else {
         return StateDecision::Apply {
             clerk,
             role: incoming,
@@ -209,7 +209,7 @@ fn judge_with(
             cancels_push: false,
         };
     };
-    match known.deleted {
+    match stored.deleted {
         // Read from Clerk just now, the user exists: it comes back, as new.
         Some(Tombstone::Provisional) if reread => {
             return judge_with(None, metadata, updated_at, allowance_ms, reread);
@@ -218,7 +218,7 @@ fn judge_with(
         Some(_) => return StateDecision::Deleted,
         None => {}
     }
-    match known.clerk {
+    match stored.clerk {
         Some(applied) if updated_at < applied.updated_at => return StateDecision::Stale,
         // (An unknown value at the same instant is the state we already kept.)
         Some(applied)
@@ -231,7 +231,7 @@ fn judge_with(
         }
         _ => {}
     }
-    let Some(pending) = known.pending else {
+    let Some(pending) = stored.pending else {
         return StateDecision::Apply {
             clerk,
             role: incoming,
@@ -240,11 +240,11 @@ fn judge_with(
         };
     };
     // The echo of our own push cancels nothing.
-    let echo = known.clerk_from_push && known.clerk == Some(clerk);
+    let echo = stored.clerk_from_push && stored.clerk == Some(clerk);
     let cancels_push = !echo && !unknown_role && cancels(clerk, pending, allowance_ms);
     StateDecision::Apply {
         clerk,
-        role: if cancels_push { incoming } else { known.role },
+        role: if cancels_push { incoming } else { stored.role },
         unknown_role,
         cancels_push,
     }
@@ -314,7 +314,7 @@ mod tests {
 
     const ALLOWANCE: i64 = 2_000;
 
-    fn known(
+    fn stored(
         role: Role,
         clerk: Option<(Role, i64)>,
         pending: Option<PendingPush>,
@@ -338,16 +338,16 @@ mod tests {
         })
     }
 
-    fn judge(known: Option<StoredUser>, metadata: MetadataRole, updated_at: i64) -> StateDecision {
-        super::judge(known, metadata, updated_at, ALLOWANCE)
+    fn judge(stored: Option<StoredUser>, metadata: MetadataRole, updated_at: i64) -> StateDecision {
+        super::judge(stored, metadata, updated_at, ALLOWANCE)
     }
 
     fn judge_reread(
-        known: Option<StoredUser>,
+        stored: Option<StoredUser>,
         metadata: MetadataRole,
         updated_at: i64,
     ) -> StateDecision {
-        super::judge_reread(known, metadata, updated_at, ALLOWANCE)
+        super::judge_reread(stored, metadata, updated_at, ALLOWANCE)
     }
 
     fn apply(role: Role, clerk_role: Role, updated_at: i64) -> StateDecision {
@@ -389,13 +389,13 @@ mod tests {
 
     #[test]
     fn an_unknown_value_keeps_the_current_role() {
-        let verdict = judge(
-            known(Role::Instructor, Some((Role::Instructor, 1)), None),
+        let decision = judge(
+            stored(Role::Instructor, Some((Role::Instructor, 1)), None),
             MetadataRole::Unknown,
             2,
         );
         assert!(matches!(
-            verdict,
+            decision,
             StateDecision::Apply {
                 role: Role::Instructor,
                 unknown_role: true,
@@ -406,7 +406,7 @@ mod tests {
 
     #[test]
     fn older_states_are_stale_and_deleted_users_stay_deleted() {
-        let user = known(Role::Admin, Some((Role::Admin, 10)), None);
+        let user = stored(Role::Admin, Some((Role::Admin, 10)), None);
         assert_eq!(
             judge(user, MetadataRole::Known(Role::Student), 9),
             StateDecision::Stale
@@ -427,7 +427,7 @@ mod tests {
 
     #[test]
     fn a_provisional_tombstone_is_undone_only_by_a_fresh_read_of_clerk() {
-        let user = known(Role::Admin, Some((Role::Admin, 10)), None);
+        let user = stored(Role::Admin, Some((Role::Admin, 10)), None);
         let deleted = Some(StoredUser {
             deleted: Some(Tombstone::Provisional),
             ..user.expect("some")
@@ -460,7 +460,7 @@ mod tests {
 
     #[test]
     fn same_instant_with_another_role_is_a_conflict() {
-        let user = known(Role::Admin, Some((Role::Admin, 10)), None);
+        let user = stored(Role::Admin, Some((Role::Admin, 10)), None);
         assert_eq!(
             judge(user, MetadataRole::Known(Role::Student), 10),
             StateDecision::Conflict
@@ -473,7 +473,7 @@ mod tests {
 
     #[test]
     fn a_reread_settles_a_conflict() {
-        let user = known(Role::Admin, Some((Role::Admin, 10)), None);
+        let user = stored(Role::Admin, Some((Role::Admin, 10)), None);
         assert_eq!(
             judge_reread(user, MetadataRole::Known(Role::Student), 10),
             apply(Role::Student, Role::Student, 10)
@@ -487,7 +487,7 @@ mod tests {
     #[test]
     fn an_older_clerk_state_leaves_the_pending_push_alone_but_is_remembered() {
         // Admin committed INSTRUCTOR at 10 s; Clerk says ADMIN at 5 s.
-        let user = known(
+        let user = stored(
             Role::Instructor,
             Some((Role::Student, 1_000)),
             pending(Role::Instructor, 10_000),
@@ -500,7 +500,7 @@ mod tests {
 
     #[test]
     fn a_dashboard_edit_after_the_allowance_cancels_the_push() {
-        let user = known(
+        let user = stored(
             Role::Admin,
             Some((Role::Student, 1_000)),
             pending(Role::Admin, 10_000),
@@ -520,7 +520,7 @@ mod tests {
             );
         }
         // Even a promotion: it is the newer intent.
-        let demoting = known(
+        let demoting = stored(
             Role::Student,
             Some((Role::Admin, 1_000)),
             pending(Role::Student, 10_000),
@@ -537,7 +537,7 @@ mod tests {
 
     #[test]
     fn within_the_allowance_the_lower_role_wins() {
-        let promoting = known(
+        let promoting = stored(
             Role::Admin,
             Some((Role::Student, 1_000)),
             pending(Role::Admin, 10_000),
@@ -555,7 +555,7 @@ mod tests {
                 "{at}"
             );
         }
-        let demoting = known(
+        let demoting = stored(
             Role::Student,
             Some((Role::Admin, 1_000)),
             pending(Role::Student, 10_000),
@@ -573,7 +573,7 @@ mod tests {
     fn a_state_the_admin_had_seen_cancels_nothing() {
         // The admin promoted at 10 s having seen STUDENT at 9.5 s: within
         // the allowance, but no race.
-        let user = known(
+        let user = stored(
             Role::Admin,
             Some((Role::Student, 9_500)),
             Some(PendingPush {
@@ -612,7 +612,7 @@ mod tests {
         };
         let after = 10_000 + ALLOWANCE + 1;
         let student = RoleSet::only(Role::Student);
-        let echo = known(
+        let echo = stored(
             Role::Admin,
             Some((Role::Admin, 1_000)),
             pending(student, Some(12_000)),
@@ -639,7 +639,7 @@ mod tests {
                 ..
             }
         ));
-        let edit = known(
+        let edit = stored(
             Role::Admin,
             Some((Role::Admin, 1_000)),
             pending(RoleSet::EMPTY, None),
@@ -662,7 +662,7 @@ mod tests {
             in_flight: true,
             unrecorded: UnrecordedPushes::NONE,
         });
-        let user = known(Role::Admin, Some((Role::Student, 1_000)), in_flight);
+        let user = stored(Role::Admin, Some((Role::Student, 1_000)), in_flight);
         assert_eq!(
             judge(user, MetadataRole::Known(Role::Student), 60_000),
             apply(Role::Admin, Role::Student, 60_000)
@@ -672,14 +672,14 @@ mod tests {
     #[test]
     fn echoes_and_unknown_values_cancel_nothing() {
         // The state our own earlier push produced, seen again.
-        let ours = known(
+        let ours = stored(
             Role::Admin,
             Some((Role::Student, 11_000)),
             pending(Role::Admin, 10_000),
         )
-        .map(|known| StoredUser {
+        .map(|stored| StoredUser {
             clerk_from_push: true,
-            ..known
+            ..stored
         });
         assert_eq!(
             judge(ours, MetadataRole::Known(Role::Student), 11_000),
@@ -687,7 +687,7 @@ mod tests {
         );
         // The same state from a dashboard edit, seen again (a retry's read):
         // within the allowance the lower role still wins.
-        let theirs = known(
+        let theirs = stored(
             Role::Admin,
             Some((Role::Student, 11_000)),
             pending(Role::Admin, 10_000),
@@ -700,7 +700,7 @@ mod tests {
                 ..
             }
         ));
-        let user = known(
+        let user = stored(
             Role::Admin,
             Some((Role::Student, 1_000)),
             pending(Role::Admin, 10_000),
@@ -718,7 +718,7 @@ mod tests {
 
     #[test]
     fn extreme_timestamps_do_not_overflow() {
-        let user = known(Role::Admin, None, pending(Role::Admin, i64::MIN));
+        let user = stored(Role::Admin, None, pending(Role::Admin, i64::MIN));
         assert!(matches!(
             judge(user, MetadataRole::Known(Role::Student), i64::MAX),
             StateDecision::Apply {
@@ -726,7 +726,7 @@ mod tests {
                 ..
             }
         ));
-        let user = known(Role::Admin, None, pending(Role::Admin, i64::MAX));
+        let user = stored(Role::Admin, None, pending(Role::Admin, i64::MAX));
         assert!(matches!(
             judge(user, MetadataRole::Known(Role::Instructor), i64::MIN),
             StateDecision::Apply {

@@ -7,12 +7,12 @@
 //! has committed. Nothing waits for a batch to fill: a lone event is applied
 //! at once, and events arriving meanwhile make the next batch.
 //!
-//! On PostgreSQL two writers take turns: the events that come while one
-//! writer applies its batch make the next batch, which the other writer
-//! begins while the first commits. A writer keeps its connection for as
-//! long as events keep coming. SQLite has one writer,
-//! which gives the one connection back after each batch: nothing else waits
-//! behind it for longer than one batch.
+//! On PostgreSQL two writers take turns at the queue: once an event comes
+//! while one writer applies its batch, the other takes the queue and
+//! begins the next batch alongside. A writer keeps its connection for as
+//! long as events keep coming. SQLite has one writer, which gives the one
+//! connection back after each batch: nothing else waits behind it for
+//! longer than one batch.
 //!
 //! The queue needs no bound of its own: each queued event is a request
 //! holding one of the webhook's body permits (`startup`), which bound how
@@ -176,13 +176,13 @@ struct Queue {
     taken: Option<Job>,
 }
 
-/// A writer's turn at the queue: while it holds it, the other writer waits.
+/// The queue, held by one writer: while it holds it, the other waits.
 type HeldQueue<'q> = MutexGuard<'q, Queue>;
 
 impl Writer {
     async fn run(&self, queue: &Mutex<Queue>, mut stop: watch::Receiver<bool>) {
-        while let Some((turn, batch)) = Self::next_batch(queue, None, &mut stop).await {
-            self.apply_while_busy(queue, &mut stop, turn, batch).await;
+        while let Some((held, batch)) = Self::next_batch(queue, None, &mut stop).await {
+            self.apply_while_busy(queue, &mut stop, held, batch).await;
         }
         // The queue also closes when the HTTP server stops, before the
         // writers are told to: its requests held the last senders. Nothing
@@ -191,8 +191,8 @@ impl Writer {
         let _ = stop.wait_for(|stop| *stop).await;
     }
 
-    /// The next turn (`held`, or the queue once the other writer lets go of
-    /// it) and its batch: once an event comes, it and whatever else is
+    /// The queue (`held`, or once the other writer lets go of it) and the
+    /// next batch: once an event comes, it and whatever else is
     /// queued (up to [`MAX_BATCH`] events). `None` once told to stop with
     /// nothing queued.
     async fn next_batch<'q>(
@@ -200,63 +200,66 @@ impl Writer {
         held: Option<HeldQueue<'q>>,
         stop: &mut watch::Receiver<bool>,
     ) -> Option<(HeldQueue<'q>, Vec<Job>)> {
-        let mut turn = match held {
-            Some(turn) => turn,
+        let mut held = match held {
+            Some(held) => held,
             None => queue.lock().await,
         };
-        let first = match turn.taken.take() {
+        let first = match held.taken.take() {
             Some(job) => job,
             None => tokio::select! {
                 biased;
-                job = turn.jobs.recv() => job,
+                job = held.jobs.recv() => job,
                 // Told to stop: what is queued is still applied.
-                _ = stop.wait_for(|stop| *stop) => turn.jobs.try_recv().ok(),
+                _ = stop.wait_for(|stop| *stop) => held.jobs.try_recv().ok(),
             }?,
         };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
-            match turn.jobs.try_recv() {
+            match held.jobs.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
-        Some((turn, batch))
+        Some((held, batch))
     }
 
-    /// Applies `batch` (taken in `turn`), then the batches that follow, on
-    /// one connection while they keep coming. On SQLite, whose one
-    /// connection the rest of the service shares, the connection goes back
-    /// after each batch.
+    /// Applies `batch` (taken while holding the queue, `held`), then the
+    /// batches that follow, on one connection while they keep coming. On
+    /// SQLite, whose one connection the rest of the service shares, the
+    /// connection goes back after each batch.
     ///
-    /// The writer keeps its turn while it applies a batch, and lets go of it
-    /// once an event comes meanwhile: the other writer then applies the
-    /// events that come during this batch while this one commits. Events
-    /// that come one at a time (a lone sender waiting for each answer) find
-    /// the writer that served the last one, with no hand-over between.
+    /// The writer holds the queue while it applies a batch, and lets go of
+    /// it once an event comes meanwhile: the other writer then begins the
+    /// next batch with that event alongside this one. Events that come one
+    /// at a time (a lone sender waiting for each answer) find the writer
+    /// that served the last one, with no hand-over between.
     async fn apply_while_busy<'q>(
         &self,
         queue: &'q Mutex<Queue>,
         stop: &mut watch::Receiver<bool>,
-        turn: HeldQueue<'q>,
+        held: HeldQueue<'q>,
         batch: Vec<Job>,
     ) {
         let keep_connection = self.db.backend() == Backend::Postgres;
-        let mut next = Some((turn, batch));
+        let mut next = Some((held, batch));
         let served: Result<(), DbError> = with_conn!(self.db, conn => {
-            while let Some((turn, batch)) = next.take() {
-                let mut turn = Some(turn);
+            while let Some((held, batch)) = next.take() {
+                let mut held = Some(held);
                 let applying = self.apply(conn, batch);
                 tokio::pin!(applying);
+                // A batch done with an event already waiting keeps the
+                // queue: this writer serves that event next.
                 let all_stored = tokio::select! {
+                    biased;
                     all_stored = &mut applying => all_stored,
-                    () = let_go_once_events_wait(&mut turn) => applying.await,
+                    () = let_go_once_events_wait(&mut held) => applying.await,
                 };
                 // A failed batch may have broken the connection: the pool
                 // checks it before handing it out again.
                 if !keep_connection || !all_stored {
                     break;
                 }
-                next = tokio::time::timeout(LINGER, Self::next_batch(queue, turn, stop))
+                next = tokio::time::timeout(LINGER, Self::next_batch(queue, held, stop))
                     .await
                     .ok()
                     .flatten();
@@ -292,15 +295,15 @@ impl Writer {
     }
 }
 
-/// Waits, while `turn` is held, for an event to come into the queue; then
+/// Waits, while the queue is `held`, for an event to come into it; then
 /// keeps it for the next batch and lets go of the queue. Never
-/// returns when no turn is held or the queue has closed.
-async fn let_go_once_events_wait(turn: &mut Option<HeldQueue<'_>>) {
-    if let Some(queued) = turn.as_mut()
+/// returns when the queue is not held or has closed.
+async fn let_go_once_events_wait(held: &mut Option<HeldQueue<'_>>) {
+    if let Some(queued) = held.as_mut()
         && let Some(job) = queued.jobs.recv().await
     {
         queued.taken = Some(job);
-        *turn = None;
+        *held = None;
         return;
     }
     std::future::pending().await

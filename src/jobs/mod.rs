@@ -1,8 +1,9 @@
-//! Keeping both sides equal: the writer that applies webhook events in
-//! batches (Clerk → DB), the worker that drains the `clerk_sync` outbox
-//! (DB → Clerk), the drift audit that repairs what lost webhooks left
-//! behind, the backfill and reconcile commands, and the housekeeping that
-//! goes with them (pruning processed webhook records).
+//! The jobs that keep both sides equal, each driving use-cases of `app/`:
+//! the ingest writers that apply webhook events in batches (Clerk → DB),
+//! the push worker that drains the outbox (DB → Clerk), the drift audit
+//! that repairs what lost webhooks left behind, the walks of the backfill
+//! and reconcile commands, and the housekeeping that goes with them
+//! (pruning processed webhook records).
 
 pub mod backfill;
 mod backoff;

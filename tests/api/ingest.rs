@@ -532,11 +532,12 @@ async fn a_crash_mid_batch_loses_nothing_acknowledged_and_half_applies_nothing(b
     for status in send((0..60).map(event).collect()).await {
         assert_eq!(status.expect("answered"), 200);
     }
-    // A batch cut off mid-way, before its commit: it has begun and waits
-    // for a user's row (PostgreSQL) or the write lock (SQLite), events
-    // queued behind it. (Once its COMMIT has gone out, with its writes, the
-    // batch lands whole even if the service dies before it answers: Svix's
-    // retry then finds it recorded.)
+    // Batches cut off mid-way, before their commit: each has begun and
+    // waits for a user's row (PostgreSQL, both writers) or the write lock
+    // (SQLite, its one writer), events queued behind them. (Once a batch's
+    // COMMIT has gone out, with its writes, the batch lands whole even if
+    // the service dies before it answers: Svix's retry then finds it
+    // recorded.)
     let pending = |count: f64| {
         let (client, metrics_url) = (&client, &metrics_url);
         wait_until("the events wait for the held lock", move || async move {
@@ -551,11 +552,20 @@ async fn a_crash_mid_batch_loses_nothing_acknowledged_and_half_applies_nothing(b
         (svix_id.to_owned(), state)
     };
     let edits = [edit("msg_c000_edit"), edit("msg_c000_edit2")];
-    // On PostgreSQL each of the two writers takes an edit and waits.
+    // On PostgreSQL each of the two writers takes an edit and waits for the
+    // row: both are busy before the other events come.
+    let writers_waiting = |count: i64| {
+        let db = &db;
+        wait_until("the writers wait for the held row", move || async move {
+            backend == Backend::Sqlite || waiting_for_locks(db).await == count
+        })
+    };
     let first = tokio::spawn(send(vec![edits[0].clone()]));
     pending(1.0).await;
+    writers_waiting(1).await;
     let second = tokio::spawn(send(vec![edits[1].clone()]));
     pending(2.0).await;
+    writers_waiting(2).await;
     let cut_off = tokio::spawn(send((60..80).map(event).collect()));
     pending(22.0).await;
     service.kill();

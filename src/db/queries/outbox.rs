@@ -6,7 +6,7 @@ use diesel_async::RunQueryDsl;
 
 use super::{CLAIM_LOCK, Conn, GREATEST, NOW, NOW_MS, now_plus};
 use crate::db::outbox::Outbox;
-use crate::db::queries::{claim_sql, enqueue_sql};
+use crate::db::outbox::{claim_sql, enqueue_sql};
 use crate::db::rows::{OutboxRow, Sending};
 use crate::db::schema::clerk_sync;
 use crate::domain::{ClerkUserId, Role, UnrecordedPushes};

@@ -1,7 +1,7 @@
 //! The body of [`Queries`]: one implementation, compiled once for each
-//! backend's connection type (`postgres.rs` and `sqlite.rs` name it `Conn`,
-//! and give the claim's lock clause, `CLAIM_LOCK`), so the queries are
-//! written once and read like any other code.
+//! backend's connection type (`postgres.rs` and `sqlite.rs` name it `Conn`
+//! and give the backend's clock), so the queries are written once and read
+//! like any other code.
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;

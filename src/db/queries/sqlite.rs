@@ -1,4 +1,6 @@
-//! [`Queries`](super::Queries) on SQLite.
+//! [`Queries`](super::Queries) and [`Outbox`](crate::db::Outbox) on SQLite:
+//! the connection type, the clock and the claim's lock clause the shared
+//! bodies are compiled with.
 
 type Conn = crate::db::SqliteConn;
 

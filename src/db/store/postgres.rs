@@ -11,7 +11,8 @@ use diesel_async::{
 use futures_util::future::{join, try_join, try_join_all, try_join4, try_join5};
 
 use super::{LockedRows, Store, WriteSet};
-use crate::db::queries::{enqueue_sql, postgres};
+use crate::db::outbox::enqueue_sql;
+use crate::db::queries::postgres;
 use crate::db::rows::UserRow;
 use crate::db::schema::{clerk_sync, role_counts, users};
 use crate::domain::{ClerkUserId, Role};
@@ -169,7 +170,7 @@ async fn locked_rows(
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        pg::SyncsOf::new(&ids).load(&mut &*conn).await
+        pg::OutboxOf::new(&ids).load(&mut &*conn).await
     };
     let recorded = async {
         if messages.is_empty() {
@@ -197,7 +198,7 @@ async fn write_pipelined(conn: &AsyncPgConnection, write: &WriteSet) -> QueryRes
     // taken) and messages, outbox rows, counters by role and shard last.
     let users = run(statements.users.as_ref().map(|q| q.execute(&mut &*conn)));
     // Rare (a push Clerk refused for good): one statement each.
-    let cleared = try_join_all(write.cleared_sync_errors.iter().map(|id| {
+    let cleared = try_join_all(write.cleared_push_errors.iter().map(|id| {
         diesel::update(
             clerk_sync::table
                 .find(id)

@@ -180,12 +180,12 @@ mod on_thread {
         }
         diesel::update(
             clerk_sync::table
-                .filter(clerk_sync::user_id.eq_any(&write.cleared_sync_errors))
+                .filter(clerk_sync::user_id.eq_any(&write.cleared_push_errors))
                 .filter(clerk_sync::next_attempt_at.is_null()),
         )
         .set(clerk_sync::last_error.eq(None::<String>))
         .execute(conn)?;
-        let enqueue = crate::db::queries::enqueue_sql(crate::db::queries::sqlite::NOW);
+        let enqueue = crate::db::outbox::enqueue_sql(crate::db::queries::sqlite::NOW);
         for (id, role) in &write.queued {
             diesel::sql_query(&enqueue)
                 .bind::<diesel::sql_types::Text, _>(id)

@@ -1,6 +1,7 @@
 //! The statements of a transaction that changes users on PostgreSQL, each
 //! prepared once per connection: BEGIN, the locking reads, the clock,
-//! the set-based writes of a [`WriteSet`] and COMMIT.
+//! the set-based writes of a [`WriteSet`] and COMMIT, and the drift
+//! audit's note of the users it found (`MarkAudited`).
 
 use chrono::NaiveDateTime;
 use diesel::QueryResult;
@@ -25,7 +26,7 @@ macro_rules! static_statement {
         }
     )+};
 }
-static_statement!(LockUsers, SyncsOf, Recorded, WriteUsers, MarkAudited);
+static_statement!(LockUsers, OutboxOf, Recorded, WriteUsers, MarkAudited);
 
 /// A statement without parameters whose text never varies: prepared
 /// once per connection.
@@ -157,7 +158,7 @@ const USER_COLUMNS: &str = "id, email, first_name, last_name, image_url, role, \
 pub struct LockUsers<'a>(&'a [&'a str], AsSelect<UserRow, Pg>);
 
 /// The outbox rows of users by id.
-pub struct SyncsOf<'a>(&'a [&'a str], AsSelect<OutboxRow, Pg>);
+pub struct OutboxOf<'a>(&'a [&'a str], AsSelect<OutboxRow, Pg>);
 
 /// Which of these Svix message ids are recorded.
 pub struct Recorded<'a>(&'a [&'a str]);
@@ -168,7 +169,7 @@ impl<'a> LockUsers<'a> {
     }
 }
 
-impl<'a> SyncsOf<'a> {
+impl<'a> OutboxOf<'a> {
     pub fn new(ids: &'a [&'a str]) -> Self {
         Self(ids, OutboxRow::as_select())
     }
@@ -212,7 +213,7 @@ impl QueryFragment<Pg> for LockUsers<'_> {
     }
 }
 
-impl QueryFragment<Pg> for SyncsOf<'_> {
+impl QueryFragment<Pg> for OutboxOf<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         walk_by_key(&mut out, &self.0, |out| {
             out.push_sql("SELECT ");
@@ -240,7 +241,7 @@ impl Query for LockUsers<'_> {
     type SqlType = <AsSelect<UserRow, Pg> as Expression>::SqlType;
 }
 
-impl Query for SyncsOf<'_> {
+impl Query for OutboxOf<'_> {
     type SqlType = <AsSelect<OutboxRow, Pg> as Expression>::SqlType;
 }
 
