@@ -12,7 +12,7 @@ use clerk_role_sync::app::backfill::BackfillOptions;
 use clerk_role_sync::clerk::ClerkClient;
 use clerk_role_sync::config::Config;
 use clerk_role_sync::db::Db;
-use clerk_role_sync::jobs::backfill;
+use clerk_role_sync::jobs::{ClerkBudget, backfill};
 use testkit::clerk_emulator::{self, ClerkEmulator};
 use testkit::test_db::{Backend, TestDb};
 
@@ -52,9 +52,15 @@ async fn run(clerk: &ClerkEmulator, backend: &str, database_url: &str, limit: &s
         ClerkClient::new(config.clerk.connection().expect("a secret key")).expect("client");
 
     let started = Instant::now();
-    let done = backfill::run(&db, &client, BackfillOptions::default(), rate, true)
-        .await
-        .expect("backfill");
+    let done = backfill::run(
+        &db,
+        &client,
+        BackfillOptions::default(),
+        &ClerkBudget::for_walks(db.clone(), rate, rate),
+        true,
+    )
+    .await
+    .expect("backfill");
     let elapsed = started.elapsed();
     assert_eq!(done.seen, USERS as i64);
     println!(

@@ -18,9 +18,9 @@ use clerk_role_sync::clerk::ClerkClient;
 use clerk_role_sync::config::Config;
 use clerk_role_sync::db::Db;
 use clerk_role_sync::db::rows::DriftAuditRow;
-use clerk_role_sync::jobs::backfill;
 use clerk_role_sync::jobs::clerk_instance::InstanceGate;
 use clerk_role_sync::jobs::drift_audit::{AuditSettings, DriftAudit, RunEnd};
+use clerk_role_sync::jobs::{ClerkBudget, backfill};
 use clerk_role_sync::metrics::Metrics;
 use serde_json::json;
 use testkit::clerk_emulator::{self, ClerkEmulator, Delivery};
@@ -57,9 +57,15 @@ async fn run(backend: &str, database_url: &str) {
     db.migrate().await.expect("migrations");
     let client =
         ClerkClient::new(config.clerk.connection().expect("a secret key")).expect("client");
-    backfill::run(&db, &client, BackfillOptions::default(), 1_000.0, true)
-        .await
-        .expect("backfill");
+    backfill::run(
+        &db,
+        &client,
+        BackfillOptions::default(),
+        &ClerkBudget::for_walks(db.clone(), 1_000.0, 1_000.0),
+        true,
+    )
+    .await
+    .expect("backfill");
 
     let mut in_sync = Vec::new();
     for _ in 0..RUNS {
@@ -100,6 +106,7 @@ async fn audit(
     let settings = AuditSettings {
         interval: Duration::from_secs(3_600),
         rate_per_sec: 1_000.0,
+        budget_per_sec: 1_000.0,
         max_wait: Duration::from_secs(600),
         allowance_ms: 2_000,
         // Every user Clerk deleted may go: the bench measures the repairs.

@@ -19,7 +19,7 @@ use crate::domain::{ClerkUserId, Role, RoleSource};
 use crate::jobs::clerk_instance::{InstanceGate, InstanceState, confirm_or_refuse};
 use crate::jobs::drift_audit::{AuditSettings, DriftAudit};
 use crate::jobs::walk_lease::WalkLease;
-use crate::jobs::{allowance_ms, backfill};
+use crate::jobs::{ClerkBudget, allowance_ms, backfill};
 use crate::metrics::Metrics;
 use crate::startup::{self, Application};
 use crate::{openapi, telemetry, with_conn};
@@ -64,7 +64,8 @@ enum Command {
         /// Start over instead of resuming an interrupted run.
         #[arg(long)]
         restart: bool,
-        /// Requests per second to Clerk.
+        /// Requests per second to Clerk at most, out of what the service's
+        /// pushes leave of CLERK_PUSH_RATE.
         #[arg(long, default_value_t = 5.0)]
         rate: f64,
     },
@@ -81,7 +82,8 @@ enum Command {
         /// RECONCILE_MAX_DELETIONS); a run that finds more makes none.
         #[arg(long, requires = "fix", value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
         max_deletions: Option<i64>,
-        /// Requests per second to Clerk.
+        /// Requests per second to Clerk at most, out of what the service's
+        /// pushes leave of CLERK_PUSH_RATE.
         #[arg(long, default_value_t = 5.0)]
         rate: f64,
     },
@@ -171,7 +173,8 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 dry_run,
                 allowance_ms: allowance_ms(config.clerk.push.clock_skew_allowance),
             };
-            let backfill = backfill::run(&db, &client, options, rate, restart);
+            let budget = ClerkBudget::for_walks(db.clone(), config.clerk.push.rate_per_sec, rate);
+            let backfill = backfill::run(&db, &client, options, &budget, restart);
             let progress = if dry_run {
                 backfill.await?
             } else {

@@ -467,6 +467,7 @@ pub fn audit_settings(config: &Config, interval: Duration, allowance_ms: i64) ->
     AuditSettings {
         interval,
         rate_per_sec: config.clerk.push.rate_per_sec * config.drift_audit.rate_share,
+        budget_per_sec: config.clerk.push.rate_per_sec,
         max_wait: config.clerk.push.retry_max,
         allowance_ms,
         max_deletions: config.drift_audit.max_deletions,

@@ -148,7 +148,8 @@ pub const CLERK_AUTHORIZED_PARTIES: Variable<List> = Variable {
 
 pub const CLERK_PUSH_RATE: Variable<Number<f64>> = Variable {
     name: "CLERK_PUSH_RATE",
-    help: "requests per second to Clerk, per replica",
+    help: "requests per second to Clerk of the whole deployment: every replica and \
+           command on the database shares it",
     default: DefaultValue::Text("10"),
     values: Number(0.1..=1000.0),
 };
@@ -230,7 +231,7 @@ pub const RECONCILE_INTERVAL: Variable<SpanOrOff> = Variable {
 
 pub const RECONCILE_RATE_SHARE: Variable<Number<f64>> = Variable {
     name: "RECONCILE_RATE_SHARE",
-    help: "the drift audit's requests to Clerk, as a share of CLERK_PUSH_RATE",
+    help: "the most of CLERK_PUSH_RATE the drift audit takes (it takes what pushes leave)",
     default: DefaultValue::Text("0.2"),
     values: Number(0.01..=1.0),
 };

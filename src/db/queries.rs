@@ -4,8 +4,8 @@ use diesel::prelude::*;
 use diesel_async::AsyncConnection;
 
 use super::rows::{
-    BoundInstance, DriftAuditRow, OutboxRow, OutboxSummary, Progress, RoleChangeRow, RoleStats,
-    UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
+    BoundInstance, ClerkSlot, DriftAuditRow, OutboxRow, OutboxSummary, Progress, RoleChangeRow,
+    RoleStats, UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
 };
 use crate::domain::{ClerkUserId, Role};
 
@@ -204,6 +204,22 @@ pub trait Queries: AsyncConnection + Send {
 
     /// Up to `limit` pushes pending or failing, oldest queued first.
     async fn unsettled_pushes(&mut self, limit: i64) -> QueryResult<Vec<OutboxRow>>;
+
+    /// Takes the next slot of the Clerk budget every replica shares, one
+    /// `interval_us` long: it starts when the budget's next slot does, or
+    /// when a pause ends, or now, whichever is latest (slots nobody took
+    /// are not saved up). Returns how long (µs, the database's clock) until
+    /// the slot starts, 0 or less for at once, and until the pause ends.
+    async fn take_clerk_slot(&mut self, interval_us: i64) -> QueryResult<ClerkSlot>;
+
+    /// Takes the next slot of the Clerk budget only if it has come and no
+    /// pause holds it (nobody is waiting for one: what pushes leave);
+    /// `None` when it has, else how long (µs) until it might.
+    async fn take_idle_clerk_slot(&mut self, interval_us: i64) -> QueryResult<Option<i64>>;
+
+    /// Pauses every request of the Clerk budget for `pause_us` from now (or
+    /// longer, if a pause already holds it).
+    async fn pause_clerk(&mut self, pause_us: i64) -> QueryResult<()>;
 }
 
 // The implementation, `queries/shared.rs`, compiled once per connection type.

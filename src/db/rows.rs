@@ -407,3 +407,16 @@ pub struct Progress {
     pub skipped: i64,
     pub started_at: NaiveDateTime,
 }
+
+/// A slot of the Clerk budget, as [`Queries::take_clerk_slot`] takes it:
+/// µs by the database's clock until it starts (0 or less: at once), and
+/// until the budget's pause ends (0 or less: none).
+///
+/// [`Queries::take_clerk_slot`]: super::Queries::take_clerk_slot
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+pub struct ClerkSlot {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub wait_us: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub paused_us: i64,
+}

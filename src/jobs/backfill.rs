@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::TryStreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::Pacer;
+use super::ClerkBudget;
 use super::list_walk::{ListWalk, Step};
 use super::retry::{LONGEST_WAIT, call_clerk};
 use crate::app::backfill::{self, BackfillOptions};
@@ -23,10 +23,9 @@ pub async fn run(
     db: &Db,
     client: &ClerkClient,
     options: BackfillOptions,
-    requests_per_sec: f64,
+    budget: &ClerkBudget,
     restart: bool,
 ) -> anyhow::Result<Progress> {
-    let pacer = Pacer::new(requests_per_sec);
     if restart && !options.dry_run {
         with_conn!(db, conn => backfill::forget(conn).await)?;
     }
@@ -34,11 +33,11 @@ pub async fn run(
     if let Some(after) = &progress.last_user_id {
         tracing::info!(pages = progress.pages, after, "resuming the backfill");
     }
-    let total = call_clerk(&pacer, LONGEST_WAIT, || client.user_count()).await?;
+    let total = call_clerk(budget, LONGEST_WAIT, || client.user_count()).await?;
     let bar = Bar::new(total, progress.seen);
     let walk = ListWalk {
         client,
-        pacer: &pacer,
+        budget,
         max_wait: LONGEST_WAIT,
         // A refused cursor stops the backfill: it resumes from there.
         restarts: 0,

@@ -4,9 +4,10 @@
 //! one, of the live users here the walk did not find (deleted in Clerk,
 //! their `user.deleted` lost). Inside `serve` one replica (the holder of
 //! the [walk lease](super::walk_lease)) runs it every `RECONCILE_INTERVAL`;
-//! `reconcile` runs the same walk from the command line. Its requests are
-//! paced at `RECONCILE_RATE_SHARE` of the push rate, by a pacer of its
-//! own, so admin pushes keep theirs.
+//! `reconcile` runs the same walk from the command line. Its requests take
+//! what pushes leave of the Clerk budget every replica shares, at most
+//! `RECONCILE_RATE_SHARE` of it (`reconcile --rate`), so admin pushes come
+//! first.
 //!
 //! An audit's progress is saved with each page it applies: a run stopped
 //! by a restart, an error or a lost lease resumes where it stopped,
@@ -24,7 +25,7 @@ use chrono::{NaiveDateTime, TimeDelta};
 use futures_util::TryStreamExt as _;
 use tokio::sync::watch;
 
-use super::Pacer;
+use super::ClerkBudget;
 use super::clerk_instance::InstanceGate;
 use super::list_walk::{ListWalk, Step};
 use super::retry::call_clerk;
@@ -55,8 +56,11 @@ const LEASE_POLL: Duration = Duration::from_secs(2);
 pub struct AuditSettings {
     /// Time between two runs inside `serve`.
     pub interval: Duration,
-    /// Requests per second to Clerk.
+    /// Requests per second to Clerk at most (its share of the budget).
     pub rate_per_sec: f64,
+    /// The Clerk budget every replica and command shares
+    /// (`CLERK_PUSH_RATE`): the audit takes what pushes leave of it.
+    pub budget_per_sec: f64,
     /// Longest `Retry-After` honoured (as the push worker's).
     pub max_wait: Duration,
     /// The race rule's clock-skew allowance.
@@ -263,8 +267,12 @@ impl DriftAudit {
             mode,
             allowance_ms: self.settings.allowance_ms,
         };
-        let pacer = Pacer::new(self.settings.rate_per_sec);
-        let waiting = match self.compare(&pacer, &mut run, rules, max_deletions).await {
+        let budget = ClerkBudget::for_walks(
+            self.db.clone(),
+            self.settings.budget_per_sec,
+            self.settings.rate_per_sec,
+        );
+        let waiting = match self.compare(&budget, &mut run, rules, max_deletions).await {
             Ok(waiting) => waiting,
             Err(error) => {
                 self.metrics.drift_audit_ended("stopped");
@@ -323,12 +331,12 @@ impl DriftAudit {
     /// wait for an operator instead, if it must.
     async fn compare(
         &self,
-        pacer: &Pacer,
+        budget: &ClerkBudget,
         run: &mut DriftAuditRow,
         rules: Rules,
         max_deletions: i64,
     ) -> anyhow::Result<Option<Waiting>> {
-        self.walk(pacer, run, rules).await?;
+        self.walk(budget, run, rules).await?;
         if run.after_local_id.is_none() {
             let short = with_conn!(self.db, conn => {
                 drift_audit::short_list(conn, run, max_deletions).await
@@ -344,7 +352,7 @@ impl DriftAudit {
             let Some(last_asked) = ids.last().cloned() else {
                 break;
             };
-            let looked_up = self.look_up(pacer, ids).await?;
+            let looked_up = self.look_up(budget, ids).await?;
             let (next, findings) = retried(async || {
                 with_conn!(self.db, conn => {
                     drift_audit::apply_lookups(conn, run, &looked_up, &last_asked, rules).await
@@ -361,7 +369,7 @@ impl DriftAudit {
                 max: max_deletions,
             }));
         }
-        self.make_held(pacer, run, rules).await?;
+        self.make_held(budget, run, rules).await?;
         Ok(None)
     }
 
@@ -369,7 +377,7 @@ impl DriftAudit {
     /// cursor Clerk refuses (its user deleted meanwhile) starts it over.
     async fn walk(
         &self,
-        pacer: &Pacer,
+        budget: &ClerkBudget,
         run: &mut DriftAuditRow,
         rules: Rules,
     ) -> anyhow::Result<()> {
@@ -378,7 +386,7 @@ impl DriftAudit {
         }
         let walk = ListWalk {
             client: &self.client,
-            pacer,
+            budget,
             max_wait: self.settings.max_wait,
             restarts: MAX_WALK_RESTARTS,
         };
@@ -412,7 +420,7 @@ impl DriftAudit {
     /// Makes the changes `run` held back, each after a fresh lookup.
     async fn make_held(
         &self,
-        pacer: &Pacer,
+        budget: &ClerkBudget,
         run: &mut DriftAuditRow,
         rules: Rules,
     ) -> anyhow::Result<()> {
@@ -426,7 +434,7 @@ impl DriftAudit {
             };
             after = Some(last.clone());
             let ids = held.into_iter().map(|(id, _)| id).collect();
-            let looked_up = self.look_up(pacer, ids).await?;
+            let looked_up = self.look_up(budget, ids).await?;
             let (next, findings) = retried(async || {
                 with_conn!(self.db, conn => {
                     drift_audit::apply_held(conn, run, &looked_up, rules).await
@@ -442,13 +450,13 @@ impl DriftAudit {
     /// a user whose lookup Clerk refused is left out.
     async fn look_up(
         &self,
-        pacer: &Pacer,
+        budget: &ClerkBudget,
         ids: Vec<ClerkUserId>,
     ) -> anyhow::Result<Vec<(ClerkUserId, Option<ClerkUser>)>> {
         let mut looked_up = Vec::with_capacity(ids.len());
         for id in ids {
             let user =
-                call_clerk(pacer, self.settings.max_wait, || self.client.get_user(&id)).await;
+                call_clerk(budget, self.settings.max_wait, || self.client.get_user(&id)).await;
             match user {
                 Ok(user) => looked_up.push((id, user)),
                 Err(error) => skip_or_stop(&id, error)?,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::Stream;
 use futures_util::stream;
 
-use super::Pacer;
+use super::ClerkBudget;
 use super::retry::call_clerk;
 use crate::clerk::{ClerkClient, ClerkError, ClerkUser};
 
@@ -21,7 +21,7 @@ pub const PAGE_SIZE: usize = 500;
 #[derive(Clone, Copy)]
 pub struct ListWalk<'a> {
     pub client: &'a ClerkClient,
-    pub pacer: &'a Pacer,
+    pub budget: &'a ClerkBudget,
     /// Longest wait before a retry, whatever Clerk's `Retry-After` says.
     pub max_wait: Duration,
     /// Times the walk starts over from the first page when Clerk refuses its
@@ -63,7 +63,7 @@ impl<'a> ListWalk<'a> {
             return Ok(None);
         }
         let after = position.after.as_deref();
-        let listed = call_clerk(self.pacer, self.max_wait, || {
+        let listed = call_clerk(self.budget, self.max_wait, || {
             self.client.list_users(PAGE_SIZE, after)
         })
         .await;

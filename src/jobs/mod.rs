@@ -7,6 +7,7 @@
 
 pub mod backfill;
 mod backoff;
+mod budget;
 pub mod clerk_instance;
 pub mod drift_audit;
 pub mod ingest;
@@ -18,5 +19,6 @@ mod supervise;
 pub mod walk_lease;
 mod worker;
 
-pub use pacer::Pacer;
+pub use budget::ClerkBudget;
+use pacer::Pacer;
 pub use worker::{PushWorker, WorkerHandle, WorkerLink, allowance_ms};

@@ -1,5 +1,7 @@
-//! Paces requests to Clerk: a steady rate, and a pause for everyone when
-//! Clerk answers 429.
+//! Paces one process's requests: a steady rate, and a pause. A walk of
+//! Clerk's users keeps to its share of the Clerk budget with it
+//! ([`ClerkBudget`](super::ClerkBudget) holds the budget every replica
+//! shares).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -33,30 +35,8 @@ impl Pacer {
         }
     }
 
-    /// Whether a slot may start now.
-    pub fn is_ready(&self) -> bool {
-        self.until_ready().is_zero()
-    }
-
-    /// Takes the slot that starts now (after [`is_ready`](Self::is_ready)
-    /// said there was one), or the next one.
-    pub fn take(&self) {
-        self.reserve();
-    }
-
-    /// How long until a slot may start (zero when one may now).
-    pub fn until_ready(&self) -> Duration {
-        let now = Instant::now();
-        self.state.lock().map_or(Duration::ZERO, |state| {
-            state
-                .next_slot
-                .max(state.paused_until)
-                .saturating_duration_since(now)
-        })
-    }
-
     /// Reserves the next slot and returns when it starts.
-    pub fn reserve(&self) -> Instant {
+    fn reserve(&self) -> Instant {
         let now = Instant::now();
         let Ok(mut state) = self.state.lock() else {
             return now;
@@ -119,23 +99,23 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn slots_not_used_while_idle_are_not_saved_up() {
         let pacer = Pacer::new(10.0);
-        assert!(pacer.is_ready(), "a fresh pacer has its first slot");
+        let start = Instant::now();
+        assert_eq!(pacer.reserve(), start, "a fresh pacer has its first slot");
         tokio::time::advance(Duration::from_secs(60)).await;
-        pacer.take();
-        assert!(!pacer.is_ready(), "one slot, not a minute's worth");
-        assert_eq!(pacer.until_ready(), Duration::from_millis(100));
-        tokio::time::advance(Duration::from_millis(100)).await;
-        assert!(pacer.is_ready());
-        pacer.pause(Duration::from_secs(3));
-        assert!(!pacer.is_ready());
-        assert!(pacer.until_ready() >= Duration::from_secs(2));
+        let now = Instant::now();
+        assert_eq!(pacer.reserve(), now, "one slot now");
+        assert_eq!(
+            pacer.reserve(),
+            now + Duration::from_millis(100),
+            "not a minute's worth"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_pause_too_long_to_represent_does_not_panic() {
         let pacer = Pacer::new(10.0);
         pacer.pause(Duration::MAX);
-        assert!(!pacer.is_ready());
+        assert!(pacer.reserve() > Instant::now() + Duration::from_secs(86_400));
     }
 
     #[tokio::test(start_paused = true)]

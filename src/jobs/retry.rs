@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use super::Pacer;
+use super::ClerkBudget;
 use super::backoff::Backoff;
 use crate::clerk::ClerkError;
 
@@ -20,11 +20,11 @@ const MAX_ATTEMPTS: u32 = 10;
 /// doubling up to 16 s.
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(16));
 
-/// Runs `call` in the pacer's next slot until it succeeds, fails for good, or
+/// Runs `call` in the next slot of the Clerk budget until it succeeds, fails for good, or
 /// has failed [`MAX_ATTEMPTS`] times in a row. No wait is longer than
 /// `max_wait`, whatever Clerk's `Retry-After` says.
 pub async fn call_clerk<T, F, Fut>(
-    pacer: &Pacer,
+    budget: &ClerkBudget,
     max_wait: Duration,
     mut call: F,
 ) -> Result<T, ClerkError>
@@ -34,7 +34,7 @@ where
 {
     let mut attempt = 0;
     loop {
-        pacer.wait_for_slot().await;
+        budget.wait_for_slot().await;
         attempt += 1;
         match call().await {
             Ok(value) => return Ok(value),
@@ -47,7 +47,7 @@ where
                 }
                 .min(max_wait);
                 tracing::warn!(%error, attempt, wait = ?wait, "Clerk call failed; retrying");
-                pacer.pause(wait);
+                budget.pause(wait).await;
             }
             Err(error) => return Err(error),
         }

@@ -1,8 +1,11 @@
 //! The push worker: claims due rows of `clerk_sync`, sends each role to Clerk
 //! without holding any database lock during the call, and records the result.
 //!
-//! A row is claimed only when a send slot of the pacer has come for it, so
-//! a claim means "being sent now" (up to 32 at once). The claim is a short lease in the name of
+//! A row is claimed only when this replica's slots of the Clerk budget
+//! (shared by every replica, [`ClerkBudget`]) run out less than
+//! [`LOOKAHEAD`] ahead; each claimed row takes the next slot and is sent
+//! when it starts, so a claim means "being sent now or in a moment" (up to
+//! 32 at once). The claim is a short lease in the name of
 //! this replica (`REPLICA_ID`), renewed while the push is in flight: a
 //! replica that dies strands its claims for at most [`LEASE`], and one that
 //! restarts takes them back at once. Several replicas may run on one
@@ -36,8 +39,8 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::Pacer;
 use super::backoff::Backoff;
+use super::budget::ClerkBudget;
 use super::clerk_instance::InstanceGate;
 use super::supervise::supervise;
 use crate::app::push::{self, PushResult, RetryCheck};
@@ -49,8 +52,12 @@ use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role, RoleSet, Unreco
 use crate::metrics::Metrics;
 use crate::with_conn;
 
-/// Pushes in flight at once (the pacer spaces their starts).
+/// Pushes in flight at once (the budget's slots space their starts).
 const CONCURRENCY: usize = 32;
+/// How far ahead of now this replica's slots of the budget may run: enough
+/// that a push is ready when its slot starts, little enough that the
+/// replicas share the slots as they come.
+const LOOKAHEAD: Duration = Duration::from_millis(250);
 /// How long a claim lasts unless renewed.
 pub const LEASE: Duration = Duration::from_secs(10);
 /// How often the claims of pushes in flight are renewed.
@@ -137,7 +144,7 @@ pub struct PushWorker {
     config: PushConfig,
     /// This replica's name on its claims.
     owner: String,
-    pacer: Pacer,
+    budget: ClerkBudget,
     wake: Arc<Notify>,
     heartbeat: Arc<Heartbeat>,
     metrics: Arc<Metrics>,
@@ -159,11 +166,11 @@ impl PushWorker {
         let heartbeat = Arc::new(Heartbeat::new());
         let (shutdown, stop) = watch::channel(false);
         let worker = Arc::new(Self {
+            budget: ClerkBudget::for_pushes(db.clone(), config.rate_per_sec),
             db,
             client,
             config,
             owner,
-            pacer: Pacer::new(config.rate_per_sec),
             wake: wake.clone(),
             heartbeat: heartbeat.clone(),
             metrics: metrics.clone(),
@@ -203,6 +210,8 @@ impl PushWorker {
         let mut held: HashSet<ClerkUserId> = HashSet::new();
         let mut renewed_at = Instant::now();
         let mut instance = self.instance.changes();
+        // The start of the last slot this replica took.
+        let mut last_slot = Instant::now();
         loop {
             self.heartbeat.beat();
             let stopping = *stop.borrow();
@@ -227,17 +236,20 @@ impl PushWorker {
             let confirmed = self.instance.is_confirmed();
             let can_send = !stopping && confirmed && in_flight.len() < CONCURRENCY;
             let mut wait = POLL;
-            if can_send && self.pacer.is_ready() {
+            let ahead = last_slot.saturating_duration_since(Instant::now());
+            if can_send && ahead < LOOKAHEAD {
                 match alongside_pushes(&mut in_flight, &mut held, self.claim()).await {
                     Ok(Some(row)) => {
-                        self.pacer.take();
                         if row.taken_over {
                             tracing::warn!(user.id = %row.user_id, "took over a push whose owner's lease expired");
                             self.metrics.push_leases_expired.inc();
                         }
+                        let slot =
+                            alongside_pushes(&mut in_flight, &mut held, self.budget.take()).await;
+                        last_slot = last_slot.max(slot);
                         held.insert(row.user_id.clone());
-                        in_flight.push(self.push(row));
-                        wait = self.pacer.until_ready();
+                        in_flight.push(self.push(row, slot));
+                        wait = Duration::ZERO;
                     }
                     Ok(None) => {
                         wait = alongside_pushes(&mut in_flight, &mut held, self.until_next_due())
@@ -246,7 +258,7 @@ impl PushWorker {
                     Err(error) => tracing::warn!(%error, "could not claim a push; retrying"),
                 }
             } else if can_send {
-                wait = self.pacer.until_ready();
+                wait = ahead.saturating_sub(LOOKAHEAD);
             }
             let wait = wait
                 .min(POLL)
@@ -298,8 +310,10 @@ impl PushWorker {
         }
     }
 
-    /// Sends one claimed row and records what happened; returns its user id.
-    async fn push(&self, row: OutboxRow) -> ClerkUserId {
+    /// Sends one claimed row once its slot starts and records what
+    /// happened; returns its user id.
+    async fn push(&self, row: OutboxRow, slot: Instant) -> ClerkUserId {
+        self.budget.wait_for(slot).await;
         let user_id = &row.user_id;
         let (result, label) = self.attempt(user_id, row.desired_role, &row).await;
         if let Some(PushResult::GiveUp(error) | PushResult::RetryIn(_, error)) = &result {
@@ -351,7 +365,7 @@ impl PushWorker {
         // `attempts` counts this one: more than one means an earlier failed.
         if row.attempts > 1 {
             // The read is a request to Clerk like any other.
-            self.pacer.take();
+            self.budget.wait_for_slot().await;
             match self.client.get_user(user_id).await {
                 Ok(Some(user)) => match self.check_before_retry(&user, row).await {
                     // Clerk's state is recorded: nothing older can echo.
@@ -369,7 +383,7 @@ impl PushWorker {
                     let error = "the user no longer exists in Clerk".to_owned();
                     return (Some(PushResult::GiveUp(error)), "failed");
                 }
-                Err(error) => return self.failed(row, error),
+                Err(error) => return self.failed(row, error).await,
             }
         }
         self.send(user_id, role, row, unrecorded).await
@@ -445,7 +459,7 @@ impl PushWorker {
                     "retry",
                 ),
             },
-            Err(error) => self.failed(row, error),
+            Err(error) => self.failed(row, error).await,
         }
     }
 
@@ -473,7 +487,11 @@ impl PushWorker {
     }
 
     /// What to record after Clerk refused or failed.
-    fn failed(&self, row: &OutboxRow, error: ClerkError) -> (Option<PushResult>, &'static str) {
+    async fn failed(
+        &self,
+        row: &OutboxRow,
+        error: ClerkError,
+    ) -> (Option<PushResult>, &'static str) {
         match error {
             ClerkError::RateLimited { retry_after } => {
                 // Clerk's number is taken at its word only up to our longest
@@ -481,7 +499,7 @@ impl PushWorker {
                 let pause = retry_after
                     .unwrap_or_else(|| self.backoff(row.attempts))
                     .min(self.config.retry_max);
-                self.pacer.pause(pause);
+                self.budget.pause(pause).await;
                 let error = ClerkError::RateLimited { retry_after }.to_string();
                 (
                     Some(self.retry(row.attempts, Some(pause), error)),

@@ -11,7 +11,7 @@ use clerk_role_sync::config::Config;
 use clerk_role_sync::db::rows::{DriftAuditRow, Progress, UserFilter};
 use clerk_role_sync::db::{Db, DbError, Queries as _};
 use clerk_role_sync::domain::{ClerkUserId, Role, RoleSource};
-use clerk_role_sync::jobs::backfill;
+use clerk_role_sync::jobs::{ClerkBudget, backfill};
 use clerk_role_sync::with_conn;
 
 use crate::both_backends;
@@ -93,9 +93,15 @@ async fn snapshot(db: &Db) -> BTreeMap<String, (Role, bool, Option<String>, usiz
 }
 
 async fn backfill(app: &TestApp, clerk: &ClerkEmulator, options: BackfillOptions) -> Progress {
-    backfill::run(&app.db, &client(clerk, app), options, 200.0, false)
-        .await
-        .expect("backfill")
+    backfill::run(
+        &app.db,
+        &client(clerk, app),
+        options,
+        &budget(&app.db),
+        false,
+    )
+    .await
+    .expect("backfill")
 }
 
 both_backends!(
@@ -121,7 +127,7 @@ async fn a_user_list_that_does_not_advance_stops_the_backfill(backend: Backend) 
         &app.db,
         &client(&clerk, &app),
         BackfillOptions::default(),
-        200.0,
+        &budget(&app.db),
         false,
     )
     .await;
@@ -300,11 +306,12 @@ async fn an_interrupted_backfill_resumes_to_the_same_end(backend: Backend) {
     let client = client(&clerk, &interrupted);
 
     // Stop it (as a crash would) once two pages are stored.
+    let budget = budget(&interrupted.db);
     let run = backfill::run(
         &interrupted.db,
         &client,
         BackfillOptions::default(),
-        200.0,
+        &budget,
         false,
     );
     let two_pages = async {
@@ -334,7 +341,8 @@ async fn a_rate_limit_midway_is_waited_out(backend: Backend) {
     let app = app_with_history(backend).await;
     let client = client(&clerk, &app);
 
-    let run = backfill::run(&app.db, &client, BackfillOptions::default(), 200.0, false);
+    let budget = budget(&app.db);
+    let run = backfill::run(&app.db, &client, BackfillOptions::default(), &budget, false);
     let limit_after_first_page = async {
         crate::helpers::wait_until("a page is stored", || async {
             clerk
@@ -387,9 +395,15 @@ async fn reconcile_reports_exactly_the_planted_drift_and_fixes_it(backend: Backe
     ];
     let app = spawn_app_with(backend, &with_key).await;
     let client = client(&clerk, &app);
-    backfill::run(&app.db, &client, BackfillOptions::default(), 200.0, false)
-        .await
-        .expect("backfill");
+    backfill::run(
+        &app.db,
+        &client,
+        BackfillOptions::default(),
+        &budget(&app.db),
+        false,
+    )
+    .await
+    .expect("backfill");
     let (reconcile, _) = app.drift_audit("reconcile@test");
     let clean = reconcile
         .run_fresh(RunMode::Report, 10)
@@ -449,4 +463,10 @@ fn found(run: &DriftAuditRow) -> i64 {
         + run.found_role_differs
         + run.found_outdated
         + run.found_missing_in_clerk
+}
+
+/// The Clerk budget of a backfill from the command line, at 200 requests
+/// per second.
+fn budget(db: &Db) -> ClerkBudget {
+    ClerkBudget::for_walks(db.clone(), 200.0, 200.0)
 }

@@ -215,6 +215,7 @@ impl TestApp {
         let allowance = allowance_ms(self.config.clerk.push.clock_skew_allowance);
         let mut settings = AuditSettings {
             rate_per_sec: 1_000.0,
+            budget_per_sec: 1_000.0,
             ..audit_settings(
                 &self.config,
                 std::time::Duration::from_secs(3_600),

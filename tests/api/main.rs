@@ -21,6 +21,7 @@ mod layout;
 mod observability;
 mod openapi;
 mod push;
+mod push_budget;
 mod replicas;
 mod safe_healing;
 mod self_healing;

@@ -275,6 +275,7 @@ async fn an_audit_leaves_users_with_a_pending_push_to_the_push(backend: Backend)
         .expect("a secret key");
     let settings = AuditSettings {
         rate_per_sec: 1_000.0,
+        budget_per_sec: 1_000.0,
         ..audit_settings(&with_key, Duration::from_secs(3_600), 2_000)
     };
     let audit = DriftAudit::new(

@@ -37,7 +37,8 @@ both_backends!(
     the_schema_refuses_roles_outside_the_three,
     a_svix_id_is_stored_once,
     migrations_are_idempotent,
-    a_push_is_noted_by_the_databases_clock_under_its_claim
+    a_push_is_noted_by_the_databases_clock_under_its_claim,
+    the_clerk_budget_spaces_every_slot_and_a_pause_holds_them_all
 );
 
 async fn role_changes_move_counts_and_write_audit_rows(backend: Backend) {
@@ -218,4 +219,47 @@ async fn a_push_is_noted_by_the_databases_clock_under_its_claim(backend: Backend
         second.unrecorded_until, later,
         "an earlier push's later time stays"
     );
+}
+
+/// The Clerk budget's row hands out slots one interval apart, whoever
+/// asks, and saves up none while idle; a walk gets a slot only when nobody
+/// waits for one; a pause holds every later slot, and each slot taken
+/// shows it.
+async fn the_clerk_budget_spaces_every_slot_and_a_pause_holds_them_all(backend: Backend) {
+    const INTERVAL: i64 = 100_000; // µs
+    let app = spawn_app(backend).await;
+    let checked: Result<(), DbError> = with_conn!(app.db, conn => {
+        // Unused so far: the first slot starts at once, and a walk finds
+        // no slot free while the next one is still to come.
+        let first = conn.take_clerk_slot(INTERVAL).await?;
+        assert!(first.wait_us <= 0 && first.paused_us <= 0, "{first:?}");
+        let second = conn.take_clerk_slot(INTERVAL).await?.wait_us;
+        assert!(0 < second && second <= INTERVAL, "{second}");
+        let third = conn.take_clerk_slot(INTERVAL).await?.wait_us;
+        assert!(second < third && third <= 2 * INTERVAL, "{third}");
+        let busy = conn.take_idle_clerk_slot(INTERVAL).await?;
+        assert!(busy.is_some_and(|wait| wait > INTERVAL && wait <= 3 * INTERVAL), "{busy:?}");
+
+        conn.pause_clerk(5_000_000).await?;
+        // A shorter pause asked later keeps the longer one.
+        conn.pause_clerk(1_000).await?;
+        let paused = conn.take_clerk_slot(INTERVAL).await?;
+        assert!((4_000_000..=5_000_000).contains(&paused.wait_us), "{paused:?}");
+        assert!((4_000_000..=5_000_000).contains(&paused.paused_us), "{paused:?}");
+        let walk = conn.take_idle_clerk_slot(INTERVAL).await?;
+        assert!(walk.is_some_and(|wait| wait >= 4_000_000), "{walk:?}");
+        Ok(())
+    });
+    checked.expect("the budget's queries");
+
+    // Once nobody waits, a walk takes the slot, and the next push waits
+    // one interval after it.
+    let app = spawn_app(backend).await;
+    let idle: Result<(), DbError> = with_conn!(app.db, conn => {
+        assert_eq!(conn.take_idle_clerk_slot(INTERVAL).await?, None);
+        let after = conn.take_clerk_slot(INTERVAL).await?.wait_us;
+        assert!(0 < after && after <= INTERVAL, "{after}");
+        Ok(())
+    });
+    idle.expect("the budget's queries");
 }

@@ -6,11 +6,11 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::{CLOCK, Conn, NOW, now_plus};
+use super::{CLOCK, Conn, GREATEST, NOW, NOW_US, now_plus};
 use crate::db::queries::{Queries, concat_name_ws, lower};
 use crate::db::rows::{
-    BoundInstance, DriftAuditRow, OutboxRow, OutboxSummary, Progress, RoleChangeRow, UserFilter,
-    UserRow, WebhookEventFilter, WebhookEventRow,
+    BoundInstance, ClerkSlot, DriftAuditRow, OutboxRow, OutboxSummary, Progress, RoleChangeRow,
+    UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
 };
 use crate::db::schema::{
     backfill_progress, clerk_instance, clerk_sync, drift_audit_holds, drift_audits, role_changes,
@@ -505,5 +505,55 @@ impl Queries for Conn {
             .limit(limit)
             .load(self)
             .await
+    }
+
+    async fn take_clerk_slot(&mut self, interval_us: i64) -> QueryResult<ClerkSlot> {
+        diesel::sql_query(format!(
+            "UPDATE clerk_budget SET next_slot_us = $1 + \
+                 {GREATEST}(next_slot_us, paused_until_us, {NOW_US}) \
+             WHERE id = 1 \
+             RETURNING next_slot_us - $1 - {NOW_US} AS wait_us, \
+                 paused_until_us - {NOW_US} AS paused_us"
+        ))
+        .bind::<diesel::sql_types::BigInt, _>(interval_us)
+        .get_result(self)
+        .await
+    }
+
+    async fn take_idle_clerk_slot(&mut self, interval_us: i64) -> QueryResult<Option<i64>> {
+        use diesel::sql_types::BigInt;
+        #[derive(QueryableByName)]
+        struct Wait {
+            #[diesel(sql_type = BigInt)]
+            wait_us: i64,
+        }
+        let taken = diesel::sql_query(format!(
+            "UPDATE clerk_budget SET next_slot_us = {NOW_US} + $1 \
+             WHERE id = 1 AND next_slot_us <= {NOW_US} AND paused_until_us <= {NOW_US}"
+        ))
+        .bind::<BigInt, _>(interval_us)
+        .execute(&mut *self)
+        .await?;
+        if taken == 1 {
+            return Ok(None);
+        }
+        let wait: Wait = diesel::sql_query(format!(
+            "SELECT {GREATEST}(next_slot_us, paused_until_us) - {NOW_US} AS wait_us \
+             FROM clerk_budget WHERE id = 1"
+        ))
+        .get_result(self)
+        .await?;
+        Ok(Some(wait.wait_us.max(1)))
+    }
+
+    async fn pause_clerk(&mut self, pause_us: i64) -> QueryResult<()> {
+        diesel::sql_query(format!(
+            "UPDATE clerk_budget \
+             SET paused_until_us = {GREATEST}(paused_until_us, {NOW_US} + $1) WHERE id = 1"
+        ))
+        .bind::<diesel::sql_types::BigInt, _>(pause_us)
+        .execute(self)
+        .await
+        .map(drop)
     }
 }

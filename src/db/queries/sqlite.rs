@@ -19,6 +19,10 @@ pub(in crate::db) const CLOCK: &str = NOW;
 /// truncated, it gives that count back exactly.)
 const NOW_MS: &str = "CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
 
+/// [`NOW`] in µs since the Unix epoch, as the Clerk budget holds time
+/// (SQLite's clock counts ms).
+const NOW_US: &str = "(CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000)";
+
 /// The larger of its arguments (SQLite's scalar `max`).
 const GREATEST: &str = "max";
 

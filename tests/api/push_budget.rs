@@ -1,0 +1,106 @@
+//! The Clerk budget is the deployment's: three `serve` processes on one
+//! PostgreSQL database, each given the same `CLERK_PUSH_RATE`, send no more
+//! than that many requests per second together, so a Clerk that allows a
+//! little more never answers 429, even while one replica is killed and
+//! started again. (Clerk's limit here counts 2 s windows, so that a send
+//! delayed by a busy machine and the next one on time do not look like a
+//! burst; three replicas pacing themselves each would send three times the
+//! budget.)
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use testkit::clerk_emulator::ClerkEmulator;
+use testkit::instances::start_replicas;
+
+use crate::helpers::{Backend, TestDb, wait_until};
+use crate::replicas::replica_env;
+
+/// The budget every replica is given, and what Clerk allows per window.
+const BUDGET: usize = 20;
+const CLERK_LIMIT: usize = 50;
+const CLERK_WINDOW: Duration = Duration::from_secs(2);
+const USERS: usize = 120;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_change_across_replicas_keeps_to_one_budget_and_draws_no_429() {
+    let test_db = TestDb::new(Backend::Postgres).await;
+    let clerk = ClerkEmulator::start().await;
+    let log_dir = tempfile::tempdir().expect("a log folder");
+    let budget = BUDGET.to_string();
+    let env = replica_env(&test_db, &clerk, &[("CLERK_PUSH_RATE", budget.as_str())]);
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_clerk-role-sync"));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("a client");
+    let mut replicas = start_replicas(binary, 3, &env, log_dir.path(), &client, &clerk).await;
+    clerk.add_user("user_admin", Some("ADMIN"));
+    let users: Vec<String> = (0..USERS).map(|i| format!("user_b{i:03}")).collect();
+    for user in &users {
+        clerk.add_user(user, None);
+    }
+    clerk.wait_for_deliveries().await;
+
+    clerk.enforce_rate_limit(CLERK_LIMIT, CLERK_WINDOW);
+    let first_request = clerk.requests().len();
+    let changes: Vec<_> = users
+        .iter()
+        .map(|user| json!({ "userId": user, "role": "INSTRUCTOR" }))
+        .collect();
+    let answer = client
+        .post(replicas[2].url("/api/admin/users/roles"))
+        .bearer_auth(clerk.mint_token("user_admin"))
+        .json(&json!({ "changes": changes }))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(answer.status(), 200);
+    let answered = Instant::now();
+
+    // A replica dies a third of the way in, with pushes in its hands, and
+    // comes back a little later.
+    wait_until("a third of the roles landed", || async {
+        let landed = users
+            .iter()
+            .filter(|user| clerk.role(user).as_deref() == Some("INSTRUCTOR"))
+            .count();
+        landed >= USERS / 3
+    })
+    .await;
+    replicas[0].kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    replicas[0].start(&client).await;
+    wait_until("every role landed", || async {
+        users
+            .iter()
+            .all(|user| clerk.role(user).as_deref() == Some("INSTRUCTOR"))
+    })
+    .await;
+    let took = answered.elapsed();
+
+    let requests = &clerk.requests()[first_request..];
+    let refused: Vec<_> = requests.iter().filter(|r| r.status == 429).collect();
+    assert!(refused.is_empty(), "{} answers 429", refused.len());
+    // The deployment's pace, all replicas together: the budget's.
+    let to_users: Vec<Instant> = requests
+        .iter()
+        .filter(|r| r.path.starts_with("/v1/users"))
+        .map(|r| r.at)
+        .collect();
+    let (first, last) = (to_users[0], to_users[to_users.len() - 1]);
+    let pace = (to_users.len() - 1) as f64 / (last - first).as_secs_f64();
+    assert!(
+        pace <= BUDGET as f64 * 1.1,
+        "{pace:.1} requests per second for a budget of {BUDGET}"
+    );
+    // The budget's pace, with room for the restart and a loaded machine.
+    let at_budget = Duration::from_secs_f64(USERS as f64 / BUDGET as f64);
+    assert!(
+        took < at_budget * 3,
+        "took {took:?}; the budget allows {at_budget:?}"
+    );
+    for replica in &mut replicas {
+        replica.stop().await;
+    }
+}
