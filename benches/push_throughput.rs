@@ -72,7 +72,7 @@ async fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_clerk-role-sync")));
     println!(
-        "binary: {}; CLERK_PUSH_RATE={budget} on each replica, Clerk allows {limit}/s, {users} users",
+        "binary: {}; CLERK_PUSH_RATE={budget} (the deployment's budget, given to each replica), Clerk allows {limit}/s, {users} users",
         binary.display()
     );
     for scenario in SCENARIOS {

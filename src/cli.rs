@@ -65,7 +65,8 @@ enum Command {
         #[arg(long)]
         restart: bool,
         /// Requests per second to Clerk at most, out of what the service's
-        /// pushes leave of CLERK_PUSH_RATE.
+        /// pushes leave of CLERK_PUSH_RATE (and never more than
+        /// RECONCILE_RATE_SHARE of it).
         #[arg(long, default_value_t = 5.0)]
         rate: f64,
     },
@@ -83,7 +84,8 @@ enum Command {
         #[arg(long, requires = "fix", value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
         max_deletions: Option<i64>,
         /// Requests per second to Clerk at most, out of what the service's
-        /// pushes leave of CLERK_PUSH_RATE.
+        /// pushes leave of CLERK_PUSH_RATE (and never more than
+        /// RECONCILE_RATE_SHARE of it).
         #[arg(long, default_value_t = 5.0)]
         rate: f64,
     },
@@ -173,7 +175,11 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 dry_run,
                 allowance_ms: allowance_ms(config.clerk.push.clock_skew_allowance),
             };
-            let budget = ClerkBudget::for_walks(db.clone(), config.clerk.push.rate_per_sec, rate);
+            let budget = ClerkBudget::for_walks(
+                db.clone(),
+                config.clerk.push.rate_per_sec,
+                walk_rate(&config, rate),
+            );
             let backfill = backfill::run(&db, &client, options, &budget, restart);
             let progress = if dry_run {
                 backfill.await?
@@ -268,7 +274,7 @@ async fn reconcile(
     let allowance = allowance_ms(config.clerk.push.clock_skew_allowance);
     let interval = config.drift_audit.interval.unwrap_or_default();
     let settings = AuditSettings {
-        rate_per_sec: rate,
+        rate_per_sec: walk_rate(config, rate),
         ..startup::audit_settings(config, interval, allowance)
     };
     let owner = format!("reconcile@{}", config.replica_id);
@@ -395,4 +401,11 @@ async fn set_role(config: Config, user_id: &str, role: &str) -> anyhow::Result<(
         } => println!("{id}: {from} -> {role}"),
     }
     Ok(())
+}
+
+/// A walk's requests per second from the command line: `--rate`, within
+/// its share of the deployment's budget (`RECONCILE_RATE_SHARE` of
+/// `CLERK_PUSH_RATE`).
+fn walk_rate(config: &Config, rate: f64) -> f64 {
+    rate.min(config.clerk.push.rate_per_sec * config.drift_audit.rate_share)
 }

@@ -9,7 +9,7 @@ use super::audit::after_commit;
 use super::clerk_state::StateContext;
 use super::unit_of_work::{FailedPush, UnitOfWork};
 use crate::clerk::ClerkUser;
-use crate::db::rows::{OutboxRow, Sending};
+use crate::db::rows::{Noted, OutboxRow, Sending};
 use crate::db::{DbError, Store};
 use crate::domain::{ClerkState, ClerkUserId, MetadataRole, RoleSource, UnrecordedPushes};
 
@@ -175,7 +175,7 @@ pub async fn note_before_sending<C: Store>(
     owner: &str,
     sending: Sending,
     lease_ms: i64,
-) -> Result<Option<i64>, DbError> {
+) -> Result<Option<Noted>, DbError> {
     Ok(conn
         .note_before_sending(user_id, version, owner, sending, lease_ms)
         .await?)

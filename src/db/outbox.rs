@@ -6,7 +6,7 @@
 
 use diesel::QueryResult;
 
-use super::rows::{OutboxRow, Sending};
+use super::rows::{Noted, OutboxRow, Sending};
 use crate::domain::{ClerkUserId, Role, UnrecordedPushes};
 
 /// The outbox's writes, for either backend's connection: declared here,
@@ -38,9 +38,9 @@ pub trait Outbox: Send {
     /// clock (or `earlier_until`, if later), and extends `owner`'s lease to
     /// `lease_ms` after it (long enough to outlast the request), only if
     /// `owner` still holds a live claim on that version of a pending push.
-    /// Returns the database's clock (ms since the epoch) it noted at;
-    /// `None`: the claim was lost (expired and taken over, or the push
-    /// settled), and the push must not be sent.
+    /// Returns the database's clock it noted at, and the Clerk budget's
+    /// pause; `None`: the claim was lost (expired and taken over, or the
+    /// push settled), and the push must not be sent.
     async fn note_before_sending(
         &mut self,
         user_id: &ClerkUserId,
@@ -48,7 +48,7 @@ pub trait Outbox: Send {
         owner: &str,
         sending: Sending,
         lease_ms: i64,
-    ) -> QueryResult<Option<i64>>;
+    ) -> QueryResult<Option<Noted>>;
 
     /// Sets the roles a user's pushes may have written to Clerk unrecorded:
     /// once Clerk's answer or a read of Clerk is recorded, nothing older can

@@ -420,3 +420,16 @@ pub struct ClerkSlot {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub paused_us: i64,
 }
+
+/// A push noted before it is sent ([`Outbox::note_before_sending`]): the
+/// database's clock then (ms since the epoch), and µs until the Clerk
+/// budget's pause ends (0 or less: none, the push may go).
+///
+/// [`Outbox::note_before_sending`]: super::Outbox::note_before_sending
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+pub struct Noted {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub now_ms: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub paused_us: i64,
+}

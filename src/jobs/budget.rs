@@ -23,6 +23,13 @@ use crate::with_conn;
 /// The longest a walk waits before it asks again for a slot pushes left.
 const LEFTOVER_POLL: Duration = Duration::from_millis(250);
 
+/// Tries to take a slot before pacing alone.
+const TAKE_ATTEMPTS: u32 = 3;
+
+/// The longest wait a slot or a pause may ask for: the database's clock
+/// stepping, or a corrupt row, must not stop the sender for longer.
+const LONGEST_WAIT: Duration = Duration::from_secs(86_400);
+
 /// One process's door to the shared budget.
 pub struct ClerkBudget {
     db: Db,
@@ -63,23 +70,29 @@ impl ClerkBudget {
     }
 
     /// Takes the next slot (pushes) and returns when it starts. When the
-    /// database cannot be asked, the slot is one interval from now: nothing
-    /// is sent then anyway, since a push is noted in the database first.
+    /// database cannot be asked (three tries), the slot is one interval
+    /// from now: this process then keeps to the budget alone until it can.
     pub async fn take(&self) -> Instant {
         let interval = micros(self.interval);
-        let taken: Result<ClerkSlot, DbError> =
-            with_conn!(self.db, conn => Ok(conn.take_clerk_slot(interval).await?));
-        let now = Instant::now();
-        match taken {
-            Ok(slot) => {
-                self.paused_for(now, slot.paused_us);
-                now + after(slot.wait_us)
-            }
-            Err(error) => {
-                tracing::warn!(%error, "could not take a slot of the Clerk budget");
-                now + self.interval
+        for attempt in 1..=TAKE_ATTEMPTS {
+            let taken: Result<ClerkSlot, DbError> =
+                with_conn!(self.db, conn => Ok(conn.take_clerk_slot(interval).await?));
+            let now = Instant::now();
+            match taken {
+                Ok(slot) => {
+                    self.paused_for(now, slot.paused_us);
+                    return now + after(slot.wait_us);
+                }
+                Err(error) if attempt < TAKE_ATTEMPTS => {
+                    tracing::warn!(%error, attempt, "could not take a slot of the Clerk budget; retrying");
+                    tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not take a slot of the Clerk budget; pacing alone");
+                }
             }
         }
+        Instant::now() + self.interval
     }
 
     /// Waits until `slot` starts. A pause known meanwhile holds it back: once
@@ -121,22 +134,23 @@ impl ClerkBudget {
                     tokio::time::sleep(wait.clamp(Duration::from_millis(1), LEFTOVER_POLL)).await;
                 }
                 Err(error) => {
+                    // Asked again later: a walk waits rather than go
+                    // without knowing what pushes left.
                     tracing::warn!(%error, "could not take a slot of the Clerk budget");
-                    return;
+                    tokio::time::sleep(LEFTOVER_POLL).await;
                 }
             }
         }
     }
 
     /// Pauses every request of the budget, everywhere, for `pause` (callers
-    /// clamp it).
+    /// clamp it): after a 429.
     pub async fn pause(&self, pause: Duration) {
         if let Use::Leftover(share) = &self.use_ {
             share.pause(pause);
         }
         self.paused_for(Instant::now(), micros(pause));
-        // A day at most: the database's clock plus it must not overflow.
-        let pause = micros(pause.min(Duration::from_secs(86_400)));
+        let pause = micros(pause.min(LONGEST_WAIT));
         let paused: Result<(), DbError> =
             with_conn!(self.db, conn => Ok(conn.pause_clerk(pause).await?));
         if let Err(error) = paused {
@@ -146,15 +160,21 @@ impl ClerkBudget {
 }
 
 impl ClerkBudget {
-    /// Notes a pause of `paused_us` from `now` (none when 0 or less).
-    fn paused_for(&self, now: Instant, paused_us: i64) {
+    /// Notes a pause of `paused_us` from `now` (none when 0 or less), as
+    /// the budget's row showed it.
+    pub(super) fn paused_for(&self, now: Instant, paused_us: i64) {
         if paused_us <= 0 {
             return;
         }
-        let until = now + after(paused_us).min(Duration::from_secs(86_400));
+        let until = now + after(paused_us);
         if let Ok(mut paused_until) = self.paused_until.lock() {
             *paused_until = (*paused_until).max(until);
         }
+    }
+
+    /// Whether a pause this process knows of still runs.
+    pub(super) fn is_paused(&self) -> bool {
+        self.paused_until() > Instant::now()
     }
 
     fn paused_until(&self) -> Instant {
@@ -164,9 +184,9 @@ impl ClerkBudget {
     }
 }
 
-/// `us` µs as a wait (none when 0 or less).
+/// `us` µs as a wait (none when 0 or less, a day at most).
 fn after(us: i64) -> Duration {
-    Duration::from_micros(u64::try_from(us).unwrap_or(0))
+    Duration::from_micros(u64::try_from(us).unwrap_or(0)).min(LONGEST_WAIT)
 }
 
 /// One slot of a budget of `rate_per_sec`.

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Hands out send slots at most `rate` per second; after a 429 no slot is
-/// given before the pause ends, whichever push hit the limit.
+/// Hands out send slots at most `rate` per second; after a pause no slot is
+/// given before it ends.
 ///
 /// Slots not used while idle are not saved up: Clerk counts requests per
 /// window, so a quiet minute must not be followed by a burst.

@@ -47,7 +47,13 @@ where
                 }
                 .min(max_wait);
                 tracing::warn!(%error, attempt, wait = ?wait, "Clerk call failed; retrying");
-                budget.pause(wait).await;
+                // Only Clerk's limit concerns every replica; any other
+                // failure holds this walk alone.
+                if matches!(error, ClerkError::RateLimited { .. }) {
+                    budget.pause(wait).await;
+                } else {
+                    tokio::time::sleep(wait).await;
+                }
             }
             Err(error) => return Err(error),
         }

@@ -5,8 +5,9 @@
 //! (shared by every replica, [`ClerkBudget`]) run out less than
 //! [`LOOKAHEAD`] ahead; each claimed row takes the next slot and is sent
 //! when it starts, so a claim means "being sent now or in a moment" (up to
-//! 32 at once). The claim is a short lease in the name of
-//! this replica (`REPLICA_ID`), renewed while the push is in flight: a
+//! 32 at once; at a low rate, or during a 429's pause, a claimed row waits
+//! for its slot with its claim renewed). The claim is a short lease in the
+//! name of this replica (`REPLICA_ID`), renewed while the push is held: a
 //! replica that dies strands its claims for at most [`LEASE`], and one that
 //! restarts takes them back at once. Several replicas may run on one
 //! PostgreSQL database: claims are taken with `SKIP LOCKED`.
@@ -46,7 +47,7 @@ use super::supervise::supervise;
 use crate::app::push::{self, PushResult, RetryCheck};
 use crate::clerk::{ClerkClient, ClerkError, ClerkUser};
 use crate::config::PushConfig;
-use crate::db::rows::{OutboxRow, Sending};
+use crate::db::rows::{Noted, OutboxRow, Sending};
 use crate::db::{Db, DbError, Queries as _};
 use crate::domain::{ClerkState, ClerkUserId, MetadataRole, Role, RoleSet, UnrecordedPushes};
 use crate::metrics::Metrics;
@@ -231,10 +232,13 @@ impl PushWorker {
                     }
                 }
             }
-            // One row per send slot: what is claimed is being sent; and
-            // nothing to an instance not confirmed as the database's.
+            // One row per slot of the budget, taken as it is claimed: what
+            // is claimed is being sent, now or when its slot comes; nothing
+            // is claimed during a pause this replica knows of; and nothing
+            // goes to an instance not confirmed as the database's.
             let confirmed = self.instance.is_confirmed();
-            let can_send = !stopping && confirmed && in_flight.len() < CONCURRENCY;
+            let can_send =
+                !stopping && confirmed && in_flight.len() < CONCURRENCY && !self.budget.is_paused();
             let mut wait = POLL;
             let ahead = last_slot.saturating_duration_since(Instant::now());
             if can_send && ahead < LOOKAHEAD {
@@ -248,7 +252,7 @@ impl PushWorker {
                             alongside_pushes(&mut in_flight, &mut held, self.budget.take()).await;
                         last_slot = last_slot.max(slot);
                         held.insert(row.user_id.clone());
-                        in_flight.push(self.push(row, slot));
+                        in_flight.push(self.push(row, slot, stop.clone()));
                         wait = Duration::ZERO;
                     }
                     Ok(None) => {
@@ -295,7 +299,7 @@ impl PushWorker {
         with_conn!(self.db, conn => push::renew(conn, &self.owner, user_ids, lease).await)
     }
 
-    /// The due push to send in the slot that has come, if any.
+    /// The due push to send next, if any.
     async fn claim(&self) -> Result<Option<OutboxRow>, DbError> {
         let lease = millis(LEASE);
         with_conn!(self.db, conn => push::claim(conn, &self.owner, lease).await)
@@ -312,8 +316,18 @@ impl PushWorker {
 
     /// Sends one claimed row once its slot starts and records what
     /// happened; returns its user id.
-    async fn push(&self, row: OutboxRow, slot: Instant) -> ClerkUserId {
-        self.budget.wait_for(slot).await;
+    async fn push(
+        &self,
+        row: OutboxRow,
+        slot: Instant,
+        mut stop: watch::Receiver<bool>,
+    ) -> ClerkUserId {
+        // Told to stop before its slot: not sent, and handed back with the
+        // worker's other claims as it stops.
+        tokio::select! {
+            () = self.budget.wait_for(slot) => {}
+            _ = stop.wait_for(|stop| *stop) => return row.user_id,
+        }
         let user_id = &row.user_id;
         let (result, label) = self.attempt(user_id, row.desired_role, &row).await;
         if let Some(PushResult::GiveUp(error) | PushResult::RetryIn(_, error)) = &result {
@@ -364,12 +378,15 @@ impl PushWorker {
         };
         // `attempts` counts this one: more than one means an earlier failed.
         if row.attempts > 1 {
-            // The read is a request to Clerk like any other.
-            self.budget.wait_for_slot().await;
+            // The read goes in the push's slot; the send, a request to
+            // Clerk like any other, takes the next one.
             match self.client.get_user(user_id).await {
                 Ok(Some(user)) => match self.check_before_retry(&user, row).await {
                     // Clerk's state is recorded: nothing older can echo.
-                    Ok(RetryCheck::Send) => unrecorded = UnrecordedPushes::NONE,
+                    Ok(RetryCheck::Send) => {
+                        unrecorded = UnrecordedPushes::NONE;
+                        self.budget.wait_for_slot().await;
+                    }
                     Ok(RetryCheck::Cancelled) => return (None, "cancelled"),
                     Ok(RetryCheck::AlreadyThere(state)) => {
                         return (Some(PushResult::Landed(state)), "landed");
@@ -409,14 +426,26 @@ impl PushWorker {
             may_apply_ms: millis(self.config.timeout),
         };
         let lease = millis(self.config.timeout.saturating_add(LEASE));
-        // Counted from before the note: the database's time later on is
-        // then never behind.
-        let asked_at = Instant::now();
-        let noted: Result<Option<i64>, DbError> = with_conn!(self.db, conn => {
-            push::note_before_sending(conn, user_id, row.version, &self.owner, sending, lease).await
-        });
+        let (noted, asked_at) = loop {
+            // Counted from before the note: the database's time later on is
+            // then never behind.
+            let asked_at = Instant::now();
+            let noted: Result<Option<Noted>, DbError> = with_conn!(self.db, conn => {
+                push::note_before_sending(conn, user_id, row.version, &self.owner, sending, lease).await
+            });
+            // A 429 at another replica paused the budget after this push's
+            // slot was taken: it waits the pause out (its claim renewed
+            // meanwhile) and goes in a slot after it.
+            match noted {
+                Ok(Some(noted)) if noted.paused_us > 0 => {
+                    self.budget.paused_for(asked_at, noted.paused_us);
+                    self.budget.wait_for(asked_at).await;
+                }
+                noted => break (noted, asked_at),
+            }
+        };
         let noted_at = match noted {
-            Ok(Some(db_ms)) => DbClock::read(db_ms, asked_at),
+            Ok(Some(noted)) => DbClock::read(noted.now_ms, asked_at),
             Ok(None) => {
                 tracing::warn!(user.id = %user_id, "the claim on this push was lost before sending (expired, taken over or settled); not sending it");
                 self.metrics.push_leases_expired.inc();

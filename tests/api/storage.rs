@@ -191,15 +191,34 @@ async fn a_push_is_noted_by_the_databases_clock_under_its_claim(backend: Backend
         let noted = conn
             .note_before_sending(&user, version, "replica-a", sending(None), 60_000)
             .await?;
+        let paused = noted.map(|noted| noted.paused_us);
+        let noted = noted.map(|noted| noted.now_ms);
         let first = conn.find_outbox_row(&user).await?.expect("an outbox row");
         let later = noted.map(|at| at + 3_600_000);
         conn.note_before_sending(&user, version, "replica-a", sending(later), 60_000)
             .await?;
         let second = conn.find_outbox_row(&user).await?.expect("an outbox row");
-        Ok::<_, DbError>((before, by_another, noted, first, second, later))
+        // A 429 elsewhere paused the Clerk budget: the note says so.
+        conn.pause_clerk(5_000_000).await?;
+        let held = conn
+            .note_before_sending(&user, version, "replica-a", sending(later), 60_000)
+            .await?
+            .map(|noted| noted.paused_us);
+        let paused = (paused, held);
+        Ok::<_, DbError>((before, by_another, noted, paused, first, second, later))
     });
-    let (before, by_another, noted, first, second, later) = noted.expect("noted");
+    let (before, by_another, noted, paused, first, second, later) = noted.expect("noted");
     assert_eq!(by_another, None, "noted under another replica's claim");
+    assert!(
+        paused.0.is_some_and(|paused| paused <= 0),
+        "no pause: {paused:?}"
+    );
+    assert!(
+        paused
+            .1
+            .is_some_and(|paused| (4_000_000..=5_000_000).contains(&paused)),
+        "the pause shows: {paused:?}"
+    );
     let at = noted.expect("noted under its own claim");
     assert!(
         (before..before + 5_000).contains(&at),

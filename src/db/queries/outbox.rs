@@ -4,10 +4,10 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::{CLAIM_LOCK, Conn, GREATEST, NOW, NOW_MS, now_plus};
+use super::{CLAIM_LOCK, Conn, GREATEST, NOW, NOW_MS, NOW_US, now_plus};
 use crate::db::outbox::Outbox;
 use crate::db::outbox::{claim_sql, enqueue_sql};
-use crate::db::rows::{OutboxRow, Sending};
+use crate::db::rows::{Noted, OutboxRow, Sending};
 use crate::db::schema::clerk_sync;
 use crate::domain::{ClerkUserId, Role, UnrecordedPushes};
 
@@ -63,20 +63,17 @@ impl Outbox for Conn {
         owner: &str,
         sending: Sending,
         lease_ms: i64,
-    ) -> QueryResult<Option<i64>> {
+    ) -> QueryResult<Option<Noted>> {
         use diesel::sql_types::{BigInt, Integer, Nullable, Text};
-        #[derive(QueryableByName)]
-        struct Noted {
-            #[diesel(sql_type = BigInt)]
-            now_ms: i64,
-        }
-        let noted: Option<Noted> = diesel::sql_query(format!(
+        diesel::sql_query(format!(
             "UPDATE clerk_sync SET unrecorded_roles = $1, \
                  unrecorded_until = {GREATEST}(COALESCE($2, {NOW_MS}), {NOW_MS} + $3), \
                  claimed_until = {} \
              WHERE user_id = $5 AND claimed_by = $6 AND claimed_version = $7 \
                  AND claimed_until >= {NOW} AND next_attempt_at IS NOT NULL \
-             RETURNING {NOW_MS} AS now_ms",
+             RETURNING {NOW_MS} AS now_ms, \
+                 COALESCE((SELECT paused_until_us FROM clerk_budget WHERE id = 1), 0) \
+                     - {NOW_US} AS paused_us",
             now_plus("$4")
         ))
         .bind::<Integer, _>(sending.roles.bits())
@@ -88,8 +85,7 @@ impl Outbox for Conn {
         .bind::<BigInt, _>(version)
         .get_result(self)
         .await
-        .optional()?;
-        Ok(noted.map(|noted| noted.now_ms))
+        .optional()
     }
 
     async fn set_unrecorded_pushes(

@@ -19,8 +19,10 @@ pub(in crate::db) const CLOCK: &str = "(clock_timestamp() AT TIME ZONE 'UTC')";
 /// [`NOW`] in ms since the Unix epoch, as `unrecorded_until` holds time.
 const NOW_MS: &str = "(extract(epoch FROM now()) * 1000)::bigint";
 
-/// [`NOW`] in µs since the Unix epoch, as the Clerk budget holds time.
-const NOW_US: &str = "(extract(epoch FROM now()) * 1000000)::bigint";
+/// The database's clock as it runs on ([`CLOCK`]) in µs since the Unix
+/// epoch, as the Clerk budget holds time: read once the budget's row is
+/// locked, not when the statement's transaction began.
+const NOW_US: &str = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint";
 
 /// The larger of its arguments.
 const GREATEST: &str = "GREATEST";
