@@ -208,9 +208,15 @@ pub trait Queries: AsyncConnection + Send {
     /// Takes the next slot of the Clerk budget every replica shares, one
     /// `interval_us` long: it starts when the budget's next slot does, or
     /// when a pause ends, or now, whichever is latest (slots nobody took
-    /// are not saved up). Returns how long (µs, the database's clock) until
-    /// the slot starts, 0 or less for at once, and until the pause ends.
-    async fn take_clerk_slot(&mut self, interval_us: i64) -> QueryResult<ClerkSlot>;
+    /// are not saved up), but never more than `horizon_us` ahead of now
+    /// (the database's clock stepping back must not hold every sender for
+    /// as long). Returns how long (µs, the database's clock) until the
+    /// slot starts, 0 or less for at once, and until the pause ends.
+    async fn take_clerk_slot(
+        &mut self,
+        interval_us: i64,
+        horizon_us: i64,
+    ) -> QueryResult<ClerkSlot>;
 
     /// Takes the next slot of the Clerk budget only if it has come and no
     /// pause holds it (nobody is waiting for one: what pushes leave);

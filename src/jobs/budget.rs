@@ -23,6 +23,12 @@ use crate::with_conn;
 /// The longest a walk waits before it asks again for a slot pushes left.
 const LEFTOVER_POLL: Duration = Duration::from_millis(250);
 
+/// How far ahead of now the budget's next slot may be: far more than the
+/// replicas' slots taken ahead ever reach (each replica runs at most
+/// `LOOKAHEAD` ahead), and the longest a step back of the database's clock
+/// holds the senders.
+const HORIZON: Duration = Duration::from_secs(60);
+
 /// Tries to take a slot before pacing alone.
 const TAKE_ATTEMPTS: u32 = 3;
 
@@ -74,9 +80,10 @@ impl ClerkBudget {
     /// from now: this process then keeps to the budget alone until it can.
     pub async fn take(&self) -> Instant {
         let interval = micros(self.interval);
+        let horizon = micros(HORIZON.max(self.interval * 64));
         for attempt in 1..=TAKE_ATTEMPTS {
             let taken: Result<ClerkSlot, DbError> =
-                with_conn!(self.db, conn => Ok(conn.take_clerk_slot(interval).await?));
+                with_conn!(self.db, conn => Ok(conn.take_clerk_slot(interval, horizon).await?));
             let now = Instant::now();
             match taken {
                 Ok(slot) => {

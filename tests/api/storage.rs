@@ -246,15 +246,16 @@ async fn a_push_is_noted_by_the_databases_clock_under_its_claim(backend: Backend
 /// shows it.
 async fn the_clerk_budget_spaces_every_slot_and_a_pause_holds_them_all(backend: Backend) {
     const INTERVAL: i64 = 100_000; // µs
+    const HORIZON: i64 = 60_000_000;
     let app = spawn_app(backend).await;
     let checked: Result<(), DbError> = with_conn!(app.db, conn => {
         // Unused so far: the first slot starts at once, and a walk finds
         // no slot free while the next one is still to come.
-        let first = conn.take_clerk_slot(INTERVAL).await?;
+        let first = conn.take_clerk_slot(INTERVAL, HORIZON).await?;
         assert!(first.wait_us <= 0 && first.paused_us <= 0, "{first:?}");
-        let second = conn.take_clerk_slot(INTERVAL).await?.wait_us;
+        let second = conn.take_clerk_slot(INTERVAL, HORIZON).await?.wait_us;
         assert!(0 < second && second <= INTERVAL, "{second}");
-        let third = conn.take_clerk_slot(INTERVAL).await?.wait_us;
+        let third = conn.take_clerk_slot(INTERVAL, HORIZON).await?.wait_us;
         assert!(second < third && third <= 2 * INTERVAL, "{third}");
         let busy = conn.take_idle_clerk_slot(INTERVAL).await?;
         assert!(busy.is_some_and(|wait| wait > INTERVAL && wait <= 3 * INTERVAL), "{busy:?}");
@@ -262,7 +263,7 @@ async fn the_clerk_budget_spaces_every_slot_and_a_pause_holds_them_all(backend: 
         conn.pause_clerk(5_000_000).await?;
         // A shorter pause asked later keeps the longer one.
         conn.pause_clerk(1_000).await?;
-        let paused = conn.take_clerk_slot(INTERVAL).await?;
+        let paused = conn.take_clerk_slot(INTERVAL, HORIZON).await?;
         assert!((4_000_000..=5_000_000).contains(&paused.wait_us), "{paused:?}");
         assert!((4_000_000..=5_000_000).contains(&paused.paused_us), "{paused:?}");
         let walk = conn.take_idle_clerk_slot(INTERVAL).await?;
@@ -276,8 +277,13 @@ async fn the_clerk_budget_spaces_every_slot_and_a_pause_holds_them_all(backend: 
     let app = spawn_app(backend).await;
     let idle: Result<(), DbError> = with_conn!(app.db, conn => {
         assert_eq!(conn.take_idle_clerk_slot(INTERVAL).await?, None);
-        let after = conn.take_clerk_slot(INTERVAL).await?.wait_us;
+        let after = conn.take_clerk_slot(INTERVAL, HORIZON).await?.wait_us;
         assert!(0 < after && after <= INTERVAL, "{after}");
+        // A next slot far ahead of now (the database's clock stepped back
+        // an hour, say) holds the next sender for the horizon at most.
+        conn.take_clerk_slot(3_600_000_000, HORIZON).await?;
+        let held = conn.take_clerk_slot(INTERVAL, HORIZON).await?.wait_us;
+        assert!((HORIZON - 1_000_000..=HORIZON).contains(&held), "{held}");
         Ok(())
     });
     idle.expect("the budget's queries");

@@ -27,6 +27,9 @@ const NOW_US: &str = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
 /// The larger of its arguments.
 const GREATEST: &str = "GREATEST";
 
+/// The smaller of its arguments.
+const LEAST: &str = "LEAST";
+
 /// The database's clock plus `millis` (a placeholder or literal of
 /// milliseconds).
 fn now_plus(millis: &str) -> String {

@@ -6,7 +6,7 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::{CLOCK, Conn, GREATEST, NOW, NOW_US, now_plus};
+use super::{CLOCK, Conn, GREATEST, LEAST, NOW, NOW_US, now_plus};
 use crate::db::queries::{Queries, concat_name_ws, lower};
 use crate::db::rows::{
     BoundInstance, ClerkSlot, DriftAuditRow, OutboxRow, OutboxSummary, Progress, RoleChangeRow,
@@ -507,15 +507,21 @@ impl Queries for Conn {
             .await
     }
 
-    async fn take_clerk_slot(&mut self, interval_us: i64) -> QueryResult<ClerkSlot> {
+    async fn take_clerk_slot(
+        &mut self,
+        interval_us: i64,
+        horizon_us: i64,
+    ) -> QueryResult<ClerkSlot> {
+        // Placeholders in order of first appearance (SQLite binds so).
         diesel::sql_query(format!(
-            "UPDATE clerk_budget SET next_slot_us = $1 + \
-                 {GREATEST}(next_slot_us, paused_until_us, {NOW_US}) \
+            "UPDATE clerk_budget SET next_slot_us = $1 + {GREATEST}( \
+                 {LEAST}(next_slot_us, {NOW_US} + $2), paused_until_us, {NOW_US}) \
              WHERE id = 1 \
              RETURNING next_slot_us - $1 - {NOW_US} AS wait_us, \
                  paused_until_us - {NOW_US} AS paused_us"
         ))
         .bind::<diesel::sql_types::BigInt, _>(interval_us)
+        .bind::<diesel::sql_types::BigInt, _>(horizon_us)
         .get_result(self)
         .await
     }

@@ -26,6 +26,9 @@ const NOW_US: &str = "(CAST(round((julianday('now') - 2440587.5) * 86400000.0) A
 /// The larger of its arguments (SQLite's scalar `max`).
 const GREATEST: &str = "max";
 
+/// The smaller of its arguments (SQLite's scalar `min`).
+const LEAST: &str = "min";
+
 /// SQLite's clock plus `millis` (a placeholder or literal of milliseconds).
 fn now_plus(millis: &str) -> String {
     format!("strftime('%Y-%m-%d %H:%M:%f', 'now', ({millis} / 1000.0) || ' seconds')")
