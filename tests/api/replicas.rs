@@ -126,6 +126,8 @@ struct Cluster {
     server_errors: Vec<String>,
     /// The run's one stall of a replica.
     stall: Stall,
+    /// When the faults end (see [`Cluster::chaos`]).
+    faults_end: Instant,
     log: Vec<String>,
 }
 
@@ -205,6 +207,7 @@ impl Cluster {
             started: Instant::now(),
             server_errors: Vec::new(),
             stall: Stall::Over,
+            faults_end: Instant::now(),
             log: Vec::new(),
         }
     }
@@ -221,8 +224,9 @@ impl Cluster {
     }
 
     /// Moves the run's stall on (see [`Stall`]); the faults end at `end`.
-    fn advance_stall(&mut self, end: Instant) {
+    fn advance_stall(&mut self) {
         let now = Instant::now();
+        let end = self.faults_end;
         if let Stall::Frozen { slow_at, .. } = self.stall
             && now >= slow_at
         {
@@ -319,10 +323,12 @@ impl Cluster {
         }
     }
 
-    /// Whether a replica is frozen: it may hold user rows locked (a batch of
-    /// webhooks, a push's landing) until it wakes.
+    /// Whether a replica is frozen, or was woken a moment ago: it may hold
+    /// rows locked (a batch of webhooks, a push's landing, the counters
+    /// they move) until it wakes, and a statement that waited on them may
+    /// time out just after.
     fn stall_holds_locks(&self) -> bool {
-        matches!(self.stall, Stall::Frozen { .. })
+        matches!(self.stall, Stall::Frozen { .. } | Stall::Woken { .. })
     }
 
     /// Whether the stall decides how slow Clerk is now.
@@ -370,7 +376,8 @@ impl Cluster {
                     return;
                 }
                 // A row the frozen replica holds locked: the lock timeout
-                // answers 503 and nothing was written; sent again.
+                // answers 503 and nothing was written; sent again, once the
+                // stall has moved on (it wakes the replica when it is due).
                 Ok(response) if response.status() == 503 && self.stall_holds_locks() => {
                     self.log
                         .push(format!("PATCH {user} waited on the frozen replica: 503"));
@@ -379,6 +386,7 @@ impl Cluster {
                         "no replica took {user} -> {role}"
                     );
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                    self.advance_stall();
                 }
                 Ok(response) => {
                     let status = response.status();
@@ -451,11 +459,12 @@ impl Cluster {
     async fn chaos(&mut self) {
         let (chaos, kill_every, down) = chaos_schedule();
         let end = Instant::now() + chaos;
+        self.faults_end = end;
         let mut next_kill = Instant::now() + self.pause(kill_every.clone());
         let mut restart: Option<(usize, Instant)> = None;
         self.stall = Stall::Due(Instant::now() + self.pause(STALL_AFTER_MS));
         while Instant::now() < end {
-            self.advance_stall(end);
+            self.advance_stall();
             if let Some((replica, at)) = restart
                 && Instant::now() >= at
             {
