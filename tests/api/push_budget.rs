@@ -6,15 +6,27 @@
 //! delayed by a busy machine and the next one on time do not look like a
 //! burst; three replicas pacing themselves each would send three times the
 //! budget.)
+//!
+//! Within one replica: a push holding a slot learns of a pause another
+//! process made and waits it out, and a push waiting for its slot when the
+//! service stops is handed back unsent.
 
 use std::time::{Duration, Instant};
 
+use clerk_role_sync::jobs::ClerkBudget;
 use serde_json::json;
 use testkit::clerk_emulator::ClerkEmulator;
 use testkit::instances::start_replicas;
 
-use crate::helpers::{Backend, TestDb, wait_until};
+use crate::admin_auth::seed;
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, TestDb, spawn_synced_app, wait_until};
 use crate::replicas::replica_env;
+
+both_backends!(
+    a_pause_another_process_makes_holds_a_push_that_has_its_slot,
+    a_push_waiting_for_its_slot_at_stop_is_handed_back_unsent,
+);
 
 /// The budget every replica is given, and what Clerk allows per window.
 const BUDGET: usize = 20;
@@ -103,4 +115,95 @@ async fn a_bulk_change_across_replicas_keeps_to_one_budget_and_draws_no_429() {
     for replica in &mut replicas {
         replica.stop().await;
     }
+}
+
+/// Who holds user `id`'s push, if anyone.
+async fn claimed_by(app: &TestApp, id: &str) -> Option<String> {
+    use clerk_role_sync::db::{DbError, Queries as _};
+    use clerk_role_sync::with_conn;
+    let row: Result<_, DbError> = with_conn!(app.db, conn => {
+        Ok(conn.find_outbox_row(&crate::helpers::user_id(id)).await?)
+    });
+    row.expect("read the outbox").and_then(|row| row.claimed_by)
+}
+
+/// A push whose slot was taken before another process (a walk, another
+/// replica) drew a 429 and paused the budget: it learns of the pause (from
+/// the note before sending, or the slot) and goes out after it.
+async fn a_pause_another_process_makes_holds_a_push_that_has_its_slot(backend: Backend) {
+    const PAUSE: Duration = Duration::from_secs(3);
+    let (app, clerk) = spawn_synced_app(backend).await;
+    seed(
+        &app,
+        &clerk,
+        &[("user_admin", Some("ADMIN")), ("user_held", None)],
+    )
+    .await;
+    // Other processes hold the next two seconds of the budget: the push's
+    // slot comes after them.
+    let others = ClerkBudget::for_pushes(app.db.clone(), 1.0);
+    others.take().await;
+    others.take().await;
+    let token = clerk.mint_token("user_admin");
+    let answer = app.patch_role(&token, "user_held", "INSTRUCTOR").await;
+    assert_eq!(answer.status(), 200);
+    wait_until("the push is claimed", || async {
+        claimed_by(&app, "user_held").await.is_some()
+    })
+    .await;
+    let paused_at = Instant::now();
+    ClerkBudget::for_walks(app.db.clone(), 1.0, 1.0)
+        .pause(PAUSE)
+        .await;
+    wait_until("the role landed in Clerk", || async {
+        clerk.role("user_held").as_deref() == Some("INSTRUCTOR")
+    })
+    .await;
+    let sent = clerk.metadata_patches("user_held");
+    assert_eq!(sent.len(), 1, "sent once");
+    assert!(
+        sent[0].at >= paused_at + PAUSE,
+        "sent {:?} after the pause began, within its {PAUSE:?}",
+        sent[0].at - paused_at
+    );
+}
+
+/// A push claimed, waiting for a slot a minute away (other processes hold
+/// the budget until then), when the service stops: the stop does not wait
+/// for the slot, and the push goes back to the other replicas unsent.
+async fn a_push_waiting_for_its_slot_at_stop_is_handed_back_unsent(backend: Backend) {
+    let (mut app, clerk) = spawn_synced_app(backend).await;
+    seed(
+        &app,
+        &clerk,
+        &[("user_admin", Some("ADMIN")), ("user_waiting", None)],
+    )
+    .await;
+    ClerkBudget::for_pushes(app.db.clone(), 1.0 / 60.0)
+        .take()
+        .await;
+    let token = clerk.mint_token("user_admin");
+    let answer = app.patch_role(&token, "user_waiting", "INSTRUCTOR").await;
+    assert_eq!(answer.status(), 200);
+    wait_until("the push is claimed", || async {
+        claimed_by(&app, "user_waiting").await.is_some()
+    })
+    .await;
+    let stopping = Instant::now();
+    app.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(30),
+        "the stop waited {:?}, as for the slot",
+        stopping.elapsed()
+    );
+    assert_eq!(claimed_by(&app, "user_waiting").await, None, "handed back");
+    assert!(
+        clerk.metadata_patches("user_waiting").is_empty(),
+        "never sent"
+    );
+    assert_eq!(
+        app.user("user_waiting").await.expect("here").role.as_str(),
+        "INSTRUCTOR",
+        "the admin's change stands, its push pending"
+    );
 }
