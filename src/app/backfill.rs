@@ -79,6 +79,14 @@ pub async fn forget<C: Store>(conn: &mut C) -> Result<(), DbError> {
     Ok(conn.delete_backfill_progress().await?)
 }
 
+/// Ends a run that walked Clerk's whole list: forgets its progress and
+/// refreshes the database's statistics of the users it brought in, so that
+/// a `reconcile` right after it is planned for the users now here.
+pub async fn finish<C: Store>(conn: &mut C) -> Result<(), DbError> {
+    conn.delete_backfill_progress().await?;
+    Ok(conn.refresh_user_statistics().await?)
+}
+
 /// Applies one page of Clerk users by the webhook rules (role from the
 /// metadata, STUDENT when missing, tombstones respected, older states
 /// skipped), with audit rows of source `backfill` for real changes, and

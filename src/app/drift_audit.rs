@@ -16,10 +16,20 @@
 //! audit rows of source `reconcile`; a user whose push is pending or
 //! failing is left to the push.
 //!
+//! A page is read without locks first: only the users that show drift are
+//! locked, judged again and repaired, so a run over users in sync writes
+//! one row per page (its progress) and locks none. The live users the walk
+//! finds are kept in a sketch of fixed size ([`IdSketch`]), saved with the
+//! progress; at the walk's end, subtracted from the same sketch of the live
+//! users here, it names the users Clerk's list did not show, to be looked
+//! up one by one.
+//!
 //! What cannot be undone by the next webhook (a deletion, a demotion of an
 //! ADMIN) is held back until the run's end: within the run's budget each is
 //! made after a fresh lookup confirms it; past the budget none is, and the
 //! run waits for an operator (`reconcile --fix --max-deletions N`).
+
+use std::collections::HashMap;
 
 use chrono::NaiveDateTime;
 
@@ -28,10 +38,10 @@ use super::backfill::Prefer;
 use super::clerk_state::{Deleter, Outcome, StateContext};
 use super::unit_of_work::UnitOfWork;
 use crate::clerk::ClerkUser;
-use crate::db::rows::{DriftAuditRow, UserRow};
+use crate::db::rows::{DriftAuditRow, OutboxRow, UserRow};
 use crate::db::{DbError, Store};
-pub use crate::domain::DriftKind;
 use crate::domain::{ClerkUserId, Role, RoleSource};
+pub use crate::domain::{Difference, DriftKind, IdSketch};
 
 /// Longest reason kept for a run that stopped (Clerk's messages can be long).
 const MAX_ERROR_CHARS: usize = 1_000;
@@ -42,6 +52,10 @@ pub const SHORT_LIST_MIN_LIVE: i64 = 20;
 
 /// The actor of the audit rows the drift audit writes.
 pub const ACTOR: &str = "drift-audit";
+
+/// Live users read per statement when the users here are sketched or
+/// scanned for the ones Clerk's list did not show.
+const SCAN_BATCH: i64 = 10_000;
 
 /// What a run does with the drift it finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,34 +165,77 @@ pub async fn start<C: Store>(
     Ok(conn.start_drift_audit(owner, now, mode.as_str()).await?)
 }
 
-/// Applies one page of Clerk's user list to `run`, with the run's progress
-/// (it resumes after the page's last user; after the `last` page, with the
-/// lookups), in one transaction.
+/// Applies one page of Clerk's user list to `run`: its users are read here
+/// without locks; those that show drift are locked, judged again and
+/// repaired in one transaction with the run's progress (it resumes after
+/// the page's last user; after the `last` page, with the lookups) and the
+/// sketch of the live users its walk found (`listed`, as it stood before
+/// the page). The run and the sketch after the page, and what it found.
 pub async fn apply_page<C: Store>(
     conn: &mut C,
     run: &DriftAuditRow,
+    listed: &IdSketch,
     page: &[ClerkUser],
     last: bool,
     rules: Rules,
-) -> Result<(DriftAuditRow, Vec<Finding>), DbError> {
+) -> Result<(DriftAuditRow, IdSketch, Vec<Finding>), DbError> {
     let users: Vec<(ClerkUserId, Option<&ClerkUser>)> = page
         .iter()
         .filter_map(|user| Some((ClerkUserId::parse(user.id.as_str()).ok()?, Some(user))))
         .collect();
+    // Read before the transaction, without locks: its first statement is
+    // then a write (a lock, or the progress), which on SQLite waits for
+    // the write lock rather than fail on a snapshot another writer moved on.
+    let ids: Vec<ClerkUserId> = users.iter().map(|(id, _)| id.clone()).collect();
+    let stored: HashMap<ClerkUserId, (UserRow, Option<OutboxRow>)> = conn
+        .users_with_outbox_rows(&ids)
+        .await?
+        .into_iter()
+        .map(|(row, push)| (row.id.clone(), (row, push)))
+        .collect();
+    let mut in_sync = listed.clone();
+    let mut drifted = Vec::new();
+    for (id, clerk) in &users {
+        let (row, push) = match stored.get(id) {
+            Some((row, push)) => (Some(row), push.as_ref()),
+            None => (None, None),
+        };
+        let unsettled = push.is_some_and(OutboxRow::is_unsettled);
+        match drift(row, *clerk, unsettled) {
+            Some(_) => drifted.push((id.clone(), *clerk)),
+            None => sketch_if_live(&mut in_sync, row),
+        }
+    }
     after_commit(conn.transaction(async |conn| {
         let mut next = run.clone();
         next.checked += page.len() as i64;
-        let findings = repair(conn, &mut next, &users, rules, Step::Find).await?;
-        let found: Vec<ClerkUserId> = users.iter().map(|(id, _)| id.clone()).collect();
-        conn.mark_audited(&found, run.started_at).await?;
+        let mut listed = in_sync.clone();
+        let findings = repair(conn, &mut next, &drifted, rules, Step::Find(&mut listed)).await?;
         if let Some(user) = page.last() {
             next.after_user_id = Some(user.id.clone());
         }
         next.walked = last;
         conn.save_drift_audit(&next).await?;
-        Ok((next, findings))
+        conn.save_drift_audit_sketch(run.id, Some(&listed.to_bytes()))
+            .await?;
+        Ok((next, listed, findings))
     }))
     .await
+}
+
+/// The sketch of the live users `run`'s walk has found so far; `None` when
+/// none is stored (or it cannot be read) though the walk has begun: the
+/// walk must start over.
+pub async fn listed<C: Store>(
+    conn: &mut C,
+    run: &DriftAuditRow,
+) -> Result<Option<IdSketch>, DbError> {
+    let begun = run.walked || run.after_user_id.is_some();
+    Ok(match conn.drift_audit_sketch(run.id).await? {
+        Some(bytes) => IdSketch::from_bytes(&bytes),
+        None if begun => None,
+        None => Some(IdSketch::default()),
+    })
 }
 
 /// Starts the walk of Clerk's list over (Clerk refused its cursor: the
@@ -191,10 +248,13 @@ pub async fn restart_walk<C: Store>(
 ) -> Result<DriftAuditRow, DbError> {
     let next = DriftAuditRow {
         after_user_id: None,
+        walked: false,
+        after_local_id: None,
         checked: 0,
         ..run.clone()
     };
     conn.save_drift_audit(&next).await?;
+    conn.save_drift_audit_sketch(run.id, None).await?;
     Ok(next)
 }
 
@@ -218,16 +278,48 @@ pub async fn held_count<C: Store>(conn: &mut C, run: &DriftAuditRow) -> Result<i
     Ok(conn.count_held_drift_changes(run.id).await?)
 }
 
-/// Up to `limit` live users the run has not found in Clerk's list (and
-/// that existed when it started), after the last one looked up.
-pub async fn unaudited<C: Store>(
+/// The live users here that `run`'s walk (whose finds `listed` holds) did
+/// not find in Clerk's list: the sketch of the live users, read in
+/// batches, minus `listed`. The walk reads Clerk's list to its end, users
+/// created meanwhile included, so the users it names are those Clerk lost
+/// (and any created here after its last page: a lookup finds them).
+pub async fn unfound<C: Store>(conn: &mut C, listed: &IdSketch) -> Result<Difference, DbError> {
+    let mut here = IdSketch::default();
+    let mut after: Option<ClerkUserId> = None;
+    loop {
+        let ids = conn
+            .live_users(after.as_ref().map(ClerkUserId::as_str), SCAN_BATCH)
+            .await?;
+        for id in &ids {
+            here.insert(id.as_str());
+        }
+        if ids.len() < SCAN_BATCH as usize {
+            return Ok(here.subtract(listed));
+        }
+        after = ids.last().cloned();
+    }
+}
+
+/// Up to `limit` of the users [`unfound`] named, by id after the last one
+/// `run` looked up.
+pub async fn unfound_users<C: Store>(
     conn: &mut C,
     run: &DriftAuditRow,
-    limit: i64,
+    unfound: &Difference,
+    limit: usize,
 ) -> Result<Vec<ClerkUserId>, DbError> {
-    Ok(conn
-        .unaudited_users(run.started_at, run.after_local_id.as_deref(), limit)
-        .await?)
+    let mut found = Vec::new();
+    let mut after = run.after_local_id.clone();
+    loop {
+        let ids = conn.live_users(after.as_deref(), SCAN_BATCH).await?;
+        let scanned = ids.len();
+        after = ids.last().map(ToString::to_string);
+        found.extend(ids.into_iter().filter(|id| unfound.may_hold(id.as_str())));
+        if found.len() >= limit || scanned < SCAN_BATCH as usize {
+            found.truncate(limit);
+            return Ok(found);
+        }
+    }
 }
 
 /// Applies what Clerk answered for users the walk did not find: `None`,
@@ -250,13 +342,7 @@ pub async fn apply_lookups<C: Store>(
     after_commit(conn.transaction(async |conn| {
         let mut next = run.clone();
         next.checked += looked_up.len() as i64;
-        let findings = repair(conn, &mut next, &users, rules, Step::Find).await?;
-        let found: Vec<ClerkUserId> = users
-            .iter()
-            .filter(|(_, user)| user.is_some())
-            .map(|(id, _)| id.clone())
-            .collect();
-        conn.mark_audited(&found, run.started_at).await?;
+        let findings = repair(conn, &mut next, &users, rules, Step::Look).await?;
         next.after_local_id = Some(last_asked.to_string());
         conn.save_drift_audit(&next).await?;
         Ok((next, findings))
@@ -336,11 +422,13 @@ pub async fn stopped<C: Store>(
 }
 
 /// Whether a step finds drift, or makes the changes held back until now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    /// Drift is counted; what can be repaired at once is, the rest (a
-    /// deletion, an ADMIN demotion) is held back.
-    Find,
+enum Step<'a> {
+    /// A page of the walk: drift is counted; what can be repaired at once
+    /// is, the rest (a deletion, an ADMIN demotion) is held back. The users
+    /// live once repaired go into the walk's sketch.
+    Find(&'a mut IdSketch),
+    /// The lookup of users the walk did not find: as `Find`, with no sketch.
+    Look,
     /// Changes held back, each judged again against Clerk's fresh answer
     /// and made whatever its kind.
     MakeHeld,
@@ -353,8 +441,11 @@ async fn repair<C: Store>(
     run: &mut DriftAuditRow,
     users: &[(ClerkUserId, Option<&ClerkUser>)],
     rules: Rules,
-    step: Step,
+    mut step: Step<'_>,
 ) -> Result<Vec<Finding>, DbError> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut locked = UnitOfWork::take(conn, users.iter().map(|(id, _)| id), &[]).await?;
     let mut in_order: Vec<&(ClerkUserId, Option<&ClerkUser>)> = users.iter().collect();
     in_order.sort_by(|a, b| a.0.cmp(&b.0));
@@ -375,7 +466,7 @@ async fn repair<C: Store>(
             repaired: false,
             held: false,
         };
-        if step == Step::Find {
+        if !matches!(step, Step::MakeHeld) {
             finding.held = rules.mode.repairs() && destructive(&finding, rules.mode.prefer());
             // Held already (a walk started over finds it again): counted once.
             if finding.held && !conn.hold_drift_change(run.id, id, kind.as_str()).await? {
@@ -389,8 +480,21 @@ async fn repair<C: Store>(
         }
         findings.push(finding);
     }
+    if let Step::Find(listed) = &mut step {
+        for (id, _) in users {
+            sketch_if_live(listed, locked.row(id));
+        }
+    }
     locked.write(conn).await?;
     Ok(findings)
+}
+
+/// Adds the user of `row` to `listed` if it is live (the users [`unfound`]
+/// sketches here).
+fn sketch_if_live(listed: &mut IdSketch, row: Option<&UserRow>) {
+    if let Some(row) = row.filter(|row| row.deleted_at.is_none()) {
+        listed.insert(row.id.as_str());
+    }
 }
 
 /// Repairs one user's drift: Clerk's state applied (or, preferring ours,

@@ -152,7 +152,7 @@ impl UnitOfWork {
         self.entry(id)
             .outbox
             .as_ref()
-            .is_some_and(|push| push.is_pending() || push.last_error.is_some())
+            .is_some_and(OutboxRow::is_unsettled)
     }
 
     fn entry(&self, id: &ClerkUserId) -> &LockedUser {

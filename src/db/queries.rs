@@ -179,15 +179,30 @@ pub trait Queries: AsyncConnection + Send {
     /// Forgets finished runs but the newest `keep`.
     async fn prune_drift_audits(&mut self, keep: i64) -> QueryResult<()>;
 
-    /// Up to `limit` live users, by id after `after`, that existed before
-    /// `started_at` and that the run started then has not found in Clerk's
-    /// list.
-    async fn unaudited_users(
+    /// The sketch of the live users run `run_id`'s walk found in Clerk's
+    /// list so far (see `domain::IdSketch`), as stored.
+    async fn drift_audit_sketch(&mut self, run_id: i64) -> QueryResult<Option<Vec<u8>>>;
+
+    /// Stores run `run_id`'s sketch; `None` forgets it (a walk started over).
+    async fn save_drift_audit_sketch(
         &mut self,
-        started_at: chrono::NaiveDateTime,
+        run_id: i64,
+        listed: Option<&[u8]>,
+    ) -> QueryResult<()>;
+
+    /// Up to `limit` live users, by id after `after`.
+    async fn live_users(
+        &mut self,
         after: Option<&str>,
         limit: i64,
     ) -> QueryResult<Vec<ClerkUserId>>;
+
+    /// Users `ids` as they stand (deleted ones too; absent ones left out),
+    /// with their outbox rows, read without locking them.
+    async fn users_with_outbox_rows(
+        &mut self,
+        ids: &[ClerkUserId],
+    ) -> QueryResult<Vec<(UserRow, Option<OutboxRow>)>>;
 
     /// One page of processed Svix messages, newest first.
     async fn list_webhook_events(

@@ -251,6 +251,12 @@ impl OutboxRow {
     pub fn is_pending(&self) -> bool {
         self.next_attempt_at.is_some()
     }
+
+    /// Pending, or refused by Clerk for good: the push, not Clerk's state,
+    /// is to settle the user's role.
+    pub fn is_unsettled(&self) -> bool {
+        self.is_pending() || self.last_error.is_some()
+    }
 }
 
 /// Where a user's role stands with Clerk.

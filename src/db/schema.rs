@@ -15,7 +15,6 @@ diesel::table! {
         updated_at -> Timestamp,
         deleted_at -> Nullable<Timestamp>,
         clerk_from_push -> Bool,
-        audited_at -> Nullable<Timestamp>,
         deletion_final -> Bool,
     }
 }
@@ -126,6 +125,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    drift_audit_sketches (run_id) {
+        run_id -> BigInt,
+        listed -> Binary,
+    }
+}
+
+diesel::table! {
     drift_audit_holds (run_id, user_id) {
         run_id -> BigInt,
         user_id -> Text,
@@ -145,5 +151,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     backfill_progress,
     walk_lease,
     drift_audits,
-    drift_audit_holds
+    drift_audit_holds,
+    drift_audit_sketches
 );

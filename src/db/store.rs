@@ -90,18 +90,17 @@ pub trait Store: Queries + Outbox {
     /// [`begin_locking_users`]: Store::begin_locking_users
     async fn roll_back(&mut self) -> QueryResult<()>;
 
-    /// Notes that the drift audit run started at `at` found users `ids` in
-    /// Clerk's list. Must run inside the transaction that locked them.
-    async fn mark_audited(
-        &mut self,
-        ids: &[ClerkUserId],
-        at: chrono::NaiveDateTime,
-    ) -> QueryResult<()>;
-
     /// Live admins, holding the admin counters until the transaction ends so
     /// that two concurrent demotions cannot both remove "the other" admin.
     /// Take it after the user rows (see `app::change_roles`).
     async fn lock_admin_count(&mut self) -> QueryResult<i64>;
+
+    /// Refreshes the planner's statistics of `users` after a bulk load (a
+    /// backfill): until autovacuum gets to it, PostgreSQL would plan the
+    /// walks over a million users it thinks are a few (a full scan and a
+    /// sort per batch of the drift audit's scan, not an index range).
+    /// SQLite plans without statistics: nothing to do.
+    async fn refresh_user_statistics(&mut self) -> QueryResult<()>;
 
     /// Takes the maintenance lock until the transaction ends; `false` when
     /// another replica holds it (PostgreSQL). SQLite's write lock already

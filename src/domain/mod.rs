@@ -3,11 +3,13 @@
 //! Knows no HTTP and no SQL: its values only declare that they are stored
 //! as text (`db/columns.rs` says how).
 
+mod id_sketch;
 mod labels;
 mod role;
 mod rules;
 mod user_id;
 
+pub use id_sketch::{DECODES_UP_TO, Difference, IdSketch};
 pub use labels::{DriftKind, Outcome};
 pub use role::{Role, RoleParseError, RoleSet, RoleSource, RoleSourceParseError};
 pub use rules::{

@@ -57,7 +57,7 @@ pub async fn run(
     }
     bar.finish();
     if !options.dry_run {
-        with_conn!(db, conn => backfill::forget(conn).await)?;
+        with_conn!(db, conn => backfill::finish(conn).await)?;
     }
     Ok(progress)
 }

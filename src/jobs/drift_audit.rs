@@ -2,7 +2,7 @@
 //! that repairs what lost webhooks left behind (see
 //! [`app::drift_audit`](crate::app::drift_audit)); then the lookup, one by
 //! one, of the live users here the walk did not find (deleted in Clerk,
-//! their `user.deleted` lost). Inside `serve` one replica (the holder of
+//! their `user.deleted` lost), named by the sketch of what it found. Inside `serve` one replica (the holder of
 //! the [walk lease](super::walk_lease)) runs it every `RECONCILE_INTERVAL`;
 //! `reconcile` runs the same walk from the command line. Its requests take
 //! what pushes leave of the Clerk budget every replica shares, at most
@@ -31,18 +31,18 @@ use super::list_walk::{ListWalk, Step};
 use super::retry::call_clerk;
 use super::supervise::supervise;
 use super::walk_lease::{Held, LEASE, WalkLease};
-use crate::app::drift_audit::{self, Finding, Rules, RunMode, Waiting};
+use crate::app::drift_audit::{self, Finding, IdSketch, Rules, RunMode, Waiting};
 use crate::clerk::{ClerkClient, ClerkError, ClerkUser};
 use crate::db::rows::DriftAuditRow;
 use crate::db::{Db, DbError, Queries as _};
-use crate::domain::ClerkUserId;
+use crate::domain::{ClerkUserId, DECODES_UP_TO};
 use crate::metrics::Metrics;
 use crate::with_conn;
 
 /// Finished runs kept in `drift_audits` (for `/api/admin/sync/status`).
 const KEEP_RUNS: i64 = 30;
 /// Users looked up in Clerk per transaction.
-const LOOKUPS_PER_STEP: i64 = 50;
+const LOOKUPS_PER_STEP: usize = 50;
 /// Wait before trying again after a run stopped on an error.
 const RETRY_AFTER: Duration = Duration::from_secs(300);
 /// Times one attempt at a run starts its walk over when Clerk refuses its
@@ -336,7 +336,7 @@ impl DriftAudit {
         rules: Rules,
         max_deletions: i64,
     ) -> anyhow::Result<Option<Waiting>> {
-        self.walk(budget, run, rules).await?;
+        let listed = self.walk(budget, run, rules).await?;
         if run.after_local_id.is_none() {
             let short = with_conn!(self.db, conn => {
                 drift_audit::short_list(conn, run, max_deletions).await
@@ -345,13 +345,23 @@ impl DriftAudit {
                 return Ok(short);
             }
         }
+        let unfound = with_conn!(self.db, conn => drift_audit::unfound(conn, &listed).await)?;
+        if !unfound.decoded() {
+            tracing::warn!(
+                run = run.id,
+                named = unfound.named(),
+                "more live users are missing from Clerk's list than its sketch names one by one \
+                 (about {DECODES_UP_TO}); looking up every user it cannot rule out"
+            );
+        }
         loop {
             let ids = with_conn!(self.db, conn => {
-                drift_audit::unaudited(conn, run, LOOKUPS_PER_STEP).await
+                drift_audit::unfound_users(conn, run, &unfound, LOOKUPS_PER_STEP).await
             })?;
             let Some(last_asked) = ids.last().cloned() else {
                 break;
             };
+            let more = ids.len() == LOOKUPS_PER_STEP;
             let looked_up = self.look_up(budget, ids).await?;
             let (next, findings) = retried(async || {
                 with_conn!(self.db, conn => {
@@ -361,6 +371,9 @@ impl DriftAudit {
             .await?;
             *run = next;
             self.report(run, looked_up.len(), &findings);
+            if !more {
+                break;
+            }
         }
         let held = with_conn!(self.db, conn => drift_audit::held_count(conn, run).await)?;
         if held > max_deletions {
@@ -373,16 +386,29 @@ impl DriftAudit {
         Ok(None)
     }
 
-    /// The walk of Clerk's list, from where `run` stands to its end. A
-    /// cursor Clerk refuses (its user deleted meanwhile) starts it over.
+    /// The walk of Clerk's list, from where `run` stands to its end; the
+    /// sketch of the live users it found. A cursor Clerk refuses (its user
+    /// deleted meanwhile), or a walk begun whose sketch is lost, starts it
+    /// over.
     async fn walk(
         &self,
         budget: &ClerkBudget,
         run: &mut DriftAuditRow,
         rules: Rules,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<IdSketch> {
+        let mut listed = match with_conn!(self.db, conn => drift_audit::listed(conn, run).await)? {
+            Some(listed) => listed,
+            None => {
+                tracing::warn!(
+                    run = run.id,
+                    "the drift audit's sketch is lost; starting the walk over"
+                );
+                *run = with_conn!(self.db, conn => drift_audit::restart_walk(conn, run).await)?;
+                IdSketch::default()
+            }
+        };
         if run.walked {
-            return Ok(());
+            return Ok(listed);
         }
         let walk = ListWalk {
             client: &self.client,
@@ -402,19 +428,21 @@ impl DriftAudit {
                          starting the walk over"
                     );
                     *run = with_conn!(self.db, conn => drift_audit::restart_walk(conn, run).await)?;
+                    listed = IdSketch::default();
                     continue;
                 }
             };
-            let (next, findings) = retried(async || {
+            let (next, found, findings) = retried(async || {
                 with_conn!(self.db, conn => {
-                    drift_audit::apply_page(conn, run, &page, last, rules).await
+                    drift_audit::apply_page(conn, run, &listed, &page, last, rules).await
                 })
             })
             .await?;
             *run = next;
+            listed = found;
             self.report(run, page.len(), &findings);
         }
-        Ok(())
+        Ok(listed)
     }
 
     /// Makes the changes `run` held back, each after a fresh lookup.
@@ -427,7 +455,7 @@ impl DriftAudit {
         let mut after: Option<ClerkUserId> = None;
         loop {
             let held = with_conn!(self.db, conn => {
-                drift_audit::held(conn, run, after.as_ref(), LOOKUPS_PER_STEP).await
+                drift_audit::held(conn, run, after.as_ref(), LOOKUPS_PER_STEP as i64).await
             })?;
             let Some((last, _)) = held.last() else {
                 return Ok(());

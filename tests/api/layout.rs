@@ -217,8 +217,6 @@ const WRITERS: &[(&str, &[&str])] = &[
     ("renew_claims", &["app::push"]),
     ("note_before_sending", &["app::push"]),
     ("release_claims_of", &["app::push"]),
-    // The drift audit's note of the users a run found in Clerk.
-    ("mark_audited", &["app::drift_audit"]),
 ];
 
 #[test]

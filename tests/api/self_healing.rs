@@ -33,6 +33,7 @@ use testkit::test_db::TestDb;
 both_backends!(
     one_audit_heals_what_lost_webhooks_left,
     an_audit_leaves_users_with_a_pending_push_to_the_push,
+    an_audit_writes_and_locks_no_user_it_finds_in_sync,
 );
 
 /// Every run, oldest first.
@@ -228,6 +229,157 @@ async fn one_audit_heals_what_lost_webhooks_left(backend: Backend) {
         "{again:?}"
     );
     assert_eq!(app.audit_trail("user_promoted").await, trail);
+}
+
+/// Notes the id of every row written to `users` (inserted, updated or
+/// deleted) in `user_writes`, by a trigger.
+async fn note_user_writes(db: &Db, backend: Backend) {
+    use diesel_async::SimpleAsyncConnection as _;
+    let sql = match backend {
+        Backend::Postgres => {
+            "CREATE TABLE user_writes (id TEXT NOT NULL);
+             CREATE FUNCTION note_user_write() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN INSERT INTO user_writes VALUES (COALESCE(NEW.id, OLD.id)); RETURN NULL; END $$;
+             CREATE TRIGGER noted AFTER INSERT OR UPDATE OR DELETE ON users
+             FOR EACH ROW EXECUTE FUNCTION note_user_write();"
+        }
+        Backend::Sqlite => {
+            "CREATE TABLE user_writes (id TEXT NOT NULL);
+             CREATE TRIGGER noted_insert AFTER INSERT ON users
+             BEGIN INSERT INTO user_writes VALUES (NEW.id); END;
+             CREATE TRIGGER noted_update AFTER UPDATE ON users
+             BEGIN INSERT INTO user_writes VALUES (NEW.id); END;
+             CREATE TRIGGER noted_delete AFTER DELETE ON users
+             BEGIN INSERT INTO user_writes VALUES (OLD.id); END;"
+        }
+    };
+    let installed: Result<(), DbError> = with_conn!(db, conn => Ok(conn.batch_execute(sql).await?));
+    installed.expect("the noting trigger");
+}
+
+/// The users written since [`note_user_writes`], and on PostgreSQL each
+/// row's version and lock word (`xmin`, `xmax`: a row locked `FOR UPDATE`
+/// changes its `xmax`).
+async fn user_writes(db: &Db, backend: Backend) -> (Vec<String>, Vec<(String, String, String)>) {
+    use diesel::sql_types::Text;
+    use diesel_async::RunQueryDsl as _;
+    #[derive(diesel::QueryableByName)]
+    struct Written {
+        #[diesel(sql_type = Text)]
+        id: String,
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = Text)]
+        id: String,
+        #[diesel(sql_type = Text)]
+        xmin: String,
+        #[diesel(sql_type = Text)]
+        xmax: String,
+    }
+    let read: Result<_, DbError> = with_conn!(db, conn => {
+        let written: Vec<Written> =
+            diesel::sql_query("SELECT DISTINCT id FROM user_writes ORDER BY id")
+                .load(conn)
+                .await?;
+        let versions: Vec<Version> = match backend {
+            Backend::Postgres => {
+                diesel::sql_query(
+                    "SELECT id, xmin::text AS xmin, xmax::text AS xmax FROM users ORDER BY id",
+                )
+                .load(conn)
+                .await?
+            }
+            Backend::Sqlite => Vec::new(),
+        };
+        Ok((written, versions))
+    });
+    let (written, versions) = read.expect("read the writes to users");
+    (
+        written.into_iter().map(|row| row.id).collect(),
+        versions
+            .into_iter()
+            .map(|row| (row.id, row.xmin, row.xmax))
+            .collect(),
+    )
+}
+
+/// The daily case: an audit of users in sync writes its progress, never a
+/// user row (no mark per user found, no lock on PostgreSQL); and it finds
+/// the users Clerk deleted among three pages' worth without a lookup of
+/// any other.
+async fn an_audit_writes_and_locks_no_user_it_finds_in_sync(backend: Backend) {
+    const USERS: usize = 1_200;
+    let (app, clerk) = spawn_synced_app(backend).await;
+    // Svix gives up on every message: the first audit brings the users in.
+    clerk.send_webhooks_to(
+        &app.url("/api/webhooks/clerk"),
+        svix::TEST_SECRET,
+        Delivery::Dropped,
+    );
+    for i in 0..USERS {
+        clerk.add_user(
+            &format!("user_{i:05}"),
+            (i % 7 == 0).then_some("INSTRUCTOR"),
+        );
+    }
+    let (audit, _) = app.drift_audit("replica-a");
+    let first = finished(audit.run_once().await.expect("the audit runs")).await;
+    assert_eq!(first.found_missing_here, USERS as i64, "{first:?}");
+    note_user_writes(&app.db, backend).await;
+    let (_, versions) = user_writes(&app.db, backend).await;
+
+    let requests_before = clerk.requests().len();
+    let (audit, _) = app.drift_audit("replica-a");
+    let in_sync = finished(audit.run_once().await.expect("the audit runs")).await;
+    assert_eq!(in_sync.checked, USERS as i64, "{in_sync:?}");
+    assert_eq!(in_sync.repaired, 0, "{in_sync:?}");
+    assert_eq!(
+        user_writes(&app.db, backend).await,
+        (Vec::new(), versions),
+        "no user row written or locked"
+    );
+    assert_eq!(
+        clerk.requests().len() - requests_before,
+        USERS / 500 + 1,
+        "the list's pages and no lookup"
+    );
+
+    let deleted = ["user_00017", "user_00617", "user_01117"];
+    for id in deleted {
+        clerk.delete_user(id);
+    }
+    let requests_before = clerk.requests().len();
+    let (audit, _) = app.drift_audit("replica-a");
+    let run = finished(audit.run_once().await.expect("the audit runs")).await;
+    let lookups: Vec<String> = clerk.requests()[requests_before..]
+        .iter()
+        .filter(|request| request.path != "/v1/users")
+        .map(|request| format!("{} {}", request.method, request.path))
+        .collect();
+    let looked_up: Vec<String> = deleted
+        .iter()
+        .map(|id| format!("GET /v1/users/{id}"))
+        .collect();
+    assert_eq!(
+        lookups,
+        [looked_up.clone(), looked_up].concat(),
+        "each looked up, then confirmed before its deletion"
+    );
+    assert_eq!(
+        (run.found_missing_in_clerk, run.repaired),
+        (3, 3),
+        "{run:?}"
+    );
+    assert_eq!(
+        user_writes(&app.db, backend).await.0,
+        deleted,
+        "the tombstones alone"
+    );
+    for id in deleted {
+        let gone = app.user(id).await.expect("kept as a tombstone");
+        assert!(gone.deleted_at.is_some(), "{id}");
+    }
 }
 
 /// A role that differs while an admin's push is pending is the push's to

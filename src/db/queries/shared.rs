@@ -13,8 +13,8 @@ use crate::db::rows::{
     UserFilter, UserRow, WebhookEventFilter, WebhookEventRow,
 };
 use crate::db::schema::{
-    backfill_progress, clerk_instance, clerk_sync, drift_audit_holds, drift_audits, role_changes,
-    role_counts, users, walk_lease, webhook_events,
+    backfill_progress, clerk_instance, clerk_sync, drift_audit_holds, drift_audit_sketches,
+    drift_audits, role_changes, role_counts, users, walk_lease, webhook_events,
 };
 use crate::domain::{ClerkUserId, Role};
 
@@ -400,20 +400,58 @@ impl Queries for Conn {
         .map(drop)
     }
 
-    async fn unaudited_users(
+    async fn drift_audit_sketch(&mut self, run_id: i64) -> QueryResult<Option<Vec<u8>>> {
+        drift_audit_sketches::table
+            .find(run_id)
+            .select(drift_audit_sketches::listed)
+            .first(self)
+            .await
+            .optional()
+    }
+
+    async fn save_drift_audit_sketch(
         &mut self,
-        started_at: chrono::NaiveDateTime,
+        run_id: i64,
+        listed: Option<&[u8]>,
+    ) -> QueryResult<()> {
+        let Some(listed) = listed else {
+            return diesel::delete(drift_audit_sketches::table.find(run_id))
+                .execute(self)
+                .await
+                .map(drop);
+        };
+        diesel::insert_into(drift_audit_sketches::table)
+            .values((
+                drift_audit_sketches::run_id.eq(run_id),
+                drift_audit_sketches::listed.eq(listed),
+            ))
+            .on_conflict(drift_audit_sketches::run_id)
+            .do_update()
+            .set(drift_audit_sketches::listed.eq(listed))
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
+    async fn users_with_outbox_rows(
+        &mut self,
+        ids: &[ClerkUserId],
+    ) -> QueryResult<Vec<(UserRow, Option<OutboxRow>)>> {
+        users::table
+            .left_join(clerk_sync::table)
+            .filter(users::id.eq_any(ids))
+            .select((UserRow::as_select(), Option::<OutboxRow>::as_select()))
+            .load(self)
+            .await
+    }
+
+    async fn live_users(
+        &mut self,
         after: Option<&str>,
         limit: i64,
     ) -> QueryResult<Vec<ClerkUserId>> {
         let mut query = users::table
             .filter(users::deleted_at.is_null())
-            .filter(users::created_at.lt(started_at))
-            .filter(
-                users::audited_at
-                    .is_null()
-                    .or(users::audited_at.lt(started_at)),
-            )
             .order(users::id)
             .select(users::id)
             .limit(limit)

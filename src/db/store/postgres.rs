@@ -42,6 +42,13 @@ struct Locked {
 
 #[async_trait::async_trait]
 impl Store for AsyncPgConnection {
+    async fn refresh_user_statistics(&mut self) -> QueryResult<()> {
+        diesel::sql_query("ANALYZE users")
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
     async fn try_lock_maintenance(&mut self) -> QueryResult<bool> {
         diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS locked")
             .bind::<BigInt, _>(MAINTENANCE_LOCK)
@@ -95,15 +102,6 @@ impl Store for AsyncPgConnection {
         let begin = pg::Begin.execute(&mut &*conn);
         let (_, locked) = try_join(begin, locked_rows(conn, ids, messages)).await?;
         Ok(locked)
-    }
-
-    async fn mark_audited(
-        &mut self,
-        ids: &[ClerkUserId],
-        at: chrono::NaiveDateTime,
-    ) -> QueryResult<()> {
-        let ids: Vec<&str> = ids.iter().map(ClerkUserId::as_str).collect();
-        pg::MarkAudited::new(&ids, at).execute(self).await.map(drop)
     }
 
     async fn write_changes(&mut self, write: WriteSet) -> QueryResult<()> {

@@ -16,6 +16,12 @@ type SqliteTransactions = <SqliteConn as diesel_async::AsyncConnection>::Transac
 
 #[async_trait::async_trait]
 impl Store for SqliteConn {
+    async fn refresh_user_statistics(&mut self) -> QueryResult<()> {
+        // No `ANALYZE`: its statistics would change the plans of every
+        // query, which are written for SQLite's planner without them.
+        Ok(())
+    }
+
     async fn try_lock_maintenance(&mut self) -> QueryResult<bool> {
         Ok(true)
     }
@@ -82,18 +88,6 @@ impl Store for SqliteConn {
             return Ok(());
         }
         SqliteTransactions::rollback_transaction(self).await
-    }
-
-    async fn mark_audited(
-        &mut self,
-        ids: &[ClerkUserId],
-        at: chrono::NaiveDateTime,
-    ) -> QueryResult<()> {
-        diesel::update(users::table.filter(users::id.eq_any(ids)))
-            .set(users::audited_at.eq(Some(at)))
-            .execute(self)
-            .await
-            .map(drop)
     }
 }
 

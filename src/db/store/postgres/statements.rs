@@ -1,7 +1,6 @@
 //! The statements of a transaction that changes users on PostgreSQL, each
 //! prepared once per connection: BEGIN, the locking reads, the clock,
-//! the set-based writes of a [`WriteSet`] and COMMIT, and the drift
-//! audit's note of the users it found (`MarkAudited`).
+//! the set-based writes of a [`WriteSet`] and COMMIT.
 
 use chrono::NaiveDateTime;
 use diesel::QueryResult;
@@ -26,7 +25,7 @@ macro_rules! static_statement {
         }
     )+};
 }
-static_statement!(LockUsers, OutboxOf, Recorded, WriteUsers, MarkAudited);
+static_statement!(LockUsers, OutboxOf, Recorded, WriteUsers);
 
 /// A statement without parameters whose text never varies: prepared
 /// once per connection.
@@ -425,34 +424,6 @@ impl QueryFragment<Pg> for MoveCounts {
              ORDER BY role_counts.role, role_counts.shard FOR UPDATE OF role_counts) \
              UPDATE role_counts SET count = count + locked.delta FROM locked \
              WHERE role_counts.role = locked.role AND role_counts.shard = locked.shard",
-        );
-        Ok(())
-    }
-}
-
-/// Notes that a drift audit's run found these users in Clerk's list:
-/// each found by its id through the index, then by the row version that
-/// lookup found (the transaction holds the users' locks).
-pub struct MarkAudited<'a> {
-    ids: &'a [&'a str],
-    at: NaiveDateTime,
-}
-
-impl<'a> MarkAudited<'a> {
-    pub fn new(ids: &'a [&'a str], at: NaiveDateTime) -> Self {
-        Self { ids, at }
-    }
-}
-
-impl QueryFragment<Pg> for MarkAudited<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("UPDATE users SET audited_at = ");
-        out.push_bind_param::<Timestamp, _>(&self.at)?;
-        out.push_sql(" FROM unnest(");
-        out.push_bind_param::<Array<Text>, _>(&self.ids)?;
-        out.push_sql(
-            ") AS v (id) CROSS JOIN LATERAL (SELECT ctid AS row_version FROM users AS live \
-             WHERE live.id = v.id OFFSET 0) AS found WHERE users.ctid = found.row_version",
         );
         Ok(())
     }

@@ -3,7 +3,8 @@
 //! `PATCH /v1/users/{id}` refusing metadata), the paged user list, and the
 //! event each change hands to the webhooks.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 
 use serde_json::{Map, Value, json};
 
@@ -21,6 +22,9 @@ const USER_FIELDS: [&str; 4] = ["first_name", "last_name", "username", "external
 #[derive(Default)]
 pub(super) struct UserStore {
     by_id: HashMap<String, Value>,
+    /// The list's order: (`created_at`, id) of every user, so that a page
+    /// costs the same at the millionth user as at the first.
+    in_order: BTreeSet<(i64, String)>,
     /// The last timestamp handed out, in ms: `tick` never repeats one.
     clock_ms: i64,
     /// Added to Clerk's clock, in ms: Clerk's `updated_at` runs ahead
@@ -57,7 +61,36 @@ impl UserStore {
         let now = self.tick();
         let user = new_user(id, public_metadata, now);
         self.by_id.insert(id.to_owned(), user.clone());
+        self.in_order.insert((now, id.to_owned()));
         user
+    }
+
+    /// Removes user `id`; whether there was one.
+    fn remove(&mut self, id: &str) -> bool {
+        let Some(user) = self.by_id.remove(id) else {
+            return false;
+        };
+        self.in_order.remove(&order_key(&user));
+        true
+    }
+
+    /// The users in the list's order (newest first when `descending`),
+    /// after user `after` when given.
+    fn listed(
+        &self,
+        descending: bool,
+        after: Option<(i64, String)>,
+    ) -> Box<dyn Iterator<Item = &Value> + '_> {
+        let keys: Box<dyn Iterator<Item = &(i64, String)>> = match (descending, after) {
+            (false, None) => Box::new(self.in_order.iter()),
+            (true, None) => Box::new(self.in_order.iter().rev()),
+            (false, Some(key)) => Box::new(
+                self.in_order
+                    .range((Bound::Excluded(key), Bound::Unbounded)),
+            ),
+            (true, Some(key)) => Box::new(self.in_order.range(..key).rev()),
+        };
+        Box::new(keys.filter_map(|(_, id)| self.by_id.get(id)))
     }
 
     /// Deep-merges `patches` (metadata field → patch) into user `id` and
@@ -112,10 +145,7 @@ impl State {
     }
 
     fn delete_user(&mut self, id: &str) -> Option<Outbound> {
-        assert!(
-            self.users.by_id.remove(id).is_some(),
-            "the Clerk emulator has no user {id}"
-        );
+        assert!(self.users.remove(id), "the Clerk emulator has no user {id}");
         self.webhooks.event(
             &self.instance_id,
             "user.deleted",
@@ -181,47 +211,52 @@ impl State {
                 _ => {}
             }
         }
-        let mut users: Vec<&Value> = self
-            .users
-            .by_id
-            .values()
-            .filter(|user| {
-                !user["id"]
-                    .as_str()
-                    .is_some_and(|id| self.faults.hidden.contains(id))
-            })
-            .collect();
-        users.sort_by(|a, b| {
-            (a["created_at"].as_i64(), a["id"].as_str())
-                .cmp(&(b["created_at"].as_i64(), b["id"].as_str()))
-        });
-        if descending {
-            users.reverse();
-        }
-        if let Some(cap) = self.faults.list_cap {
-            users.truncate(cap);
-        }
-        let mut start = 0;
         if starting_after.is_some() && std::mem::take(&mut self.faults.refuse_cursor) {
             return Reply::invalid(
                 "form_param_value_invalid",
                 "starting_after: the user was deleted (injected)",
             );
         }
-        if let Some(after) = starting_after {
-            match users.iter().position(|user| user["id"] == after.as_str()) {
-                Some(position) => start = position + 1,
+        let hidden = &self.faults.hidden;
+        let visible = |user: &&Value| !user["id"].as_str().is_some_and(|id| hidden.contains(id));
+        let after = match starting_after {
+            None => None,
+            Some(after) => match self.users.get(&after).filter(visible) {
+                Some(user) => Some(order_key(user)),
                 None => {
                     return Reply::invalid(
                         "form_param_value_invalid",
                         &format!("starting_after: no user {after}"),
                     );
                 }
+            },
+        };
+        // A list cut short at `cap` users: what is left of it after the cursor.
+        let left = match (self.faults.list_cap, &after) {
+            (None, _) => usize::MAX,
+            (Some(cap), None) => cap,
+            (Some(cap), Some(key)) => {
+                let before = self
+                    .users
+                    .listed(descending, None)
+                    .filter(visible)
+                    .take_while(|user| order_key(user) != *key)
+                    .count();
+                if before >= cap {
+                    return Reply::invalid(
+                        "form_param_value_invalid",
+                        "starting_after: no such user in the list",
+                    );
+                }
+                cap - before - 1
             }
-        }
-        let page: Vec<Value> = users
-            .into_iter()
-            .skip(start + offset)
+        };
+        let page: Vec<Value> = self
+            .users
+            .listed(descending, after)
+            .filter(visible)
+            .take(left)
+            .skip(offset)
             .take(limit)
             .cloned()
             .collect();
@@ -413,6 +448,14 @@ fn deep_merge(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
 }
 
 /// A user in the shape of Clerk's Backend API (and of its webhooks).
+/// Where `user` stands in the list: by creation, then id.
+fn order_key(user: &Value) -> (i64, String) {
+    (
+        user["created_at"].as_i64().unwrap_or_default(),
+        user["id"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
 fn new_user(id: &str, public_metadata: Value, now: i64) -> Value {
     let email_id = format!("idn_{}", random_token(27));
     json!({
