@@ -18,7 +18,7 @@
 //!
 //! A page is read without locks first: only the users that show drift are
 //! locked, judged again and repaired, so a run over users in sync writes
-//! one row per page (its progress) and locks none. The live users the walk
+//! two rows per page (its progress and its sketch) and locks none. The live users the walk
 //! finds are kept in a sketch of fixed size ([`IdSketch`]), saved with the
 //! progress; at the walk's end, subtracted from the same sketch of the live
 //! users here, it names the users Clerk's list did not show, to be looked
@@ -41,7 +41,7 @@ use crate::clerk::ClerkUser;
 use crate::db::rows::{DriftAuditRow, OutboxRow, UserRow};
 use crate::db::{DbError, Store};
 use crate::domain::{ClerkUserId, Role, RoleSource};
-pub use crate::domain::{Difference, DriftKind, IdSketch};
+pub use crate::domain::{DECODES_UP_TO, Difference, DriftKind, IdSketch};
 
 /// Longest reason kept for a run that stopped (Clerk's messages can be long).
 const MAX_ERROR_CHARS: usize = 1_000;
@@ -121,6 +121,11 @@ pub enum Waiting {
     /// Clerk's list showed far fewer users than are live here: a truncated
     /// or wrong answer would have every other user looked up and deleted.
     ShortList { listed: i64, live: i64 },
+    /// More live users here are missing from Clerk's list than the walk's
+    /// sketch names one by one (`named` of them it did name): finding the
+    /// rest would take a lookup of nearly every user. `reconcile` does that,
+    /// at its own pace.
+    TooManyUnlisted { named: usize },
 }
 
 impl std::fmt::Display for Waiting {
@@ -133,6 +138,11 @@ impl std::fmt::Display for Waiting {
             Self::ShortList { listed, live } => write!(
                 f,
                 "Clerk's list showed {listed} users, under half of the {live} live here"
+            ),
+            Self::TooManyUnlisted { named } => write!(
+                f,
+                "more than about {DECODES_UP_TO} live users here are missing from Clerk's list \
+                 ({named} named); `reconcile` looks up every user that may be one"
             ),
         }
     }
@@ -193,7 +203,7 @@ pub async fn apply_page<C: Store>(
         .into_iter()
         .map(|(row, push)| (row.id.clone(), (row, push)))
         .collect();
-    let mut in_sync = listed.clone();
+    let mut sketch = listed.clone();
     let mut drifted = Vec::new();
     for (id, clerk) in &users {
         let (row, push) = match stored.get(id) {
@@ -203,45 +213,47 @@ pub async fn apply_page<C: Store>(
         let unsettled = push.is_some_and(OutboxRow::is_unsettled);
         match drift(row, *clerk, unsettled) {
             Some(_) => drifted.push((id.clone(), *clerk)),
-            None => sketch_if_live(&mut in_sync, row),
+            None => sketch_if_live(&mut sketch, row),
         }
     }
     after_commit(conn.transaction(async |conn| {
         let mut next = run.clone();
         next.checked += page.len() as i64;
-        let mut listed = in_sync.clone();
-        let findings = repair(conn, &mut next, &drifted, rules, Step::Find(&mut listed)).await?;
+        let mut sketch = sketch.clone();
+        let findings = repair(conn, &mut next, &drifted, rules, Step::Find(&mut sketch)).await?;
         if let Some(user) = page.last() {
             next.after_user_id = Some(user.id.clone());
         }
         next.walked = last;
         conn.save_drift_audit(&next).await?;
-        conn.save_drift_audit_sketch(run.id, Some(&listed.to_bytes()))
+        conn.save_drift_audit_sketch(run.id, &sketch.to_bytes())
             .await?;
-        Ok((next, listed, findings))
+        Ok((next, sketch, findings))
     }))
     .await
 }
 
-/// The sketch of the live users `run`'s walk has found so far; `None` when
-/// none is stored (or it cannot be read) though the walk has begun: the
-/// walk must start over.
+/// The sketch of the live users `run`'s walk has found so far (an empty
+/// one before its first page, whatever is stored); `None` when none is
+/// stored, or it cannot be read, though the walk has begun: the walk must
+/// start over.
 pub async fn listed<C: Store>(
     conn: &mut C,
     run: &DriftAuditRow,
 ) -> Result<Option<IdSketch>, DbError> {
     let begun = run.walked || run.after_user_id.is_some();
-    Ok(match conn.drift_audit_sketch(run.id).await? {
-        Some(bytes) => IdSketch::from_bytes(&bytes),
-        None if begun => None,
-        None => Some(IdSketch::default()),
-    })
+    if !begun {
+        return Ok(Some(IdSketch::default()));
+    }
+    let stored = conn.drift_audit_sketch(run.id).await?;
+    Ok(stored.as_deref().and_then(IdSketch::from_bytes))
 }
 
 /// Starts the walk of Clerk's list over (Clerk refused its cursor: the
-/// user it names was deleted meanwhile). Users already found stay found;
-/// the count of users checked starts over with the walk (until the
-/// lookups, it is the count Clerk's list showed).
+/// user it names was deleted meanwhile; or the walk's sketch is lost),
+/// forgetting what it found, in one transaction. The count of users
+/// checked starts over with the walk (until the lookups, it is the count
+/// Clerk's list showed); what was repaired and held stays.
 pub async fn restart_walk<C: Store>(
     conn: &mut C,
     run: &DriftAuditRow,
@@ -253,8 +265,11 @@ pub async fn restart_walk<C: Store>(
         checked: 0,
         ..run.clone()
     };
-    conn.save_drift_audit(&next).await?;
-    conn.save_drift_audit_sketch(run.id, None).await?;
+    conn.transaction(async |conn| {
+        conn.forget_drift_audit_sketch(run.id).await?;
+        conn.save_drift_audit(&next).await
+    })
+    .await?;
     Ok(next)
 }
 
@@ -308,16 +323,16 @@ pub async fn unfound_users<C: Store>(
     unfound: &Difference,
     limit: usize,
 ) -> Result<Vec<ClerkUserId>, DbError> {
-    let mut found = Vec::new();
+    let mut candidates = Vec::new();
     let mut after = run.after_local_id.clone();
     loop {
         let ids = conn.live_users(after.as_deref(), SCAN_BATCH).await?;
         let scanned = ids.len();
         after = ids.last().map(ToString::to_string);
-        found.extend(ids.into_iter().filter(|id| unfound.may_hold(id.as_str())));
-        if found.len() >= limit || scanned < SCAN_BATCH as usize {
-            found.truncate(limit);
-            return Ok(found);
+        candidates.extend(ids.into_iter().filter(|id| unfound.may_hold(id.as_str())));
+        if candidates.len() >= limit || scanned < SCAN_BATCH as usize {
+            candidates.truncate(limit);
+            return Ok(candidates);
         }
     }
 }
@@ -408,17 +423,16 @@ pub async fn finish<C: Store>(
     Ok(finished)
 }
 
-/// Notes why the run stopped (an audit resumes at its next start).
+/// Notes why the run stopped (an audit resumes at its next start). Only
+/// the reason is written: the progress stays as the last step committed
+/// it, whatever this process last heard of it.
 pub async fn stopped<C: Store>(
     conn: &mut C,
     run: &DriftAuditRow,
     error: &str,
 ) -> Result<(), DbError> {
-    let noted = DriftAuditRow {
-        error: Some(error.chars().take(MAX_ERROR_CHARS).collect()),
-        ..run.clone()
-    };
-    Ok(conn.save_drift_audit(&noted).await?)
+    let error: String = error.chars().take(MAX_ERROR_CHARS).collect();
+    Ok(conn.note_drift_audit_error(run.id, &error).await?)
 }
 
 /// Whether a step finds drift, or makes the changes held back until now.

@@ -176,6 +176,9 @@ pub trait Queries: AsyncConnection + Send {
     /// Records where a run stands and what it found.
     async fn save_drift_audit(&mut self, run: &DriftAuditRow) -> QueryResult<()>;
 
+    /// Records why run `run_id` stopped, and nothing else of it.
+    async fn note_drift_audit_error(&mut self, run_id: i64, error: &str) -> QueryResult<()>;
+
     /// Forgets finished runs but the newest `keep`.
     async fn prune_drift_audits(&mut self, keep: i64) -> QueryResult<()>;
 
@@ -183,12 +186,11 @@ pub trait Queries: AsyncConnection + Send {
     /// list so far (see `domain::IdSketch`), as stored.
     async fn drift_audit_sketch(&mut self, run_id: i64) -> QueryResult<Option<Vec<u8>>>;
 
-    /// Stores run `run_id`'s sketch; `None` forgets it (a walk started over).
-    async fn save_drift_audit_sketch(
-        &mut self,
-        run_id: i64,
-        listed: Option<&[u8]>,
-    ) -> QueryResult<()>;
+    /// Stores run `run_id`'s sketch.
+    async fn save_drift_audit_sketch(&mut self, run_id: i64, listed: &[u8]) -> QueryResult<()>;
+
+    /// Forgets run `run_id`'s sketch (its walk starts over).
+    async fn forget_drift_audit_sketch(&mut self, run_id: i64) -> QueryResult<()>;
 
     /// Up to `limit` live users, by id after `after`.
     async fn live_users(

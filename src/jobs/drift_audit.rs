@@ -2,8 +2,9 @@
 //! that repairs what lost webhooks left behind (see
 //! [`app::drift_audit`](crate::app::drift_audit)); then the lookup, one by
 //! one, of the live users here the walk did not find (deleted in Clerk,
-//! their `user.deleted` lost), named by the sketch of what it found. Inside `serve` one replica (the holder of
-//! the [walk lease](super::walk_lease)) runs it every `RECONCILE_INTERVAL`;
+//! their `user.deleted` lost), named by the sketch of what it found.
+//! Inside `serve` one replica (the holder of the
+//! [walk lease](super::walk_lease)) runs it every `RECONCILE_INTERVAL`;
 //! `reconcile` runs the same walk from the command line. Its requests take
 //! what pushes leave of the Clerk budget every replica shares, at most
 //! `RECONCILE_RATE_SHARE` of it (`reconcile --rate`), so admin pushes come
@@ -31,11 +32,11 @@ use super::list_walk::{ListWalk, Step};
 use super::retry::call_clerk;
 use super::supervise::supervise;
 use super::walk_lease::{Held, LEASE, WalkLease};
-use crate::app::drift_audit::{self, Finding, IdSketch, Rules, RunMode, Waiting};
+use crate::app::drift_audit::{self, Finding, Rules, RunMode, Waiting};
 use crate::clerk::{ClerkClient, ClerkError, ClerkUser};
 use crate::db::rows::DriftAuditRow;
 use crate::db::{Db, DbError, Queries as _};
-use crate::domain::{ClerkUserId, DECODES_UP_TO};
+use crate::domain::{ClerkUserId, DECODES_UP_TO, IdSketch};
 use crate::metrics::Metrics;
 use crate::with_conn;
 
@@ -43,6 +44,10 @@ use crate::with_conn;
 const KEEP_RUNS: i64 = 30;
 /// Users looked up in Clerk per transaction.
 const LOOKUPS_PER_STEP: usize = 50;
+/// The largest share of the users here the audit inside `serve` looks up
+/// beyond those its sketch names (ids it cannot rule out); past it, the
+/// run waits for an operator.
+const MAY_LOOK_UP_SHARE: f64 = 0.001;
 /// Wait before trying again after a run stopped on an error.
 const RETRY_AFTER: Duration = Duration::from_secs(300);
 /// Times one attempt at a run starts its walk over when Clerk refuses its
@@ -296,6 +301,7 @@ impl DriftAudit {
                 let held = match waiting {
                     Waiting::TooManyChanges { held, .. } => *held,
                     Waiting::ShortList { listed, live } => live - listed,
+                    Waiting::TooManyUnlisted { named } => i64::try_from(*named).unwrap_or(i64::MAX),
                 };
                 self.metrics.drift_audit_awaiting_confirmation.set(held);
                 tracing::error!(
@@ -346,7 +352,14 @@ impl DriftAudit {
             }
         }
         let unfound = with_conn!(self.db, conn => drift_audit::unfound(conn, &listed).await)?;
-        if !unfound.decoded() {
+        if unfound.unruled_out() > MAY_LOOK_UP_SHARE {
+            // Inside `serve`, nothing looks up a million users on its own;
+            // an operator's `reconcile` does, at the pace it is given.
+            if rules.mode == RunMode::Audit {
+                return Ok(Some(Waiting::TooManyUnlisted {
+                    named: unfound.named(),
+                }));
+            }
             tracing::warn!(
                 run = run.id,
                 named = unfound.named(),
@@ -432,14 +445,14 @@ impl DriftAudit {
                     continue;
                 }
             };
-            let (next, found, findings) = retried(async || {
+            let (next, sketch, findings) = retried(async || {
                 with_conn!(self.db, conn => {
                     drift_audit::apply_page(conn, run, &listed, &page, last, rules).await
                 })
             })
             .await?;
             *run = next;
-            listed = found;
+            listed = sketch;
             self.report(run, page.len(), &findings);
         }
         Ok(listed)

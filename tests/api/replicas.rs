@@ -223,7 +223,8 @@ impl Cluster {
             .collect()
     }
 
-    /// Moves the run's stall on (see [`Stall`]); the faults end at `end`.
+    /// Moves the run's stall on (see [`Stall`]); the faults end at
+    /// `faults_end`.
     fn advance_stall(&mut self) {
         let now = Instant::now();
         let end = self.faults_end;

@@ -34,6 +34,8 @@ both_backends!(
     one_audit_heals_what_lost_webhooks_left,
     an_audit_leaves_users_with_a_pending_push_to_the_push,
     an_audit_writes_and_locks_no_user_it_finds_in_sync,
+    a_walk_started_over_forgets_what_it_found,
+    users_missing_past_what_the_sketch_names_wait_for_reconcile,
 );
 
 /// Every run, oldest first.
@@ -380,6 +382,103 @@ async fn an_audit_writes_and_locks_no_user_it_finds_in_sync(backend: Backend) {
         let gone = app.user(id).await.expect("kept as a tombstone");
         assert!(gone.deleted_at.is_some(), "{id}");
     }
+}
+
+/// A walk that starts over (Clerk refused its cursor) forgets the users it
+/// had found, stored sketch included: a user found before the restart and
+/// deleted in Clerk before the walk reached it again is looked up.
+async fn a_walk_started_over_forgets_what_it_found(backend: Backend) {
+    use clerk_role_sync::app::drift_audit::{self, IdSketch, Rules, RunMode};
+    use clerk_role_sync::clerk::ClerkUser;
+    use clerk_role_sync::db::Queries as _;
+    let (app, clerk) = spawn_synced_app(backend).await;
+    seed(
+        &app,
+        &clerk,
+        &[("user_stays", None), ("user_leaves", Some("INSTRUCTOR"))],
+    )
+    .await;
+    let as_listed = |id: &str| -> ClerkUser {
+        serde_json::from_value(clerk.user(id).expect("in Clerk")).expect("a Clerk user")
+    };
+    let rules = Rules {
+        mode: RunMode::Audit,
+        allowance_ms: 2_000,
+    };
+    let done: Result<_, DbError> = with_conn!(app.db, conn => {
+        let now = conn.clock().await?;
+        let run = drift_audit::start(conn, "replica-a", now, RunMode::Audit).await?;
+        let first = [as_listed("user_stays"), as_listed("user_leaves")];
+        let empty = IdSketch::default();
+        let (run, _, _) = drift_audit::apply_page(conn, &run, &empty, &first, false, rules).await?;
+        assert!(drift_audit::listed(conn, &run).await?.is_some_and(|found| found != empty));
+        let run = drift_audit::restart_walk(conn, &run).await?;
+        // A process that resumes the run now starts from nothing.
+        assert_eq!(drift_audit::listed(conn, &run).await?, Some(IdSketch::default()));
+        let again = [as_listed("user_stays")];
+        let (run, listed, _) = drift_audit::apply_page(conn, &run, &empty, &again, true, rules).await?;
+        let unfound = drift_audit::unfound(conn, &listed).await?;
+        drift_audit::unfound_users(conn, &run, &unfound, 50).await
+    });
+    let unfound: Vec<String> = done
+        .expect("the walk and its restart")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(unfound, ["user_leaves"]);
+}
+
+/// More users missing from Clerk's list than the sketch names one by one:
+/// the audit inside `serve` looks none of them up (it would look up nearly
+/// every user) and waits for an operator; `reconcile --fix` looks up every
+/// user that may be one, and finds them all.
+async fn users_missing_past_what_the_sketch_names_wait_for_reconcile(backend: Backend) {
+    use clerk_role_sync::app::backfill::Prefer;
+    use clerk_role_sync::app::drift_audit::{DECODES_UP_TO, RunMode};
+    const USERS: usize = 4_000;
+    let (app, clerk) = spawn_synced_app(backend).await;
+    clerk.send_webhooks_to(
+        &app.url("/api/webhooks/clerk"),
+        svix::TEST_SECRET,
+        Delivery::Dropped,
+    );
+    for i in 0..USERS {
+        clerk.add_user(&format!("user_{i:05}"), None);
+    }
+    let (audit, _) = app.drift_audit("replica-a");
+    finished(audit.run_once().await.expect("the audit runs")).await;
+    let gone: Vec<String> = (0..USERS)
+        .step_by(2)
+        .take(DECODES_UP_TO * 3 / 2)
+        .map(|i| format!("user_{i:05}"))
+        .collect();
+    for id in &gone {
+        clerk.delete_user(id);
+    }
+
+    let requests_before = clerk.requests().len();
+    let run = finished(audit.run_once().await.expect("the audit runs")).await;
+    let waiting = run.waiting.as_deref().unwrap_or_default();
+    assert!(waiting.contains("missing from Clerk's list"), "{run:?}");
+    let lookups = clerk.requests()[requests_before..]
+        .iter()
+        .filter(|request| request.path != "/v1/users")
+        .count();
+    assert_eq!(lookups, 0, "nobody looked up");
+    assert!(app.user(&gone[0]).await.expect("here").deleted_at.is_none());
+
+    let (reconcile, _) = app.drift_audit("reconcile@test");
+    let fixed = reconcile
+        .run_fresh(RunMode::Fix(Prefer::Clerk), USERS as i64)
+        .await
+        .expect("reconcile --fix");
+    assert_eq!(fixed.waiting, None, "{fixed:?}");
+    assert_eq!(fixed.found_missing_in_clerk, gone.len() as i64, "{fixed:?}");
+    for id in &gone {
+        let row = app.user(id).await.expect("a tombstone");
+        assert!(row.deleted_at.is_some(), "{id} deleted");
+    }
+    assert_counters_match_a_recount(&app.db).await;
 }
 
 /// A role that differs while an admin's push is pending is the push's to

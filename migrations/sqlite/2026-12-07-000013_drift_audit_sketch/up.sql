@@ -5,7 +5,7 @@
 -- subtracting it from the same sketch of the live users here.
 ALTER TABLE users DROP COLUMN audited_at;
 CREATE TABLE drift_audit_sketches (
-    run_id BIGINT PRIMARY KEY REFERENCES drift_audits (id) ON DELETE CASCADE,
+    run_id BIGINT NOT NULL PRIMARY KEY REFERENCES drift_audits (id) ON DELETE CASCADE,
     listed BLOB NOT NULL
 );
 -- A run under way walked with the marks: its walk starts over.

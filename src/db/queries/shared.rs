@@ -379,6 +379,14 @@ impl Queries for Conn {
             .map(drop)
     }
 
+    async fn note_drift_audit_error(&mut self, run_id: i64, error: &str) -> QueryResult<()> {
+        diesel::update(drift_audits::table.find(run_id))
+            .set(drift_audits::error.eq(error))
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
     async fn prune_drift_audits(&mut self, keep: i64) -> QueryResult<()> {
         let kept: Vec<i64> = drift_audits::table
             .filter(drift_audits::finished_at.is_not_null())
@@ -409,17 +417,14 @@ impl Queries for Conn {
             .optional()
     }
 
-    async fn save_drift_audit_sketch(
-        &mut self,
-        run_id: i64,
-        listed: Option<&[u8]>,
-    ) -> QueryResult<()> {
-        let Some(listed) = listed else {
-            return diesel::delete(drift_audit_sketches::table.find(run_id))
-                .execute(self)
-                .await
-                .map(drop);
-        };
+    async fn forget_drift_audit_sketch(&mut self, run_id: i64) -> QueryResult<()> {
+        diesel::delete(drift_audit_sketches::table.find(run_id))
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
+    async fn save_drift_audit_sketch(&mut self, run_id: i64, listed: &[u8]) -> QueryResult<()> {
         diesel::insert_into(drift_audit_sketches::table)
             .values((
                 drift_audit_sketches::run_id.eq(run_id),

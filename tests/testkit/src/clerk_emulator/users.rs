@@ -245,7 +245,7 @@ impl State {
                 if before >= cap {
                     return Reply::invalid(
                         "form_param_value_invalid",
-                        "starting_after: no such user in the list",
+                        &format!("starting_after: no user {}", key.1),
                     );
                 }
                 cap - before - 1
@@ -447,7 +447,6 @@ fn deep_merge(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
     }
 }
 
-/// A user in the shape of Clerk's Backend API (and of its webhooks).
 /// Where `user` stands in the list: by creation, then id.
 fn order_key(user: &Value) -> (i64, String) {
     (
@@ -456,6 +455,7 @@ fn order_key(user: &Value) -> (i64, String) {
     )
 }
 
+/// A user in the shape of Clerk's Backend API (and of its webhooks).
 fn new_user(id: &str, public_metadata: Value, now: i64) -> Value {
     let email_id = format!("idn_{}", random_token(27));
     json!({
