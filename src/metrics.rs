@@ -21,8 +21,8 @@
 //! | `clerk_role_sync_drift_audit_last_finished_timestamp_seconds` | when the last drift audit run finished, by any replica (Unix time) |
 //! | `clerk_role_sync_drift_audit_users_checked_total` | users this replica's drift audit compared with Clerk |
 //! | `clerk_role_sync_drift_found_total`, `clerk_role_sync_drift_repaired_total` | `kind` (missing_here, role_differs, outdated, missing_in_clerk) |
-//! | `clerk_role_sync_drift_audit_runs_total` | `result` (finished; waiting: it held back what it may not make and waits for an operator; stopped: an error stopped it; it resumes) |
-//! | `clerk_role_sync_drift_audit_awaiting_confirmation` | deletions and ADMIN demotions the last run held back for an operator to confirm, or the users a short list or the sketch left unlooked-up (0: none) |
+//! | `clerk_role_sync_drift_audit_runs_total` | `result` (finished; waiting: it held back what it may not make, or the lookups of users missing from Clerk's list, and waits for an operator; stopped: an error stopped it; it resumes) |
+//! | `clerk_role_sync_drift_audit_awaiting_confirmation` | deletions and ADMIN demotions the last run held back for an operator to confirm, or (a short list, more missing users than it names) the live users Clerk's list did not show (0: none) |
 //! | `clerk_role_sync_build_info` | `version`, `backend`: always 1 |
 //! | `process_*` | the standard process metrics (CPU, memory, open files, start time) |
 //! | `clerk_role_sync_http_request_duration_seconds` | `method`, `route`, `status` (a histogram; its `_count` counts requests) |
@@ -234,7 +234,7 @@ impl Metrics {
             .expect("valid metric"),
             drift_audit_awaiting_confirmation: IntGauge::new(
                 "clerk_role_sync_drift_audit_awaiting_confirmation",
-                "Deletions and ADMIN demotions the last drift audit run held back, or users it left unlooked-up, waiting for `reconcile --fix --max-deletions N` (0: none)",
+                "Deletions and ADMIN demotions the last drift audit run held back, or the users Clerk's list did not show that it left to look up, waiting for `reconcile --fix --max-deletions N` (0: none)",
             )
             .expect("valid metric"),
             http_requests: HistogramVec::new(

@@ -121,11 +121,38 @@ pub enum Waiting {
     /// Clerk's list showed far fewer users than are live here: a truncated
     /// or wrong answer would have every other user looked up and deleted.
     ShortList { listed: i64, live: i64 },
-    /// More live users here are missing from Clerk's list than the walk's
-    /// sketch names one by one (`named` of them it did name): finding the
-    /// rest would take a lookup of nearly every user. `reconcile` does that,
-    /// at its own pace.
-    TooManyUnlisted { named: usize },
+    /// More live users here are missing from Clerk's list (about
+    /// `unlisted`: the live users here less those the list showed) than the
+    /// walk's sketch names one by one: finding them would take a lookup of
+    /// nearly every user. `reconcile` does that, at its own pace.
+    TooManyUnlisted { unlisted: i64 },
+}
+
+impl Waiting {
+    /// The users it concerns (for `ShortList` and `TooManyUnlisted`, an
+    /// estimate: the live users here the list did not show).
+    pub fn users(&self) -> i64 {
+        match self {
+            Self::TooManyChanges { held, .. } => *held,
+            Self::ShortList { listed, live } => live - listed,
+            Self::TooManyUnlisted { unlisted } => *unlisted,
+        }
+    }
+
+    /// What the operator does next.
+    pub fn next_step(&self) -> &'static str {
+        match self {
+            Self::TooManyChanges { .. } | Self::ShortList { .. } => {
+                "review the users in /api/admin/sync/status (or `clerk-role-sync reconcile`), \
+                 then confirm with `clerk-role-sync reconcile --fix --max-deletions N`"
+            }
+            Self::TooManyUnlisted { .. } => {
+                "list them with `clerk-role-sync reconcile` (it looks up every user the audit \
+                 cannot rule out, at its --rate), then confirm with \
+                 `clerk-role-sync reconcile --fix --max-deletions N`"
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for Waiting {
@@ -139,10 +166,11 @@ impl std::fmt::Display for Waiting {
                 f,
                 "Clerk's list showed {listed} users, under half of the {live} live here"
             ),
-            Self::TooManyUnlisted { named } => write!(
+            Self::TooManyUnlisted { unlisted } => write!(
                 f,
-                "more than about {DECODES_UP_TO} live users here are missing from Clerk's list \
-                 ({named} named); `reconcile` looks up every user that may be one"
+                "about {unlisted} live users here are missing from Clerk's list, more than the \
+                 {DECODES_UP_TO} or so the audit names one by one: finding them would take a \
+                 lookup of nearly every user"
             ),
         }
     }
@@ -288,6 +316,19 @@ pub async fn short_list<C: Store>(
     Ok(short.then_some(Waiting::ShortList { listed, live }))
 }
 
+/// Why `run` (its walk just done) waits for an operator rather than look
+/// up nearly every user: more users are missing from Clerk's list than its
+/// sketch names one by one.
+pub async fn too_many_unlisted<C: Store>(
+    conn: &mut C,
+    run: &DriftAuditRow,
+) -> Result<Waiting, DbError> {
+    let live = conn.role_stats().await?.total();
+    Ok(Waiting::TooManyUnlisted {
+        unlisted: (live - run.checked).max(1),
+    })
+}
+
 /// How many changes `run` held back.
 pub async fn held_count<C: Store>(conn: &mut C, run: &DriftAuditRow) -> Result<i64, DbError> {
     Ok(conn.count_held_drift_changes(run.id).await?)
@@ -419,6 +460,7 @@ pub async fn finish<C: Store>(
         ..run.clone()
     };
     conn.save_drift_audit(&finished).await?;
+    conn.forget_drift_audit_sketch(run.id).await?;
     conn.prune_drift_audits(keep).await?;
     Ok(finished)
 }

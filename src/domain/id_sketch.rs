@@ -311,6 +311,7 @@ mod tests {
         // independently.
         let key = key("user_0000001");
         assert_eq!(key, 0x06d1_acf7_eb84_2300);
+        assert_eq!(check(key), 0x7fc0_53f4_b722_4b75);
         let mut one = IdSketch::default();
         one.insert("user_0000001");
         let bytes = one.to_bytes();

@@ -15,8 +15,9 @@
 //! whichever replica takes it up. Nothing it does on its own can delete
 //! or demote many users: deletions and ADMIN demotions wait for the run's
 //! end, are made only within its budget (`RECONCILE_MAX_DELETIONS`), each
-//! confirmed by a fresh lookup, and a list far shorter than the users here
-//! stops the run before any lookup.
+//! confirmed by a fresh lookup; a list far shorter than the users here
+//! stops the run before any lookup, and so do more users missing from the
+//! list than the audit can name without looking up nearly every user.
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -298,19 +299,14 @@ impl DriftAudit {
         match &waiting {
             Some(waiting) => {
                 self.metrics.drift_audit_ended("waiting");
-                let held = match waiting {
-                    Waiting::TooManyChanges { held, .. } => *held,
-                    Waiting::ShortList { listed, live } => live - listed,
-                    Waiting::TooManyUnlisted { named } => i64::try_from(*named).unwrap_or(i64::MAX),
-                };
+                let held = waiting.users();
                 self.metrics.drift_audit_awaiting_confirmation.set(held);
                 tracing::error!(
                     run = run.id,
                     held,
                     reason = %waiting,
-                    "the drift audit deleted and demoted no one and waits for an operator: \
-                     review the users in /api/admin/sync/status (or `clerk-role-sync reconcile`), \
-                     then confirm with `clerk-role-sync reconcile --fix --max-deletions N`"
+                    "the drift audit deleted and demoted no one and waits for an operator: {}",
+                    waiting.next_step()
                 );
             }
             None => {
@@ -356,9 +352,10 @@ impl DriftAudit {
             // Inside `serve`, nothing looks up a million users on its own;
             // an operator's `reconcile` does, at the pace it is given.
             if rules.mode == RunMode::Audit {
-                return Ok(Some(Waiting::TooManyUnlisted {
-                    named: unfound.named(),
-                }));
+                let waiting = with_conn!(self.db, conn => {
+                    drift_audit::too_many_unlisted(conn, run).await
+                })?;
+                return Ok(Some(waiting));
             }
             tracing::warn!(
                 run = run.id,

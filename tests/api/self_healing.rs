@@ -36,6 +36,7 @@ both_backends!(
     an_audit_writes_and_locks_no_user_it_finds_in_sync,
     a_walk_started_over_forgets_what_it_found,
     users_missing_past_what_the_sketch_names_wait_for_reconcile,
+    two_missing_users_the_sketch_cannot_tell_apart_are_still_found,
 );
 
 /// Every run, oldest first.
@@ -386,7 +387,8 @@ async fn an_audit_writes_and_locks_no_user_it_finds_in_sync(backend: Backend) {
 
 /// A walk that starts over (Clerk refused its cursor) forgets the users it
 /// had found, stored sketch included: a user found before the restart and
-/// deleted in Clerk before the walk reached it again is looked up.
+/// deleted in Clerk before the walk reached it again is looked up. A walk
+/// not begun reads no stored sketch.
 async fn a_walk_started_over_forgets_what_it_found(backend: Backend) {
     use clerk_role_sync::app::drift_audit::{self, IdSketch, Rules, RunMode};
     use clerk_role_sync::clerk::ClerkUser;
@@ -398,6 +400,12 @@ async fn a_walk_started_over_forgets_what_it_found(backend: Backend) {
         &[("user_stays", None), ("user_leaves", Some("INSTRUCTOR"))],
     )
     .await;
+    // Svix gives up on the deletion below.
+    clerk.send_webhooks_to(
+        &app.url("/api/webhooks/clerk"),
+        svix::TEST_SECRET,
+        Delivery::Dropped,
+    );
     let as_listed = |id: &str| -> ClerkUser {
         serde_json::from_value(clerk.user(id).expect("in Clerk")).expect("a Clerk user")
     };
@@ -409,11 +417,15 @@ async fn a_walk_started_over_forgets_what_it_found(backend: Backend) {
         let now = conn.clock().await?;
         let run = drift_audit::start(conn, "replica-a", now, RunMode::Audit).await?;
         let first = [as_listed("user_stays"), as_listed("user_leaves")];
+        clerk.delete_user("user_leaves");
         let empty = IdSketch::default();
-        let (run, _, _) = drift_audit::apply_page(conn, &run, &empty, &first, false, rules).await?;
-        assert!(drift_audit::listed(conn, &run).await?.is_some_and(|found| found != empty));
+        let (run, found, _) = drift_audit::apply_page(conn, &run, &empty, &first, false, rules).await?;
+        assert_eq!(drift_audit::listed(conn, &run).await?, Some(found.clone()));
         let run = drift_audit::restart_walk(conn, &run).await?;
-        // A process that resumes the run now starts from nothing.
+        assert_eq!(conn.drift_audit_sketch(run.id).await?, None, "forgotten");
+        // A process that resumes the run now starts from nothing, even if
+        // a sketch were left behind.
+        conn.save_drift_audit_sketch(run.id, &found.to_bytes()).await?;
         assert_eq!(drift_audit::listed(conn, &run).await?, Some(IdSketch::default()));
         let again = [as_listed("user_stays")];
         let (run, listed, _) = drift_audit::apply_page(conn, &run, &empty, &again, true, rules).await?;
@@ -426,6 +438,41 @@ async fn a_walk_started_over_forgets_what_it_found(backend: Backend) {
         .map(ToString::to_string)
         .collect();
     assert_eq!(unfound, ["user_leaves"]);
+}
+
+/// Two users whose ids fall in the same three cells of the sketch never
+/// peel apart; the sketch still cannot rule them out (nor almost any other
+/// id in), so both are looked up and deleted, and the run does not wait.
+async fn two_missing_users_the_sketch_cannot_tell_apart_are_still_found(backend: Backend) {
+    let (app, clerk) = spawn_synced_app(backend).await;
+    clerk.send_webhooks_to(
+        &app.url("/api/webhooks/clerk"),
+        svix::TEST_SECRET,
+        Delivery::Dropped,
+    );
+    let pair = ["user_gone_017431", "user_gone_021282"];
+    for i in 0..100 {
+        clerk.add_user(&format!("user_{i:05}"), None);
+    }
+    for id in pair {
+        clerk.add_user(id, None);
+    }
+    let (audit, _) = app.drift_audit("replica-a");
+    finished(audit.run_once().await.expect("the audit runs")).await;
+    for id in pair {
+        clerk.delete_user(id);
+    }
+    let run = finished(audit.run_once().await.expect("the audit runs")).await;
+    assert_eq!(run.waiting, None, "{run:?}");
+    assert_eq!(
+        (run.found_missing_in_clerk, run.repaired),
+        (2, 2),
+        "{run:?}"
+    );
+    for id in pair {
+        let row = app.user(id).await.expect("a tombstone");
+        assert!(row.deleted_at.is_some(), "{id} deleted");
+    }
 }
 
 /// More users missing from Clerk's list than the sketch names one by one:
@@ -459,7 +506,8 @@ async fn users_missing_past_what_the_sketch_names_wait_for_reconcile(backend: Ba
     let requests_before = clerk.requests().len();
     let run = finished(audit.run_once().await.expect("the audit runs")).await;
     let waiting = run.waiting.as_deref().unwrap_or_default();
-    assert!(waiting.contains("missing from Clerk's list"), "{run:?}");
+    let estimate = format!("about {} live users here are missing", gone.len());
+    assert!(waiting.contains(&estimate), "{run:?}");
     let lookups = clerk.requests()[requests_before..]
         .iter()
         .filter(|request| request.path != "/v1/users")

@@ -223,8 +223,9 @@ impl DriftAuditStatus {
 }
 
 /// What a run would have deleted or demoted past its budget
-/// (`RECONCILE_MAX_DELETIONS`), waiting for `clerk-role-sync reconcile
-/// --fix --max-deletions N`.
+/// (`RECONCILE_MAX_DELETIONS`), or the lookups it left to an operator (a
+/// short list, more users missing from Clerk's list than it names one by
+/// one), waiting for `clerk-role-sync reconcile --fix --max-deletions N`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AwaitingConfirmation {
@@ -265,8 +266,9 @@ pub struct DriftAuditRun {
     pub error: Option<String>,
     /// `audit` (inside `serve`), `report` or `fix` (`reconcile`).
     pub mode: String,
-    /// It ended making none of the deletions and ADMIN demotions it found,
-    /// past its budget: what waits for an operator (`null`: nothing).
+    /// It ended making none of the deletions and ADMIN demotions it found
+    /// past its budget, or none of the lookups it would need: what waits
+    /// for an operator (`null`: nothing).
     #[schema(required = true)]
     pub waiting_for_confirmation: Option<AwaitingConfirmation>,
 }
