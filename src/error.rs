@@ -14,8 +14,11 @@ use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaFormat, Type};
 
 use crate::db::DbError;
+use crate::domain::Role;
+pub use crate::problem_type::{ABOUT_BLANK, ProblemType};
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -23,31 +26,76 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// An RFC 9457 problem document.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(json!({
+    "type": "/problems/last-admin",
+    "title": "It would leave no admin",
+    "status": 409,
+    "detail": "this would leave no admin: promote another user first"
+})))]
 pub struct Problem {
-    /// Always `about:blank`: the status code says what kind of problem it is.
+    /// What kind of problem: `/problems/{kind}` (a URI reference under the
+    /// service, which serves it as a short description) where a client may
+    /// switch on it, `about:blank` where the status says it all.
     #[serde(rename = "type")]
+    #[schema(schema_with = problem_type_schema)]
     pub kind: String,
-    /// The HTTP status phrase.
+    /// The kind's title (the HTTP status phrase for `about:blank`).
     pub title: String,
     /// The HTTP status code.
     pub status: u16,
-    /// What went wrong, for a human.
+    /// What went wrong this time, for a human.
     pub detail: String,
-    /// For a refused role: the values that would have been accepted.
+    /// For `/problems/invalid-role`: the roles that would have been accepted.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub allowed_values: Option<Vec<String>>,
+    #[schema(nullable = false)]
+    pub allowed_values: Option<Vec<Role>>,
 }
 
 impl Problem {
+    /// A problem whose status says it all.
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
         Self {
-            kind: "about:blank".into(),
+            kind: ABOUT_BLANK.into(),
             title: status.canonical_reason().unwrap_or("Error").into(),
             status: status.as_u16(),
             detail: detail.into(),
             allowed_values: None,
         }
     }
+
+    /// A problem of a kind a client may switch on.
+    pub fn of(kind: ProblemType, detail: impl Into<String>) -> Self {
+        Self {
+            kind: kind.uri(),
+            title: kind.title().into(),
+            status: kind.status().as_u16(),
+            detail: detail.into(),
+            allowed_values: (kind == ProblemType::InvalidRole).then(|| Role::ALL.to_vec()),
+        }
+    }
+}
+
+/// `type`'s schema: every kind's URI, and `about:blank`.
+fn problem_type_schema() -> Object {
+    let kinds = ProblemType::ALL
+        .iter()
+        .map(|kind| format!("`{}` ({})", kind.uri(), kind.title()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::Custom("uri-reference".into())))
+        .enum_values(Some(
+            ProblemType::ALL
+                .iter()
+                .map(|kind| kind.uri())
+                .chain([ABOUT_BLANK.to_owned()]),
+        ))
+        .description(Some(format!(
+            "One of {kinds}, or `about:blank` where the status says it all. Each \
+             `/problems/…` is served by the service as a short description."
+        )))
+        .build()
 }
 
 /// Everything a handler can refuse or fail with. Each variant names its status.
@@ -62,7 +110,7 @@ pub enum ApiError {
     /// 403: valid credentials without the right to do this.
     #[error("{0}")]
     Forbidden(&'static str),
-    /// 404: no such resource.
+    /// 404: nothing at this path.
     #[error("{0}")]
     NotFound(String),
     /// 405: the path exists, but not with this method; `allow` lists its methods.
@@ -71,27 +119,32 @@ pub enum ApiError {
     /// 408: the request body did not arrive within the body deadline.
     #[error("the request body did not arrive in time")]
     RequestTimeout,
-    /// 409: the change would break an invariant.
-    #[error("{0}")]
-    Conflict(String),
     /// 413: the body is larger than this endpoint accepts.
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    /// 422: well-formed, but a value is outside what is allowed.
+    /// A problem a client may switch on: its kind decides the status.
     #[error("{detail}")]
-    Unprocessable {
+    Typed { kind: ProblemType, detail: String },
+    /// A typed problem with `Retry-After`: try again after that many seconds.
+    #[error("{detail}")]
+    RetryLater {
+        kind: ProblemType,
         detail: String,
-        allowed_values: Option<Vec<String>>,
+        after_secs: u64,
     },
-    /// 503: a dependency (the database, a secret) is missing right now.
-    #[error("{0}")]
-    Unavailable(String),
-    /// 503 with `Retry-After`: try again after that many seconds.
-    #[error("{detail}")]
-    RetryLater { detail: String, after_secs: u64 },
     /// 500: a bug or an unexpected failure; details go to the log only.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// A problem of `kind`, with what went wrong this time.
+    pub fn typed(kind: ProblemType, detail: impl Into<String>) -> Self {
+        Self::Typed {
+            kind,
+            detail: detail.into(),
+        }
+    }
 }
 
 impl ResponseError for ApiError {
@@ -103,10 +156,8 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unavailable(_) | Self::RetryLater { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Typed { kind, .. } | Self::RetryLater { kind, .. } => kind.status(),
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -116,10 +167,12 @@ impl ResponseError for ApiError {
             tracing::error!(error = format!("{error:#}"), "request failed");
         }
         let status = self.status_code();
-        let mut problem = Problem::new(status, self.to_string());
-        if let Self::Unprocessable { allowed_values, .. } = self {
-            problem.allowed_values.clone_from(allowed_values);
-        }
+        let problem = match self {
+            Self::Typed { kind, detail } | Self::RetryLater { kind, detail, .. } => {
+                Problem::of(*kind, detail.as_str())
+            }
+            _ => Problem::new(status, self.to_string()),
+        };
         let mut response = HttpResponse::build(status);
         response.content_type(PROBLEM_JSON);
         if status == StatusCode::UNAUTHORIZED {
@@ -140,11 +193,17 @@ impl From<DbError> for ApiError {
         match error {
             DbError::Unavailable(reason) => {
                 tracing::warn!(reason, "database unavailable");
-                Self::Unavailable("the database is unavailable; retry shortly".into())
+                Self::typed(
+                    ProblemType::DatabaseUnavailable,
+                    "the database is unavailable; retry shortly",
+                )
             }
             error if error.is_timeout() => {
                 tracing::warn!(%error, "a database statement timed out");
-                Self::Unavailable("the database is busy; retry shortly".into())
+                Self::typed(
+                    ProblemType::DatabaseUnavailable,
+                    "the database is busy; retry shortly",
+                )
             }
             other => Self::Internal(other.into()),
         }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod jobs;
 pub mod metrics;
 pub mod openapi;
+pub mod problem_type;
 pub mod routes;
 pub mod secret;
 pub mod startup;

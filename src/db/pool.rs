@@ -96,7 +96,7 @@ impl From<PoolError> for DbError {
     }
 }
 
-/// Which database a [`Db`] talks to: `postgres` or `sqlite`.
+/// Which database the service talks to: `postgres` or `sqlite`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {

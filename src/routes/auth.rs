@@ -10,7 +10,7 @@ use super::AppState;
 use crate::clerk::jwt::AuthError;
 use crate::db::{DbError, Queries as _};
 use crate::domain::{ClerkUserId, Role};
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemType};
 use crate::with_conn;
 
 /// The caller, verified: a live user with role ADMIN in our database.
@@ -33,9 +33,9 @@ impl FromRequest for Admin {
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no app state")))?;
             let verifier = state.session_verifier.as_ref().ok_or_else(|| {
-                ApiError::Unavailable(
-                    "admin authentication is not configured (CLERK_JWT_KEY or CLERK_SECRET_KEY)"
-                        .into(),
+                ApiError::typed(
+                    ProblemType::AuthNotConfigured,
+                    "admin authentication is not configured (CLERK_JWT_KEY or CLERK_SECRET_KEY)",
                 )
             })?;
             let token = match header {
@@ -48,7 +48,12 @@ impl FromRequest for Admin {
                 Ok::<_, DbError>(conn.find_user(&session.user_id).await?)
             })?
             .filter(|user| user.deleted_at.is_none())
-            .ok_or(ApiError::Unauthorized("the token's user is not known here"))?;
+            .ok_or_else(|| {
+                ApiError::typed(
+                    ProblemType::UnknownCaller,
+                    "the token's user is not known here",
+                )
+            })?;
             if user.role != Role::Admin {
                 return Err(ApiError::Forbidden("this needs the ADMIN role"));
             }
@@ -72,6 +77,7 @@ fn refusal(error: AuthError) -> ApiError {
         AuthError::Expired => ApiError::Unauthorized("the session token has expired"),
         AuthError::Invalid => ApiError::Unauthorized("invalid session token"),
         AuthError::KeysUnavailable { retry_after } => ApiError::RetryLater {
+            kind: ProblemType::KeysUnavailable,
             detail: "session tokens cannot be verified right now: Clerk's signing keys are \
                      unavailable"
                 .into(),

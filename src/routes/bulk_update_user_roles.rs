@@ -11,7 +11,7 @@ use super::refusals::AdminWriteRefusals;
 use super::{AppState, apply_role_changes};
 use crate::app::change_roles::RoleChange;
 use crate::domain::ClerkUserId;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ProblemType};
 
 /// Most changes one request may carry.
 pub const MAX_BULK_CHANGES: usize = 500;
@@ -27,8 +27,8 @@ pub const MAX_BULK_CHANGES: usize = 500;
     request_body = BulkRoleRequest,
     responses(
         (status = 200, description = "The users as stored now, in the order asked", body = UserList),
-        (status = 404, description = "A user does not exist (or was deleted)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "An entry has a bad role or user id, a user appears twice, or there are no or too many changes", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "A user does not exist, or was deleted (`/problems/user-not-found`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An entry's role is not one of the three (`/problems/invalid-role`) or its user id cannot be a Clerk id (`/problems/invalid-user-id`), a user appears twice (`/problems/duplicate-user`), or there are no or too many changes (`/problems/change-count`)", body = Problem, content_type = "application/problem+json"),
         AdminWriteRefusals,
     )
 )]
@@ -40,32 +40,32 @@ pub async fn bulk_update_user_roles(
     payload: web::Payload,
 ) -> Result<web::Json<UserList>, ApiError> {
     let body: BulkRoleRequest = body::json_object(&request, payload, JSON_LIMIT).await?;
-    let unprocessable = |detail: String| ApiError::Unprocessable {
-        detail,
-        allowed_values: None,
-    };
     if body.changes.is_empty() || body.changes.len() > MAX_BULK_CHANGES {
-        return Err(unprocessable(format!(
-            "changes must hold 1 to {MAX_BULK_CHANGES} entries"
-        )));
+        return Err(ApiError::typed(
+            ProblemType::ChangeCount,
+            format!("changes must hold 1 to {MAX_BULK_CHANGES} entries"),
+        ));
     }
     let mut seen = HashSet::new();
     let mut changes = Vec::with_capacity(body.changes.len());
     for (index, entry) in body.changes.iter().enumerate() {
         let user_id = ClerkUserId::parse(entry.user_id.as_str()).map_err(|_| {
-            unprocessable(format!("changes[{index}].userId is not a Clerk user id"))
+            ApiError::typed(
+                ProblemType::InvalidUserId,
+                format!("changes[{index}].userId is not a Clerk user id"),
+            )
         })?;
-        let role = parse_role(&entry.role).map_err(|error| match error {
-            ApiError::Unprocessable { allowed_values, .. } => ApiError::Unprocessable {
-                detail: format!("changes[{index}].role must be one of STUDENT, INSTRUCTOR, ADMIN"),
-                allowed_values,
-            },
-            other => other,
+        let role = parse_role(&entry.role).map_err(|_| {
+            ApiError::typed(
+                ProblemType::InvalidRole,
+                format!("changes[{index}].role must be one of STUDENT, INSTRUCTOR, ADMIN"),
+            )
         })?;
         if !seen.insert(user_id.clone()) {
-            return Err(unprocessable(format!(
-                "changes[{index}]: user {user_id} appears more than once"
-            )));
+            return Err(ApiError::typed(
+                ProblemType::DuplicateUser,
+                format!("changes[{index}]: user {user_id} appears more than once"),
+            ));
         }
         changes.push(RoleChange { user_id, role });
     }

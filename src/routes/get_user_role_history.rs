@@ -40,8 +40,8 @@ pub struct HistoryQuery {
     ),
     responses(
         (status = 200, description = "A page of audit rows, newest first", body = RoleHistory),
-        (status = 422, description = "A limit outside 1..=100", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user (a deleted user's history is kept)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A limit outside 1..=100 (`/problems/invalid-parameter`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user; a deleted user's history is kept (`/problems/user-not-found`)", body = Problem, content_type = "application/problem+json"),
         AdminReadRefusals,
         MalformedQuery,
     )

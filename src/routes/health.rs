@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use crate::db::Backend;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ProblemType};
 use crate::jobs::clerk_instance::InstanceState;
 
 /// How long readiness waits for the database before answering 503.
@@ -50,15 +50,15 @@ pub enum PushWorker {
     #[serde(rename = "running")]
     Running,
     /// No secret key: role changes wait instead of reaching Clerk.
-    #[serde(rename = "waiting: CLERK_SECRET_KEY is not set")]
+    #[serde(rename = "waiting_for_secret_key")]
     NoSecretKey,
     /// Clerk has not confirmed the key's instance as the database's yet:
     /// role changes wait.
-    #[serde(rename = "waiting: the Clerk instance is not confirmed")]
+    #[serde(rename = "waiting_for_instance")]
     InstanceUnconfirmed,
     /// The key belongs to another Clerk instance than the database's: no
     /// role change is pushed.
-    #[serde(rename = "stopped: CLERK_SECRET_KEY belongs to another Clerk instance")]
+    #[serde(rename = "other_instance")]
     OtherInstance,
 }
 
@@ -77,20 +77,24 @@ pub async fn healthz() -> HttpResponse {
     tag = "health",
     responses(
         (status = 200, description = "Ready to serve", body = ReadyStatus),
-        (status = 503, description = "The database is unreachable, the push worker has stopped going round its loop, or the service is shutting down", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable (`/problems/database-unavailable`) or did not answer in time, the push worker has stopped going round its loop, or the service is shutting down (`/problems/not-ready`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if state.stopping.load(Ordering::Relaxed) {
-        return Err(ApiError::Unavailable("the service is shutting down".into()));
+        return Err(ApiError::typed(
+            ProblemType::NotReady,
+            "the service is shutting down",
+        ));
     }
     match tokio::time::timeout(READY_TIMEOUT, state.db.ping()).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => return Err(error.into()),
         Err(_) => {
-            return Err(ApiError::Unavailable(
-                "the database did not answer in time".into(),
+            return Err(ApiError::typed(
+                ProblemType::NotReady,
+                "the database did not answer in time",
             ));
         }
     }
@@ -105,10 +109,13 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
                 }
             },
             Some(silent) => {
-                return Err(ApiError::Unavailable(format!(
-                    "the push worker has not gone round its loop for {} s",
-                    silent.as_secs()
-                )));
+                return Err(ApiError::typed(
+                    ProblemType::NotReady,
+                    format!(
+                        "the push worker has not gone round its loop for {} s",
+                        silent.as_secs()
+                    ),
+                ));
             }
         },
     };

@@ -12,7 +12,7 @@ use super::refusals::{AdminReadRefusals, MalformedQuery};
 use crate::db::Queries as _;
 use crate::db::rows::{UserFilter, search_pattern};
 use crate::domain::Role;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ProblemType};
 use crate::with_conn;
 
 pub const DEFAULT_LIMIT: i64 = 20;
@@ -48,7 +48,7 @@ pub struct ListQuery {
     params(ListQuery),
     responses(
         (status = 200, description = "One page of users", body = UserPage),
-        (status = 422, description = "A role outside the three, a limit outside 1..=100, or a search over 200 characters or with a NUL character", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A role outside the three (`/problems/invalid-role`), a limit outside 1..=100, or a search over 200 characters or with a NUL character (`/problems/invalid-parameter`)", body = Problem, content_type = "application/problem+json"),
         AdminReadRefusals,
         MalformedQuery,
     )
@@ -66,18 +66,18 @@ pub async fn list_users(
         .map(str::trim)
         .filter(|s| !s.is_empty());
     if search.is_some_and(|s| s.chars().count() > MAX_SEARCH_LEN) {
-        return Err(ApiError::Unprocessable {
-            detail: format!("search must be at most {MAX_SEARCH_LEN} characters"),
-            allowed_values: None,
-        });
+        return Err(ApiError::typed(
+            ProblemType::InvalidParameter,
+            format!("search must be at most {MAX_SEARCH_LEN} characters"),
+        ));
     }
     // PostgreSQL text cannot hold NUL, so there the query would fail (a 500);
     // refused alike on both backends.
     if search.is_some_and(|s| s.contains('\0')) {
-        return Err(ApiError::Unprocessable {
-            detail: "search must not contain NUL characters".into(),
-            allowed_values: None,
-        });
+        return Err(ApiError::typed(
+            ProblemType::InvalidParameter,
+            "search must not contain NUL characters",
+        ));
     }
     let filter = UserFilter {
         role: query.role.as_deref().map(parse_role).transpose()?,

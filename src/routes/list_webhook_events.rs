@@ -16,7 +16,7 @@ use crate::app::Outcome;
 use crate::db::Queries as _;
 use crate::db::rows::WebhookEventFilter;
 use crate::domain::ClerkUserId;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ProblemType};
 use crate::with_conn;
 
 pub const DEFAULT_LIMIT: i64 = 50;
@@ -68,7 +68,7 @@ pub struct EventQuery {
     params(EventQuery),
     responses(
         (status = 200, description = "One page of processed messages", body = WebhookEventPage),
-        (status = 422, description = "A user id that is not a Clerk user id, an unknown outcome, a type over 100 characters or with a NUL character, a time outside the years 1970 to 9999, `since` not before `until`, or a limit outside 1..=200", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A user id that is not a Clerk user id, an unknown outcome, a type over 100 characters or with a NUL character, a time outside the years 1970 to 9999, `since` not before `until`, or a limit outside 1..=200 (`/problems/invalid-parameter`)", body = Problem, content_type = "application/problem+json"),
         AdminReadRefusals,
         MalformedQuery,
     )
@@ -101,9 +101,12 @@ pub async fn list_webhook_events(
         .outcome
         .as_deref()
         .map(|value| {
-            Outcome::parse(value).ok_or_else(|| ApiError::Unprocessable {
-                detail: format!("outcome {value:?} is not one the service records"),
-                allowed_values: Some(Outcome::ALL.iter().map(|o| o.as_str().to_owned()).collect()),
+            Outcome::parse(value).ok_or_else(|| {
+                let recorded: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
+                unprocessable(&format!(
+                    "outcome {value:?} is not one the service records: {}",
+                    recorded.join(", ")
+                ))
             })
         })
         .transpose()?;
@@ -139,8 +142,5 @@ pub async fn list_webhook_events(
 }
 
 fn unprocessable(detail: &str) -> ApiError {
-    ApiError::Unprocessable {
-        detail: detail.to_owned(),
-        allowed_values: None,
-    }
+    ApiError::typed(ProblemType::InvalidParameter, detail)
 }

@@ -6,6 +6,7 @@ mod bulk_update_user_roles;
 mod cursor;
 pub mod dto;
 pub mod get_metrics;
+mod get_problem_type;
 mod get_role_stats;
 mod get_sync_status;
 mod get_user;
@@ -94,7 +95,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(get_user_role_history::get_user_role_history)
         .service(get_role_stats::get_role_stats)
         .service(list_webhook_events::list_webhook_events)
-        .service(get_sync_status::get_sync_status);
+        .service(get_sync_status::get_sync_status)
+        .service(get_problem_type::get_problem_type);
 }
 
 /// For each documented path, a resource to register after the real ones: a

@@ -10,7 +10,7 @@ use crate::app::Outcome;
 use crate::app::webhook_event;
 use crate::clerk::ClerkClient;
 use crate::domain::ClerkUserId;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ProblemType};
 use crate::webhooks::events::{self, ClerkEvent};
 use crate::webhooks::svix::{SignedHeaders, VerifyError};
 use crate::with_conn;
@@ -41,15 +41,33 @@ pub struct WebhookAck {
         ("svix-timestamp" = String, Header, description = "Unix seconds (or `webhook-timestamp`)", pattern = "^[0-9]{1,12}$"),
         ("svix-signature" = String, Header, description = "Space-separated `v1,<base64>` signatures (or `webhook-signature`)", pattern = "^[ -~]*[!-~][ -~]*$"),
     ),
-    request_body(content = Object, description = "A Clerk event, exactly as Clerk sent it", content_type = "application/json"),
+    request_body(content = Object, description = "A Clerk event, exactly as Clerk sent it", content_type = "application/json",
+        example = json!({
+            "type": "user.updated",
+            "object": "event",
+            "instance_id": "ins_2NNEqL2nrIRdJ194ndJqAHwEfxC",
+            "timestamp": 1765116131000_i64,
+            "data": {
+                "id": "user_2NNEqL2nrIRdJ194ndJqAHwEfxC",
+                "object": "user",
+                "first_name": "Ada",
+                "last_name": "Lovelace",
+                "image_url": "https://img.clerk.com/ada.png",
+                "primary_email_address_id": "idn_2NNEqOZ9bQ3pM3m6vT6nT8Cq1Yd",
+                "email_addresses": [{"id": "idn_2NNEqOZ9bQ3pM3m6vT6nT8Cq1Yd", "email_address": "ada@example.com"}],
+                "public_metadata": {"role": "INSTRUCTOR"},
+                "created_at": 1756715400000_i64,
+                "updated_at": 1765116130512_i64
+            }
+        })),
     responses(
         (status = 200, description = "Applied, or acknowledged without change", body = WebhookAck),
         (status = 400, description = "Missing or malformed Svix headers, or a verified body that is not a Clerk event", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Signature does not match, or timestamp outside ±5 minutes", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body did not arrive within the body deadline", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than 1 MiB", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A verified event from another Clerk instance (its `instance_id`) than the one the database is bound to: not applied", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "No webhook secret configured, too many webhooks at once (with `Retry-After`), or the database failed (Svix retries)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A verified event from another Clerk instance (its `instance_id`) than the one the database is bound to: not applied (`/problems/wrong-instance`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No webhook secret configured (`/problems/webhook-not-configured`), too many webhooks at once (`/problems/webhooks-busy`, with `Retry-After`), or the database failed (`/problems/database-unavailable`); Svix retries", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/api/webhooks/clerk")]
@@ -61,8 +79,9 @@ pub async fn receive_clerk_webhook(
     let metrics = &state.metrics;
     let Some(verifier) = state.webhook_verifier.as_ref() else {
         metrics.webhook_refused("not_configured");
-        return Err(ApiError::Unavailable(
-            "the webhook is not configured (CLERK_WEBHOOK_SECRET)".into(),
+        return Err(ApiError::typed(
+            ProblemType::WebhookNotConfigured,
+            "the webhook is not configured (CLERK_WEBHOOK_SECRET)",
         ));
     };
     let headers = SignedHeaders::from_lookup(|name| {
@@ -80,6 +99,7 @@ pub async fn receive_clerk_webhook(
     let Ok(_buffering) = state.webhook_bodies.try_acquire() else {
         metrics.webhook_refused("busy");
         return Err(ApiError::RetryLater {
+            kind: ProblemType::WebhooksBusy,
             detail: "too many webhooks are being received at once; retry shortly".into(),
             after_secs: 1,
         });
@@ -120,13 +140,13 @@ pub async fn receive_clerk_webhook(
             instance.bound = %bound,
             "webhook from another Clerk instance refused, not applied"
         );
-        return Err(ApiError::Unprocessable {
-            detail: format!(
+        return Err(ApiError::typed(
+            ProblemType::WrongInstance,
+            format!(
                 "the event comes from Clerk instance {sender}, but this service's database is \
                  bound to Clerk instance {bound}: it was not applied"
             ),
-            allowed_values: None,
-        });
+        ));
     }
     let event = message.event;
     // Applied with the next batch; answered once that batch has committed.
@@ -137,7 +157,10 @@ pub async fn receive_clerk_webhook(
         .map_err(|error| {
             metrics.webhook_refused("database");
             tracing::error!(svix.id = headers.id, %error, "webhook not stored; Svix will retry");
-            ApiError::Unavailable("the event could not be stored; retry later".into())
+            ApiError::typed(
+                ProblemType::DatabaseUnavailable,
+                "the event could not be stored; retry later",
+            )
         })?;
 
     metrics.webhook(event.kind(), outcome);

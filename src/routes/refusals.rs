@@ -10,18 +10,24 @@ use utoipa::{IntoResponses, ToSchema as _};
 use crate::error::Problem;
 
 const NOT_ADMIN: (u16, &str) = (403, "The caller is not an ADMIN");
-const DATABASE_DOWN: (u16, &str) = (503, "Database unavailable");
+const UNAVAILABLE: (u16, &str) = (
+    503,
+    "The database is unavailable or busy (`/problems/database-unavailable`), admin \
+     authentication is not configured (`/problems/auth-not-configured`), or Clerk's signing \
+     keys cannot be fetched (`/problems/keys-unavailable`, with `Retry-After`)",
+);
+const NO_TOKEN: (u16, &str) = (
+    401,
+    "Missing, invalid or expired token, or its user is not known here \
+     (`/problems/unknown-caller`)",
+);
 
 /// What every admin read may answer: no token, no admin, no database.
 pub struct AdminReadRefusals;
 
 impl IntoResponses for AdminReadRefusals {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        problems([
-            (401, "Missing, invalid or expired token"),
-            NOT_ADMIN,
-            DATABASE_DOWN,
-        ])
+        problems([NO_TOKEN, NOT_ADMIN, UNAVAILABLE])
     }
 }
 
@@ -34,12 +40,12 @@ impl IntoResponses for AdminWriteRefusals {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
         problems([
             (400, "Malformed JSON, or a body that is not a JSON object"),
-            (401, "Missing, invalid or expired token, or an unknown user"),
+            NO_TOKEN,
             NOT_ADMIN,
             (408, "The body did not arrive within the body deadline"),
-            (409, "It would leave no admin"),
+            (409, "It would leave no admin (`/problems/last-admin`)"),
             (413, "Body too large"),
-            DATABASE_DOWN,
+            UNAVAILABLE,
         ])
     }
 }
@@ -49,7 +55,7 @@ pub struct UserNotFound;
 
 impl IntoResponses for UserNotFound {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        problems([(404, "No such user (or deleted)")])
+        problems([(404, "No such user, or deleted (`/problems/user-not-found`)")])
     }
 }
 

@@ -23,7 +23,7 @@ use crate::error::{ApiError, Problem};
     request_body = RoleRequest,
     responses(
         (status = 200, description = "The user as stored now", body = UserResponse),
-        (status = 422, description = "Not one of the three roles (the problem lists them)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not one of the three roles (`/problems/invalid-role`; `allowedValues` lists them)", body = Problem, content_type = "application/problem+json"),
         AdminWriteRefusals,
         UserNotFound,
     )

@@ -275,10 +275,39 @@ async fn bulk_changes_are_all_or_nothing(backend: Backend) {
             .contains("changes[1]"),
         "{body}"
     );
-    problem(bulk(json!([{"userId": "user_ada", "role": "ADMIN"}, {"userId": "user_nobody", "role": "ADMIN"}])).await.expect("sent"), 404).await;
-    problem(bulk(json!([{"userId": "user_ada", "role": "ADMIN"}, {"userId": "user_ada", "role": "STUDENT"}])).await.expect("sent"), 422).await;
-    problem(bulk(json!([])).await.expect("sent"), 422).await;
-    problem(bulk(json!([{"userId": "user_admin", "role": "STUDENT"}, {"userId": "user_ada", "role": "INSTRUCTOR"}])).await.expect("sent"), 409).await;
+    assert_eq!(body["type"], "/problems/invalid-role");
+    assert_eq!(
+        body["allowedValues"],
+        json!(["STUDENT", "INSTRUCTOR", "ADMIN"])
+    );
+    // Each cause has its own type, for a client to switch on.
+    for (changes, status, kind) in [
+        (
+            json!([{"userId": "user_ada", "role": "ADMIN"}, {"userId": "user_nobody", "role": "ADMIN"}]),
+            404,
+            "/problems/user-not-found",
+        ),
+        (
+            json!([{"userId": "user_ada", "role": "ADMIN"}, {"userId": "user_ada", "role": "STUDENT"}]),
+            422,
+            "/problems/duplicate-user",
+        ),
+        (
+            json!([{"userId": "not an id", "role": "ADMIN"}]),
+            422,
+            "/problems/invalid-user-id",
+        ),
+        (json!([]), 422, "/problems/change-count"),
+        (
+            json!([{"userId": "user_admin", "role": "STUDENT"}, {"userId": "user_ada", "role": "INSTRUCTOR"}]),
+            409,
+            "/problems/last-admin",
+        ),
+    ] {
+        let body = problem(bulk(changes.clone()).await.expect("sent"), status).await;
+        assert_eq!(body["type"], kind, "{changes}: {body}");
+        assert!(body.get("allowedValues").is_none(), "{body}");
+    }
     assert_eq!(app.api_user(&token, "user_ada").await["role"], "STUDENT");
     assert!(clerk.metadata_patches("user_ada").is_empty());
 

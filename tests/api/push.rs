@@ -267,7 +267,7 @@ async fn without_a_secret_key_pushes_wait_visibly(backend: Backend) {
 
     assert_eq!(user["sync"]["state"], "pending");
     let ready: Value = app.get("/readyz").await.json().await.expect("json");
-    assert_eq!(ready["clerkPush"], "waiting: CLERK_SECRET_KEY is not set");
+    assert_eq!(ready["clerkPush"], "waiting_for_secret_key");
 }
 
 both_backends!(

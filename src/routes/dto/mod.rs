@@ -17,7 +17,7 @@ pub use users::{
 };
 pub use webhook_events::{WebhookEventPage, WebhookEventResponse};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemType};
 
 /// A page size from a query: 1 to `max`, `default` when absent.
 pub fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
@@ -25,9 +25,9 @@ pub fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, Api
     if (1..=max).contains(&limit) {
         Ok(limit)
     } else {
-        Err(ApiError::Unprocessable {
-            detail: format!("limit must be between 1 and {max}"),
-            allowed_values: None,
-        })
+        Err(ApiError::typed(
+            ProblemType::InvalidParameter,
+            format!("limit must be between 1 and {max}"),
+        ))
     }
 }

@@ -10,6 +10,15 @@ use crate::domain::{Role, RoleSource};
 /// One audit row.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(json!({
+    "id": 4711,
+    "userId": "user_2NNEqL2nrIRdJ194ndJqAHwEfxC",
+    "oldRole": "STUDENT",
+    "newRole": "INSTRUCTOR",
+    "source": "admin_api",
+    "actor": "user_2bVSt0H6z5aBdC9pPwHTgWeb1Re",
+    "changedAt": "2026-12-07T14:02:11Z"
+})))]
 pub struct RoleChangeResponse {
     pub id: i64,
     pub user_id: String,

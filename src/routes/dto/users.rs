@@ -8,11 +8,22 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::db::rows::{OutboxRow, RoleStats, SyncState, SyncStatus, User, UserRow};
 use crate::domain::{ClerkUserId, Role};
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemType};
 
 /// A user, with where its role stands with Clerk.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(json!({
+        "id": "user_2NNEqL2nrIRdJ194ndJqAHwEfxC",
+        "email": "ada@example.com",
+        "firstName": "Ada",
+        "lastName": "Lovelace",
+        "imageUrl": "https://img.clerk.com/ada.png",
+        "role": "INSTRUCTOR",
+        "createdAt": "2026-09-01T08:30:00Z",
+        "updatedAt": "2026-12-07T14:02:11Z",
+        "sync": {"state": "pending", "attempts": 0, "lastError": null, "nextAttemptAt": "2026-12-07T14:02:11Z"}
+})))]
 pub struct UserResponse {
     /// Clerk user id.
     // The pattern is what `ClerkUserId::parse` accepts.
@@ -106,6 +117,7 @@ pub struct UserList {
 
 /// `{"role": "ADMIN"}`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"role": "INSTRUCTOR"})))]
 pub struct RoleRequest {
     /// One of STUDENT, INSTRUCTOR, ADMIN.
     #[schema(value_type = Role)]
@@ -114,6 +126,10 @@ pub struct RoleRequest {
 
 /// `{"changes": [{"userId": …, "role": …}, …]}`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"changes": [
+    {"userId": "user_2NNEqL2nrIRdJ194ndJqAHwEfxC", "role": "INSTRUCTOR"},
+    {"userId": "user_2bVSt0H6z5aBdC9pPwHTgWeb1Re", "role": "STUDENT"}
+]})))]
 pub struct BulkRoleRequest {
     /// 1 to 500 changes, each user at most once.
     #[schema(min_items = 1, max_items = 500)]
@@ -137,6 +153,7 @@ pub struct BulkRoleChange {
 /// Live users per role.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"totalUsers": 1250, "adminCount": 3, "instructorCount": 47, "studentCount": 1200})))]
 pub struct RoleStatsResponse {
     pub total_users: i64,
     pub admin_count: i64,
@@ -157,9 +174,11 @@ impl From<RoleStats> for RoleStatsResponse {
 
 /// A role from a request: exactly one of the three names, else 422 listing them.
 pub fn parse_role(value: &str) -> Result<Role, ApiError> {
-    value.parse().map_err(|_| ApiError::Unprocessable {
-        detail: "role must be one of STUDENT, INSTRUCTOR, ADMIN".into(),
-        allowed_values: Some(Role::ALL.iter().map(|r| r.as_str().to_owned()).collect()),
+    value.parse().map_err(|_| {
+        ApiError::typed(
+            ProblemType::InvalidRole,
+            "role must be one of STUDENT, INSTRUCTOR, ADMIN",
+        )
     })
 }
 
@@ -184,17 +203,20 @@ impl UserIdPath {
 }
 
 pub fn not_found() -> ApiError {
-    ApiError::NotFound("no such user".into())
+    ApiError::typed(ProblemType::UserNotFound, "no such user")
 }
 
 impl From<crate::app::change_roles::AdminChangeError> for ApiError {
     fn from(error: crate::app::change_roles::AdminChangeError) -> Self {
         use crate::app::change_roles::AdminChangeError as E;
         match error {
-            E::NotFound(id) => ApiError::NotFound(format!("no such user: {id}")),
-            E::LastAdmin => {
-                ApiError::Conflict("this would leave no admin: promote another user first".into())
+            E::NotFound(id) => {
+                ApiError::typed(ProblemType::UserNotFound, format!("no such user: {id}"))
             }
+            E::LastAdmin => ApiError::typed(
+                ProblemType::LastAdmin,
+                "this would leave no admin: promote another user first",
+            ),
             E::Db(error) => error.into(),
         }
     }
