@@ -4,11 +4,11 @@
 //! | --- | --- |
 //! | `clerk_role_sync_webhooks_total` | `type` (user.created, user.updated, user.deleted, other), `outcome` (applied, duplicate, stale, …) |
 //! | `clerk_role_sync_webhook_refusals_total` | `reason` (missing_header, bad_signature, timestamp, too_large, body_timeout, busy, malformed_body, not_configured, database, wrong_instance: from another Clerk instance than the database's) |
-//! | `clerk_role_sync_push_attempts_total` | `result` (landed, retry, rate_limited, failed, cancelled: a newer dashboard edit won before a retry) |
+//! | `clerk_role_sync_push_attempts_total` | `result` (landed, retry, rate_limited, failed, cancelled: a newer intent won before the push was sent) |
 //! | `clerk_role_sync_push_worker_restarts_total` | the push worker ended or panicked and was started again |
 //! | `clerk_role_sync_push_claims_held` | pushes this replica is sending now (its claims) |
 //! | `clerk_role_sync_push_lease_renewals_total` | claims whose lease this replica renewed while their push was in flight |
-//! | `clerk_role_sync_push_leases_expired_total` | claims this replica took over from an owner whose lease had expired (a replica that died), and claims it found lost before sending (it then sends nothing) |
+//! | `clerk_role_sync_push_leases_expired_total` | claims this replica took over from an owner whose lease had expired (a replica that died), and claims it found taken over before sending (it then sends nothing) |
 //! | `clerk_role_sync_push_claims_taken_back_total` | claims left by an earlier run of this replica, taken back at its start |
 //! | `clerk_role_sync_clerk_instance_confirmed` | 1 once the Clerk instance of the key is confirmed as the database's (pushes and the drift audit wait until then), else 0 |
 //! | `clerk_role_sync_ingest_batch_size` | webhook events applied per transaction (a histogram) |
@@ -142,7 +142,7 @@ impl Metrics {
             .expect("valid metric"),
             push_leases_expired: IntCounter::new(
                 "clerk_role_sync_push_leases_expired_total",
-                "Claims taken over from an owner whose lease had expired, or found lost before sending",
+                "Claims taken over from an owner whose lease had expired, or found taken over before sending",
             )
             .expect("valid metric"),
             push_claims_taken_back: IntCounter::new(

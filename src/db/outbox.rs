@@ -39,8 +39,10 @@ pub trait Outbox: Send {
     /// `lease_ms` after it (long enough to outlast the request), only if
     /// `owner` still holds a live claim on that version of a pending push.
     /// Returns the database's clock it noted at, and the Clerk budget's
-    /// pause; `None`: the claim was lost (expired and taken over, or the
-    /// push settled), and the push must not be sent.
+    /// pause; during a pause it notes nothing (the push is not sent yet) and
+    /// only extends the lease. `None`: the claim was lost (expired and taken
+    /// over, or the push settled or cancelled by a newer intent), and the
+    /// push must not be sent.
     async fn note_before_sending(
         &mut self,
         user_id: &ClerkUserId,
@@ -72,7 +74,10 @@ pub trait Outbox: Send {
     async fn enqueue_push(&mut self, user_id: &ClerkUserId, role: Role) -> QueryResult<()>;
 
     /// Cancels version `version` of a user's push if it is still pending
-    /// and no live claim (other than `owner`'s) is sending it; whether it did.
+    /// and no live claim (other than `owner`'s) is sending it (a claim sends
+    /// from its note before the request: one that waits for its slot or a
+    /// pause is cancelled with the push, and its note then finds it gone);
+    /// whether it did.
     /// A live claim sending an older version stays: that push is in flight,
     /// and its answer is recorded when it comes.
     /// Claims are live by the database's clock.

@@ -235,13 +235,20 @@ pub struct Sending {
 
 impl OutboxRow {
     /// Whether a live claim is sending the current version: then Clerk's
-    /// order settles it. A newer version queued behind an older one in
-    /// flight is not in flight itself.
+    /// order settles it. Sending starts with the note before the request
+    /// (`unrecorded_until`, the latest time Clerk could apply it, is still
+    /// ahead); a push claimed and waiting for its slot, or for a pause of the
+    /// budget to end, is not in flight, and a newer intent still cancels
+    /// it. A newer version queued behind an older one in flight is not in
+    /// flight itself.
     pub fn in_flight(&self, now: NaiveDateTime) -> bool {
         self.claimed_until.is_some_and(|until| until >= now)
             && self
                 .claimed_version
                 .is_none_or(|claimed| claimed >= self.version)
+            && self
+                .unrecorded_until
+                .is_some_and(|until| until >= now.and_utc().timestamp_millis())
     }
 }
 

@@ -341,6 +341,22 @@ impl PushWorker {
         row.user_id
     }
 
+    /// Says why a claimed push found its claim gone when it came to note
+    /// the send. A newer intent (a dashboard edit, a newer role) cancelling
+    /// a push that waited for its slot is the rule at work; a claim whose
+    /// lease expired and that another replica took over is worth a warning.
+    async fn claim_lost_before_sending(&self, user_id: &ClerkUserId) {
+        let row: Result<Option<OutboxRow>, DbError> =
+            with_conn!(self.db, conn => Ok(conn.find_outbox_row(user_id).await?));
+        let owner = row.ok().flatten().and_then(|row| row.claimed_by);
+        if owner.as_ref().is_some_and(|owner| *owner != self.owner) {
+            tracing::warn!(user.id = %user_id, "the claim on this push expired and another replica took it over before it was sent; not sending it");
+            self.metrics.push_leases_expired.inc();
+        } else {
+            tracing::info!(user.id = %user_id, "the push was settled or cancelled by a newer intent before it was sent; not sending it");
+        }
+    }
+
     /// Stores a push's result. Retried a few times: a lost result would leave
     /// the row claimed until its lease expires (and the push sent again).
     async fn record(&self, user_id: &ClerkUserId, version: i64, result: PushResult) {
@@ -447,8 +463,7 @@ impl PushWorker {
         let noted_at = match noted {
             Ok(Some(noted)) => DbClock::read(noted.now_ms, asked_at),
             Ok(None) => {
-                tracing::warn!(user.id = %user_id, "the claim on this push was lost before sending (expired, taken over or settled); not sending it");
-                self.metrics.push_leases_expired.inc();
+                self.claim_lost_before_sending(user_id).await;
                 return (None, "cancelled");
             }
             Err(error) => {

@@ -20,11 +20,12 @@ use testkit::instances::start_replicas;
 
 use crate::admin_auth::seed;
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, TestDb, spawn_synced_app, wait_until};
+use crate::helpers::{Backend, TestApp, TestDb, metric, spawn_synced_app, wait_until};
 use crate::replicas::replica_env;
 
 both_backends!(
     a_pause_another_process_makes_holds_a_push_that_has_its_slot,
+    a_push_held_by_a_pause_is_not_in_flight_and_a_newer_edit_cancels_it,
     a_push_waiting_for_its_slot_at_stop_is_handed_back_unsent,
 );
 
@@ -166,6 +167,55 @@ async fn a_pause_another_process_makes_holds_a_push_that_has_its_slot(backend: B
         "sent {:?} after the pause began, within its {PAUSE:?}",
         sent[0].at - paused_at
     );
+}
+
+/// A push claimed while its slot was ahead, then held by a pause, has not
+/// been sent: it is not in flight, so a dashboard edit made meanwhile is
+/// the newer intent and cancels it. Clerk never receives the stale role.
+async fn a_push_held_by_a_pause_is_not_in_flight_and_a_newer_edit_cancels_it(backend: Backend) {
+    let (app, clerk) = spawn_synced_app(backend).await;
+    seed(
+        &app,
+        &clerk,
+        &[("user_admin", Some("ADMIN")), ("user_held", None)],
+    )
+    .await;
+    let others = ClerkBudget::for_pushes(app.db.clone(), 1.0);
+    others.take().await;
+    others.take().await;
+    let token = clerk.mint_token("user_admin");
+    let answer = app.patch_role(&token, "user_held", "INSTRUCTOR").await;
+    assert_eq!(answer.status(), 200);
+    wait_until("the push is claimed", || async {
+        claimed_by(&app, "user_held").await.is_some()
+    })
+    .await;
+    ClerkBudget::for_walks(app.db.clone(), 1.0, 1.0)
+        .pause(Duration::from_secs(4))
+        .await;
+    // Made after the admin's change, while the push waits: the newer intent
+    // (within the clock-skew allowance of the commit, the lower role wins).
+    clerk.edit_metadata("user_held", json!({"role": "STUDENT"}));
+    clerk.wait_for_deliveries().await;
+    wait_until("the edit took the role and cancelled the push", || async {
+        app.api_user(&token, "user_held").await["role"] == "STUDENT"
+    })
+    .await;
+    let user = app.api_user(&token, "user_held").await;
+    assert_eq!(user["sync"]["state"], "synced", "{user}");
+    // Past the pause, the held push finds itself cancelled when it would
+    // note the send, and sends nothing.
+    assert_eq!(claimed_by(&app, "user_held").await, None);
+    wait_until("the worker found the push cancelled", || async {
+        let page = app.get("/metrics").await.text().await.expect("metrics");
+        metric(
+            &page,
+            r#"clerk_role_sync_push_attempts_total{result="cancelled"}"#,
+        ) >= 1.0
+    })
+    .await;
+    assert!(clerk.metadata_patches("user_held").is_empty());
+    assert_eq!(clerk.role("user_held").as_deref(), Some("STUDENT"));
 }
 
 /// A push claimed, waiting for a slot a minute away (other processes hold

@@ -65,9 +65,17 @@ impl Outbox for Conn {
         lease_ms: i64,
     ) -> QueryResult<Option<Noted>> {
         use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+        // During a pause of the budget the push is not sent yet, so nothing
+        // is noted: it is not in flight, and a newer intent may still cancel
+        // it. The lease is stretched all the same, and the pause returned.
+        let paused = format!(
+            "COALESCE((SELECT paused_until_us FROM clerk_budget WHERE id = 1), 0) > {NOW_US}"
+        );
         diesel::sql_query(format!(
-            "UPDATE clerk_sync SET unrecorded_roles = $1, \
-                 unrecorded_until = {GREATEST}(COALESCE($2, {NOW_MS}), {NOW_MS} + $3), \
+            "UPDATE clerk_sync SET \
+                 unrecorded_roles = CASE WHEN {paused} THEN unrecorded_roles ELSE $1 END, \
+                 unrecorded_until = CASE WHEN {paused} THEN unrecorded_until \
+                     ELSE {GREATEST}(COALESCE($2, {NOW_MS}), {NOW_MS} + $3) END, \
                  claimed_until = {} \
              WHERE user_id = $5 AND claimed_by = $6 AND claimed_version = $7 \
                  AND claimed_until >= {NOW} AND next_attempt_at IS NOT NULL \
@@ -153,7 +161,8 @@ impl Outbox for Conn {
                      AND claimed_by <> $2 THEN claimed_until END \
              WHERE user_id = $3 AND version = $1 AND next_attempt_at IS NOT NULL \
                  AND (claimed_until IS NULL OR claimed_until < {NOW} OR claimed_by = $2 \
-                     OR claimed_version < $1)",
+                     OR claimed_version < $1 \
+                     OR unrecorded_until IS NULL OR unrecorded_until < {NOW_MS})",
         ))
         .bind::<diesel::sql_types::BigInt, _>(version)
         .bind::<diesel::sql_types::Text, _>(owner.unwrap_or_default())
