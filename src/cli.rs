@@ -48,7 +48,7 @@ enum Command {
     Migrate,
     /// Print the OpenAPI document (YAML) to stdout.
     Openapi,
-    /// Print `.env.example` (every variable, what it takes, its default) to stdout.
+    /// Print `.env.example` (every variable, what it takes, its default or an example) to stdout.
     EnvExample,
     /// Bring every existing Clerk user in (resumable; paced under Clerk's limits).
     Backfill {

@@ -83,7 +83,8 @@ pub const CLERK_WEBHOOK_SECRET: Variable<Text> = Variable {
 
 pub const CLERK_WEBHOOK_SIGNING_SECRET: Variable<Text> = Variable {
     name: "CLERK_WEBHOOK_SIGNING_SECRET",
-    help: "another name of CLERK_WEBHOOK_SECRET, read when that is unset",
+    help: "another name of CLERK_WEBHOOK_SECRET (Clerk's docs use it); both set to \
+           different values is refused",
     default: DefaultValue::Unset {
         meaning: "the webhook answers 503",
         example: "whsec_...",
