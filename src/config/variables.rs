@@ -265,8 +265,8 @@ pub enum LogFormat {
 
 pub const LOG_FORMAT: Variable<Choice<LogFormat>> = Variable {
     name: "LOG_FORMAT",
-    help: "the shape of log lines: pretty for people, json (one object per line) for \
-           log collectors",
+    help: "the shape of log lines: pretty for people (coloured only on a terminal, and \
+           not when NO_COLOR is set), json (one object per line) for log collectors",
     default: DefaultValue::Text("pretty"),
     values: Choice(&[("pretty", LogFormat::Pretty), ("json", LogFormat::Json)]),
 };

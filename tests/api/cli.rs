@@ -1,10 +1,11 @@
-//! The binary itself: configuration refusals, `openapi`, `set-role`, shutdown.
+//! The binary itself: configuration refusals, start-up warnings,
+//! `openapi`, `set-role`, logs, shutdown.
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::helpers::{Backend, TestDb};
-use testkit::clerk_emulator::{ClerkEmulator, SECRET_KEY};
+use testkit::clerk_emulator::{self, ClerkEmulator, SECRET_KEY};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clerk-role-sync");
 
@@ -48,6 +49,32 @@ fn unreachable_postgres_is_a_clear_start_up_error() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("connecting to PostgreSQL"), "{stderr}");
+}
+
+#[test]
+fn pretty_logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}/db.sqlite", dir.path().display());
+
+    // A configuration warning is logged by every command.
+    let output = run(
+        &["migrate"],
+        &[
+            ("DATABASE_URL", &url),
+            ("LOG_FORMAT", "pretty"),
+            ("CLERK_API_VERSION", "v1"),
+        ],
+    );
+
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.contains("WARN") && line.contains("CLERK_API_VERSION")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "ANSI escape codes: {stderr:?}");
 }
 
 #[test]
@@ -204,6 +231,43 @@ async fn sigterm_shuts_the_server_down_cleanly() {
 
     let (status, stderr) = served.terminate().await;
     assert!(status.success(), "exit status {status:?}: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_warns_of_an_admin_api_without_keys_and_of_an_unchecked_azp() {
+    let served = Served::start(&[]).await;
+
+    let (status, stderr) = served.terminate().await;
+    assert!(status.success(), "{stderr}");
+    let warned = |words: &[&str]| {
+        stderr
+            .lines()
+            .any(|line| line.contains("WARN") && words.iter().all(|word| line.contains(word)))
+    };
+    assert!(
+        warned(&[
+            "CLERK_JWT_KEY",
+            "CLERK_SECRET_KEY",
+            "503",
+            "set CLERK_SECRET_KEY"
+        ]),
+        "{stderr}"
+    );
+    assert!(
+        warned(&["CLERK_AUTHORIZED_PARTIES", "`azp` is not checked", "set it"]),
+        "{stderr}"
+    );
+
+    // With a key and the parties set, neither is said.
+    let served = Served::start(&[
+        ("CLERK_JWT_KEY", clerk_emulator::primary_public_pem()),
+        ("CLERK_AUTHORIZED_PARTIES", "https://admin.example.com"),
+    ])
+    .await;
+    let (status, stderr) = served.terminate().await;
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains("CLERK_JWT_KEY"), "{stderr}");
+    assert!(!stderr.contains("CLERK_AUTHORIZED_PARTIES"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
