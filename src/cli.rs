@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::app::backfill::{BackfillOptions, Prefer};
 use crate::app::change_roles::{self, RoleUpdate};
@@ -32,7 +32,10 @@ use crate::{openapi, telemetry, with_conn};
     long_about = "Keeps each user's role (STUDENT, INSTRUCTOR, ADMIN) identical in our \
                   database and in Clerk's public_metadata.role, in both directions.\n\n\
                   Configuration comes from the environment and from .env; see the README.",
-    after_help = config::environment_help()
+    after_help = config::environment_help(),
+    // clap's own `help` subcommand refuses `help --help`; ours (below) is a
+    // command like the others.
+    disable_help_subcommand = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,7 +51,7 @@ enum Command {
     Migrate,
     /// Print the OpenAPI document (YAML) to stdout.
     Openapi,
-    /// Print `.env.example` (every variable, what it takes, its default) to stdout.
+    /// Print `.env.example` (every variable, what it takes, its default or an example) to stdout.
     EnvExample,
     /// Bring every existing Clerk user in (resumable; paced under Clerk's limits).
     Backfill {
@@ -99,6 +102,12 @@ enum Command {
     /// Bind the database to the Clerk instance of CLERK_SECRET_KEY, after a
     /// deliberate move to another instance.
     RebindInstance,
+    /// Print this message or the help of the given subcommand(s).
+    Help {
+        /// The subcommand(s) to print the help of.
+        #[arg(value_name = "COMMAND")]
+        command: Vec<String>,
+    },
 }
 
 /// Whose role wins.
@@ -146,6 +155,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", config::env_example());
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Help { command } => help(command),
         _ => {}
     }
     let config = Config::from_env()?;
@@ -202,9 +212,25 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let max_deletions = max_deletions.unwrap_or(config.drift_audit.max_deletions);
             return reconcile(&config, mode, max_deletions, rate).await;
         }
-        Command::Openapi | Command::EnvExample => {}
+        Command::Openapi | Command::EnvExample | Command::Help { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `help [COMMAND]…`: prints what `[COMMAND]… --help` prints and exits 0;
+/// an unknown command is an error (exit 2), as clap reports it.
+fn help(command: Vec<String>) -> ! {
+    let program = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| "clerk-role-sync".into());
+    let args = std::iter::once(program)
+        .chain(command.into_iter().map(Into::into))
+        .chain(["--help".into()]);
+    match Cli::command().try_get_matches_from(args) {
+        // `--help` always ends the parse with the help as its "error".
+        Err(help) => help.exit(),
+        Ok(_) => std::process::exit(0),
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

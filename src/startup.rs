@@ -414,6 +414,13 @@ fn session_verifier(
             "neither CLERK_PUBLISHABLE_KEY nor CLERK_ISSUER is set: session tokens' `iss` is not pinned"
         );
     }
+    if clerk.authorized_parties.is_empty() {
+        tracing::warn!(
+            "CLERK_AUTHORIZED_PARTIES is not set: session tokens' `azp` is not checked, so a \
+             token issued to any origin is taken (Clerk recommends the check against CSRF); set \
+             it to the admin frontend's origins, e.g. https://admin.example.com"
+        );
+    }
     if let Some(pem) = &clerk.jwt_key {
         let verifier = SessionVerifier::with_pem(pem, issuer, &clerk.authorized_parties)
             .map_err(|error| anyhow::anyhow!("CLERK_JWT_KEY is not valid: {error}"))?;
@@ -421,7 +428,10 @@ fn session_verifier(
     }
     let Some(client) = client else {
         tracing::warn!(
-            "neither CLERK_JWT_KEY nor CLERK_SECRET_KEY is set: the admin API answers 503"
+            "neither CLERK_JWT_KEY nor CLERK_SECRET_KEY is set: session tokens cannot be \
+             verified and every admin API call answers 503; set CLERK_SECRET_KEY (sk_…, \
+             tokens are checked against Clerk's JWKS) or CLERK_JWT_KEY (the instance's PEM \
+             public key, from the dashboard's API keys page)"
         );
         return Ok(None);
     };

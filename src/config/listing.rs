@@ -27,35 +27,46 @@ pub fn environment_help() -> String {
     help
 }
 
-/// `.env.example`: every variable, commented out, at its default (or an
-/// example value where it has none), under what it is for.
+/// `.env.example`: every variable, commented out, under what it is for.
+/// A value after `=` is always the default; a variable without one has
+/// nothing after `=`, and its note gives an example value instead.
 pub fn env_example() -> String {
-    let mut example = String::from(
-        "# clerk-role-sync configuration. Copy to .env (which git ignores) and fill in\n\
-         # what you need; every variable below is commented out, at its default (or,\n\
-         # where it has none, at an example value). `clerk-role-sync --help` prints\n\
-         # the same list; `clerk-role-sync env-example > .env.example` writes this file.\n",
+    let mut example = comment(
+        "clerk-role-sync configuration. Copy to .env (which git ignores) and \
+         uncomment what you need. Every variable is commented out, under a note on \
+         what it is for. A line with a value shows the variable's default, which \
+         applies while it is unset; a variable without a default has an empty line, \
+         and its note gives an example value to replace with your own. \
+         `clerk-role-sync --help` prints the same list; `clerk-role-sync env-example > \
+         .env.example` writes this file.",
     );
     for variable in VARIABLES {
         example.push('\n');
         example.push_str(&comment(&about(*variable)));
         let value = match variable.default() {
             DefaultValue::Text(text) => text,
-            DefaultValue::Unset { example, .. } => example,
+            DefaultValue::Unset { .. } => "",
         };
         example.push_str(&format!("# {}={value}\n", variable.name()));
     }
     example
 }
 
-/// What a variable is for, what it takes and what leaving it unset means.
+/// What a variable is for, what it takes, and its default, or what leaving
+/// it unset means and an example value.
 fn about(variable: &dyn Declared) -> String {
     let mut about = variable.help().to_owned();
     if let Some(allowed) = variable.allowed() {
         about.push_str(&format!("; {allowed}"));
     }
-    if let DefaultValue::Unset { meaning, .. } = variable.default() {
-        about.push_str(&format!("; unset: {meaning}"));
+    match variable.default() {
+        DefaultValue::Text(text) => about.push_str(&format!("; default: `{text}`")),
+        DefaultValue::Unset { meaning, example } => {
+            about.push_str(&format!("; no default (unset: {meaning})"));
+            if !example.is_empty() {
+                about.push_str(&format!("; example: `{example}`"));
+            }
+        }
     }
     about.push('.');
     about
@@ -78,4 +89,50 @@ fn comment(text: &str) -> String {
     lines.push_str(&line);
     lines.push('\n');
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each variable's entry in `.env.example`: its note and its line.
+    fn entries(example: &str) -> Vec<(String, &str)> {
+        example
+            .split("\n\n")
+            .skip(1)
+            .map(|entry| {
+                let (note, line) = entry
+                    .trim_end()
+                    .rsplit_once('\n')
+                    .expect("a note and a line");
+                (note.replace("\n# ", " "), line)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn env_example_shows_a_value_only_where_it_is_the_default() {
+        let example = env_example();
+        let entries = entries(&example);
+        assert_eq!(entries.len(), VARIABLES.len());
+        for ((note, line), variable) in entries.iter().zip(VARIABLES) {
+            let name = variable.name();
+            match variable.default() {
+                DefaultValue::Text(text) => {
+                    assert_eq!(*line, format!("# {name}={text}"));
+                    assert!(note.contains(&format!("default: `{text}`")), "{note}");
+                }
+                DefaultValue::Unset { example, .. } => {
+                    assert_eq!(*line, format!("# {name}="), "no default, no value");
+                    assert!(note.contains("no default"), "{note}");
+                    if !example.is_empty() {
+                        assert!(note.contains(&format!("example: `{example}`")), "{note}");
+                    }
+                }
+            }
+        }
+        // The header says what a value on a line means.
+        assert!(example.starts_with("# clerk-role-sync configuration."));
+        assert!(example.contains("shows the variable's default"));
+    }
 }

@@ -145,10 +145,10 @@ impl Config {
             (None, Some(key)) => Some(issuer_from_publishable_key(key.trim())?),
             (None, None) => None,
         };
-        let webhook_secrets = match CLERK_WEBHOOK_SECRET.get(&env)? {
-            Some(secrets) => Some(secrets),
-            None => CLERK_WEBHOOK_SIGNING_SECRET.get(&env)?,
-        };
+        let webhook_secrets = webhook_secrets(
+            CLERK_WEBHOOK_SECRET.get(&env)?,
+            CLERK_WEBHOOK_SIGNING_SECRET.get(&env)?,
+        )?;
 
         let replica_id = match REPLICA_ID.get(&env)? {
             Some(id) => id,
@@ -212,6 +212,41 @@ fn api_version(env: &Env, warnings: &mut Vec<String>) -> String {
         ));
         DEFAULT_CLERK_API_VERSION.to_owned()
     })
+}
+
+/// The webhook's signing secrets, from either of their two names. Both set
+/// to different secrets is refused: one would silently win, and every
+/// webhook signed with the other would be refused. The error names the
+/// variables, never the secrets.
+fn webhook_secrets(
+    secret: Option<String>,
+    signing_secret: Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    // The same secrets, whatever their order or separators, are one value.
+    fn secrets(text: &str) -> Vec<&str> {
+        let mut secrets: Vec<&str> = text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|secret| !secret.is_empty())
+            .collect();
+        secrets.sort_unstable();
+        secrets.dedup();
+        secrets
+    }
+    match (secret, signing_secret) {
+        (Some(secret), Some(signing_secret)) if secrets(&secret) != secrets(&signing_secret) => {
+            Err(invalid(
+                CLERK_WEBHOOK_SECRET.name,
+                format!(
+                    "{} (another name for it) is also set, to a different value: the \
+                     webhook would check signatures with one and refuse every event signed \
+                     with the other; set only one of the two (or both to the same value)",
+                    CLERK_WEBHOOK_SIGNING_SECRET.name
+                ),
+            ))
+        }
+        (Some(secret), _) => Ok(Some(secret)),
+        (None, signing_secret) => Ok(signing_secret),
+    }
 }
 
 /// The host name (the pod or container name in an orchestrator), or a
@@ -620,6 +655,42 @@ mod tests {
             ("CLERK_PUBLISHABLE_KEY", live_pk),
         ])
         .expect("not a live or test secret key");
+    }
+
+    #[test]
+    fn the_two_names_of_the_webhook_secret_set_to_different_secrets_are_refused() {
+        let error = config(&[
+            ("CLERK_WEBHOOK_SECRET", "whsec_hushAAAA"),
+            ("CLERK_WEBHOOK_SIGNING_SECRET", "whsec_hushBBBB"),
+        ])
+        .expect_err("two different secrets")
+        .to_string();
+        assert!(error.starts_with("CLERK_WEBHOOK_SECRET"), "{error}");
+        assert!(error.contains("CLERK_WEBHOOK_SIGNING_SECRET"), "{error}");
+        assert!(
+            !error.contains("hush"),
+            "the secrets are never printed: {error}"
+        );
+
+        // The same secrets under both names, whatever the separators.
+        let same = config(&[
+            ("CLERK_WEBHOOK_SECRET", "whsec_old whsec_new"),
+            ("CLERK_WEBHOOK_SIGNING_SECRET", "whsec_new,whsec_old"),
+        ])
+        .expect("the same secrets");
+        assert_eq!(
+            same.clerk.webhook_secrets.as_ref().map(Secret::expose),
+            Some("whsec_old whsec_new")
+        );
+        // Either name alone.
+        for name in ["CLERK_WEBHOOK_SECRET", "CLERK_WEBHOOK_SIGNING_SECRET"] {
+            let alone = config(&[(name, "whsec_one")]).expect(name);
+            assert_eq!(
+                alone.clerk.webhook_secrets.as_ref().map(Secret::expose),
+                Some("whsec_one"),
+                "{name}"
+            );
+        }
     }
 
     #[test]

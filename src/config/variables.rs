@@ -83,7 +83,8 @@ pub const CLERK_WEBHOOK_SECRET: Variable<Text> = Variable {
 
 pub const CLERK_WEBHOOK_SIGNING_SECRET: Variable<Text> = Variable {
     name: "CLERK_WEBHOOK_SIGNING_SECRET",
-    help: "another name of CLERK_WEBHOOK_SECRET, read when that is unset",
+    help: "another name of CLERK_WEBHOOK_SECRET (Clerk's docs use it); both set to \
+           different values is refused",
     default: DefaultValue::Unset {
         meaning: "the webhook answers 503",
         example: "whsec_...",
@@ -264,8 +265,8 @@ pub enum LogFormat {
 
 pub const LOG_FORMAT: Variable<Choice<LogFormat>> = Variable {
     name: "LOG_FORMAT",
-    help: "the shape of log lines: pretty for people, json (one object per line) for \
-           log collectors",
+    help: "the shape of log lines: pretty for people (coloured only on a terminal, and \
+           not when NO_COLOR is set), json (one object per line) for log collectors",
     default: DefaultValue::Text("pretty"),
     values: Choice(&[("pretty", LogFormat::Pretty), ("json", LogFormat::Json)]),
 };

@@ -362,12 +362,30 @@ fn build_pool<M: deadpool::managed::Manager>(
         .map_err(|e| DbError::Unavailable(e.to_string()))
 }
 
+/// Creates the SQLite file's directory when it is missing. When it cannot
+/// be, the error names the missing directory, says where creating it
+/// stopped, and how to fix it.
 fn create_parent_dir(path: &std::path::Path) -> Result<(), DbError> {
-    match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => std::fs::create_dir_all(parent)
-            .map_err(|e| DbError::Unavailable(format!("cannot create {}: {e}", parent.display()))),
-        _ => Ok(()),
-    }
+    let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(parent).map_err(|error| {
+        // The deepest part of the path that exists.
+        let reason = match parent.ancestors().find(|dir| dir.exists()) {
+            Some(dir) if !dir.is_dir() => format!("{} is a file, not a directory", dir.display()),
+            Some(dir) => format!("it cannot be created in {} ({error})", dir.display()),
+            None => format!("it cannot be created ({error})"),
+        };
+        DbError::Unavailable(format!(
+            "the directory {shown} of the SQLite file does not exist and {reason}: create it \
+             (`mkdir -p {shown}`, writable by the service's user), or set DATABASE_URL to a \
+             file in a directory that exists",
+            shown = parent.display()
+        ))
+    })
 }
 
 /// Opens a PostgreSQL connection with the service's session limits and
@@ -398,8 +416,47 @@ async fn connect_postgres(
     let (client, connection) = config
         .connect(tokio_postgres::NoTls)
         .await
-        .map_err(|error| ConnectionError::BadConnection(error.to_string()))?;
+        .map_err(|error| ConnectionError::BadConnection(connect_failure(&config, &error)))?;
     AsyncPgConnection::try_from_client_and_connection(client, connection).await
+}
+
+/// Why a PostgreSQL connection could not be opened, with the server's own
+/// words when it refused (tokio-postgres shows only "db error"). A
+/// database that does not exist (SQLSTATE 3D000) is not created by the
+/// service: the message says how to create it. Nothing of the password is
+/// shown.
+fn connect_failure(config: &tokio_postgres::Config, error: &tokio_postgres::Error) -> String {
+    let Some(refusal) = error.as_db_error() else {
+        return error.to_string();
+    };
+    if refusal.code() != &tokio_postgres::error::SqlState::INVALID_CATALOG_NAME {
+        return format!(
+            "the server refused: {} (SQLSTATE {})",
+            refusal.message(),
+            refusal.code().code()
+        );
+    }
+    // The server's default database is the user's name.
+    let user = config.get_user();
+    let Some(name) = config.get_dbname().or(user) else {
+        return format!("the server refused: {}", refusal.message());
+    };
+    let mut createdb = String::from("createdb");
+    if let Some(tokio_postgres::config::Host::Tcp(host)) = config.get_hosts().first() {
+        createdb.push_str(&format!(" -h {host}"));
+    }
+    if let Some(port) = config.get_ports().first() {
+        createdb.push_str(&format!(" -p {port}"));
+    }
+    if let Some(user) = user {
+        createdb.push_str(&format!(" -U {user}"));
+    }
+    format!(
+        "the database \"{name}\" does not exist on the PostgreSQL server: create it, with \
+         `{createdb} {name}` or, in psql as a user allowed to, `CREATE DATABASE \"{}\";` \
+         (the service creates its tables itself), or correct the name in DATABASE_URL",
+        name.replace('"', "\"\"")
+    )
 }
 
 /// Opens a SQLite connection in WAL mode (readers never block the writer)

@@ -1,10 +1,12 @@
-//! The binary itself: configuration refusals, `openapi`, `set-role`, shutdown.
+//! The binary itself: configuration refusals, start-up warnings and
+//! errors, `help`, `openapi`, `set-role`, logs, shutdown.
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::helpers::{Backend, TestDb};
-use testkit::clerk_emulator::{ClerkEmulator, SECRET_KEY};
+use testkit::clerk_emulator::{self, ClerkEmulator, SECRET_KEY};
+use testkit::test_db::test_database_url;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clerk-role-sync");
 
@@ -48,6 +50,151 @@ fn unreachable_postgres_is_a_clear_start_up_error() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("connecting to PostgreSQL"), "{stderr}");
+}
+
+#[test]
+fn a_missing_postgres_database_is_named_with_how_to_create_it() {
+    let mut url = url::Url::parse(&test_database_url()).expect("TEST_DATABASE_URL is a URL");
+    let name = format!("crs_missing_{}", std::process::id());
+    url.set_path(&name);
+
+    for args in [
+        &["migrate"][..],
+        &["serve"],
+        &["set-role", "user_1", "ADMIN"],
+    ] {
+        let output = run(args, &[("DATABASE_URL", url.as_str())]);
+
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("the database \"{name}\" does not exist")),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "`createdb -h {}",
+                url.host_str().unwrap_or_default()
+            )) && stderr.contains(&format!(" {name}`")),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("CREATE DATABASE \"{name}\"")),
+            "{args:?}: {stderr}"
+        );
+        if let Some(password) = url.password() {
+            assert!(!stderr.contains(password), "the password is never shown");
+        }
+    }
+}
+
+#[test]
+fn a_sqlite_directory_that_cannot_be_made_is_named_and_a_missing_one_is_made() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, "").expect("write a file");
+    let under_a_file = file.join("data");
+
+    let refused = run(
+        &["migrate"],
+        &[(
+            "DATABASE_URL",
+            &format!("sqlite://{}/db.sqlite", under_a_file.display()),
+        )],
+    );
+
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "the directory {} of the SQLite file does not exist",
+            under_a_file.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{} is a file, not a directory", file.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("mkdir -p {}", under_a_file.display())),
+        "{stderr}"
+    );
+
+    // A directory that is only missing is made, with the file.
+    let nested = dir.path().join("new").join("nested").join("db.sqlite");
+    let made = run(
+        &["migrate"],
+        &[("DATABASE_URL", &format!("sqlite://{}", nested.display()))],
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    assert!(nested.exists());
+}
+
+#[test]
+fn help_help_prints_help_and_succeeds() {
+    let output = run(&["help", "--help"], &[]);
+
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("Usage: clerk-role-sync help"), "{stdout}");
+    assert!(
+        stdout.contains("Print this message or the help of the given subcommand(s)"),
+        "{stdout}"
+    );
+
+    // `help [COMMAND]` prints what `[COMMAND] --help` prints.
+    for (asked, same_as) in [
+        (&["help"][..], &["--help"][..]),
+        (&["help", "serve"], &["serve", "--help"]),
+        (&["help", "help"], &["help", "--help"]),
+    ] {
+        let asked_output = run(asked, &[]);
+        assert!(asked_output.status.success(), "{asked:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&asked_output.stdout),
+            String::from_utf8_lossy(&run(same_as, &[]).stdout),
+            "{asked:?}"
+        );
+    }
+    let unknown = run(&["help", "nonsense"], &[]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("nonsense"));
+}
+
+#[test]
+fn pretty_logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}/db.sqlite", dir.path().display());
+
+    // A configuration warning is logged by every command.
+    let output = run(
+        &["migrate"],
+        &[
+            ("DATABASE_URL", &url),
+            ("LOG_FORMAT", "pretty"),
+            ("CLERK_API_VERSION", "v1"),
+        ],
+    );
+
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.contains("WARN") && line.contains("CLERK_API_VERSION")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "ANSI escape codes: {stderr:?}");
 }
 
 #[test]
@@ -204,6 +351,43 @@ async fn sigterm_shuts_the_server_down_cleanly() {
 
     let (status, stderr) = served.terminate().await;
     assert!(status.success(), "exit status {status:?}: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_warns_of_an_admin_api_without_keys_and_of_an_unchecked_azp() {
+    let served = Served::start(&[]).await;
+
+    let (status, stderr) = served.terminate().await;
+    assert!(status.success(), "{stderr}");
+    let warned = |words: &[&str]| {
+        stderr
+            .lines()
+            .any(|line| line.contains("WARN") && words.iter().all(|word| line.contains(word)))
+    };
+    assert!(
+        warned(&[
+            "CLERK_JWT_KEY",
+            "CLERK_SECRET_KEY",
+            "503",
+            "set CLERK_SECRET_KEY"
+        ]),
+        "{stderr}"
+    );
+    assert!(
+        warned(&["CLERK_AUTHORIZED_PARTIES", "`azp` is not checked", "set it"]),
+        "{stderr}"
+    );
+
+    // With a key and the parties set, neither is said.
+    let served = Served::start(&[
+        ("CLERK_JWT_KEY", clerk_emulator::primary_public_pem()),
+        ("CLERK_AUTHORIZED_PARTIES", "https://admin.example.com"),
+    ])
+    .await;
+    let (status, stderr) = served.terminate().await;
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains("CLERK_JWT_KEY"), "{stderr}");
+    assert!(!stderr.contains("CLERK_AUTHORIZED_PARTIES"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
