@@ -6,6 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, get, web};
 use chrono::Utc;
 
 use super::AppState;
+use super::health::readiness;
 use crate::db::{DbError, Queries as _};
 use crate::error::{ApiError, Problem};
 use crate::with_conn;
@@ -44,10 +45,18 @@ pub async fn get_metrics(
     let now = Utc::now().naive_utc();
     // The queue gauges are read fresh; without a database (or while it is
     // slow to answer) they keep their last values, and the scrape is served.
-    let queue: Result<Result<_, DbError>, _> = tokio::time::timeout(QUEUE_STATS_WAIT, async {
-        with_conn!(state.db, conn => Ok(conn.push_queue_stats().await?))
-    })
-    .await;
+    let queue = tokio::time::timeout(QUEUE_STATS_WAIT, async {
+        with_conn!(state.db, conn => Ok::<_, DbError>(conn.push_queue_stats().await?))
+    });
+    // `clerk_role_sync_ready` is worked out meanwhile, as `/readyz` does. The
+    // scrape waits for it no longer than for the queue: a check still
+    // waiting for the database then finishes on its own (within `/readyz`'s
+    // timeout) and the next scrape shows it.
+    let ready = {
+        let state = state.clone();
+        actix_web::rt::spawn(async move { readiness(&state).await.is_ok() })
+    };
+    let (queue, _ready) = tokio::join!(queue, tokio::time::timeout(QUEUE_STATS_WAIT, ready));
     if let Ok(Ok((pending, oldest))) = queue {
         state.metrics.push_pending.set(pending);
         let age = oldest.map_or(0.0, |at| (now - at).as_seconds_f64().max(0.0));

@@ -82,6 +82,24 @@ pub async fn healthz() -> HttpResponse {
 )]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let clerk_push = readiness(&state).await?;
+    Ok(HttpResponse::Ok().json(ReadyStatus {
+        status: Ready::Ready,
+        database: state.db.backend(),
+        clerk_push,
+    }))
+}
+
+/// What `/readyz` answers: whether pushes run or why they wait, or why the
+/// service is not ready. Notes the answer in `clerk_role_sync_ready`, which
+/// `/metrics` works out the same way at each scrape.
+pub(super) async fn readiness(state: &AppState) -> Result<PushWorker, ApiError> {
+    let ready = check_readiness(state).await;
+    state.metrics.ready.set(i64::from(ready.is_ok()));
+    ready
+}
+
+async fn check_readiness(state: &AppState) -> Result<PushWorker, ApiError> {
     if state.stopping.load(Ordering::Relaxed) {
         return Err(ApiError::typed(
             ProblemType::NotReady,
@@ -98,30 +116,23 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             ));
         }
     }
-    let clerk_push = match &state.push_worker {
-        None => PushWorker::NoSecretKey,
+    match &state.push_worker {
+        None => Ok(PushWorker::NoSecretKey),
         Some(worker) => match worker.stalled_for() {
-            None => match state.clerk_instance.state() {
+            None => Ok(match state.clerk_instance.state() {
                 InstanceState::Unconfirmed { .. } => PushWorker::InstanceUnconfirmed,
                 InstanceState::Mismatch { .. } => PushWorker::OtherInstance,
                 InstanceState::Confirmed(_) | InstanceState::NotConfigured { .. } => {
                     PushWorker::Running
                 }
-            },
-            Some(silent) => {
-                return Err(ApiError::typed(
-                    ProblemType::NotReady,
-                    format!(
-                        "the push worker has not gone round its loop for {} s",
-                        silent.as_secs()
-                    ),
-                ));
-            }
+            }),
+            Some(silent) => Err(ApiError::typed(
+                ProblemType::NotReady,
+                format!(
+                    "the push worker has not gone round its loop for {} s",
+                    silent.as_secs()
+                ),
+            )),
         },
-    };
-    Ok(HttpResponse::Ok().json(ReadyStatus {
-        status: Ready::Ready,
-        database: state.db.backend(),
-        clerk_push,
-    }))
+    }
 }

@@ -1,5 +1,5 @@
 use crate::both_backends;
-use crate::helpers::{Backend, problem, spawn_app};
+use crate::helpers::{Backend, TestApp, metric, problem, spawn_app, wait_until};
 
 both_backends!(
     healthz_answers_ok,
@@ -36,6 +36,11 @@ async fn readyz_names_the_backend_when_the_database_answers(backend: Backend) {
 
 async fn readyz_is_503_when_the_database_is_gone(backend: Backend) {
     let app = spawn_app(backend).await;
+    // A scrape works readiness out as /readyz does, before any probe.
+    wait_until("a scrape says ready", || async {
+        ready_gauge(&app).await == 1.0
+    })
+    .await;
     assert_eq!(app.get("/readyz").await.status(), 200);
 
     match backend {
@@ -45,6 +50,11 @@ async fn readyz_is_503_when_the_database_is_gone(backend: Backend) {
             std::fs::remove_file(&path).expect("remove the database file");
         }
     }
+    // The scrape still answers, and says what /readyz is about to say.
+    wait_until("a scrape says not ready", || async {
+        ready_gauge(&app).await == 0.0
+    })
+    .await;
 
     let body = problem(app.get("/readyz").await, 503).await;
     assert!(
@@ -56,6 +66,13 @@ async fn readyz_is_503_when_the_database_is_gone(backend: Backend) {
     );
     // Liveness does not depend on the database.
     assert_eq!(app.get("/healthz").await.status(), 200);
+}
+
+/// `clerk_role_sync_ready` as a scrape reads it.
+async fn ready_gauge(app: &TestApp) -> f64 {
+    let page = app.get("/metrics").await.text().await.expect("text");
+    assert!(page.contains("\nclerk_role_sync_ready "), "{page}");
+    metric(&page, "clerk_role_sync_ready")
 }
 
 async fn swagger_ui_is_served_from_the_service_itself(backend: Backend) {

@@ -10,6 +10,7 @@ mod backfill;
 mod cli;
 mod clocks;
 mod convergence;
+mod deploy;
 mod emulator_fidelity;
 mod errors;
 mod failover;
