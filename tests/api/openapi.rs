@@ -113,3 +113,32 @@ fn every_request_body_and_the_main_responses_have_examples() {
         );
     }
 }
+
+#[test]
+fn the_readme_shows_the_typescript_client_that_ci_compiles() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let client = std::fs::read_to_string(root.join("tests/frontend/admin-client.ts"))
+        .expect("tests/frontend/admin-client.ts");
+    let shown = readme
+        .split("```ts\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README shows a ```ts block");
+    assert_eq!(
+        shown, client,
+        "README's client differs from the compiled one"
+    );
+}
+
+#[test]
+fn the_quick_start_fits_a_screen() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let quick_start = readme
+        .split("\n## ")
+        .find(|section| section.starts_with("Quick start"))
+        .expect("a Quick start");
+    let lines = quick_start.lines().count();
+    assert!(lines <= 60, "the Quick start runs {lines} lines");
+}
