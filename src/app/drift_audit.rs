@@ -391,15 +391,28 @@ pub async fn apply_lookups<C: Store>(
     last_asked: &ClerkUserId,
     rules: Rules,
 ) -> Result<(DriftAuditRow, Vec<Finding>), DbError> {
+    let mut next = run.clone();
+    next.checked += looked_up.len() as i64;
+    next.after_local_id = Some(last_asked.to_string());
+    repair_and_save(conn, next, looked_up, rules, Step::Look).await
+}
+
+/// Repairs what `looked_up` shows at `step` and saves the run's progress
+/// `next`, in one transaction.
+async fn repair_and_save<C: Store>(
+    conn: &mut C,
+    next: DriftAuditRow,
+    looked_up: &[(ClerkUserId, Option<ClerkUser>)],
+    rules: Rules,
+    step: Step<'_>,
+) -> Result<(DriftAuditRow, Vec<Finding>), DbError> {
     let users: Vec<(ClerkUserId, Option<&ClerkUser>)> = looked_up
         .iter()
         .map(|(id, user)| (id.clone(), user.as_ref()))
         .collect();
     after_commit(conn.transaction(async |conn| {
-        let mut next = run.clone();
-        next.checked += looked_up.len() as i64;
-        let findings = repair(conn, &mut next, &users, rules, Step::Look).await?;
-        next.after_local_id = Some(last_asked.to_string());
+        let mut next = next;
+        let findings = repair(conn, &mut next, &users, rules, step).await?;
         conn.save_drift_audit(&next).await?;
         Ok((next, findings))
     }))
@@ -431,17 +444,7 @@ pub async fn apply_held<C: Store>(
     looked_up: &[(ClerkUserId, Option<ClerkUser>)],
     rules: Rules,
 ) -> Result<(DriftAuditRow, Vec<Finding>), DbError> {
-    let users: Vec<(ClerkUserId, Option<&ClerkUser>)> = looked_up
-        .iter()
-        .map(|(id, user)| (id.clone(), user.as_ref()))
-        .collect();
-    after_commit(conn.transaction(async |conn| {
-        let mut next = run.clone();
-        let findings = repair(conn, &mut next, &users, rules, Step::MakeHeld).await?;
-        conn.save_drift_audit(&next).await?;
-        Ok((next, findings))
-    }))
-    .await
+    repair_and_save(conn, run.clone(), looked_up, rules, Step::MakeHeld).await
 }
 
 /// Ends `run` at `now`, waiting for an operator if `waiting`, and forgets
