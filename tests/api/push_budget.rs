@@ -128,11 +128,9 @@ async fn claimed_by(app: &TestApp, id: &str) -> Option<String> {
     row.expect("read the outbox").and_then(|row| row.claimed_by)
 }
 
-/// A push whose slot was taken before another process (a walk, another
-/// replica) drew a 429 and paused the budget: it learns of the pause (from
-/// the note before sending, or the slot) and goes out after it.
-async fn a_pause_another_process_makes_holds_a_push_that_has_its_slot(backend: Backend) {
-    const PAUSE: Duration = Duration::from_secs(3);
+/// An admin's change of `user_held` to INSTRUCTOR whose push is claimed,
+/// its slot two seconds ahead: other processes hold the budget until then.
+async fn claimed_behind_other_slots(backend: Backend) -> (TestApp, ClerkEmulator, String) {
     let (app, clerk) = spawn_synced_app(backend).await;
     seed(
         &app,
@@ -152,6 +150,15 @@ async fn a_pause_another_process_makes_holds_a_push_that_has_its_slot(backend: B
         claimed_by(&app, "user_held").await.is_some()
     })
     .await;
+    (app, clerk, token)
+}
+
+/// A push whose slot was taken before another process (a walk, another
+/// replica) drew a 429 and paused the budget: it learns of the pause (from
+/// the note before sending, or the slot) and goes out after it.
+async fn a_pause_another_process_makes_holds_a_push_that_has_its_slot(backend: Backend) {
+    const PAUSE: Duration = Duration::from_secs(3);
+    let (app, clerk, _token) = claimed_behind_other_slots(backend).await;
     let paused_at = Instant::now();
     ClerkBudget::for_walks(app.db.clone(), 1.0, 1.0)
         .pause(PAUSE)
@@ -173,23 +180,7 @@ async fn a_pause_another_process_makes_holds_a_push_that_has_its_slot(backend: B
 /// been sent: it is not in flight, so a dashboard edit made meanwhile is
 /// the newer intent and cancels it. Clerk never receives the stale role.
 async fn a_push_held_by_a_pause_is_not_in_flight_and_a_newer_edit_cancels_it(backend: Backend) {
-    let (app, clerk) = spawn_synced_app(backend).await;
-    seed(
-        &app,
-        &clerk,
-        &[("user_admin", Some("ADMIN")), ("user_held", None)],
-    )
-    .await;
-    let others = ClerkBudget::for_pushes(app.db.clone(), 1.0);
-    others.take().await;
-    others.take().await;
-    let token = clerk.mint_token("user_admin");
-    let answer = app.patch_role(&token, "user_held", "INSTRUCTOR").await;
-    assert_eq!(answer.status(), 200);
-    wait_until("the push is claimed", || async {
-        claimed_by(&app, "user_held").await.is_some()
-    })
-    .await;
+    let (app, clerk, token) = claimed_behind_other_slots(backend).await;
     ClerkBudget::for_walks(app.db.clone(), 1.0, 1.0)
         .pause(Duration::from_secs(4))
         .await;
