@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | `clerk_role_sync_webhooks_total` | `type` (user.created, user.updated, user.deleted, other), `outcome` (applied, duplicate, stale, …) |
 //! | `clerk_role_sync_webhook_refusals_total` | `reason` (missing_header, bad_signature, timestamp, too_large, body_timeout, busy, malformed_body, not_configured, database, wrong_instance: from another Clerk instance than the database's) |
-//! | `clerk_role_sync_push_attempts_total` | `result` (landed, retry, rate_limited, failed, cancelled: a newer intent won before the push was sent) |
+//! | `clerk_role_sync_push_attempts_total` | `result` (landed, retry, rate_limited, failed, cancelled: a newer intent won, or another replica took the push over, before it was sent) |
 //! | `clerk_role_sync_push_worker_restarts_total` | the push worker ended or panicked and was started again |
 //! | `clerk_role_sync_push_claims_held` | pushes this replica is sending now (its claims) |
 //! | `clerk_role_sync_push_lease_renewals_total` | claims whose lease this replica renewed while their push was in flight |

@@ -161,11 +161,18 @@ impl ClerkClient {
 
     /// Sets `public_metadata.role`, leaving every other metadata key as it
     /// is (Clerk deep-merges the patch). Returns the user as Clerk now has it.
-    pub async fn set_role(&self, id: &ClerkUserId, role: Role) -> Result<ClerkUser, ClerkError> {
+    /// The request gives up after `within`.
+    pub async fn set_role(
+        &self,
+        id: &ClerkUserId,
+        role: Role,
+        within: std::time::Duration,
+    ) -> Result<ClerkUser, ClerkError> {
         let url = self.url(&format!("v1/users/{id}/metadata"))?;
         let request = self
             .http
             .patch(url)
+            .timeout(within)
             .json(&json!({ "public_metadata": { "role": role.as_str() } }));
         about(id, self.send(request).await?)
     }

@@ -222,11 +222,13 @@ fn webhook_secrets(
     secret: Option<String>,
     signing_secret: Option<String>,
 ) -> Result<Option<String>, ConfigError> {
-    // The same secrets, whatever their order or separators, are one value.
+    // The same secrets, whatever their order, separators or optional
+    // `whsec_` prefix (as the verifier reads them), are one value.
     fn secrets(text: &str) -> Vec<&str> {
         let mut secrets: Vec<&str> = text
             .split(|c: char| c == ',' || c.is_whitespace())
             .filter(|secret| !secret.is_empty())
+            .map(|secret| secret.strip_prefix("whsec_").unwrap_or(secret))
             .collect();
         secrets.sort_unstable();
         secrets.dedup();
@@ -672,10 +674,11 @@ mod tests {
             "the secrets are never printed: {error}"
         );
 
-        // The same secrets under both names, whatever the separators.
+        // The same secrets under both names, whatever the separators and
+        // the optional prefix.
         let same = config(&[
             ("CLERK_WEBHOOK_SECRET", "whsec_old whsec_new"),
-            ("CLERK_WEBHOOK_SIGNING_SECRET", "whsec_new,whsec_old"),
+            ("CLERK_WEBHOOK_SIGNING_SECRET", "new,whsec_old"),
         ])
         .expect("the same secrets");
         assert_eq!(

@@ -471,7 +471,20 @@ impl PushWorker {
                 return (Some(self.retry(row.attempts, None, error)), "retry");
             }
         };
-        let sent = self.client.set_role(user_id, role).await;
+        // Noted as possibly applied until the database's time at the note
+        // plus the timeout: the request gives up by then, however long the
+        // note took (its clock reading came after `asked_at`). Until then
+        // the push is in flight; after, a newer intent may cancel it.
+        let Some(within) = self
+            .config
+            .timeout
+            .checked_sub(asked_at.elapsed())
+            .filter(|left| !left.is_zero())
+        else {
+            let error = "the note before sending took the whole request timeout".to_owned();
+            return (Some(self.retry(row.attempts, None, error)), "retry");
+        };
+        let sent = self.client.set_role(user_id, role, within).await;
         let after = match &sent {
             // Clerk answered: its answer is recorded below.
             Ok(_) => None,

@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::{CLAIM_LOCK, Conn, GREATEST, NOW, NOW_MS, NOW_US, now_plus};
+use super::{CLAIM_LOCK, Conn, GREATEST, NOW, NOW_MS, STATEMENT_US, now_plus};
 use crate::db::outbox::Outbox;
 use crate::db::outbox::{claim_sql, enqueue_sql};
 use crate::db::rows::{Noted, OutboxRow, Sending};
@@ -68,9 +68,12 @@ impl Outbox for Conn {
         // During a pause of the budget the push is not sent yet, so nothing
         // is noted: it is not in flight, and a newer intent may still cancel
         // it. The lease is stretched all the same, and the pause returned.
-        let paused = format!(
-            "COALESCE((SELECT paused_until_us FROM clerk_budget WHERE id = 1), 0) > {NOW_US}"
+        // The pause is read by the statement's own time, so that what is
+        // written and what is returned agree.
+        let pause = format!(
+            "COALESCE((SELECT paused_until_us FROM clerk_budget WHERE id = 1), 0) - {STATEMENT_US}"
         );
+        let paused = format!("{pause} > 0");
         diesel::sql_query(format!(
             "UPDATE clerk_sync SET \
                  unrecorded_roles = CASE WHEN {paused} THEN unrecorded_roles ELSE $1 END, \
@@ -79,9 +82,7 @@ impl Outbox for Conn {
                  claimed_until = {} \
              WHERE user_id = $5 AND claimed_by = $6 AND claimed_version = $7 \
                  AND claimed_until >= {NOW} AND next_attempt_at IS NOT NULL \
-             RETURNING {NOW_MS} AS now_ms, \
-                 COALESCE((SELECT paused_until_us FROM clerk_budget WHERE id = 1), 0) \
-                     - {NOW_US} AS paused_us",
+             RETURNING {NOW_MS} AS now_ms, {pause} AS paused_us",
             now_plus("$4")
         ))
         .bind::<Integer, _>(sending.roles.bits())

@@ -24,6 +24,11 @@ const NOW_MS: &str = "(extract(epoch FROM now()) * 1000)::bigint";
 /// locked, not when the statement's transaction began.
 const NOW_US: &str = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint";
 
+/// The statement's own time in µs since the Unix epoch: the same wherever
+/// the statement reads it, before a lock wait and after (unlike
+/// [`NOW_US`]).
+const STATEMENT_US: &str = "(extract(epoch FROM now()) * 1000000)::bigint";
+
 /// The larger of its arguments.
 const GREATEST: &str = "GREATEST";
 

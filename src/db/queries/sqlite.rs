@@ -23,6 +23,9 @@ const NOW_MS: &str = "CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS
 /// (SQLite's clock counts ms).
 const NOW_US: &str = "(CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000)";
 
+/// The statement's own time in µs: SQLite reads its clock once a statement.
+const STATEMENT_US: &str = NOW_US;
+
 /// The larger of its arguments (SQLite's scalar `max`).
 const GREATEST: &str = "max";
 
