@@ -5,24 +5,32 @@ use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, get, web};
 use serde::Deserialize;
 use utoipa::IntoParams;
-use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 
 use crate::error::{ApiError, ProblemType};
 
-/// The `{problemType}` of `/problems/{problemType}`.
-#[derive(Deserialize, IntoParams)]
-#[into_params(names("problemType"), parameter_in = Path)]
-pub struct ProblemTypePath(
-    /// The last segment of a problem's `type`
-    #[param(schema_with = slugs)]
-    String,
-);
+/// The `{problemType}` of `/problems/{problemType}`, documented as one of
+/// the kinds' slugs.
+#[derive(Deserialize)]
+pub struct ProblemTypePath(String);
 
-fn slugs() -> Object {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(ProblemType::ALL.iter().map(|kind| kind.slug())))
-        .build()
+impl IntoParams for ProblemTypePath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let slugs = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(ProblemType::ALL.iter().map(|kind| kind.slug())));
+        vec![
+            ParameterBuilder::new()
+                .name("problemType")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some("The last segment of a problem's `type`"))
+                .schema(Some(slugs))
+                .build(),
+        ]
+    }
 }
 
 /// Describe a kind of problem.

@@ -53,6 +53,11 @@ fn operations_are_named_in_lower_camel_case_and_declare_the_headers_clients_read
     let operations = operations(&document);
     assert!(operations.len() >= 12, "{}", operations.len());
     for (path, method, operation) in &operations {
+        for parameter in operation["parameters"].as_array().into_iter().flatten() {
+            if parameter["in"] == "path" {
+                assert_eq!(parameter["required"], true, "{method} {path}: {parameter}");
+            }
+        }
         let id = operation["operationId"].as_str().expect("an operationId");
         assert!(
             id.chars().next().is_some_and(|c| c.is_ascii_lowercase())
